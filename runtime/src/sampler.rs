@@ -1,0 +1,812 @@
+//! The one sampler implementation, shared by training-time evaluation (burn)
+//! and the deployed runtime (ONNX engines).
+//!
+//! A sampler turns an observation embedding into an action by running the
+//! reverse diffusion process against a [`NoiseModel`]. It composes three
+//! independent choices:
+//!
+//! * [`StepRule`]: the reverse process — DDPM over all T steps, or DDIM over
+//!   S ≤ T steps (deterministic, the fast path for control loops);
+//! * `extra_steps` (M): Diffusion-X — after the last step, M more denoising
+//!   steps at τ = 1 with **no** added noise;
+//! * [`Selection`]: keep the single sample, or draw N candidates in one batch
+//!   and keep the one with the highest Gaussian KDE density (Diffusion-KDE);
+//!
+//! plus the classifier-free guidance weight w: ε = (1 + w) ε_cond − w ε_uncond,
+//! where the unconditional embedding is the all-zero vector (the value the
+//! observation is dropped to during training). Conditional and unconditional
+//! rows go through the model in one batch.
+//!
+//! All buffers live in the [`Sampler`] and are reused: once a sampler has run
+//! a given batch size, running it again allocates nothing.
+
+use crate::schedule::NoiseSchedule;
+use rand::Rng;
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+
+/// What the sampler needs from a network: ε̂ for a batch of noisy actions.
+///
+/// Implemented by `train` with burn modules and by the runtime with ONNX
+/// engines. Observations are encoded once per decision by the caller (or by
+/// [`NoiseModel::encode`]); the sampler then calls `predict_noise` T (+ M)
+/// times on the embedding.
+pub trait NoiseModel {
+    /// The model's own error type.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Length of one action vector.
+    fn action_dim(&self) -> usize;
+
+    /// Length of one observation embedding (all history frames together).
+    fn embedding_dim(&self) -> usize;
+
+    /// Length of one (normalised) observation including its history frames.
+    fn observation_dim(&self) -> usize;
+
+    /// Encode `rows` normalised observations (`[rows, observation_dim]`) into
+    /// `embeddings` (`[rows, embedding_dim]`).
+    fn encode(&mut self, observations: &[f32], embeddings: &mut [f32]) -> Result<(), Self::Error>;
+
+    /// Predict the noise in `actions` (`[rows, action_dim]`) given `embeddings`
+    /// (`[rows, embedding_dim]`) at network time input `t` = τ / T (one value
+    /// for all rows); writes `[rows, action_dim]` into `eps`.
+    fn predict_noise(
+        &mut self,
+        embeddings: &[f32],
+        actions: &[f32],
+        t: f32,
+        eps: &mut [f32],
+    ) -> Result<(), Self::Error>;
+}
+
+/// The reverse process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepRule {
+    /// Ancestral DDPM sampling over all T steps (noise added at every step but the last).
+    Ddpm,
+    /// Deterministic DDIM (η = 0) over `steps` evenly spaced steps, `steps` ≤ T.
+    Ddim {
+        /// Number of denoising steps S.
+        steps: usize,
+    },
+}
+
+/// Which of the generated samples is returned.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Selection {
+    /// One sample per decision.
+    Single,
+    /// Diffusion-KDE: draw `candidates` samples in one batch, keep the one with
+    /// the highest Gaussian KDE density (bandwidth in normalised action units).
+    Kde {
+        /// Number of candidates N.
+        candidates: usize,
+        /// Gaussian kernel bandwidth h.
+        bandwidth: f32,
+    },
+}
+
+/// A complete sampler choice.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerConfig {
+    /// Reverse process.
+    pub rule: StepRule,
+    /// Diffusion-X: extra denoising steps at τ = 1 without noise (M).
+    pub extra_steps: usize,
+    /// Single sample or KDE selection.
+    pub selection: Selection,
+    /// Classifier-free guidance weight w (0 = off).
+    pub guidance: f32,
+}
+
+impl SamplerConfig {
+    /// Plain DDPM.
+    pub const fn ddpm() -> Self {
+        Self {
+            rule: StepRule::Ddpm,
+            extra_steps: 0,
+            selection: Selection::Single,
+            guidance: 0.0,
+        }
+    }
+
+    /// Diffusion-X with M extra steps.
+    pub const fn diffusion_x(extra_steps: usize) -> Self {
+        Self {
+            extra_steps,
+            ..Self::ddpm()
+        }
+    }
+
+    /// Diffusion-KDE with N candidates and bandwidth h.
+    pub const fn kde(candidates: usize, bandwidth: f32) -> Self {
+        Self {
+            selection: Selection::Kde {
+                candidates,
+                bandwidth,
+            },
+            ..Self::ddpm()
+        }
+    }
+
+    /// DDIM with S steps.
+    pub const fn ddim(steps: usize) -> Self {
+        Self {
+            rule: StepRule::Ddim { steps },
+            ..Self::ddpm()
+        }
+    }
+
+    /// The same sampler with guidance weight w.
+    pub const fn with_guidance(mut self, w: f32) -> Self {
+        self.guidance = w;
+        self
+    }
+
+    /// A short stable label for tables and file names, e.g. `diffusion-x(M=8)`.
+    pub fn label(&self) -> String {
+        let mut s = match (self.rule, self.extra_steps, self.selection) {
+            (StepRule::Ddpm, 0, Selection::Single) => "ddpm".to_string(),
+            (StepRule::Ddpm, m, Selection::Single) => format!("diffusion-x(M={m})"),
+            (StepRule::Ddpm, 0, Selection::Kde { candidates, .. }) => {
+                format!("kde(N={candidates})")
+            }
+            (StepRule::Ddpm, m, Selection::Kde { candidates, .. }) => {
+                format!("kde(N={candidates})+x(M={m})")
+            }
+            (StepRule::Ddim { steps }, 0, _) => format!("ddim(S={steps})"),
+            (StepRule::Ddim { steps }, m, _) => format!("ddim(S={steps})+x(M={m})"),
+        };
+        if let (StepRule::Ddim { .. }, Selection::Kde { candidates, .. }) =
+            (self.rule, self.selection)
+        {
+            s.push_str(&format!("+kde(N={candidates})"));
+        }
+        if self.guidance != 0.0 {
+            s.push_str(&format!(" w={}", self.guidance));
+        }
+        s
+    }
+
+    /// Check the configuration against a schedule.
+    pub fn validate(
+        &self,
+        schedule: &NoiseSchedule,
+    ) -> Result<(), SamplerError<std::convert::Infallible>> {
+        if let StepRule::Ddim { steps } = self.rule
+            && (steps == 0 || steps > schedule.steps())
+        {
+            return Err(SamplerError::Config(format!(
+                "sampler.rule.ddim.steps must be in 1..={}, got {steps}",
+                schedule.steps()
+            )));
+        }
+        if let Selection::Kde {
+            candidates,
+            bandwidth,
+        } = self.selection
+        {
+            if candidates == 0 {
+                return Err(SamplerError::Config(
+                    "sampler.selection.kde.candidates must be ≥ 1".into(),
+                ));
+            }
+            if !(bandwidth > 0.0 && bandwidth.is_finite()) {
+                return Err(SamplerError::Config(format!(
+                    "sampler.selection.kde.bandwidth must be a positive number, got {bandwidth}"
+                )));
+            }
+        }
+        if !self.guidance.is_finite() {
+            return Err(SamplerError::Config(format!(
+                "sampler.guidance must be finite, got {}",
+                self.guidance
+            )));
+        }
+        Ok(())
+    }
+
+    /// Number of network evaluations per decision (each on a batch).
+    pub fn network_calls(&self, schedule: &NoiseSchedule) -> usize {
+        let steps = match self.rule {
+            StepRule::Ddpm => schedule.steps(),
+            StepRule::Ddim { steps } => steps,
+        };
+        steps + self.extra_steps
+    }
+
+    /// Rows per network call for one decision (candidates × 2 with guidance).
+    pub fn rows_per_decision(&self) -> usize {
+        let c = match self.selection {
+            Selection::Single => 1,
+            Selection::Kde { candidates, .. } => candidates,
+        };
+        if self.guidance != 0.0 { 2 * c } else { c }
+    }
+}
+
+/// Why sampling failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError<E: std::error::Error + 'static> {
+    /// The noise model failed (its message is part of this one).
+    #[error("noise model failed: {0}")]
+    Model(E),
+    /// A buffer had the wrong length.
+    #[error("{what}: expected {expected} values, got {got}")]
+    Shape {
+        /// Which buffer.
+        what: &'static str,
+        /// Expected length.
+        expected: usize,
+        /// Actual length.
+        got: usize,
+    },
+    /// The sampler configuration is invalid.
+    #[error("invalid sampler configuration: {0}")]
+    Config(String),
+    /// The model produced a non-finite action.
+    #[error("sampled action {row} has a non-finite value at dimension {dim}")]
+    NonFinite {
+        /// Output row.
+        row: usize,
+        /// Action dimension.
+        dim: usize,
+    },
+}
+
+impl SamplerError<std::convert::Infallible> {
+    fn widen<E: std::error::Error + 'static>(self) -> SamplerError<E> {
+        match self {
+            SamplerError::Model(never) => match never {},
+            SamplerError::Shape {
+                what,
+                expected,
+                got,
+            } => SamplerError::Shape {
+                what,
+                expected,
+                got,
+            },
+            SamplerError::Config(s) => SamplerError::Config(s),
+            SamplerError::NonFinite { row, dim } => SamplerError::NonFinite { row, dim },
+        }
+    }
+}
+
+/// Index of the candidate with the highest Gaussian KDE density among
+/// `candidates` (`[n, dim]`, row-major). Ties go to the lowest index.
+pub fn kde_densest(candidates: &[f32], dim: usize, bandwidth: f32) -> usize {
+    let n = candidates.len() / dim;
+    let inv = 1.0 / (2.0 * bandwidth * bandwidth);
+    let mut best = (0, f32::NEG_INFINITY);
+    for i in 0..n {
+        let a = &candidates[i * dim..(i + 1) * dim];
+        let mut density = 0.0f32;
+        for j in 0..n {
+            let b = &candidates[j * dim..(j + 1) * dim];
+            let d2: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+            density += (-d2 * inv).exp();
+        }
+        if density > best.1 {
+            best = (i, density);
+        }
+    }
+    best.0
+}
+
+/// A sampler with its reusable buffers.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    schedule: NoiseSchedule,
+    config: SamplerConfig,
+    /// DDIM time steps, descending, ending at the first step above 0.
+    ddim_taus: Vec<usize>,
+    x: Vec<f32>,
+    eps: Vec<f32>,
+    model_x: Vec<f32>,
+    model_eps: Vec<f32>,
+    model_emb: Vec<f32>,
+    embeddings: Vec<f32>,
+}
+
+impl Sampler {
+    /// A sampler for `schedule` with `config` (validated here).
+    pub fn new(
+        schedule: NoiseSchedule,
+        config: SamplerConfig,
+    ) -> Result<Self, SamplerError<std::convert::Infallible>> {
+        config.validate(&schedule)?;
+        let ddim_taus = match config.rule {
+            StepRule::Ddpm => Vec::new(),
+            StepRule::Ddim { steps } => {
+                let t = schedule.steps();
+                // Evenly spaced, from T down; always includes T.
+                (1..=steps).rev().map(|i| (i * t).div_ceil(steps)).collect()
+            }
+        };
+        Ok(Self {
+            schedule,
+            config,
+            ddim_taus,
+            x: Vec::new(),
+            eps: Vec::new(),
+            model_x: Vec::new(),
+            model_eps: Vec::new(),
+            model_emb: Vec::new(),
+            embeddings: Vec::new(),
+        })
+    }
+
+    /// The schedule.
+    pub fn schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SamplerConfig {
+        &self.config
+    }
+
+    /// The candidates of the last call (all rows, `[rows × candidates, action_dim]`).
+    pub fn last_candidates(&self) -> &[f32] {
+        &self.x
+    }
+
+    /// Encode `observations` (`[rows, observation_dim]`, normalised) once, then
+    /// sample one action per row into `out` (`[rows, action_dim]`, normalised).
+    pub fn sample<M: NoiseModel, R: Rng + ?Sized>(
+        &mut self,
+        model: &mut M,
+        observations: &[f32],
+        rng: &mut R,
+        out: &mut [f32],
+    ) -> Result<(), SamplerError<M::Error>> {
+        let (od, ed) = (model.observation_dim(), model.embedding_dim());
+        if od == 0 || !observations.len().is_multiple_of(od) {
+            return Err(SamplerError::Shape {
+                what: "observations",
+                expected: od.max(1) * (observations.len() / od.max(1)).max(1),
+                got: observations.len(),
+            });
+        }
+        let rows = observations.len() / od;
+        let mut embeddings = std::mem::take(&mut self.embeddings);
+        embeddings.resize(rows * ed, 0.0);
+        let result = model
+            .encode(observations, &mut embeddings)
+            .map_err(SamplerError::Model)
+            .and_then(|()| self.sample_embedded(model, &embeddings, rng, out));
+        self.embeddings = embeddings;
+        result
+    }
+
+    /// Sample one action per embedding row (`[rows, embedding_dim]`) into `out`
+    /// (`[rows, action_dim]`, normalised units).
+    pub fn sample_embedded<M: NoiseModel, R: Rng + ?Sized>(
+        &mut self,
+        model: &mut M,
+        embeddings: &[f32],
+        rng: &mut R,
+        out: &mut [f32],
+    ) -> Result<(), SamplerError<M::Error>> {
+        let (ad, ed) = (model.action_dim(), model.embedding_dim());
+        let rows = embeddings.len() / ed.max(1);
+        if ed == 0 || embeddings.len() != rows * ed {
+            return Err(SamplerError::Shape {
+                what: "embeddings",
+                expected: rows * ed,
+                got: embeddings.len(),
+            });
+        }
+        if out.len() != rows * ad {
+            return Err(SamplerError::Shape {
+                what: "actions out",
+                expected: rows * ad,
+                got: out.len(),
+            });
+        }
+        self.config
+            .validate(&self.schedule)
+            .map_err(SamplerError::widen)?;
+        let cand = match self.config.selection {
+            Selection::Single => 1,
+            Selection::Kde { candidates, .. } => candidates,
+        };
+        let n = rows * cand;
+        let guided = self.config.guidance != 0.0;
+        let model_rows = if guided { 2 * n } else { n };
+
+        // Model-side embedding batch: each row repeated `cand` times, then (with
+        // guidance) the same number of all-zero unconditional rows.
+        self.model_emb.clear();
+        for r in 0..rows {
+            for _ in 0..cand {
+                self.model_emb
+                    .extend_from_slice(&embeddings[r * ed..(r + 1) * ed]);
+            }
+        }
+        if guided {
+            self.model_emb.resize(model_rows * ed, 0.0);
+        }
+        self.x.resize(n * ad, 0.0);
+        self.eps.resize(n * ad, 0.0);
+        self.model_x.resize(model_rows * ad, 0.0);
+        self.model_eps.resize(model_rows * ad, 0.0);
+        for v in &mut self.x {
+            *v = rng.sample(StandardNormal);
+        }
+
+        match self.config.rule {
+            StepRule::Ddpm => {
+                for tau in (1..=self.schedule.steps()).rev() {
+                    self.predict(model, tau)?;
+                    let (cx, ce, sigma) = self.schedule.ddpm_coefficients(tau);
+                    for (x, e) in self.x.iter_mut().zip(&self.eps) {
+                        *x = cx * (*x - ce * e);
+                    }
+                    if tau > 1 {
+                        for x in &mut self.x {
+                            let z: f32 = rng.sample(StandardNormal);
+                            *x += sigma * z;
+                        }
+                    }
+                }
+            }
+            StepRule::Ddim { .. } => {
+                for i in 0..self.ddim_taus.len() {
+                    let tau = self.ddim_taus[i];
+                    let prev = self.ddim_taus.get(i + 1).copied().unwrap_or(0);
+                    self.predict(model, tau)?;
+                    let (ab, ab_prev) =
+                        (self.schedule.alpha_bar(tau), self.schedule.alpha_bar(prev));
+                    let (sa, sm) = (ab.sqrt() as f32, (1.0 - ab).sqrt() as f32);
+                    let (sa_p, sm_p) = (ab_prev.sqrt() as f32, (1.0 - ab_prev).sqrt() as f32);
+                    for (x, e) in self.x.iter_mut().zip(&self.eps) {
+                        let x0 = (*x - sm * e) / sa;
+                        *x = sa_p * x0 + sm_p * e;
+                    }
+                }
+            }
+        }
+        // Diffusion-X: M more steps at τ = 1, never adding noise.
+        let (cx, ce, _) = self.schedule.ddpm_coefficients(1);
+        for _ in 0..self.config.extra_steps {
+            self.predict(model, 1)?;
+            for (x, e) in self.x.iter_mut().zip(&self.eps) {
+                *x = cx * (*x - ce * e);
+            }
+        }
+
+        for r in 0..rows {
+            let block = &self.x[r * cand * ad..(r + 1) * cand * ad];
+            let pick = match self.config.selection {
+                Selection::Single => 0,
+                Selection::Kde { bandwidth, .. } => kde_densest(block, ad, bandwidth),
+            };
+            let src = &block[pick * ad..(pick + 1) * ad];
+            if let Some(dim) = src.iter().position(|v| !v.is_finite()) {
+                return Err(SamplerError::NonFinite { row: r, dim });
+            }
+            out[r * ad..(r + 1) * ad].copy_from_slice(src);
+        }
+        Ok(())
+    }
+
+    /// ε̂ at step τ for all current samples, with guidance applied, into `self.eps`.
+    fn predict<M: NoiseModel>(
+        &mut self,
+        model: &mut M,
+        tau: usize,
+    ) -> Result<(), SamplerError<M::Error>> {
+        let t = self.schedule.time_input(tau);
+        let w = self.config.guidance;
+        if w == 0.0 {
+            return model
+                .predict_noise(&self.model_emb, &self.x, t, &mut self.eps)
+                .map_err(SamplerError::Model);
+        }
+        let half = self.x.len();
+        self.model_x[..half].copy_from_slice(&self.x);
+        self.model_x[half..].copy_from_slice(&self.x);
+        model
+            .predict_noise(&self.model_emb, &self.model_x, t, &mut self.model_eps)
+            .map_err(SamplerError::Model)?;
+        let (cond, uncond) = self.model_eps.split_at(half);
+        for ((e, c), u) in self.eps.iter_mut().zip(cond).zip(uncond) {
+            *e = (1.0 + w) * c - w * u;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::ScheduleConfig;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// ε̂ = `scale` · a_τ + `emb_gain` · embedding[0]; records every call.
+    #[derive(Default)]
+    struct Mock {
+        scale: f32,
+        emb_gain: f32,
+        calls: Vec<(f32, Vec<f32>, Vec<f32>)>,
+    }
+
+    impl NoiseModel for Mock {
+        type Error = std::convert::Infallible;
+        fn action_dim(&self) -> usize {
+            2
+        }
+        fn embedding_dim(&self) -> usize {
+            3
+        }
+        fn observation_dim(&self) -> usize {
+            3
+        }
+        fn encode(&mut self, o: &[f32], e: &mut [f32]) -> Result<(), Self::Error> {
+            e.copy_from_slice(o);
+            Ok(())
+        }
+        fn predict_noise(
+            &mut self,
+            emb: &[f32],
+            a: &[f32],
+            t: f32,
+            eps: &mut [f32],
+        ) -> Result<(), Self::Error> {
+            self.calls.push((t, emb.to_vec(), a.to_vec()));
+            for r in 0..a.len() / 2 {
+                for d in 0..2 {
+                    eps[r * 2 + d] = self.scale * a[r * 2 + d] + self.emb_gain * emb[r * 3];
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn schedule(t: usize) -> NoiseSchedule {
+        NoiseSchedule::new(&ScheduleConfig {
+            steps: t,
+            ..Default::default()
+        })
+        .expect("valid")
+    }
+
+    fn run(config: SamplerConfig, model: &mut Mock, seed: u64, rows: usize) -> Vec<f32> {
+        let mut s = Sampler::new(schedule(10), config).expect("valid");
+        let obs: Vec<f32> = (0..rows * 3).map(|i| i as f32 * 0.1).collect();
+        let mut out = vec![0.0; rows * 2];
+        s.sample(model, &obs, &mut ChaCha8Rng::seed_from_u64(seed), &mut out)
+            .expect("sample");
+        out
+    }
+
+    #[test]
+    fn same_seed_same_actions_different_seed_different_actions() {
+        let a = run(
+            SamplerConfig::ddpm(),
+            &mut Mock {
+                scale: 0.3,
+                ..Default::default()
+            },
+            7,
+            4,
+        );
+        let b = run(
+            SamplerConfig::ddpm(),
+            &mut Mock {
+                scale: 0.3,
+                ..Default::default()
+            },
+            7,
+            4,
+        );
+        let c = run(
+            SamplerConfig::ddpm(),
+            &mut Mock {
+                scale: 0.3,
+                ..Default::default()
+            },
+            8,
+            4,
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn ddpm_calls_the_model_at_every_step_in_descending_order() {
+        let mut m = Mock {
+            scale: 0.3,
+            ..Default::default()
+        };
+        run(SamplerConfig::ddpm(), &mut m, 1, 2);
+        let ts: Vec<f32> = m.calls.iter().map(|c| c.0).collect();
+        let expected: Vec<f32> = (1..=10).rev().map(|tau| tau as f32 / 10.0).collect();
+        assert_eq!(ts, expected);
+    }
+
+    #[test]
+    fn diffusion_x_adds_no_noise_after_tau_one() {
+        let mut m = Mock {
+            scale: 0.3,
+            ..Default::default()
+        };
+        let out = run(SamplerConfig::diffusion_x(5), &mut m, 3, 2);
+        assert_eq!(m.calls.len(), 15);
+        let sched = schedule(10);
+        let (cx, ce, _) = sched.ddpm_coefficients(1);
+        // Calls 10..15 are the extra steps: all at t = 1/T, and each input is the
+        // exact noiseless update of the previous one.
+        for k in 10..15 {
+            assert_eq!(m.calls[k].0, 0.1);
+        }
+        let step = |a: &[f32]| -> Vec<f32> { a.iter().map(|&x| cx * (x - ce * 0.3 * x)).collect() };
+        for k in 10..14 {
+            assert_eq!(step(&m.calls[k].2), m.calls[k + 1].2, "extra step {k}");
+        }
+        assert_eq!(step(&m.calls[14].2), out);
+        // M = 0 is plain DDPM, bit for bit.
+        let a = run(
+            SamplerConfig::diffusion_x(0),
+            &mut Mock {
+                scale: 0.3,
+                ..Default::default()
+            },
+            3,
+            2,
+        );
+        let b = run(
+            SamplerConfig::ddpm(),
+            &mut Mock {
+                scale: 0.3,
+                ..Default::default()
+            },
+            3,
+            2,
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn kde_picks_the_densest_candidate() {
+        // Three points in a tight cluster, one far away.
+        let c = [0.0, 0.0, 5.0, 5.0, 0.1, 0.0, 0.0, 0.1];
+        let i = kde_densest(&c, 2, 0.5);
+        assert!(i == 0, "the cluster centre (0,0) is densest, got {i}");
+        // Brute-force check against every candidate.
+        let density = |k: usize| -> f32 {
+            (0..4)
+                .map(|j| {
+                    let d2 = (c[2 * k] - c[2 * j]).powi(2) + (c[2 * k + 1] - c[2 * j + 1]).powi(2);
+                    (-d2 / (2.0 * 0.25)).exp()
+                })
+                .sum()
+        };
+        for k in 0..4 {
+            assert!(density(i) >= density(k));
+        }
+    }
+
+    #[test]
+    fn kde_sampler_returns_its_densest_candidate() {
+        let mut s = Sampler::new(schedule(10), SamplerConfig::kde(20, 0.1)).expect("valid");
+        let mut m = Mock {
+            scale: 0.3,
+            ..Default::default()
+        };
+        let mut out = vec![0.0; 2];
+        s.sample(
+            &mut m,
+            &[0.0, 0.0, 0.0],
+            &mut ChaCha8Rng::seed_from_u64(5),
+            &mut out,
+        )
+        .expect("sample");
+        // One batch of 20 rows per network call.
+        assert!(m.calls.iter().all(|c| c.2.len() == 40));
+        let cands = s.last_candidates().to_vec();
+        let best = kde_densest(&cands, 2, 0.1);
+        assert_eq!(&cands[best * 2..best * 2 + 2], &out[..]);
+    }
+
+    #[test]
+    fn zero_guidance_equals_plain_ddpm() {
+        let a = run(
+            SamplerConfig::ddpm().with_guidance(0.0),
+            &mut Mock {
+                scale: 0.2,
+                emb_gain: 1.0,
+                ..Default::default()
+            },
+            11,
+            3,
+        );
+        let b = run(
+            SamplerConfig::ddpm(),
+            &mut Mock {
+                scale: 0.2,
+                emb_gain: 1.0,
+                ..Default::default()
+            },
+            11,
+            3,
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn guidance_combines_conditional_and_zero_embedding_rows_in_one_batch() {
+        let w = 4.0;
+        // Conditional ε = 0.2 a + e0, unconditional (zero embedding) ε = 0.2 a.
+        // So the guided ε is 0.2 a + (1 + w) e0: the same as an unguided model with gain 1 + w.
+        let mut guided = Mock {
+            scale: 0.2,
+            emb_gain: 1.0,
+            ..Default::default()
+        };
+        let a = run(SamplerConfig::ddpm().with_guidance(w), &mut guided, 13, 3);
+        let b = run(
+            SamplerConfig::ddpm(),
+            &mut Mock {
+                scale: 0.2,
+                emb_gain: 1.0 + w,
+                ..Default::default()
+            },
+            13,
+            3,
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+        // One call per step, with 2 × rows rows, the second half all zeros.
+        let (_, emb, act) = &guided.calls[0];
+        assert_eq!(act.len(), 2 * 3 * 2);
+        assert!(emb[9..].iter().all(|&v| v == 0.0));
+        assert!(emb[..9].iter().any(|&v| v != 0.0));
+        assert_eq!(act[..6], act[6..]);
+    }
+
+    #[test]
+    fn ddim_uses_s_steps_and_is_deterministic_given_the_start() {
+        let mut m = Mock {
+            scale: 0.3,
+            ..Default::default()
+        };
+        run(SamplerConfig::ddim(4), &mut m, 1, 2);
+        let ts: Vec<f32> = m.calls.iter().map(|c| c.0).collect();
+        assert_eq!(ts, vec![1.0, 0.8, 0.5, 0.3]);
+        // With ε̂ ≡ 0 DDIM maps x_T to x_T / √ᾱ_T · … = x_T scaled by 1/√ᾱ_T.
+        let mut zero = Mock::default();
+        let out = run(SamplerConfig::ddim(4), &mut zero, 2, 1);
+        let x_t = zero.calls[0].2.clone();
+        let ab = schedule(10).alpha_bar(10);
+        for (o, x) in out.iter().zip(&x_t) {
+            assert!((o - x / ab.sqrt() as f32).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn invalid_sampler_configs_are_rejected() {
+        assert!(Sampler::new(schedule(10), SamplerConfig::ddim(11)).is_err());
+        assert!(Sampler::new(schedule(10), SamplerConfig::ddim(0)).is_err());
+        assert!(Sampler::new(schedule(10), SamplerConfig::kde(0, 0.1)).is_err());
+        assert!(Sampler::new(schedule(10), SamplerConfig::kde(5, -1.0)).is_err());
+        assert!(Sampler::new(schedule(10), SamplerConfig::ddpm().with_guidance(f32::NAN)).is_err());
+    }
+
+    #[test]
+    fn labels_are_stable() {
+        assert_eq!(SamplerConfig::ddpm().label(), "ddpm");
+        assert_eq!(SamplerConfig::diffusion_x(8).label(), "diffusion-x(M=8)");
+        assert_eq!(SamplerConfig::kde(50, 0.1).label(), "kde(N=50)");
+        assert_eq!(SamplerConfig::ddim(10).label(), "ddim(S=10)");
+        assert_eq!(SamplerConfig::ddpm().with_guidance(4.0).label(), "ddpm w=4");
+    }
+}

@@ -1,0 +1,529 @@
+//! `diffbc`: train, sample and evaluate diffusion policies.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use diffbc_runtime::SamplerConfig;
+use diffbc_train::config::{Method, TrainConfig};
+use diffbc_train::eval::{self, ClawRecord, ScenePoints};
+use diffbc_train::infer::BurnPolicy;
+use diffbc_train::task::TaskKind;
+use diffbc_train::task::claw::ClawScenes;
+use diffbc_train::train::{self, RunOptions};
+use std::path::{Path, PathBuf};
+
+/// CPU inference backend.
+type Cpu = burn::backend::NdArray<f32>;
+/// CPU training backend.
+type CpuTrain = burn::backend::Autodiff<Cpu>;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "diffbc",
+    version,
+    about = "Imitating human behaviour with diffusion models, from demonstrations to a robot arm"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The main job: train a diffusion policy and the MSE baseline, evaluate both, write the report.
+    Pipeline(PipelineArgs),
+    /// Train a policy into a checkpoint folder.
+    Train(TrainArgs),
+    /// Sample actions from a checkpoint for one observation.
+    Sample(SampleArgs),
+    /// Evaluate checkpoints and write a table (Markdown + JSON) and figures.
+    Eval(EvalArgs),
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskArg {
+    Claw,
+}
+
+impl From<TaskArg> for TaskKind {
+    fn from(t: TaskArg) -> Self {
+        match t {
+            TaskArg::Claw => TaskKind::Claw,
+        }
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum MethodArg {
+    Diffusion,
+    Mse,
+}
+
+impl From<MethodArg> for Method {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Diffusion => Method::Diffusion,
+            MethodArg::Mse => Method::Mse,
+        }
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum DeviceArg {
+    /// burn's ndarray backend on the CPU.
+    Cpu,
+    /// burn's CUDA backend (build with `--features cuda`).
+    Cuda,
+    /// burn's wgpu backend (build with `--features wgpu`).
+    Wgpu,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum SamplerKindArg {
+    /// Plain DDPM over T steps.
+    Ddpm,
+    /// DDPM then M extra noiseless steps at τ = 1.
+    DiffusionX,
+    /// N candidates, keep the densest under a Gaussian KDE.
+    Kde,
+    /// Deterministic DDIM over S steps.
+    Ddim,
+}
+
+#[derive(Args, Debug, Clone)]
+struct SamplerArgs {
+    /// Sampler(s) to use; repeat for several.
+    #[arg(long = "sampler", value_enum)]
+    samplers: Vec<SamplerKindArg>,
+    /// Diffusion-X extra steps M.
+    #[arg(long, default_value_t = 8)]
+    extra_steps: usize,
+    /// KDE candidates N.
+    #[arg(long, default_value_t = 50)]
+    candidates: usize,
+    /// KDE bandwidth (normalised action units).
+    #[arg(long, default_value_t = 0.1)]
+    bandwidth: f32,
+    /// DDIM steps S.
+    #[arg(long, default_value_t = 10)]
+    ddim_steps: usize,
+    /// Classifier-free guidance weight w.
+    #[arg(long, default_value_t = 0.0)]
+    guidance: f32,
+}
+
+impl SamplerArgs {
+    fn configs(&self, default: &[SamplerKindArg]) -> Vec<SamplerConfig> {
+        let kinds = if self.samplers.is_empty() {
+            default
+        } else {
+            &self.samplers
+        };
+        kinds
+            .iter()
+            .map(|k| {
+                match k {
+                    SamplerKindArg::Ddpm => SamplerConfig::ddpm(),
+                    SamplerKindArg::DiffusionX => SamplerConfig::diffusion_x(self.extra_steps),
+                    SamplerKindArg::Kde => SamplerConfig::kde(self.candidates, self.bandwidth),
+                    SamplerKindArg::Ddim => SamplerConfig::ddim(self.ddim_steps),
+                }
+                .with_guidance(self.guidance)
+            })
+            .collect()
+    }
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Task to train on.
+    #[arg(long, value_enum, default_value = "claw")]
+    task: TaskArg,
+    /// Diffusion policy or baseline.
+    #[arg(long, value_enum, default_value = "diffusion")]
+    method: MethodArg,
+    /// A JSON TrainConfig; defaults depend on task and method.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data folder (default: the task's folder under ../shared/data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Checkpoint folder (default: runs/<task>-<method>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override the number of gradient steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Override the seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Continue training from the checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Stop (with a checkpoint) after this many steps; `--resume` continues exactly.
+    #[arg(long)]
+    stop_at: Option<usize>,
+    /// Training device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+}
+
+#[derive(Args, Debug)]
+struct SampleArgs {
+    /// Checkpoint folder.
+    checkpoint: PathBuf,
+    /// Claw scene to condition on.
+    #[arg(long, default_value_t = 0)]
+    scene: usize,
+    /// Number of actions.
+    #[arg(long, short, default_value_t = 10)]
+    n: usize,
+    /// Data folder of the task.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    sampler: SamplerArgs,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// Checkpoint folders to evaluate.
+    #[arg(required = true)]
+    checkpoints: Vec<PathBuf>,
+    /// Task.
+    #[arg(long, value_enum, default_value = "claw")]
+    task: TaskArg,
+    /// Data folder of the task.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Samples per scene.
+    #[arg(long, default_value_t = 1000)]
+    samples: usize,
+    /// Samples per scene for KDE (N candidates each; expensive).
+    #[arg(long, default_value_t = 200)]
+    kde_samples: usize,
+    /// Output folder for report.md and the figures.
+    #[arg(long, default_value = "out/eval")]
+    out: PathBuf,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Evaluation seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    sampler: SamplerArgs,
+}
+
+#[derive(Args, Debug)]
+struct PipelineArgs {
+    /// Task.
+    #[arg(long, value_enum, default_value = "claw")]
+    task: TaskArg,
+    /// Data folder of the task.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output folder: checkpoints, report.md, eval.json, figures.
+    #[arg(long, default_value = "out/claw")]
+    out: PathBuf,
+    /// Override the diffusion policy's training steps (the MSE baseline trains a quarter as many).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Samples per scene.
+    #[arg(long, default_value_t = 1000)]
+    samples: usize,
+    /// Seed of data, training and evaluation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+const DEFAULT_EVAL_SAMPLERS: [SamplerKindArg; 3] = [
+    SamplerKindArg::Ddpm,
+    SamplerKindArg::DiffusionX,
+    SamplerKindArg::Kde,
+];
+
+fn data_dir(task: TaskKind, data: &Option<PathBuf>) -> PathBuf {
+    data.clone()
+        .unwrap_or_else(|| PathBuf::from(task.default_data_dir()))
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Train(a) => cmd_train(a),
+        Command::Sample(a) => cmd_sample(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Pipeline(a) => cmd_pipeline(a),
+    }
+}
+
+fn train_on_device(
+    config: &TrainConfig,
+    data_dir: &Path,
+    out: &Path,
+    resume: bool,
+    stop_at: Option<usize>,
+    device: DeviceArg,
+) -> Result<train::TrainOutcome> {
+    let scenes = ClawScenes::load(data_dir)?;
+    let data = scenes.dataset(config.data.samples, config.seed);
+    let options = RunOptions {
+        resume,
+        progress: true,
+        stop_at,
+    };
+    let outcome = match device {
+        DeviceArg::Cpu => {
+            train::train::<CpuTrain>(config, &data, out, &Default::default(), options)?
+        }
+        #[cfg(feature = "cuda")]
+        DeviceArg::Cuda => train::train::<burn::backend::Autodiff<burn::backend::Cuda>>(
+            config,
+            &data,
+            out,
+            &Default::default(),
+            options,
+        )?,
+        #[cfg(feature = "wgpu")]
+        DeviceArg::Wgpu => train::train::<burn::backend::Autodiff<burn::backend::Wgpu>>(
+            config,
+            &data,
+            out,
+            &Default::default(),
+            options,
+        )?,
+        #[allow(unreachable_patterns)]
+        other => bail!(
+            "--device {other:?} is not compiled in; rebuild with `--features {}`",
+            format!("{other:?}").to_lowercase()
+        ),
+    };
+    Ok(outcome)
+}
+
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    let task: TaskKind = a.task.into();
+    let mut config = match &a.config {
+        Some(p) => TrainConfig::load(p)?,
+        None => TrainConfig::for_task(task, a.method.into()),
+    };
+    if let Some(s) = a.steps {
+        config.optim.steps = s;
+    }
+    if let Some(s) = a.seed {
+        config.seed = s;
+    }
+    config.validate()?;
+    let out = a.out.unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "runs/{}-{}",
+            config.task.name(),
+            config.method.name()
+        ))
+    });
+    let dir = data_dir(config.task, &a.data);
+    let o = train_on_device(&config, &dir, &out, a.resume, a.stop_at, a.device)?;
+    println!(
+        "trained {} {} for {} steps ({:.1} steps/s): train loss {:.4}, test loss {:.4} (untrained {:.4}) -> {}",
+        config.task.name(),
+        config.method.name(),
+        o.steps,
+        o.steps_per_second,
+        o.train_loss,
+        o.test_loss,
+        o.initial_test_loss,
+        out.display()
+    );
+    Ok(())
+}
+
+fn cmd_sample(a: SampleArgs) -> Result<()> {
+    let device = Default::default();
+    let mut policy = BurnPolicy::<Cpu>::load(&a.checkpoint, &device)?;
+    let task = policy.spec.config.task;
+    let scenes = ClawScenes::load(&data_dir(task, &a.data))?;
+    let scene = scenes
+        .scenes
+        .iter()
+        .find(|s| s.id == a.scene)
+        .with_context(|| {
+            format!(
+                "--scene {}: no such scene (have 0..{})",
+                a.scene,
+                scenes.scenes.len()
+            )
+        })?;
+    let cfg = a.sampler.configs(&[SamplerKindArg::DiffusionX])[0];
+    let schedule = diffbc_runtime::NoiseSchedule::new(&policy.spec.config.diffusion)?;
+    let mut sampler =
+        diffbc_runtime::Sampler::new(schedule, cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(a.seed);
+    let actions = policy.act_repeated(&scene.image, a.n, &mut sampler, &mut rng, 1000)?;
+    for p in actions.chunks_exact(2) {
+        let label = scene.label_at(p[0], p[1]).unwrap_or(0);
+        println!(
+            "{{\"x\": {:.5}, \"y\": {:.5}, \"object\": {label}}}",
+            p[0], p[1]
+        );
+    }
+    Ok(())
+}
+
+/// Evaluate every checkpoint with every sampler (MSE once), plus the ground-truth row.
+fn evaluate_all(
+    checkpoints: &[PathBuf],
+    samplers: &[SamplerConfig],
+    scenes: &ClawScenes,
+    samples: usize,
+    kde_samples: usize,
+    seed: u64,
+) -> Result<(Vec<ClawRecord>, Vec<ScenePoints>)> {
+    let device = Default::default();
+    let (truth, truth_points) = eval::ground_truth_record(scenes, samples, seed);
+    let mut records = vec![truth];
+    let mut points = vec![truth_points];
+    for ck in checkpoints {
+        let mut policy = BurnPolicy::<Cpu>::load(ck, &device)?;
+        let cfgs: Vec<Option<SamplerConfig>> = match policy.method() {
+            Method::Mse => vec![None],
+            Method::Diffusion => samplers.iter().copied().map(Some).collect(),
+        };
+        for cfg in cfgs {
+            let n = match cfg.map(|c| c.selection) {
+                Some(diffbc_runtime::Selection::Kde { .. }) => kde_samples,
+                _ => samples,
+            };
+            let (r, p) = eval::evaluate(&mut policy, cfg, scenes, n, seed)?;
+            tracing::info!(method = %r.method, sampler = %r.sampler, precision = r.on_object_precision, "evaluated");
+            records.push(r);
+            points.push(p);
+        }
+    }
+    Ok((records, points))
+}
+
+fn write_report(
+    out: &Path,
+    records: &[ClawRecord],
+    points: &[ScenePoints],
+    scenes: &ClawScenes,
+    json: Option<&Path>,
+    preamble: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let figures =
+        diffbc_train::plot::write_scene_figures(&out.join("figures"), &scenes.scenes, points)?;
+    let table = eval::markdown_table(records);
+    let mut report = format!("# diffbc claw evaluation\n\n{preamble}\n## Results\n\n{table}\n");
+    report.push_str(
+        "On-object precision: share of sampled actions on an object. Coverage ratio: an object's share of the \
+         on-object samples over its share of the object pixels (1 = proportional; 0 = a mode is missed). \
+         Sliced W1: distance to the true distribution in image widths (the ground-truth row is the noise floor).\n\n## Figures\n\n",
+    );
+    for f in &figures {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        report.push_str(&format!("![{name}](figures/{name})\n\n"));
+    }
+    let report_path = out.join("report.md");
+    std::fs::write(&report_path, report)
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    let json_text = serde_json::to_string_pretty(records)?;
+    let json_path = json
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out.join("eval.json"));
+    std::fs::write(&json_path, json_text + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("{table}");
+    println!(
+        "report: {}  figures: {}  json: {}",
+        report_path.display(),
+        out.join("figures").display(),
+        json_path.display()
+    );
+    Ok(())
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let scenes = ClawScenes::load(&data_dir(a.task.into(), &a.data))?;
+    let samplers = a.sampler.configs(&DEFAULT_EVAL_SAMPLERS);
+    let (records, points) = evaluate_all(
+        &a.checkpoints,
+        &samplers,
+        &scenes,
+        a.samples,
+        a.kde_samples,
+        a.seed,
+    )?;
+    write_report(&a.out, &records, &points, &scenes, a.json.as_deref(), "")?;
+    if let Some(j) = &a.json {
+        println!("wrote {}", j.display());
+    }
+    Ok(())
+}
+
+fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
+    let task: TaskKind = a.task.into();
+    let dir = data_dir(task, &a.data);
+    let scenes = ClawScenes::load(&dir)?;
+    let t0 = std::time::Instant::now();
+    let mut checkpoints = Vec::new();
+    let mut lines = String::new();
+    for method in [Method::Diffusion, Method::Mse] {
+        let mut config = TrainConfig::for_task(task, method);
+        config.seed = a.seed;
+        if let Some(s) = a.steps {
+            config.optim.steps = if method == Method::Mse {
+                (s / 4).max(1)
+            } else {
+                s
+            };
+        }
+        let out = a.out.join(format!("{}-{}", task.name(), method.name()));
+        let ts = std::time::Instant::now();
+        let o = train_on_device(&config, &dir, &out, false, None, DeviceArg::Cpu)?;
+        lines.push_str(&format!(
+            "- {}: {} steps in {:.0} s ({:.1} steps/s), test loss {:.4} (untrained {:.4})\n",
+            method.name(),
+            o.steps,
+            ts.elapsed().as_secs_f64(),
+            o.steps_per_second,
+            o.test_loss,
+            o.initial_test_loss
+        ));
+        checkpoints.push(out);
+    }
+    let samplers = [
+        SamplerConfig::ddpm(),
+        SamplerConfig::diffusion_x(8),
+        SamplerConfig::kde(50, 0.1),
+    ];
+    let (records, points) = evaluate_all(
+        &checkpoints,
+        &samplers,
+        &scenes,
+        a.samples,
+        a.samples / 5,
+        a.seed,
+    )?;
+    let preamble = format!(
+        "Data: `{}` ({} scenes), seed {}. Training on CPU:\n\n{lines}\nTotal wall time {:.0} s.\n",
+        dir.display(),
+        scenes.scenes.len(),
+        a.seed,
+        t0.elapsed().as_secs_f64()
+    );
+    write_report(&a.out, &records, &points, &scenes, None, &preamble)
+}

@@ -1,0 +1,209 @@
+use crate::support::{claw_dir, diffbc, error_line, ok, tiny_config};
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn train_sample_eval_end_to_end_with_reproducible_samples() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = claw_dir();
+    let mut checkpoints = Vec::new();
+    for method in ["diffusion", "mse"] {
+        let cfg = tiny_config(tmp.path(), method, 120);
+        let out = tmp.path().join(method);
+        let text = ok(&[
+            "train",
+            "--config",
+            s(&cfg),
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+        ]);
+        // "… test loss X (untrained Y) …": training must have reduced the held-out loss.
+        let num = |key: &str| -> f64 {
+            let rest = &text[text.find(key).expect(key) + key.len()..];
+            rest.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .find(|t| !t.is_empty())
+                .expect("number")
+                .parse()
+                .expect("f64")
+        };
+        assert!(num("test loss ") < num("(untrained "), "{method}: {text}");
+        for f in [
+            "config.json",
+            "meta.json",
+            "model.mpk",
+            "raw.mpk",
+            "optim.mpk",
+        ] {
+            assert!(out.join(f).is_file(), "{method}: missing {f}");
+        }
+        checkpoints.push(out);
+    }
+
+    let ck = s(&checkpoints[0]);
+    let sample = |seed: &str, sampler: &str| {
+        ok(&[
+            "sample",
+            ck,
+            "--data",
+            s(&data),
+            "--scene",
+            "5",
+            "-n",
+            "6",
+            "--seed",
+            seed,
+            "--sampler",
+            sampler,
+        ])
+    };
+    for sampler in ["ddpm", "diffusion-x", "kde", "ddim"] {
+        let a = sample("3", sampler);
+        assert_eq!(a.lines().count(), 6, "{a}");
+        assert_eq!(
+            a,
+            sample("3", sampler),
+            "{sampler}: same seed must give the same actions"
+        );
+        assert_ne!(
+            a,
+            sample("4", sampler),
+            "{sampler}: another seed should give other actions"
+        );
+    }
+
+    let json = tmp.path().join("eval.json");
+    let report = tmp.path().join("report");
+    ok(&[
+        "eval",
+        ck,
+        s(&checkpoints[1]),
+        "--data",
+        s(&data),
+        "--samples",
+        "40",
+        "--kde-samples",
+        "10",
+        "--out",
+        s(&report),
+        "--json",
+        s(&json),
+    ]);
+    let records: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let records = records.as_array().expect("a list of records");
+    // ground truth + 3 diffusion samplers + MSE.
+    assert_eq!(records.len(), 5);
+    for r in records {
+        for key in [
+            "method",
+            "sampler",
+            "on_object_precision",
+            "min_coverage_ratio",
+            "max_coverage_ratio",
+            "sliced_wasserstein",
+        ] {
+            assert!(r.get(key).is_some(), "record lacks {key}: {r}");
+        }
+        let p = r["on_object_precision"].as_f64().expect("number");
+        assert!((0.0..=1.0).contains(&p));
+    }
+    assert_eq!(records[0]["method"], "ground_truth");
+    assert_eq!(records[0]["on_object_precision"], 1.0);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["method"] == "mse" && r["sampler"] == "regression")
+    );
+    assert!(records.iter().any(|r| r["sampler"] == "diffusion-x(M=8)"));
+    for k in 0..7 {
+        let png = report.join("figures").join(format!("scene_{k}.png"));
+        let img = image::open(&png).expect("figure decodes");
+        assert!(
+            img.width() > 5 * 256,
+            "{png:?} should hold one panel per row"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(report.join("report.md"))
+            .expect("report")
+            .contains("| diffusion | diffusion-x(M=8) |")
+    );
+}
+
+#[test]
+fn bad_input_gives_one_clear_error_line() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = tiny_config(tmp.path(), "diffusion", 5);
+    let out = tmp.path().join("ck");
+
+    // A missing data folder.
+    let missing = tmp.path().join("no-such-claw");
+    let e = error_line(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--data",
+        s(&missing),
+        "--out",
+        s(&out),
+    ]);
+    assert!(e.contains("no-such-claw") && e.contains("not found"), "{e}");
+
+    // A malformed PNG.
+    let data = tmp.path().join("claw");
+    std::fs::create_dir(&data).expect("mkdir");
+    for entry in std::fs::read_dir(claw_dir()).expect("shared") {
+        let p = entry.expect("entry").path();
+        std::fs::copy(&p, data.join(p.file_name().expect("name"))).expect("copy");
+    }
+    std::fs::write(
+        data.join("mask_3.png"),
+        b"\x89PNG\r\n\x1a\nthis is not a png",
+    )
+    .expect("write");
+    let e = error_line(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        e.contains("mask_3.png") && e.contains("not a valid PNG"),
+        "{e}"
+    );
+
+    // A config with an unknown field.
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).expect("read")).expect("json");
+    v["denoiser"]["hiden"] = serde_json::json!(64);
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, v.to_string()).expect("write");
+    let e = error_line(&["train", "--config", s(&bad), "--out", s(&out)]);
+    assert!(e.contains("bad.json") && e.contains("hiden"), "{e}");
+
+    // T = 0.
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).expect("read")).expect("json");
+    v["diffusion"]["steps"] = serde_json::json!(0);
+    std::fs::write(&bad, v.to_string()).expect("write");
+    let e = error_line(&["train", "--config", s(&bad), "--out", s(&out)]);
+    assert!(
+        e.contains("bad.json") && e.contains("diffusion.steps"),
+        "{e}"
+    );
+
+    // Nothing was written by any of the failures.
+    assert!(!out.exists());
+    // A checkpoint folder that is not one.
+    let e = error_line(&["sample", s(tmp.path()), "--data", s(&claw_dir())]);
+    assert!(e.contains("config.json"), "{e}");
+    assert!(!diffbc(&["sample", s(&missing)]).status.success());
+}

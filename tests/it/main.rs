@@ -1,0 +1,5 @@
+//! Integration tests of the `diffbc` command (one test binary for the whole
+//! workspace). They read the claw scenes from `../shared/data/claw`.
+
+mod claw;
+mod support;

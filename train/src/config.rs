@@ -1,0 +1,238 @@
+//! Typed training configuration. Every choice is an enum or a number; the
+//! JSON form rejects unknown fields, and [`TrainConfig::validate`] names the
+//! offending field.
+
+use crate::error::TrainError;
+use crate::model::{DenoiserConfig, EncoderConfig, MseHeadConfig};
+use crate::task::TaskKind;
+use diffbc_runtime::{NoiseSchedule, ScheduleConfig};
+use serde::{Deserialize, Serialize};
+
+/// What the policy learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Diffusion BC: a DDPM over the action, conditioned on the observation.
+    Diffusion,
+    /// MSE regression of the action (the paper's main baseline).
+    Mse,
+}
+
+impl Method {
+    /// Lower-case name used in tables and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Diffusion => "diffusion",
+            Self::Mse => "mse",
+        }
+    }
+}
+
+/// Optimiser and schedule of the learning rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Gradient steps.
+    pub steps: usize,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Peak learning rate of Adam.
+    pub lr: f64,
+    /// Learning rate at the last step (cosine decay from `lr`).
+    pub lr_min: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// Clip the global gradient norm to this value (`null` = off).
+    pub grad_clip: Option<f32>,
+    /// Decay of the exponential moving average of the weights (0 = off).
+    pub ema_decay: f64,
+}
+
+/// Data set drawn for a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Number of (observation, action) pairs drawn.
+    pub samples: usize,
+    /// Fraction held out as the test split.
+    pub test_fraction: f64,
+}
+
+/// A complete, reproducible training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The task (data set and observation kind).
+    pub task: TaskKind,
+    /// Diffusion policy or baseline.
+    pub method: Method,
+    /// Observation encoder, shared by every head.
+    pub encoder: EncoderConfig,
+    /// Denoiser (used when `method` is `diffusion`).
+    pub denoiser: DenoiserConfig,
+    /// Regression head (used when `method` is `mse`).
+    pub mse_head: MseHeadConfig,
+    /// Noise schedule (T, β range).
+    pub diffusion: ScheduleConfig,
+    /// Previous observations fed with the current one (k).
+    pub history: usize,
+    /// Probability of dropping the observation embedding during training
+    /// (classifier-free guidance needs > 0).
+    pub obs_dropout: f64,
+    /// Data set size and split.
+    pub data: DataConfig,
+    /// Optimiser.
+    pub optim: OptimConfig,
+    /// Save a checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: usize,
+    /// Seed of every random choice: data draw, initialisation, batches, noise.
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// The default configuration for a task and method.
+    pub fn for_task(task: TaskKind, method: Method) -> Self {
+        let encoder = task.default_encoder();
+        let (steps, lr) = match method {
+            Method::Diffusion => (task.default_steps(), 1e-3),
+            Method::Mse => (task.default_steps() / 4, 1e-3),
+        };
+        Self {
+            task,
+            method,
+            encoder,
+            denoiser: DenoiserConfig::default(),
+            mse_head: MseHeadConfig::default(),
+            diffusion: ScheduleConfig::default(),
+            history: 0,
+            obs_dropout: 0.0,
+            data: DataConfig {
+                samples: 20_000,
+                test_fraction: 0.1,
+            },
+            optim: OptimConfig {
+                steps,
+                batch_size: 256,
+                lr,
+                lr_min: lr * 0.05,
+                warmup_steps: 200,
+                grad_clip: Some(1.0),
+                ema_decay: 0.995,
+            },
+            checkpoint_every: 2000,
+            seed: 0,
+        }
+    }
+
+    /// Check every value; the error names the field.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        NoiseSchedule::new(&self.diffusion).map_err(|e| {
+            let msg = e.to_string();
+            let field = msg
+                .split_whitespace()
+                .next()
+                .unwrap_or("diffusion")
+                .to_string();
+            TrainError::config(field, msg)
+        })?;
+        let positive = [
+            ("optim.steps", self.optim.steps),
+            ("optim.batch_size", self.optim.batch_size),
+            ("data.samples", self.data.samples),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(TrainError::config(field, "must be at least 1"));
+            }
+        }
+        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
+            return Err(TrainError::config(
+                "optim.lr",
+                format!("must be positive, got {}", self.optim.lr),
+            ));
+        }
+        if !(self.optim.lr_min >= 0.0 && self.optim.lr_min <= self.optim.lr) {
+            return Err(TrainError::config(
+                "optim.lr_min",
+                "must be in [0, optim.lr]",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.optim.ema_decay) {
+            return Err(TrainError::config("optim.ema_decay", "must be in [0, 1)"));
+        }
+        if let Some(c) = self.optim.grad_clip
+            && (c.is_nan() || c <= 0.0)
+        {
+            return Err(TrainError::config(
+                "optim.grad_clip",
+                "must be positive or null",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.obs_dropout) {
+            return Err(TrainError::config("obs_dropout", "must be in [0, 1)"));
+        }
+        if !(0.0..1.0).contains(&self.data.test_fraction) {
+            return Err(TrainError::config(
+                "data.test_fraction",
+                "must be in [0, 1)",
+            ));
+        }
+        self.encoder.validate()?;
+        self.denoiser.validate()?;
+        self.mse_head.validate()?;
+        Ok(())
+    }
+
+    /// Load from JSON, rejecting unknown fields, then validate.
+    pub fn load(path: &std::path::Path) -> Result<Self, TrainError> {
+        let cfg: Self = crate::error::read_json(path)?;
+        cfg.validate().map_err(|e| match e {
+            TrainError::Config { field, message } => TrainError::Json {
+                path: path.to_path_buf(),
+                message: format!("field {field}: {message}"),
+            },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_configs_validate_and_round_trip() {
+        for m in [Method::Diffusion, Method::Mse] {
+            let c = TrainConfig::for_task(TaskKind::Claw, m);
+            c.validate().expect("valid");
+            let s = serde_json::to_string(&c).expect("ser");
+            let back: TrainConfig = serde_json::from_str(&s).expect("de");
+            assert_eq!(back, c);
+        }
+    }
+
+    #[test]
+    fn unknown_field_and_zero_steps_are_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = TrainConfig::for_task(TaskKind::Claw, Method::Diffusion);
+        let mut v = serde_json::to_value(&c).expect("ser");
+        v["optim"]["learning_rate_typo"] = serde_json::json!(0.1);
+        let p = dir.path().join("bad.json");
+        std::fs::write(&p, v.to_string()).expect("write");
+        let e = TrainConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.json") && e.contains("learning_rate_typo"),
+            "{e}"
+        );
+
+        let mut v = serde_json::to_value(&c).expect("ser");
+        v["diffusion"]["steps"] = serde_json::json!(0);
+        std::fs::write(&p, v.to_string()).expect("write");
+        let e = TrainConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.json") && e.contains("diffusion.steps"),
+            "{e}"
+        );
+    }
+}

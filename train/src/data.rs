@@ -1,0 +1,140 @@
+//! The data set type every task feeds: observation frames stored once, and
+//! samples that point at them.
+//!
+//! Frames live in a table (`[frames, frame_len]`) and each sample names its
+//! current frame and `history` previous frames by index. The claw task has 7
+//! distinct images behind 20,000 samples; a trajectory task has one frame per
+//! time step and history indices into the same episode. The training loop
+//! encodes each distinct frame of a batch once.
+
+use crate::error::TrainError;
+use crate::task::ObsSpec;
+use diffbc_runtime::Normalizer;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+/// Demonstrations as (observation with history, action) pairs.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Shape of one observation frame.
+    pub obs: ObsSpec,
+    /// Length of one action.
+    pub action_dim: usize,
+    /// Previous frames per sample (k).
+    pub history: usize,
+    /// Frame table, `[frames, obs.len()]`, raw units.
+    pub frames: Vec<f32>,
+    /// Per sample, the frame indices oldest first, `[samples, history + 1]`.
+    pub frame_index: Vec<u32>,
+    /// Actions, `[samples, action_dim]`, raw units.
+    pub actions: Vec<f32>,
+}
+
+impl Dataset {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.actions.len() / self.action_dim
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// Frames in the table.
+    pub fn frame_count(&self) -> usize {
+        self.frames.len() / self.obs.len()
+    }
+
+    /// Check that every index and length agrees.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let fl = self.obs.len();
+        if fl == 0 || !self.frames.len().is_multiple_of(fl) {
+            return Err(TrainError::Data(format!(
+                "frame table has {} values, not a multiple of the frame length {fl}",
+                self.frames.len()
+            )));
+        }
+        if self.action_dim == 0 || !self.actions.len().is_multiple_of(self.action_dim) {
+            return Err(TrainError::Data(
+                "actions are not a multiple of action_dim".into(),
+            ));
+        }
+        if self.frame_index.len() != self.len() * (self.history + 1) {
+            return Err(TrainError::Data(format!(
+                "{} frame indices for {} samples with history {}",
+                self.frame_index.len(),
+                self.len(),
+                self.history
+            )));
+        }
+        let n = self.frame_count() as u32;
+        if let Some(i) = self.frame_index.iter().position(|&f| f >= n) {
+            return Err(TrainError::Data(format!(
+                "sample {} points at frame {} of {n}",
+                i / (self.history + 1),
+                self.frame_index[i]
+            )));
+        }
+        if let Some(i) = self.actions.iter().position(|v| !v.is_finite()) {
+            return Err(TrainError::Data(format!("action value {i} is not finite")));
+        }
+        if let Some(i) = self.frames.iter().position(|v| !v.is_finite()) {
+            return Err(TrainError::Data(format!(
+                "observation value {i} is not finite"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Split into (train, test) by shuffling sample indices with `seed`.
+    pub fn split(&self, test_fraction: f64, seed: u64) -> (Dataset, Dataset) {
+        let mut idx: Vec<usize> = (0..self.len()).collect();
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let n_test = ((self.len() as f64) * test_fraction).round() as usize;
+        let (test, train) = idx.split_at(n_test);
+        (self.subset(train), self.subset(test))
+    }
+
+    /// The samples at `indices` (the frame table is shared).
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        let (a, h) = (self.action_dim, self.history + 1);
+        let mut actions = Vec::with_capacity(indices.len() * a);
+        let mut frame_index = Vec::with_capacity(indices.len() * h);
+        for &i in indices {
+            actions.extend_from_slice(&self.actions[i * a..(i + 1) * a]);
+            frame_index.extend_from_slice(&self.frame_index[i * h..(i + 1) * h]);
+        }
+        Dataset {
+            actions,
+            frame_index,
+            frames: self.frames.clone(),
+            ..*self
+        }
+    }
+
+    /// Observation statistics over the frames the samples use.
+    pub fn fit_obs_normalizer(&self) -> Result<Normalizer, TrainError> {
+        let fl = self.obs.len();
+        let mut used = vec![false; self.frame_count()];
+        for &f in &self.frame_index {
+            used[f as usize] = true;
+        }
+        let distinct: Vec<f32> = used
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| **u)
+            .flat_map(|(i, _)| self.frames[i * fl..(i + 1) * fl].iter().copied())
+            .collect();
+        // Statistics over the distinct frames in use (each counted once).
+        Normalizer::fit(&distinct, fl, self.obs.norm_group())
+            .map_err(|e| TrainError::Data(format!("observation statistics: {e}")))
+    }
+
+    /// Action statistics.
+    pub fn fit_action_normalizer(&self) -> Result<Normalizer, TrainError> {
+        Normalizer::fit(&self.actions, self.action_dim, 1)
+            .map_err(|e| TrainError::Data(format!("action statistics: {e}")))
+    }
+}

@@ -1,0 +1,325 @@
+//! Evaluation of claw policies against the known true distribution.
+//!
+//! For every scene, `n` actions are sampled from the policy (one observation,
+//! encoded once) and compared with the scene's mask:
+//!
+//! * **on-object precision**: the share of sampled actions that land on an object;
+//! * **coverage ratio** per object: the object's share of the on-object
+//!   samples divided by its share of the object pixels (1 = perfectly
+//!   proportional; the paper's "covers every mode");
+//! * **sliced Wasserstein-1** distance between the samples and as many draws
+//!   from the true distribution (uniform over the object area), in image
+//!   widths, averaged over 64 projection directions.
+
+use crate::error::TrainError;
+use crate::infer::BurnPolicy;
+use crate::task::claw::{ClawScenes, Scene};
+use burn::prelude::*;
+use diffbc_runtime::{Sampler, SamplerConfig};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Figures for one scene.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SceneFigures {
+    /// Scene number.
+    pub scene: usize,
+    /// Share of samples on an object.
+    pub on_object_precision: f64,
+    /// Per object: share of on-object samples / share of object pixels.
+    pub coverage_ratio: Vec<f64>,
+    /// Sliced Wasserstein-1 distance to the true distribution.
+    pub sliced_wasserstein: f64,
+}
+
+/// One row of the evaluation table: a method with a sampler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClawRecord {
+    /// `diffusion`, `mse`, or `ground_truth`.
+    pub method: String,
+    /// Sampler label, e.g. `diffusion-x(M=8)`; `regression` for MSE.
+    pub sampler: String,
+    /// Samples drawn per scene.
+    pub samples_per_scene: usize,
+    /// On-object precision over all scenes.
+    pub on_object_precision: f64,
+    /// Smallest on-object precision of any scene.
+    pub worst_scene_precision: f64,
+    /// Smallest coverage ratio of any object of any scene.
+    pub min_coverage_ratio: f64,
+    /// Largest coverage ratio of any object of any scene.
+    pub max_coverage_ratio: f64,
+    /// On-object precision over the scenes with more than one object.
+    pub multi_object_precision: f64,
+    /// Mean sliced Wasserstein-1 distance over scenes.
+    pub sliced_wasserstein: f64,
+    /// Sampled actions per second (all scenes, including encoding); null for the reference row.
+    #[serde(serialize_with = "nan_as_null", deserialize_with = "null_as_nan")]
+    pub actions_per_second: f64,
+    /// Per-scene figures.
+    pub scenes: Vec<SceneFigures>,
+}
+
+fn nan_as_null<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else {
+        s.serialize_none()
+    }
+}
+
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Sampled points for plotting, per scene.
+#[derive(Debug, Clone)]
+pub struct ScenePoints {
+    /// Row label.
+    pub label: String,
+    /// Per scene, `[n, 2]` actions in [0, 1] image units.
+    pub points: Vec<Vec<f32>>,
+}
+
+/// Sliced Wasserstein-1 distance between two equally sized 2-D point sets.
+pub fn sliced_wasserstein(a: &[f32], b: &[f32], directions: usize) -> f64 {
+    let n = a.len() / 2;
+    assert_eq!(b.len(), a.len(), "point sets must have the same size");
+    let mut pa = vec![0.0f64; n];
+    let mut pb = vec![0.0f64; n];
+    let mut total = 0.0;
+    for k in 0..directions {
+        let th = std::f64::consts::PI * k as f64 / directions as f64;
+        let (c, s) = (th.cos(), th.sin());
+        for i in 0..n {
+            pa[i] = c * a[2 * i] as f64 + s * a[2 * i + 1] as f64;
+            pb[i] = c * b[2 * i] as f64 + s * b[2 * i + 1] as f64;
+        }
+        pa.sort_by(f64::total_cmp);
+        pb.sort_by(f64::total_cmp);
+        total += pa.iter().zip(&pb).map(|(x, y)| (x - y).abs()).sum::<f64>() / n as f64;
+    }
+    total / directions as f64
+}
+
+/// Figures for one scene's samples.
+pub fn scene_figures(scene: &Scene, samples: &[f32], truth: &[f32]) -> SceneFigures {
+    let n = samples.len() / 2;
+    let mut counts = vec![0usize; scene.objects.len()];
+    for p in samples.chunks_exact(2) {
+        if let Some(l) = scene.label_at(p[0], p[1])
+            && l > 0
+        {
+            counts[l as usize - 1] += 1;
+        }
+    }
+    let on: usize = counts.iter().sum();
+    let total_px: usize = scene.object_pixels.iter().sum();
+    let coverage_ratio = counts
+        .iter()
+        .zip(&scene.object_pixels)
+        .map(|(&c, &px)| {
+            if on == 0 {
+                0.0
+            } else {
+                (c as f64 / on as f64) / (px as f64 / total_px as f64)
+            }
+        })
+        .collect();
+    SceneFigures {
+        scene: scene.id,
+        on_object_precision: on as f64 / n as f64,
+        coverage_ratio,
+        sliced_wasserstein: sliced_wasserstein(samples, truth, 64),
+    }
+}
+
+fn record(
+    method: &str,
+    sampler: &str,
+    n: usize,
+    scenes: &[Scene],
+    figures: Vec<SceneFigures>,
+    seconds: Option<f64>,
+) -> ClawRecord {
+    let ratios = figures
+        .iter()
+        .flat_map(|f| f.coverage_ratio.iter().copied());
+    let min = ratios.clone().fold(f64::INFINITY, f64::min);
+    let max = ratios.fold(f64::NEG_INFINITY, f64::max);
+    let mean = |v: Vec<f64>| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let multi: Vec<f64> = figures
+        .iter()
+        .zip(scenes)
+        .filter(|(_, s)| s.objects.len() > 1)
+        .map(|(f, _)| f.on_object_precision)
+        .collect();
+    ClawRecord {
+        method: method.into(),
+        sampler: sampler.into(),
+        samples_per_scene: n,
+        on_object_precision: mean(figures.iter().map(|f| f.on_object_precision).collect()),
+        worst_scene_precision: figures
+            .iter()
+            .map(|f| f.on_object_precision)
+            .fold(f64::INFINITY, f64::min),
+        min_coverage_ratio: min,
+        max_coverage_ratio: max,
+        multi_object_precision: mean(multi),
+        sliced_wasserstein: mean(figures.iter().map(|f| f.sliced_wasserstein).collect()),
+        actions_per_second: seconds.map_or(f64::NAN, |s| (n * scenes.len()) as f64 / s.max(1e-9)),
+        scenes: figures,
+    }
+}
+
+/// True-distribution draws for every scene (the reference the policies are scored against).
+pub fn truth_points(scenes: &ClawScenes, n: usize, seed: u64) -> Vec<Vec<f32>> {
+    scenes
+        .scenes
+        .iter()
+        .map(|s| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(s.id as u64));
+            (0..n).flat_map(|_| s.draw_action(&mut rng)).collect()
+        })
+        .collect()
+}
+
+/// The reference row: a second independent draw from the true distribution,
+/// scored like a policy (its distance is the metric's noise floor).
+pub fn ground_truth_record(scenes: &ClawScenes, n: usize, seed: u64) -> (ClawRecord, ScenePoints) {
+    let truth = truth_points(scenes, n, seed);
+    let other = truth_points(scenes, n, seed ^ 0xdead_beef);
+    let figures = scenes
+        .scenes
+        .iter()
+        .zip(&other)
+        .zip(&truth)
+        .map(|((s, o), t)| scene_figures(s, o, t))
+        .collect();
+    (
+        record(
+            "ground_truth",
+            "true-distribution",
+            n,
+            &scenes.scenes,
+            figures,
+            None,
+        ),
+        ScenePoints {
+            label: "truth".into(),
+            points: other,
+        },
+    )
+}
+
+/// Evaluate one policy with one sampler on every scene.
+pub fn evaluate<B: Backend>(
+    policy: &mut BurnPolicy<B>,
+    sampler_config: Option<SamplerConfig>,
+    scenes: &ClawScenes,
+    n: usize,
+    seed: u64,
+) -> Result<(ClawRecord, ScenePoints), TrainError> {
+    let truth = truth_points(scenes, n, seed);
+    let schedule = diffbc_runtime::NoiseSchedule::new(&policy.spec.config.diffusion)
+        .map_err(|e| TrainError::config("diffusion", e.to_string()))?;
+    let cfg = sampler_config.unwrap_or(SamplerConfig::ddpm());
+    let mut sampler =
+        Sampler::new(schedule, cfg).map_err(|e| TrainError::Sampling(e.to_string()))?;
+    let label = match policy.method() {
+        crate::config::Method::Mse => "regression".to_string(),
+        crate::config::Method::Diffusion => cfg.label(),
+    };
+    // Keep each network call near 2,000 rows.
+    let chunk = (2000 / cfg.rows_per_decision()).max(1);
+    let mut figures = Vec::new();
+    let mut points = Vec::new();
+    let t0 = Instant::now();
+    for (scene, truth) in scenes.scenes.iter().zip(&truth) {
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(scene.id as u64));
+        let samples = policy.act_repeated(&scene.image, n, &mut sampler, &mut rng, chunk)?;
+        figures.push(scene_figures(scene, &samples, truth));
+        points.push(samples);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let method = policy.method().name();
+    Ok((
+        record(method, &label, n, &scenes.scenes, figures, Some(secs)),
+        ScenePoints {
+            label: format!("{method} {label}"),
+            points,
+        },
+    ))
+}
+
+/// The evaluation table as Markdown.
+pub fn markdown_table(records: &[ClawRecord]) -> String {
+    let mut s = String::from(
+        "| method | sampler | on-object precision | multi-object precision | worst scene | coverage ratio min / max | sliced W1 | actions/s |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in records {
+        let aps = if r.actions_per_second.is_finite() {
+            format!("{:.0}", r.actions_per_second)
+        } else {
+            "—".into()
+        };
+        s.push_str(&format!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.2} / {:.2} | {:.4} | {} |\n",
+            r.method,
+            r.sampler,
+            r.on_object_precision,
+            r.multi_object_precision,
+            r.worst_scene_precision,
+            r.min_coverage_ratio,
+            r.max_coverage_ratio,
+            r.sliced_wasserstein,
+            aps
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliced_wasserstein_is_zero_for_equal_sets_and_grows_with_shift() {
+        let a: Vec<f32> = (0..200).map(|i| (i % 17) as f32 * 0.01).collect();
+        assert!(sliced_wasserstein(&a, &a, 16) < 1e-12);
+        let b: Vec<f32> = a.iter().map(|v| v + 0.1).collect();
+        let c: Vec<f32> = a.iter().map(|v| v + 0.2).collect();
+        let (d1, d2) = (
+            sliced_wasserstein(&a, &b, 16),
+            sliced_wasserstein(&a, &c, 16),
+        );
+        assert!(d1 > 0.01 && d2 > 1.9 * d1, "{d1} {d2}");
+    }
+
+    #[test]
+    fn ground_truth_scores_perfectly() {
+        let scenes = ClawScenes::load(&crate::task::claw::tests::shared_dir()).expect("data");
+        let (r, _) = ground_truth_record(&scenes, 2000, 1);
+        assert_eq!(r.on_object_precision, 1.0);
+        assert!(
+            r.min_coverage_ratio > 0.8 && r.max_coverage_ratio < 1.25,
+            "{r:?}"
+        );
+        // A policy that always answers the centre of the image scores badly.
+        let s = &scenes.scenes[5];
+        let centre: Vec<f32> = std::iter::repeat_n([0.5f32, 0.5], 500).flatten().collect();
+        let truth = &truth_points(&scenes, 500, 2)[5];
+        let f = scene_figures(s, &centre, truth);
+        assert!(f.sliced_wasserstein > 0.05, "{f:?}");
+        assert!(f.coverage_ratio.iter().filter(|&&c| c == 0.0).count() >= 2);
+    }
+}

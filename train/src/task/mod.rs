@@ -1,0 +1,108 @@
+//! Tasks: where the demonstrations come from and what an observation is.
+
+pub mod claw;
+
+use crate::model::{ConvLayerConfig, EncoderConfig};
+use serde::{Deserialize, Serialize};
+
+/// The tasks diffbc knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// The paper's claw-machine scenes: a 64×64 RGB image, a 2-D action
+    /// uniformly distributed over the objects in the image.
+    Claw,
+}
+
+impl TaskKind {
+    /// Name used on the command line and in file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Claw => "claw",
+        }
+    }
+
+    /// The encoder that suits this task's observations.
+    pub fn default_encoder(self) -> EncoderConfig {
+        match self {
+            Self::Claw => EncoderConfig::Cnn {
+                layers: vec![
+                    ConvLayerConfig {
+                        channels: 32,
+                        patch: 4,
+                    },
+                    ConvLayerConfig {
+                        channels: 64,
+                        patch: 2,
+                    },
+                    ConvLayerConfig {
+                        channels: 64,
+                        patch: 2,
+                    },
+                ],
+                embed: 128,
+            },
+        }
+    }
+
+    /// Default number of training steps of the diffusion policy.
+    pub fn default_steps(self) -> usize {
+        match self {
+            Self::Claw => 8000,
+        }
+    }
+
+    /// Default data folder, relative to the project root.
+    pub fn default_data_dir(self) -> &'static str {
+        match self {
+            Self::Claw => "../shared/data/claw",
+        }
+    }
+}
+
+/// The shape of one observation frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ObsSpec {
+    /// A flat vector.
+    Vector {
+        /// Its length.
+        dim: usize,
+    },
+    /// A channel-major image `[channels, height, width]`, values in [0, 1].
+    Image {
+        /// Colour channels.
+        channels: usize,
+        /// Rows.
+        height: usize,
+        /// Columns.
+        width: usize,
+    },
+}
+
+impl ObsSpec {
+    /// Number of values in one frame.
+    pub fn len(&self) -> usize {
+        match *self {
+            Self::Vector { dim } => dim,
+            Self::Image {
+                channels,
+                height,
+                width,
+            } => channels * height * width,
+        }
+    }
+
+    /// Whether a frame is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Features that share normalisation statistics (a channel's pixels).
+    pub fn norm_group(&self) -> usize {
+        match *self {
+            Self::Vector { .. } => 1,
+            Self::Image { height, width, .. } => height * width,
+        }
+    }
+}

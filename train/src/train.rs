@@ -1,0 +1,706 @@
+//! The training loop: ε-prediction MSE (or action MSE for the baseline), Adam
+//! with warm-up and cosine decay, an EMA of the weights, observation dropout
+//! for classifier-free guidance, checkpoints and exact resume.
+//!
+//! Determinism: the randomness of step `s` comes from a ChaCha stream seeded
+//! with `(seed, s)`, so a resumed run takes exactly the batches, time steps
+//! and noise of an uninterrupted one.
+
+use crate::checkpoint::{self, CheckpointMeta, files};
+use crate::config::{Method, TrainConfig};
+use crate::data::Dataset;
+use crate::error::TrainError;
+use crate::model::{Policy, PolicySpec};
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use diffbc_runtime::{NoiseSchedule, Normalizer};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use std::path::Path;
+use std::time::Instant;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOutcome {
+    /// Steps taken in total.
+    pub steps: usize,
+    /// Smoothed training loss at the end.
+    pub train_loss: f64,
+    /// Loss of the EMA weights on the held-out split (same objective).
+    pub test_loss: f64,
+    /// Loss on the held-out split before training (same noise), for comparison.
+    pub initial_test_loss: f64,
+    /// Steps per second of this run (excluding checkpoints).
+    pub steps_per_second: f64,
+}
+
+/// Options that do not change the result.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Continue from the checkpoint in the output folder.
+    pub resume: bool,
+    /// Draw a progress bar.
+    pub progress: bool,
+    /// Stop (and checkpoint) after this step even if `optim.steps` is larger;
+    /// a later `resume` continues exactly where this run stopped.
+    pub stop_at: Option<usize>,
+}
+
+/// A data set in normalised units, ready for batching.
+struct Prepared {
+    frame_len: usize,
+    frames: Vec<f32>,
+    frame_index: Vec<u32>,
+    actions: Vec<f32>,
+    history: usize,
+    action_dim: usize,
+}
+
+impl Prepared {
+    fn new(
+        data: &Dataset,
+        obs_norm: &Normalizer,
+        act_norm: &Normalizer,
+    ) -> Result<Self, TrainError> {
+        let mut frames = data.frames.clone();
+        obs_norm
+            .normalize("observation frames", &mut frames)
+            .map_err(|e| TrainError::Data(e.to_string()))?;
+        let mut actions = data.actions.clone();
+        act_norm
+            .normalize("actions", &mut actions)
+            .map_err(|e| TrainError::Data(e.to_string()))?;
+        Ok(Self {
+            frame_len: data.obs.len(),
+            frames,
+            frame_index: data.frame_index.clone(),
+            actions,
+            history: data.history,
+            action_dim: data.action_dim,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.actions.len() / self.action_dim
+    }
+}
+
+/// One batch, as host vectors.
+struct Batch {
+    /// Distinct frames used, `[u, frame_len]`.
+    frames: Vec<f32>,
+    distinct: usize,
+    /// For each sample and frame slot, the row in `frames`, `[b · (k+1)]`.
+    slot: Vec<i32>,
+    /// 1 keeps the observation, 0 drops it (guidance training).
+    keep: Vec<f32>,
+    /// Clean actions `[b, A]`.
+    clean: Vec<f32>,
+    /// Noisy actions `[b, A]` (diffusion).
+    noisy: Vec<f32>,
+    /// Noise `[b, A]`.
+    noise: Vec<f32>,
+    /// τ/T `[b, 1]`.
+    t: Vec<f32>,
+    rows: usize,
+}
+
+fn make_batch(
+    p: &Prepared,
+    rows: &[usize],
+    schedule: &NoiseSchedule,
+    dropout: f64,
+    rng: &mut ChaCha8Rng,
+) -> Batch {
+    let (a, h) = (p.action_dim, p.history + 1);
+    let mut ids: Vec<u32> = rows
+        .iter()
+        .flat_map(|&r| p.frame_index[r * h..(r + 1) * h].iter().copied())
+        .collect();
+    let slot_ids = ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    let slot = slot_ids
+        .iter()
+        .map(|f| ids.binary_search(f).map(|i| i as i32).unwrap_or(0))
+        .collect();
+    let mut frames = Vec::with_capacity(ids.len() * p.frame_len);
+    for &f in &ids {
+        let f = f as usize;
+        frames.extend_from_slice(&p.frames[f * p.frame_len..(f + 1) * p.frame_len]);
+    }
+    let n = rows.len();
+    let mut clean = Vec::with_capacity(n * a);
+    for &r in rows {
+        clean.extend_from_slice(&p.actions[r * a..(r + 1) * a]);
+    }
+    let keep = (0..n)
+        .map(|_| {
+            if dropout > 0.0 && rng.random::<f64>() < dropout {
+                0.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let mut noise = vec![0.0f32; n * a];
+    let mut noisy = vec![0.0f32; n * a];
+    let mut t = vec![0.0f32; n];
+    for i in 0..n {
+        let tau = rng.random_range(1..=schedule.steps());
+        t[i] = schedule.time_input(tau);
+        for v in &mut noise[i * a..(i + 1) * a] {
+            *v = rng.sample(StandardNormal);
+        }
+        schedule.add_noise(
+            tau,
+            &clean[i * a..(i + 1) * a],
+            &noise[i * a..(i + 1) * a],
+            &mut noisy[i * a..(i + 1) * a],
+        );
+    }
+    Batch {
+        distinct: ids.len(),
+        frames,
+        slot,
+        keep,
+        clean,
+        noisy,
+        noise,
+        t,
+        rows: n,
+    }
+}
+
+/// The per-step random stream.
+fn step_rng(seed: u64, step: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(step as u64 + 1);
+    rng
+}
+
+/// Loss of `model` on `batch` (ε-MSE for diffusion, action MSE for regression).
+fn batch_loss<B: Backend>(
+    model: &Policy<B>,
+    batch: &Batch,
+    spec: &PolicySpec,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let (a, h, n) = (spec.action_dim, spec.frames(), batch.rows);
+    let frames = Tensor::<B, 2>::from_data(
+        TensorData::new(batch.frames.clone(), [batch.distinct, spec.obs.len()]),
+        device,
+    );
+    let slot = Tensor::<B, 1, Int>::from_data(TensorData::new(batch.slot.clone(), [n * h]), device);
+    let per_frame = model.encode_frames(frames).select(0, slot);
+    let emb = per_frame.reshape([n, h * spec.frame_embedding()]);
+    let keep = Tensor::<B, 2>::from_data(TensorData::new(batch.keep.clone(), [n, 1]), device);
+    let emb = emb * keep;
+    let tensor = |v: &Vec<f32>, cols: usize| {
+        Tensor::<B, 2>::from_data(TensorData::new(v.clone(), [n, cols]), device)
+    };
+    let (pred, target) = match spec.config.method {
+        Method::Diffusion => (
+            model.head_forward(emb, tensor(&batch.noisy, a), tensor(&batch.t, 1)),
+            tensor(&batch.noise, a),
+        ),
+        Method::Mse => (
+            model.head_forward(emb, tensor(&batch.clean, a), tensor(&batch.t, 1)),
+            tensor(&batch.clean, a),
+        ),
+    };
+    (pred - target).powf_scalar(2.0).mean()
+}
+
+/// Learning rate at `step`: linear warm-up, then cosine decay to `lr_min`.
+pub fn learning_rate(config: &TrainConfig, step: usize) -> f64 {
+    let o = &config.optim;
+    if step < o.warmup_steps {
+        return o.lr * (step + 1) as f64 / o.warmup_steps as f64;
+    }
+    let span = o.steps.saturating_sub(o.warmup_steps).max(1) as f64;
+    let progress = ((step - o.warmup_steps) as f64 / span).min(1.0);
+    o.lr_min + 0.5 * (o.lr - o.lr_min) * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// Flattened copies of every float parameter, in visiting order.
+fn flat_params<B: Backend, M: Module<B>>(module: &M) -> Vec<Tensor<B, 1>> {
+    struct Flat<B: Backend>(Vec<Tensor<B, 1>>);
+    impl<B: Backend> ModuleVisitor<B> for Flat<B> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            let t = p.val();
+            let n = t.shape().num_elements();
+            self.0.push(t.reshape([n]));
+        }
+    }
+    let mut v = Flat(Vec::new());
+    module.visit(&mut v);
+    v.0
+}
+
+/// Replace every float parameter by the matching flat tensor.
+fn assign_params<B: Backend, M: Module<B>>(module: M, values: &[Tensor<B, 1>]) -> M {
+    struct Assign<'a, B: Backend>(&'a [Tensor<B, 1>], usize);
+    impl<B: Backend> ModuleMapper<B> for Assign<'_, B> {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, value, mapper) = p.consume();
+            let shape = value.shape();
+            let v = self.0[self.1].clone().reshape(shape);
+            self.1 += 1;
+            Param::from_mapped_value(id, v, mapper)
+        }
+    }
+    module.map(&mut Assign(values, 0))
+}
+
+/// Mean loss over a whole split with fixed noise (seeded), in batches.
+fn split_loss<B: Backend>(
+    model: &Policy<B>,
+    data: &Prepared,
+    spec: &PolicySpec,
+    schedule: &NoiseSchedule,
+    seed: u64,
+    device: &B::Device,
+) -> f64 {
+    let n = data.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7e57);
+    let (mut total, mut count) = (0.0, 0usize);
+    let rows: Vec<usize> = (0..n).collect();
+    for chunk in rows.chunks(512) {
+        let b = make_batch(data, chunk, schedule, 0.0, &mut rng);
+        let l: f64 = batch_loss(model, &b, spec, device).into_scalar().elem();
+        total += l * chunk.len() as f64;
+        count += chunk.len();
+    }
+    total / count as f64
+}
+
+/// Train a policy on `data` into the checkpoint folder `out`.
+pub fn train<B: AutodiffBackend>(
+    config: &TrainConfig,
+    data: &Dataset,
+    out: &Path,
+    device: &B::Device,
+    options: RunOptions,
+) -> Result<TrainOutcome, TrainError> {
+    config.validate()?;
+    data.validate()?;
+    if data.history != config.history {
+        return Err(TrainError::config(
+            "history",
+            format!(
+                "is {} but the data set was built with {}",
+                config.history, data.history
+            ),
+        ));
+    }
+    let schedule = NoiseSchedule::new(&config.diffusion)
+        .map_err(|e| TrainError::config("diffusion", e.to_string()))?;
+    let (train_set, test_set) = data.split(config.data.test_fraction, config.seed);
+    if train_set.is_empty() {
+        return Err(TrainError::Data("the training split is empty".into()));
+    }
+    let spec = PolicySpec {
+        config: config.clone(),
+        obs: data.obs,
+        action_dim: data.action_dim,
+    };
+    spec.validate()?;
+
+    B::seed(device, config.seed);
+    let mut model: Policy<B> = spec.init(device);
+    let mut optim = AdamConfig::new()
+        .with_grad_clipping(config.optim.grad_clip.map(GradientClippingConfig::Norm))
+        .init::<B, Policy<B>>();
+
+    let (mut start, obs_norm, act_norm, mut ema, mut smoothed) = if options.resume {
+        let (saved, meta) = checkpoint::read_meta(out)?;
+        if &saved != config {
+            return Err(TrainError::Checkpoint {
+                path: out.join(files::CONFIG),
+                message: "cannot resume: the checkpoint was trained with a different config".into(),
+            });
+        }
+        model = checkpoint::load_module(model, out, files::RAW, device)?;
+        let record = burn::record::Recorder::<B>::load(
+            &checkpoint::Recorder::new(),
+            out.join(files::OPTIM),
+            device,
+        )
+        .map_err(|e| TrainError::Checkpoint {
+            path: out.join("optim.mpk"),
+            message: e.to_string(),
+        })?;
+        optim = optim.load_record(record);
+        let ema_model: Policy<B::InnerBackend> =
+            checkpoint::load_module(spec.init(device), out, files::MODEL, device)?;
+        (
+            meta.step,
+            meta.obs_normalizer,
+            meta.action_normalizer,
+            flat_params(&ema_model),
+            meta.train_loss,
+        )
+    } else {
+        let obs_norm = train_set.fit_obs_normalizer()?;
+        let act_norm = train_set.fit_action_normalizer()?;
+        let ema = flat_params(&model.valid());
+        (0, obs_norm, act_norm, ema, f64::NAN)
+    };
+    let train_p = Prepared::new(&train_set, &obs_norm, &act_norm)?;
+    let test_p = Prepared::new(&test_set, &obs_norm, &act_norm)?;
+    let initial_test_loss = if start == 0 {
+        split_loss(
+            &model.valid(),
+            &test_p,
+            &spec,
+            &schedule,
+            config.seed,
+            device,
+        )
+    } else {
+        f64::NAN
+    };
+
+    let total = config.optim.steps;
+    let stop = options.stop_at.unwrap_or(total).min(total);
+    let bar = if options.progress {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(format!("{} {}", config.task.name(), config.method.name()));
+    bar.set_position(start as u64);
+
+    let t0 = Instant::now();
+    let mut save_time = 0.0;
+    let first = start;
+    let ema_decay = config.optim.ema_decay;
+    while start < stop {
+        let step = start;
+        let mut rng = step_rng(config.seed, step);
+        let rows: Vec<usize> = (0..config.optim.batch_size)
+            .map(|_| rng.random_range(0..train_p.len()))
+            .collect();
+        let batch = make_batch(&train_p, &rows, &schedule, config.obs_dropout, &mut rng);
+        let loss = batch_loss(&model, &batch, &spec, device);
+        let value: f64 = loss.clone().into_scalar().elem();
+        if !value.is_finite() {
+            return Err(TrainError::Data(format!(
+                "loss became {value} at step {step}; lower optim.lr"
+            )));
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(learning_rate(config, step), model, grads);
+        // EMA with the usual warm-up so early weights do not dominate.
+        let d = ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
+        let current = flat_params(&model.valid());
+        for (e, p) in ema.iter_mut().zip(current) {
+            *e = e.clone().mul_scalar(d) + p.mul_scalar(1.0 - d);
+        }
+        smoothed = if smoothed.is_nan() {
+            value
+        } else {
+            0.98 * smoothed + 0.02 * value
+        };
+        start += 1;
+        let elapsed = t0.elapsed().as_secs_f64() - save_time;
+        bar.set_position(start as u64);
+        bar.set_message(format!(
+            "loss {smoothed:.4}  {:.1} steps/s",
+            (start - first) as f64 / elapsed.max(1e-9)
+        ));
+        let every = config.checkpoint_every;
+        if start == stop || (every > 0 && start % every == 0) {
+            let ts = Instant::now();
+            let meta = CheckpointMeta {
+                format_version: checkpoint::CHECKPOINT_FORMAT,
+                crate_version: env!("CARGO_PKG_VERSION").to_string(),
+                step: start,
+                obs: data.obs,
+                action_dim: data.action_dim,
+                obs_normalizer: obs_norm.clone(),
+                action_normalizer: act_norm.clone(),
+                train_loss: smoothed,
+            };
+            let ema_model = assign_params(model.valid(), &ema);
+            checkpoint::save(out, config, &meta, |dir| {
+                checkpoint::save_module(ema_model, dir, files::MODEL)?;
+                checkpoint::save_module(model.clone(), dir, files::RAW)?;
+                burn::record::Recorder::<B>::record(
+                    &checkpoint::Recorder::new(),
+                    optim.to_record(),
+                    dir.join(files::OPTIM),
+                )
+                .map_err(|e| TrainError::Checkpoint {
+                    path: dir.join("optim.mpk"),
+                    message: e.to_string(),
+                })
+            })?;
+            save_time += ts.elapsed().as_secs_f64();
+            tracing::debug!(step = start, dir = %out.display(), "checkpoint saved");
+        }
+    }
+    bar.finish_and_clear();
+    let steps_per_second =
+        (start - first) as f64 / (t0.elapsed().as_secs_f64() - save_time).max(1e-9);
+    let ema_model = assign_params(model.valid(), &ema);
+    let test_loss = split_loss(&ema_model, &test_p, &spec, &schedule, config.seed, device);
+    tracing::info!(
+        steps = start,
+        train_loss = smoothed,
+        test_loss,
+        initial_test_loss,
+        steps_per_second,
+        "training finished"
+    );
+    Ok(TrainOutcome {
+        steps: start,
+        train_loss: smoothed,
+        test_loss,
+        initial_test_loss,
+        steps_per_second,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::{ConvLayerConfig, DenoiserConfig, EncoderConfig, MlpSieveConfig};
+    use crate::task::TaskKind;
+    use crate::task::claw::ClawScenes;
+    use burn::backend::{Autodiff, NdArray};
+
+    type Tb = Autodiff<NdArray<f32>>;
+
+    /// A configuration small enough to train in seconds.
+    pub(crate) fn tiny(method: Method, steps: usize) -> TrainConfig {
+        let mut c = TrainConfig::for_task(TaskKind::Claw, method);
+        c.encoder = EncoderConfig::Cnn {
+            layers: vec![ConvLayerConfig {
+                channels: 8,
+                patch: 8,
+            }],
+            embed: 16,
+        };
+        c.denoiser = DenoiserConfig::MlpSieve(MlpSieveConfig {
+            embed: 16,
+            hidden: 32,
+        });
+        c.mse_head.hidden = 32;
+        c.data.samples = 600;
+        c.optim.steps = steps;
+        c.optim.batch_size = 32;
+        c.optim.warmup_steps = 5;
+        c.checkpoint_every = 0;
+        c.seed = 42;
+        c
+    }
+
+    pub(crate) fn tiny_data(config: &TrainConfig) -> Dataset {
+        ClawScenes::load(&crate::task::claw::tests::shared_dir())
+            .expect("shared claw data")
+            .dataset(config.data.samples, config.seed)
+    }
+
+    fn run(config: &TrainConfig, dir: &Path, resume: bool, stop_at: Option<usize>) -> TrainOutcome {
+        let data = tiny_data(config);
+        train::<Tb>(
+            config,
+            &data,
+            dir,
+            &Default::default(),
+            RunOptions {
+                resume,
+                progress: false,
+                stop_at,
+            },
+        )
+        .expect("train")
+    }
+
+    #[test]
+    fn a_short_run_reduces_the_held_out_loss() {
+        for method in [Method::Diffusion, Method::Mse] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let o = run(&tiny(method, 150), &dir.path().join("ck"), false, None);
+            assert!(o.test_loss < 0.9 * o.initial_test_loss, "{method:?}: {o:?}");
+        }
+    }
+
+    #[test]
+    fn same_seed_gives_identical_checkpoint_bytes_and_resume_is_exact() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = tiny(Method::Diffusion, 30);
+        let (a, b, r) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("r"),
+        );
+        run(&c, &a, false, None);
+        run(&c, &b, false, None);
+        run(&c, &r, false, Some(12));
+        let meta: CheckpointMeta = crate::error::read_json(&r.join(files::META)).expect("meta");
+        assert_eq!(meta.step, 12);
+        run(&c, &r, true, None);
+        for f in ["model.mpk", "raw.mpk", "meta.json", "config.json"] {
+            let bytes = |d: &Path| std::fs::read(d.join(f)).expect("read");
+            assert!(
+                bytes(&a) == bytes(&b),
+                "{f} differs between two runs with the same seed"
+            );
+            assert!(
+                bytes(&a) == bytes(&r),
+                "{f} differs between a resumed and an uninterrupted run"
+            );
+        }
+        let mut other = c.clone();
+        other.seed = 43;
+        let o = dir.path().join("o");
+        run(&other, &o, false, None);
+        assert_ne!(
+            std::fs::read(a.join("model.mpk")).expect("a"),
+            std::fs::read(o.join("model.mpk")).expect("o")
+        );
+    }
+
+    #[test]
+    fn resume_refuses_a_different_config() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = tiny(Method::Diffusion, 10);
+        let ck = dir.path().join("ck");
+        run(&c, &ck, false, Some(5));
+        let mut changed = c.clone();
+        changed.optim.lr *= 2.0;
+        let data = tiny_data(&changed);
+        let e = train::<Tb>(
+            &changed,
+            &data,
+            &ck,
+            &Default::default(),
+            RunOptions {
+                resume: true,
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("config.json") && e.contains("different config"),
+            "{e}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::tests::{tiny, tiny_data};
+    use super::*;
+    use crate::infer::BurnPolicy;
+    use burn::backend::NdArray;
+    use diffbc_runtime::NoiseModel;
+
+    type Nb = NdArray<f32>;
+
+    #[test]
+    fn weights_round_trip_through_a_checkpoint() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = tiny(Method::Diffusion, 1);
+        let data = tiny_data(&c);
+        let spec = PolicySpec {
+            config: c.clone(),
+            obs: data.obs,
+            action_dim: 2,
+        };
+        let device = Default::default();
+        <Nb as Backend>::seed(&device, 1);
+        let original: Policy<Nb> = spec.init(&device);
+        checkpoint::save_module(original.clone(), dir.path(), "m").expect("save");
+        <Nb as Backend>::seed(&device, 2);
+        let fresh: Policy<Nb> = spec.init(&device);
+        let loaded =
+            checkpoint::load_module(fresh.clone(), dir.path(), "m", &device).expect("load");
+        let x = Tensor::<Nb, 2>::from_data(
+            TensorData::new(
+                data.frames[..2 * data.obs.len()].to_vec(),
+                [2, data.obs.len()],
+            ),
+            &device,
+        );
+        let out = |p: &Policy<Nb>| {
+            p.encode(x.clone(), 1)
+                .into_data()
+                .to_vec::<f32>()
+                .expect("f32")
+        };
+        assert_eq!(out(&original), out(&loaded));
+        assert_ne!(out(&original), out(&fresh));
+    }
+
+    #[test]
+    fn a_checkpoint_whose_config_does_not_match_its_weights_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = tiny(Method::Diffusion, 2);
+        let data = tiny_data(&c);
+        let ck = dir.path().join("ck");
+        train::<burn::backend::Autodiff<Nb>>(
+            &c,
+            &data,
+            &ck,
+            &Default::default(),
+            RunOptions::default(),
+        )
+        .expect("train");
+        let mut policy = BurnPolicy::<Nb>::load(&ck, &Default::default()).expect("load");
+        let mut emb = vec![0.0; policy.embedding_dim()];
+        policy
+            .encode(&data.frames[..data.obs.len()], &mut emb)
+            .expect("encode");
+        let mut changed = c.clone();
+        changed.denoiser = crate::model::DenoiserConfig::MlpSieve(crate::model::MlpSieveConfig {
+            embed: 16,
+            hidden: 48,
+        });
+        crate::error::write_json(&ck.join(files::CONFIG), &changed).expect("write");
+        let e = BurnPolicy::<Nb>::load(&ck, &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.mpk") && e.contains("do not match the config"),
+            "{e}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+    use crate::task::TaskKind;
+
+    #[test]
+    fn learning_rate_warms_up_then_decays_to_the_minimum() {
+        let mut c = TrainConfig::for_task(TaskKind::Claw, Method::Diffusion);
+        c.optim.steps = 1000;
+        c.optim.warmup_steps = 100;
+        assert!((learning_rate(&c, 0) - c.optim.lr / 100.0).abs() < 1e-12);
+        assert!((learning_rate(&c, 99) - c.optim.lr).abs() < 1e-12);
+        assert!((learning_rate(&c, 100) - c.optim.lr).abs() < 1e-12);
+        assert!((learning_rate(&c, 1000) - c.optim.lr_min).abs() < 1e-12);
+        let mid = learning_rate(&c, 550);
+        assert!((mid - 0.5 * (c.optim.lr + c.optim.lr_min)).abs() < 1e-9);
+    }
+}
