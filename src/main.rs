@@ -2,10 +2,11 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use diffbc_runtime::OnnxPolicy;
 use diffbc_runtime::SamplerConfig;
 use diffbc_train::config::{Method, TrainConfig};
 use diffbc_train::eval::{self, ClawRecord, ScenePoints};
-use diffbc_train::infer::BurnPolicy;
+use diffbc_train::infer::{Actor, BurnPolicy};
 use diffbc_train::task::TaskKind;
 use diffbc_train::task::claw::ClawScenes;
 use diffbc_train::train::{self, RunOptions};
@@ -37,6 +38,23 @@ enum Command {
     Sample(SampleArgs),
     /// Evaluate checkpoints and write a table (Markdown + JSON) and figures.
     Eval(EvalArgs),
+    /// Export a checkpoint as encoder.onnx + head.onnx + manifest.json + golden tensors.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Checkpoint folder.
+    checkpoint: PathBuf,
+    /// Output folder, e.g. models/claw.
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace the output folder if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Default sampler written to the manifest (with the sampler options below).
+    #[command(flatten)]
+    sampler: SamplerArgs,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +282,7 @@ fn main() -> Result<()> {
         Command::Sample(a) => cmd_sample(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Pipeline(a) => cmd_pipeline(a),
+        Command::Export(a) => cmd_export(a),
     }
 }
 
@@ -348,10 +367,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
 }
 
 fn cmd_sample(a: SampleArgs) -> Result<()> {
-    let device = Default::default();
-    let mut policy = BurnPolicy::<Cpu>::load(&a.checkpoint, &device)?;
-    let task = policy.spec.config.task;
-    let scenes = ClawScenes::load(&data_dir(task, &a.data))?;
+    let mut policy = LoadedPolicy::load(&a.checkpoint)?;
+    let scenes = ClawScenes::load(&data_dir(TaskKind::Claw, &a.data))?;
     let scene = scenes
         .scenes
         .iter()
@@ -364,11 +381,11 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
             )
         })?;
     let cfg = a.sampler.configs(&[SamplerKindArg::DiffusionX])[0];
-    let schedule = diffbc_runtime::NoiseSchedule::new(&policy.spec.config.diffusion)?;
-    let mut sampler =
-        diffbc_runtime::Sampler::new(schedule, cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(a.seed);
-    let actions = policy.act_repeated(&scene.image, a.n, &mut sampler, &mut rng, 1000)?;
+    let actions = match &mut policy {
+        LoadedPolicy::Burn(p) => sample_with(p.as_mut(), cfg, &scene.image, a.n, &mut rng)?,
+        LoadedPolicy::Onnx(p) => sample_with(p.as_mut(), cfg, &scene.image, a.n, &mut rng)?,
+    };
     for p in actions.chunks_exact(2) {
         let label = scene.label_at(p[0], p[1]).unwrap_or(0);
         println!(
@@ -377,6 +394,47 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A checkpoint (burn) or an exported folder (ONNX, run by tract).
+enum LoadedPolicy {
+    Burn(Box<BurnPolicy<Cpu>>),
+    Onnx(Box<OnnxPolicy>),
+}
+
+impl LoadedPolicy {
+    fn load(dir: &Path) -> Result<Self> {
+        if dir.join(diffbc_runtime::manifest::MANIFEST_FILE).is_file() {
+            Ok(Self::Onnx(Box::new(OnnxPolicy::load(
+                dir,
+                diffbc_runtime::EngineChoice::Tract,
+            )?)))
+        } else {
+            Ok(Self::Burn(Box::new(BurnPolicy::load(
+                dir,
+                &Default::default(),
+            )?)))
+        }
+    }
+
+    fn is_regressor(&self) -> bool {
+        match self {
+            Self::Burn(p) => p.is_regressor(),
+            Self::Onnx(p) => p.is_regressor(),
+        }
+    }
+}
+
+fn sample_with<A: Actor>(
+    policy: &mut A,
+    cfg: SamplerConfig,
+    observation: &[f32],
+    n: usize,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Result<Vec<f32>> {
+    let mut sampler = diffbc_runtime::Sampler::new(policy.schedule()?, cfg)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(policy.act_repeated(observation, n, &mut sampler, rng, 1000)?)
 }
 
 /// Evaluate every checkpoint with every sampler (MSE once), plus the ground-truth row.
@@ -388,22 +446,28 @@ fn evaluate_all(
     kde_samples: usize,
     seed: u64,
 ) -> Result<(Vec<ClawRecord>, Vec<ScenePoints>)> {
-    let device = Default::default();
     let (truth, truth_points) = eval::ground_truth_record(scenes, samples, seed);
     let mut records = vec![truth];
     let mut points = vec![truth_points];
     for ck in checkpoints {
-        let mut policy = BurnPolicy::<Cpu>::load(ck, &device)?;
-        let cfgs: Vec<Option<SamplerConfig>> = match policy.method() {
-            Method::Mse => vec![None],
-            Method::Diffusion => samplers.iter().copied().map(Some).collect(),
+        let mut policy = LoadedPolicy::load(ck)?;
+        let cfgs: Vec<Option<SamplerConfig>> = if policy.is_regressor() {
+            vec![None]
+        } else {
+            samplers.iter().copied().map(Some).collect()
         };
         for cfg in cfgs {
             let n = match cfg.map(|c| c.selection) {
                 Some(diffbc_runtime::Selection::Kde { .. }) => kde_samples,
                 _ => samples,
             };
-            let (r, p) = eval::evaluate(&mut policy, cfg, scenes, n, seed)?;
+            let (mut r, p) = match &mut policy {
+                LoadedPolicy::Burn(pol) => eval::evaluate(pol.as_mut(), cfg, scenes, n, seed)?,
+                LoadedPolicy::Onnx(pol) => eval::evaluate(pol.as_mut(), cfg, scenes, n, seed)?,
+            };
+            if let LoadedPolicy::Onnx(_) = policy {
+                r.method = format!("{} (onnx)", r.method);
+            }
             tracing::info!(method = %r.method, sampler = %r.sampler, precision = r.on_object_precision, "evaluated");
             records.push(r);
             points.push(p);
@@ -526,4 +590,29 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     write_report(&a.out, &records, &points, &scenes, None, &preamble)
+}
+
+fn cmd_export(a: ExportArgs) -> Result<()> {
+    let options = diffbc_export::ExportOptions {
+        force: a.force,
+        sampler: a.sampler.configs(&[SamplerKindArg::DiffusionX])[0],
+        ..Default::default()
+    };
+    let m = diffbc_export::export_checkpoint::<Cpu>(
+        &a.checkpoint,
+        &a.out,
+        &options,
+        &Default::default(),
+    )?;
+    println!(
+        "exported {} ({}) -> {}: {} [{}], {} [{}]",
+        a.checkpoint.display(),
+        m.provenance.architecture,
+        a.out.display(),
+        m.encoder.file,
+        &m.encoder.sha256[..12],
+        m.head.file,
+        &m.head.sha256[..12]
+    );
+    Ok(())
 }

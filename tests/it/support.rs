@@ -45,7 +45,7 @@ pub fn tiny_config(dir: &Path, method: &str, steps: usize) -> PathBuf {
         "task": "claw",
         "method": method,
         "encoder": {"kind": "cnn", "layers": [{"channels": 8, "patch": 8}], "embed": 16},
-        "denoiser": {"kind": "mlp_sieve", "embed": 16, "hidden": 32},
+        "denoiser": {"kind": "mlp_sieve", "embed": 16, "hidden": 32, "time_frequency": 1.0},
         "mse_head": {"hidden": 32},
         "diffusion": {"steps": 20, "beta_min": 1e-4, "beta_max": 0.02},
         "history": 0,

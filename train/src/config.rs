@@ -19,6 +19,11 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, for harnesses that must cover them all (export tests,
+    /// evaluation grids). The match in `name` is exhaustive, so a new variant
+    /// must be named here too.
+    pub const ALL: [Method; 2] = [Method::Diffusion, Method::Mse];
+
     /// Lower-case name used in tables and file names.
     pub fn name(self) -> &'static str {
         match self {

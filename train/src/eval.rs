@@ -12,9 +12,8 @@
 //!   widths, averaged over 64 projection directions.
 
 use crate::error::TrainError;
-use crate::infer::BurnPolicy;
+use crate::infer::Actor;
 use crate::task::claw::{ClawScenes, Scene};
-use burn::prelude::*;
 use diffbc_runtime::{Sampler, SamplerConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -221,22 +220,22 @@ pub fn ground_truth_record(scenes: &ClawScenes, n: usize, seed: u64) -> (ClawRec
 }
 
 /// Evaluate one policy with one sampler on every scene.
-pub fn evaluate<B: Backend>(
-    policy: &mut BurnPolicy<B>,
+pub fn evaluate<A: Actor>(
+    policy: &mut A,
     sampler_config: Option<SamplerConfig>,
     scenes: &ClawScenes,
     n: usize,
     seed: u64,
 ) -> Result<(ClawRecord, ScenePoints), TrainError> {
     let truth = truth_points(scenes, n, seed);
-    let schedule = diffbc_runtime::NoiseSchedule::new(&policy.spec.config.diffusion)
-        .map_err(|e| TrainError::config("diffusion", e.to_string()))?;
+    let schedule = policy.schedule()?;
     let cfg = sampler_config.unwrap_or(SamplerConfig::ddpm());
     let mut sampler =
         Sampler::new(schedule, cfg).map_err(|e| TrainError::Sampling(e.to_string()))?;
-    let label = match policy.method() {
-        crate::config::Method::Mse => "regression".to_string(),
-        crate::config::Method::Diffusion => cfg.label(),
+    let label = if policy.is_regressor() {
+        "regression".to_string()
+    } else {
+        cfg.label()
     };
     // Keep each network call near 2,000 rows.
     let chunk = (2000 / cfg.rows_per_decision()).max(1);
@@ -251,9 +250,9 @@ pub fn evaluate<B: Backend>(
         points.push(samples);
     }
     let secs = t0.elapsed().as_secs_f64();
-    let method = policy.method().name();
+    let method = policy.method_name();
     Ok((
-        record(method, &label, n, &scenes.scenes, figures, Some(secs)),
+        record(&method, &label, n, &scenes.scenes, figures, Some(secs)),
         ScenePoints {
             label: format!("{method} {label}"),
             points,

@@ -7,7 +7,8 @@ use crate::config::Method;
 use crate::error::TrainError;
 use crate::model::{Policy, PolicySpec};
 use burn::prelude::*;
-use diffbc_runtime::{NoiseModel, Sampler};
+use diffbc_runtime::manifest::HeadKind;
+use diffbc_runtime::{NoiseModel, NoiseSchedule, Normalizer, OnnxPolicy, Sampler};
 use rand::Rng;
 use std::path::Path;
 
@@ -104,51 +105,6 @@ impl<B: Backend> BurnPolicy<B> {
             .map_err(|e| TrainError::Sampling(e.to_string()))
     }
 
-    /// Sample `n` actions for one raw observation (all history frames),
-    /// encoding it once; returns `[n, action_dim]` in raw units. For the MSE
-    /// baseline every row is the regressed action.
-    pub fn act_repeated<R: Rng + ?Sized>(
-        &mut self,
-        observation: &[f32],
-        n: usize,
-        sampler: &mut Sampler,
-        rng: &mut R,
-        chunk: usize,
-    ) -> Result<Vec<f32>, TrainError> {
-        let mut obs = observation.to_vec();
-        self.normalize_observations(&mut obs)?;
-        let mut emb = vec![0.0; self.embedding_dim()];
-        self.encode(&obs, &mut emb)
-            .map_err(|e| TrainError::Sampling(e.to_string()))?;
-        let a = self.spec.action_dim;
-        let mut out = vec![0.0f32; n * a];
-        match self.method() {
-            Method::Mse => {
-                let one = self
-                    .regress(&emb)
-                    .map_err(|e| TrainError::Sampling(e.to_string()))?;
-                for row in out.chunks_exact_mut(a) {
-                    row.copy_from_slice(&one);
-                }
-            }
-            Method::Diffusion => {
-                let chunk = chunk.max(1);
-                let mut start = 0;
-                while start < n {
-                    let rows = chunk.min(n - start);
-                    let embs: Vec<f32> =
-                        emb.iter().copied().cycle().take(rows * emb.len()).collect();
-                    sampler
-                        .sample_embedded(self, &embs, rng, &mut out[start * a..(start + rows) * a])
-                        .map_err(|e| TrainError::Sampling(e.to_string()))?;
-                    start += rows;
-                }
-            }
-        }
-        self.meta.action_normalizer.denormalize(&mut out);
-        Ok(out)
-    }
-
     /// The regression head's action for embeddings `[rows, E]` (normalised units).
     pub fn regress(&self, embeddings: &[f32]) -> Result<Vec<f32>, BurnModelError> {
         let e = self.embedding_dim();
@@ -161,6 +117,120 @@ impl<B: Backend> BurnPolicy<B> {
         let dummy = Tensor::<B, 2>::zeros([rows, a], &self.device);
         let t = Tensor::<B, 2>::zeros([rows, 1], &self.device);
         to_vec(self.policy.head_forward(emb, dummy, t))
+    }
+}
+
+/// Anything that turns observations into actions through the shared sampler:
+/// a burn policy during training, an exported ONNX policy after export. The
+/// evaluation harness takes either, so the deployed path is scored the same way.
+pub trait Actor: NoiseModel {
+    /// Method name for tables (`diffusion`, `mse`).
+    fn method_name(&self) -> String;
+    /// Which implementation runs the networks (`burn`, `onnx-tract`).
+    fn backend_name(&self) -> String;
+    /// Whether the head regresses the action directly (no sampler).
+    fn is_regressor(&self) -> bool;
+    /// Observation and action normalisers.
+    fn normalizers(&self) -> (&Normalizer, &Normalizer);
+    /// The noise schedule.
+    fn schedule(&self) -> Result<NoiseSchedule, TrainError>;
+    /// Regressor heads: the action (normalised) for one embedding.
+    fn regress_embedded(&mut self, embedding: &[f32]) -> Result<Vec<f32>, TrainError>;
+
+    /// Sample `n` actions for one raw observation (all history frames),
+    /// encoding it once; returns `[n, action_dim]` in raw units. For a
+    /// regressor every row is the regressed action. Rows go through the
+    /// network `chunk` at a time.
+    fn act_repeated<R: Rng + ?Sized>(
+        &mut self,
+        observation: &[f32],
+        n: usize,
+        sampler: &mut Sampler,
+        rng: &mut R,
+        chunk: usize,
+    ) -> Result<Vec<f32>, TrainError>
+    where
+        Self: Sized,
+    {
+        let mut obs = observation.to_vec();
+        self.normalizers()
+            .0
+            .normalize("observation", &mut obs)
+            .map_err(|e| TrainError::Sampling(e.to_string()))?;
+        let mut emb = vec![0.0; self.embedding_dim()];
+        self.encode(&obs, &mut emb)
+            .map_err(|e| TrainError::Sampling(e.to_string()))?;
+        let a = self.action_dim();
+        let mut out = vec![0.0f32; n * a];
+        if self.is_regressor() {
+            let one = self.regress_embedded(&emb)?;
+            for row in out.chunks_exact_mut(a) {
+                row.copy_from_slice(&one);
+            }
+        } else {
+            let chunk = chunk.max(1);
+            let mut start = 0;
+            while start < n {
+                let rows = chunk.min(n - start);
+                let embs: Vec<f32> = emb.iter().copied().cycle().take(rows * emb.len()).collect();
+                sampler
+                    .sample_embedded(self, &embs, rng, &mut out[start * a..(start + rows) * a])
+                    .map_err(|e| TrainError::Sampling(e.to_string()))?;
+                start += rows;
+            }
+        }
+        self.normalizers().1.denormalize(&mut out);
+        Ok(out)
+    }
+}
+
+impl<B: Backend> Actor for BurnPolicy<B> {
+    fn method_name(&self) -> String {
+        self.method().name().into()
+    }
+    fn backend_name(&self) -> String {
+        "burn".into()
+    }
+    fn is_regressor(&self) -> bool {
+        self.method() == Method::Mse
+    }
+    fn normalizers(&self) -> (&Normalizer, &Normalizer) {
+        (&self.meta.obs_normalizer, &self.meta.action_normalizer)
+    }
+    fn schedule(&self) -> Result<NoiseSchedule, TrainError> {
+        NoiseSchedule::new(&self.spec.config.diffusion)
+            .map_err(|e| TrainError::config("diffusion", e.to_string()))
+    }
+    fn regress_embedded(&mut self, embedding: &[f32]) -> Result<Vec<f32>, TrainError> {
+        self.regress(embedding)
+            .map_err(|e| TrainError::Sampling(e.to_string()))
+    }
+}
+
+impl Actor for OnnxPolicy {
+    fn method_name(&self) -> String {
+        self.manifest.provenance.method.clone()
+    }
+    fn backend_name(&self) -> String {
+        format!("onnx-{}", self.engine_name())
+    }
+    fn is_regressor(&self) -> bool {
+        self.manifest.head_kind == HeadKind::Regressor
+    }
+    fn normalizers(&self) -> (&Normalizer, &Normalizer) {
+        (
+            &self.manifest.normalization.observation,
+            &self.manifest.normalization.action,
+        )
+    }
+    fn schedule(&self) -> Result<NoiseSchedule, TrainError> {
+        Ok(self.schedule.clone())
+    }
+    fn regress_embedded(&mut self, embedding: &[f32]) -> Result<Vec<f32>, TrainError> {
+        let mut out = vec![0.0; self.manifest.action_dim];
+        self.regress(embedding, &mut out)
+            .map_err(|e| TrainError::Sampling(e.to_string()))?;
+        Ok(out)
     }
 }
 

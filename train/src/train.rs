@@ -500,6 +500,7 @@ pub(crate) mod tests {
         c.denoiser = DenoiserConfig::MlpSieve(MlpSieveConfig {
             embed: 16,
             hidden: 32,
+            time_frequency: 1.0,
         });
         c.mse_head.hidden = 32;
         c.data.samples = 600;
@@ -674,6 +675,7 @@ mod checkpoint_tests {
         changed.denoiser = crate::model::DenoiserConfig::MlpSieve(crate::model::MlpSieveConfig {
             embed: 16,
             hidden: 48,
+            time_frequency: 1.0,
         });
         crate::error::write_json(&ck.join(files::CONFIG), &changed).expect("write");
         let e = BurnPolicy::<Nb>::load(&ck, &Default::default())

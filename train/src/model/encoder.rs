@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 /// Negative slope of every LeakyReLU in diffbc's networks.
 pub const LEAKY_SLOPE: f64 = 0.01;
 
+/// Epsilon of every layer norm in diffbc's networks.
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
 /// Observation encoder choice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]

@@ -9,7 +9,10 @@ mod encoder;
 mod mse;
 mod sieve;
 
-pub use encoder::{CnnEncoder, ConvLayerConfig, Encoder, EncoderConfig, MlpEncoder, PatchConv};
+pub use encoder::{
+    CnnEncoder, ConvLayerConfig, Encoder, EncoderConfig, LAYER_NORM_EPS, LEAKY_SLOPE, MlpEncoder,
+    PatchConv,
+};
 pub use mse::{MseHead, MseHeadConfig};
 pub use sieve::{DenoiserConfig, MlpSieve, MlpSieveConfig};
 

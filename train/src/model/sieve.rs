@@ -1,7 +1,7 @@
-use super::encoder::LEAKY_SLOPE;
+use super::encoder::{LAYER_NORM_EPS, LEAKY_SLOPE};
 use crate::error::TrainError;
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, leaky_relu};
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,11 @@ pub struct MlpSieveConfig {
     pub embed: usize,
     /// Width of the hidden layers.
     pub hidden: usize,
+    /// The time embedding's frequencies (the weights of the bias-free Linear
+    /// before `sin`) start uniform in ±this. With τ/T in (0, 1], 1.0 (the
+    /// reference code's default) makes `sin` nearly linear; larger values
+    /// resolve individual steps from the start.
+    pub time_frequency: f64,
 }
 
 impl Default for MlpSieveConfig {
@@ -56,6 +61,7 @@ impl Default for MlpSieveConfig {
         Self {
             embed: 128,
             hidden: 256,
+            time_frequency: 1.0,
         }
     }
 }
@@ -83,10 +89,18 @@ impl MlpSieveConfig {
         MlpSieve {
             action_in: LinearConfig::new(action, e).init(device),
             action_out: LinearConfig::new(e, e).init(device),
-            time_freq: LinearConfig::new(1, e).with_bias(false).init(device),
+            time_freq: LinearConfig::new(1, e)
+                .with_bias(false)
+                .with_initializer(Initializer::Uniform {
+                    min: -self.time_frequency,
+                    max: self.time_frequency,
+                })
+                .init(device),
             time_out: LinearConfig::new(e, e).init(device),
             fc1: LinearConfig::new(embedding + 2 * e, h).init(device),
-            norm1: LayerNormConfig::new(h).init(device),
+            norm1: LayerNormConfig::new(h)
+                .with_epsilon(LAYER_NORM_EPS)
+                .init(device),
             fc2: LinearConfig::new(h + action + 1, h).init(device),
             fc3: LinearConfig::new(h + action + 1, h).init(device),
             fc4: LinearConfig::new(h + action + 1, action).init(device),

@@ -1,0 +1,427 @@
+//! Checkpoint → `models/<name>/`.
+
+use crate::graph::GraphBuilder;
+use crate::layers::{ToOnnx, emit_sieve};
+use burn::prelude::*;
+use diffbc_runtime::golden::{self, GoldenCase, GoldenTensor};
+use diffbc_runtime::manifest::{
+    self, GraphSpec, HeadKind, IR_VERSION, MANIFEST_FORMAT, Manifest, NormalizationSpec, OPSET,
+    ObservationSpec, Provenance, ScheduleSpec, UnconditionalEmbedding, files, names,
+};
+use diffbc_runtime::{NoiseSchedule, SamplerConfig};
+use diffbc_train::checkpoint::{self, CheckpointMeta};
+use diffbc_train::model::{Head, Policy, PolicySpec};
+use diffbc_train::task::ObsSpec;
+use prost::Message;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Why an export failed. Nothing is left in the output folder when it does.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The checkpoint could not be loaded (missing file, mismatched weights, …).
+    #[error(transparent)]
+    Checkpoint(#[from] diffbc_train::TrainError),
+    /// The output folder exists.
+    #[error("{path} already exists; pass --force to replace it")]
+    Exists {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// The policy has a part that cannot be exported.
+    #[error("cannot export {what}: {why}")]
+    Unsupported {
+        /// The part.
+        what: String,
+        /// Why.
+        why: String,
+    },
+    /// A file could not be written.
+    #[error("{path}: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Export options.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Replace an existing output folder.
+    pub force: bool,
+    /// Default sampler written to the manifest.
+    pub sampler: SamplerConfig,
+    /// Batch sizes of the golden cases.
+    pub golden_batches: Vec<usize>,
+    /// Seed of the golden inputs.
+    pub seed: u64,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            force: false,
+            sampler: SamplerConfig::diffusion_x(8),
+            golden_batches: vec![1, 64],
+            seed: 0,
+        }
+    }
+}
+
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
+    move |e| ExportError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn architecture(spec: &PolicySpec) -> String {
+    let enc = match &spec.config.encoder {
+        diffbc_train::model::EncoderConfig::Mlp { hidden, embed } => {
+            format!("mlp-encoder(hidden={hidden}, embed={embed})")
+        }
+        diffbc_train::model::EncoderConfig::Cnn { layers, embed } => format!(
+            "cnn-encoder({}, embed={embed})",
+            layers
+                .iter()
+                .map(|l| format!("{}/{}", l.channels, l.patch))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    };
+    let head = match spec.config.method {
+        diffbc_train::Method::Diffusion => match &spec.config.denoiser {
+            diffbc_train::model::DenoiserConfig::MlpSieve(c) => {
+                format!("mlp-sieve(embed={}, hidden={})", c.embed, c.hidden)
+            }
+        },
+        diffbc_train::Method::Mse => format!("mse-head(hidden={})", spec.config.mse_head.hidden),
+    };
+    format!("{enc} + {head}, history {}", spec.config.history)
+}
+
+/// Build both graphs of `policy`.
+fn graphs<B: Backend>(policy: &Policy<B>, m: &Manifest) -> (Vec<u8>, Vec<u8>) {
+    let (enc_in, enc_out, head_in, head_out) = m.expected_graphs();
+    let frames = m.observation.history + 1;
+    let mut g = GraphBuilder::new();
+    let rows = g.reshape(names::OBSERVATION, &[-1, m.observation.frame_len() as i64]);
+    let per_frame = policy.encoder.emit(&mut g, &rows);
+    let emb = g.reshape(&per_frame, &[-1, (m.embedding_dim) as i64]);
+    debug_assert_eq!(m.embedding_dim % frames, 0);
+    let encoder = g
+        .finish("diffbc_encoder", &enc_in, &[(emb, enc_out[0].clone())])
+        .encode_to_vec();
+
+    let mut g = GraphBuilder::new();
+    let out = match &policy.head {
+        Head::Sieve(s) => emit_sieve(
+            s,
+            &mut g,
+            names::EMBEDDING,
+            names::NOISY_ACTION,
+            names::TIME,
+        ),
+        Head::Mse(h) => h.emit(&mut g, names::EMBEDDING),
+    };
+    let head = g
+        .finish("diffbc_head", &head_in, &[(out, head_out[0].clone())])
+        .encode_to_vec();
+    (encoder, head)
+}
+
+/// Random inputs and burn's outputs for both graphs at each batch size.
+fn write_golden<B: Backend>(
+    policy: &Policy<B>,
+    m: &Manifest,
+    dir: &Path,
+    batches: &[usize],
+    seed: u64,
+    device: &B::Device,
+) -> Result<(), ExportError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut normal =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| StandardNormal.sample(&mut rng)).collect() };
+    let to_vec = |t: Tensor<B, 2>| {
+        t.into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap_or_default()
+    };
+    let tensor = |v: &[f32], rows: usize| {
+        Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), [rows, v.len() / rows]), device)
+    };
+    let frames = m.observation.history + 1;
+    let mut cases = Vec::new();
+    let save =
+        |name: String, shape: [usize; 2], data: &[f32]| -> Result<GoldenTensor, ExportError> {
+            let file = format!("{name}.npy");
+            golden::write_npy(&dir.join(&file), &shape, data).map_err(|e| ExportError::Write {
+                path: dir.join(&file),
+                message: e.to_string(),
+            })?;
+            Ok(GoldenTensor {
+                name: name.split('.').next().unwrap_or_default().to_string(),
+                file,
+            })
+        };
+    for &b in batches {
+        let obs = normal(b * m.observation.input_len());
+        let emb = to_vec(policy.encode(tensor(&obs, b), frames));
+        cases.push(GoldenCase {
+            graph: "encoder".into(),
+            batch: b,
+            inputs: vec![rename(
+                save(
+                    format!("{}.encoder_b{b}", names::OBSERVATION),
+                    [b, m.observation.input_len()],
+                    &obs,
+                )?,
+                names::OBSERVATION,
+            )],
+            outputs: vec![rename(
+                save(
+                    format!("{}.encoder_b{b}", names::EMBEDDING),
+                    [b, m.embedding_dim],
+                    &emb,
+                )?,
+                names::EMBEDDING,
+            )],
+        });
+        let head_emb = normal(b * m.embedding_dim);
+        let (inputs, out, out_name) = match m.head_kind {
+            HeadKind::Denoiser => {
+                let act = normal(b * m.action_dim);
+                let t: Vec<f32> = (0..b)
+                    .map(|i| ((i % m.schedule.steps) + 1) as f32 / m.schedule.steps as f32)
+                    .collect();
+                let eps = to_vec(policy.head_forward(
+                    tensor(&head_emb, b),
+                    tensor(&act, b),
+                    tensor(&t, b),
+                ));
+                let inputs = vec![
+                    rename(
+                        save(
+                            format!("{}.head_b{b}", names::EMBEDDING),
+                            [b, m.embedding_dim],
+                            &head_emb,
+                        )?,
+                        names::EMBEDDING,
+                    ),
+                    rename(
+                        save(
+                            format!("{}.head_b{b}", names::NOISY_ACTION),
+                            [b, m.action_dim],
+                            &act,
+                        )?,
+                        names::NOISY_ACTION,
+                    ),
+                    rename(
+                        save(format!("{}.head_b{b}", names::TIME), [b, 1], &t)?,
+                        names::TIME,
+                    ),
+                ];
+                (inputs, eps, names::EPS)
+            }
+            HeadKind::Regressor => {
+                let zeros = Tensor::<B, 2>::zeros([b, m.action_dim], device);
+                let tz = Tensor::<B, 2>::zeros([b, 1], device);
+                let a = to_vec(policy.head_forward(tensor(&head_emb, b), zeros, tz));
+                let inputs = vec![rename(
+                    save(
+                        format!("{}.head_b{b}", names::EMBEDDING),
+                        [b, m.embedding_dim],
+                        &head_emb,
+                    )?,
+                    names::EMBEDDING,
+                )];
+                (inputs, a, names::ACTION)
+            }
+        };
+        let output = rename(
+            save(format!("{out_name}.head_b{b}"), [b, m.action_dim], &out)?,
+            out_name,
+        );
+        cases.push(GoldenCase {
+            graph: "head".into(),
+            batch: b,
+            inputs,
+            outputs: vec![output],
+        });
+    }
+    let index = dir.join(golden::INDEX_FILE);
+    let text = serde_json::to_string_pretty(&cases).map_err(|e| ExportError::Write {
+        path: index.clone(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&index, text + "\n").map_err(write_err(&index))
+}
+
+fn rename(mut t: GoldenTensor, name: &str) -> GoldenTensor {
+    t.name = name.into();
+    t
+}
+
+/// Export an in-memory policy into `out` (atomically).
+pub fn export_policy<B: Backend>(
+    spec: &PolicySpec,
+    meta: &CheckpointMeta,
+    policy: &Policy<B>,
+    out: &Path,
+    options: &ExportOptions,
+    device: &B::Device,
+) -> Result<Manifest, ExportError> {
+    if out.exists() && !options.force {
+        return Err(ExportError::Exists {
+            path: out.to_path_buf(),
+        });
+    }
+    let schedule =
+        NoiseSchedule::new(&spec.config.diffusion).map_err(|e| ExportError::Unsupported {
+            what: "schedule".into(),
+            why: e.to_string(),
+        })?;
+    let frame_shape = match spec.obs {
+        ObsSpec::Vector { dim } => vec![dim],
+        ObsSpec::Image {
+            channels,
+            height,
+            width,
+        } => vec![channels, height, width],
+    };
+    let head_kind = match &policy.head {
+        Head::Sieve(_) => HeadKind::Denoiser,
+        Head::Mse(_) => HeadKind::Regressor,
+    };
+    let placeholder = GraphSpec {
+        file: String::new(),
+        sha256: String::new(),
+        inputs: vec![],
+        outputs: vec![],
+    };
+    let mut m = Manifest {
+        format_version: MANIFEST_FORMAT,
+        opset: OPSET,
+        ir_version: IR_VERSION,
+        observation: ObservationSpec {
+            frame_shape,
+            history: spec.config.history,
+        },
+        action_dim: spec.action_dim,
+        embedding_dim: spec.embedding_dim(),
+        head_kind,
+        normalization: NormalizationSpec {
+            observation: meta.obs_normalizer.clone(),
+            action: meta.action_normalizer.clone(),
+        },
+        schedule: ScheduleSpec {
+            steps: schedule.steps(),
+            betas: schedule.betas().to_vec(),
+        },
+        sampler: options.sampler,
+        unconditional_embedding: UnconditionalEmbedding::Zeros,
+        encoder: placeholder.clone(),
+        head: placeholder,
+        provenance: Provenance {
+            task: spec.config.task.name().into(),
+            method: spec.config.method.name().into(),
+            architecture: architecture(spec),
+            training_steps: meta.step,
+            seed: spec.config.seed,
+            crate_version: env!("CARGO_PKG_VERSION").into(),
+        },
+    };
+    options
+        .sampler
+        .validate(&schedule)
+        .map_err(|e| ExportError::Unsupported {
+            what: "sampler".into(),
+            why: e.to_string(),
+        })?;
+    let (enc_in, enc_out, head_in, head_out) = m.expected_graphs();
+    let (encoder, head) = graphs(policy, &m);
+    m.encoder = GraphSpec {
+        file: files::ENCODER.into(),
+        sha256: sha256_hex(&encoder),
+        inputs: enc_in,
+        outputs: enc_out,
+    };
+    m.head = GraphSpec {
+        file: files::HEAD.into(),
+        sha256: sha256_hex(&head),
+        inputs: head_in,
+        outputs: head_out,
+    };
+
+    // Write everything into a sibling temporary folder, then rename.
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(write_err(parent))?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let tmp = parent.join(format!(".{name}.export-tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(write_err(&tmp))?;
+    }
+    let result = (|| {
+        std::fs::create_dir_all(tmp.join(files::GOLDEN)).map_err(write_err(&tmp))?;
+        std::fs::write(tmp.join(files::ENCODER), &encoder)
+            .map_err(write_err(&tmp.join(files::ENCODER)))?;
+        std::fs::write(tmp.join(files::HEAD), &head).map_err(write_err(&tmp.join(files::HEAD)))?;
+        write_golden(
+            policy,
+            &m,
+            &tmp.join(files::GOLDEN),
+            &options.golden_batches,
+            options.seed,
+            device,
+        )?;
+        let mpath = tmp.join(manifest::MANIFEST_FILE);
+        let text = serde_json::to_string_pretty(&m).map_err(|e| ExportError::Write {
+            path: mpath.clone(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&mpath, text + "\n").map_err(write_err(&mpath))?;
+        if out.exists() {
+            std::fs::remove_dir_all(out).map_err(write_err(out))?;
+        }
+        std::fs::rename(&tmp, out).map_err(write_err(out))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result.map(|()| m)
+}
+
+/// Export the EMA weights of a checkpoint folder into `out`.
+pub fn export_checkpoint<B: Backend>(
+    checkpoint_dir: &Path,
+    out: &Path,
+    options: &ExportOptions,
+    device: &B::Device,
+) -> Result<Manifest, ExportError> {
+    if out.exists() && !options.force {
+        return Err(ExportError::Exists {
+            path: out.to_path_buf(),
+        });
+    }
+    let (spec, meta, policy) = checkpoint::load_policy::<B>(checkpoint_dir, device)?;
+    export_policy(&spec, &meta, &policy, out, options, device)
+}

@@ -1,0 +1,22 @@
+//! ONNX export of diffbc policies.
+//!
+//! A checkpoint becomes a folder the runtime can run without burn (see
+//! `diffbc_runtime::manifest`): `encoder.onnx`, `head.onnx`, `manifest.json`
+//! and `golden/`. The graphs are produced by walking the very modules `train`
+//! defines — every layer type emits its own ONNX nodes from its own weights
+//! ([`ToOnnx`]) — so there is no second definition of any network.
+//!
+//! The protobuf is written with the prost-generated ONNX types that
+//! `tract-onnx` exposes (`tract_onnx::pb`), so the workspace has one protobuf
+//! implementation (prost) and no `protobuf` crate version conflict.
+
+mod export;
+mod graph;
+mod layers;
+
+pub use export::{ExportError, ExportOptions, export_checkpoint, export_policy};
+pub use graph::GraphBuilder;
+pub use layers::ToOnnx;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+//! Export tests: every architecture and encoder exports, and tract's outputs
+//! match burn's on the golden inputs; bad input fails cleanly.
+
+use crate::{ExportError, ExportOptions, export_checkpoint, export_policy};
+use burn::backend::NdArray;
+use burn::prelude::*;
+use diffbc_runtime::golden::{GoldenCase, read_npy};
+use diffbc_runtime::manifest::files;
+use diffbc_runtime::{EngineChoice, Normalizer, OnnxPolicy, engine::GraphId};
+use diffbc_train::checkpoint::{CHECKPOINT_FORMAT, CheckpointMeta};
+use diffbc_train::config::{Method, TrainConfig};
+use diffbc_train::model::{
+    ConvLayerConfig, DenoiserConfig, EncoderConfig, MlpSieveConfig, PolicySpec,
+};
+use diffbc_train::task::{ObsSpec, TaskKind};
+use std::path::Path;
+
+type Nb = NdArray<f32>;
+
+/// Every encoder kind, with an observation it can read. A new `EncoderConfig`
+/// variant fails to compile here until it is given an example.
+fn encoders() -> Vec<(EncoderConfig, ObsSpec, usize)> {
+    let examples = vec![
+        (
+            EncoderConfig::Mlp {
+                hidden: 24,
+                embed: 12,
+            },
+            ObsSpec::Vector { dim: 7 },
+            2,
+        ),
+        (
+            EncoderConfig::Cnn {
+                layers: vec![
+                    ConvLayerConfig {
+                        channels: 6,
+                        patch: 4,
+                    },
+                    ConvLayerConfig {
+                        channels: 8,
+                        patch: 2,
+                    },
+                ],
+                embed: 10,
+            },
+            ObsSpec::Image {
+                channels: 3,
+                height: 16,
+                width: 16,
+            },
+            1,
+        ),
+    ];
+    for (e, _, _) in &examples {
+        match e {
+            EncoderConfig::Mlp { .. } | EncoderConfig::Cnn { .. } => {}
+        }
+    }
+    examples
+}
+
+/// Every head: each diffusion denoiser architecture, then every baseline.
+fn heads() -> Vec<(Method, DenoiserConfig)> {
+    let mut out = Vec::new();
+    for m in Method::ALL {
+        match m {
+            Method::Diffusion => {
+                for d in [DenoiserConfig::MlpSieve(MlpSieveConfig {
+                    embed: 16,
+                    hidden: 32,
+                    time_frequency: 5.0,
+                })] {
+                    match d {
+                        DenoiserConfig::MlpSieve(_) => out.push((m, d)),
+                    }
+                }
+            }
+            Method::Mse => out.push((m, DenoiserConfig::default())),
+        }
+    }
+    out
+}
+
+fn spec(
+    encoder: EncoderConfig,
+    obs: ObsSpec,
+    history: usize,
+    method: Method,
+    denoiser: DenoiserConfig,
+) -> PolicySpec {
+    let mut config = TrainConfig::for_task(TaskKind::Claw, method);
+    config.encoder = encoder;
+    config.denoiser = denoiser;
+    config.mse_head.hidden = 20;
+    config.history = history;
+    config.diffusion.steps = 20;
+    PolicySpec {
+        config,
+        obs,
+        action_dim: 3,
+    }
+}
+
+fn meta(spec: &PolicySpec) -> CheckpointMeta {
+    CheckpointMeta {
+        format_version: CHECKPOINT_FORMAT,
+        crate_version: "test".into(),
+        step: 0,
+        obs: spec.obs,
+        action_dim: spec.action_dim,
+        obs_normalizer: Normalizer::identity(spec.obs.len()),
+        action_normalizer: Normalizer::identity(spec.action_dim),
+        train_loss: 0.0,
+    }
+}
+
+/// Run every golden case of `dir` through tract; return the largest absolute difference.
+fn golden_max_diff(dir: &Path) -> (f32, Vec<usize>) {
+    let mut policy =
+        OnnxPolicy::load(dir, EngineChoice::Tract).expect("the runtime loads the export");
+    let gdir = dir.join(files::GOLDEN);
+    let cases: Vec<GoldenCase> =
+        serde_json::from_str(&std::fs::read_to_string(gdir.join("index.json")).expect("index"))
+            .expect("parse");
+    let mut worst = 0.0f32;
+    let mut batches = Vec::new();
+    for case in &cases {
+        let inputs: Vec<Vec<f32>> = case
+            .inputs
+            .iter()
+            .map(|t| read_npy(&gdir.join(&t.file)).expect("npy").1)
+            .collect();
+        let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+        let (_, expected) = read_npy(&gdir.join(&case.outputs[0].file)).expect("npy");
+        let mut got = vec![0.0; expected.len()];
+        let g = if case.graph == "encoder" {
+            GraphId::Encoder
+        } else {
+            GraphId::Head
+        };
+        policy
+            .run_graph(g, case.batch, &refs, &mut got)
+            .expect("run");
+        for (a, b) in got.iter().zip(&expected) {
+            worst = worst.max((a - b).abs());
+        }
+        batches.push(case.batch);
+    }
+    (worst, batches)
+}
+
+#[test]
+fn every_architecture_and_encoder_exports_and_tract_matches_burn() {
+    let device = Default::default();
+    let mut count = 0;
+    for (encoder, obs, history) in encoders() {
+        for (method, denoiser) in heads() {
+            let spec = spec(encoder.clone(), obs, history, method, denoiser);
+            spec.validate().expect("valid example");
+            <Nb as Backend>::seed(&device, 3);
+            let policy = spec.init::<Nb>(&device);
+            let dir = tempfile::tempdir().expect("tmp");
+            let out = dir.path().join("model");
+            let m = export_policy(
+                &spec,
+                &meta(&spec),
+                &policy,
+                &out,
+                &ExportOptions::default(),
+                &device,
+            )
+            .expect("export");
+            assert_eq!(m.observation.history, history);
+            let (diff, batches) = golden_max_diff(&out);
+            assert!(batches.contains(&1) && batches.contains(&64), "{batches:?}");
+            assert!(
+                diff <= 1e-4,
+                "{encoder:?} + {method:?}: tract differs from burn by {diff}"
+            );
+            count += 1;
+        }
+    }
+    assert_eq!(count, encoders().len() * heads().len());
+}
+
+fn tiny_checkpoint(dir: &Path) -> std::path::PathBuf {
+    let mut c = TrainConfig::for_task(TaskKind::Claw, Method::Diffusion);
+    c.encoder = EncoderConfig::Cnn {
+        layers: vec![ConvLayerConfig {
+            channels: 4,
+            patch: 8,
+        }],
+        embed: 8,
+    };
+    c.denoiser = DenoiserConfig::MlpSieve(MlpSieveConfig {
+        embed: 8,
+        hidden: 16,
+        time_frequency: 1.0,
+    });
+    c.data.samples = 100;
+    c.optim.steps = 2;
+    c.optim.batch_size = 8;
+    c.optim.warmup_steps = 1;
+    let scenes = diffbc_train::task::claw::ClawScenes::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/claw"),
+    )
+    .expect("shared claw data");
+    let data = scenes.dataset(c.data.samples, c.seed);
+    let ck = dir.join("ck");
+    diffbc_train::train::train::<burn::backend::Autodiff<Nb>>(
+        &c,
+        &data,
+        &ck,
+        &Default::default(),
+        Default::default(),
+    )
+    .expect("train");
+    ck
+}
+
+#[test]
+fn bad_input_fails_cleanly_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ck = tiny_checkpoint(dir.path());
+    let device = Default::default();
+    let out = dir.path().join("models").join("m");
+    export_checkpoint::<Nb>(&ck, &out, &ExportOptions::default(), &device).expect("export");
+    let before = std::fs::read(out.join("manifest.json")).expect("manifest");
+
+    // An existing folder without --force.
+    let e = export_checkpoint::<Nb>(&ck, &out, &ExportOptions::default(), &device).unwrap_err();
+    assert!(
+        matches!(e, ExportError::Exists { .. }) && e.to_string().contains("--force"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("manifest.json")).expect("manifest"),
+        before
+    );
+
+    let fresh = dir.path().join("models").join("fresh");
+    let leftovers = |parent: &Path| {
+        std::fs::read_dir(parent)
+            .expect("dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    };
+
+    // A checkpoint whose config does not match its weights.
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("config.json")).expect("cfg"))
+            .expect("json");
+    let original = cfg.clone();
+    cfg["denoiser"]["hidden"] = serde_json::json!(24);
+    std::fs::write(ck.join("config.json"), cfg.to_string()).expect("write");
+    let e = export_checkpoint::<Nb>(&ck, &fresh, &ExportOptions::default(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.mpk") && e.contains("do not match the config"),
+        "{e}"
+    );
+    assert!(!fresh.exists());
+    std::fs::write(ck.join("config.json"), original.to_string()).expect("restore");
+
+    // A missing weight file, then a truncated one.
+    let weights = std::fs::read(ck.join("model.mpk")).expect("weights");
+    std::fs::remove_file(ck.join("model.mpk")).expect("rm");
+    let e = export_checkpoint::<Nb>(&ck, &fresh, &ExportOptions::default(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("model.mpk"), "{e}");
+    std::fs::write(ck.join("model.mpk"), &weights[..weights.len() / 2]).expect("truncate");
+    let e = export_checkpoint::<Nb>(&ck, &fresh, &ExportOptions::default(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("model.mpk"), "{e}");
+    assert!(!fresh.exists());
+    assert_eq!(
+        leftovers(&dir.path().join("models")),
+        0,
+        "no temporary folder left behind"
+    );
+
+    // With --force the folder is replaced.
+    std::fs::write(ck.join("model.mpk"), &weights).expect("restore");
+    let forced = ExportOptions {
+        force: true,
+        ..Default::default()
+    };
+    export_checkpoint::<Nb>(&ck, &out, &forced, &device).expect("forced export");
+    assert!(out.join(files::ENCODER).is_file());
+}

@@ -1,0 +1,215 @@
+//! Inference engines behind one trait. `tract` (pure Rust, CPU) is always
+//! available; ONNX Runtime comes behind the `ort` feature.
+
+use crate::manifest::TensorSpec;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+
+/// Which graph of a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphId {
+    /// `encoder.onnx`.
+    Encoder,
+    /// `head.onnx`.
+    Head,
+}
+
+impl GraphId {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Encoder => "encoder",
+            Self::Head => "head",
+        }
+    }
+}
+
+/// Errors of an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A graph could not be loaded or prepared.
+    #[error("{path}: {message}")]
+    Load {
+        /// The graph file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A graph failed while running.
+    #[error("running the {graph} graph: {message}")]
+    Run {
+        /// Which graph.
+        graph: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Runs the two graphs of a policy.
+pub trait Engine: Send {
+    /// A short name for tables (`tract`, `ort-cpu`, …).
+    fn name(&self) -> String;
+
+    /// Run `graph` on `rows` rows. `inputs` are in graph order, each
+    /// `[rows, width]` row-major; the single output `[rows, width]` goes to `output`.
+    fn run(
+        &mut self,
+        graph: GraphId,
+        rows: usize,
+        inputs: &[&[f32]],
+        output: &mut [f32],
+    ) -> Result<(), EngineError>;
+}
+
+/// One graph prepared by tract for a dynamic batch.
+#[derive(Debug, Clone)]
+pub struct TractGraph {
+    plan: Arc<TypedRunnableModel>,
+    widths: Vec<usize>,
+    name: &'static str,
+}
+
+impl TractGraph {
+    /// Load `path`, declare every input `[batch, width]` f32, check the graph's
+    /// input and output names against `inputs` / `outputs`, and optimise once.
+    pub fn load(
+        path: &Path,
+        graph: GraphId,
+        inputs: &[TensorSpec],
+        outputs: &[TensorSpec],
+    ) -> Result<Self, EngineError> {
+        let err = |message: String| EngineError::Load {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| err(format!("not a readable ONNX graph: {e}")))?;
+        let names: Vec<String> = model
+            .input_outlets()
+            .map_err(|e| err(e.to_string()))?
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
+        let expected: Vec<&str> = inputs.iter().map(|s| s.name.as_str()).collect();
+        if names != expected {
+            return Err(err(format!(
+                "graph inputs are {names:?}, the manifest says {expected:?}"
+            )));
+        }
+        let out_names: Vec<String> = model
+            .output_outlets()
+            .map_err(|e| err(e.to_string()))?
+            .iter()
+            .map(|o| {
+                model
+                    .outlet_label(*o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
+            })
+            .collect();
+        let expected_out: Vec<&str> = outputs.iter().map(|s| s.name.as_str()).collect();
+        if out_names != expected_out {
+            return Err(err(format!(
+                "graph outputs are {out_names:?}, the manifest says {expected_out:?}"
+            )));
+        }
+        let batch = model.sym("batch");
+        let widths: Vec<usize> = inputs.iter().map(TensorSpec::row_len).collect();
+        for (i, w) in widths.iter().enumerate() {
+            let shape: TVec<TDim> = tvec![batch.clone().into(), (*w).into()];
+            model = model
+                .with_input_fact(i, f32::fact(shape).into())
+                .map_err(|e| err(e.to_string()))?;
+        }
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| err(format!("tract cannot prepare the graph: {e}")))?;
+        Ok(Self {
+            plan,
+            widths,
+            name: graph.name(),
+        })
+    }
+
+    /// Run on `rows` rows.
+    pub fn run(
+        &self,
+        rows: usize,
+        inputs: &[&[f32]],
+        output: &mut [f32],
+    ) -> Result<(), EngineError> {
+        let err = |message: String| EngineError::Run {
+            graph: self.name,
+            message,
+        };
+        if inputs.len() != self.widths.len() {
+            return Err(err(format!(
+                "{} inputs given, the graph takes {}",
+                inputs.len(),
+                self.widths.len()
+            )));
+        }
+        let mut values = TVec::new();
+        for (i, (data, w)) in inputs.iter().zip(&self.widths).enumerate() {
+            if data.len() != rows * w {
+                return Err(err(format!(
+                    "input {i} has {} values, expected {rows} × {w}",
+                    data.len()
+                )));
+            }
+            let t = Tensor::from_shape(&[rows, *w], data).map_err(|e| err(e.to_string()))?;
+            values.push(t.into_tvalue());
+        }
+        let out = self.plan.run(values).map_err(|e| err(e.to_string()))?;
+        let first = out
+            .first()
+            .ok_or_else(|| err("the graph produced no output".into()))?;
+        let view = first.try_as_plain_ram().map_err(|e| err(e.to_string()))?;
+        let slice = view.as_slice::<f32>().map_err(|e| err(e.to_string()))?;
+        if slice.len() != output.len() {
+            return Err(err(format!(
+                "output has {} values, expected {}",
+                slice.len(),
+                output.len()
+            )));
+        }
+        output.copy_from_slice(slice);
+        Ok(())
+    }
+}
+
+/// The tract engine: both graphs optimised once at load.
+#[derive(Debug, Clone)]
+pub struct TractEngine {
+    encoder: TractGraph,
+    head: TractGraph,
+}
+
+impl TractEngine {
+    /// Wrap two prepared graphs.
+    pub fn new(encoder: TractGraph, head: TractGraph) -> Self {
+        Self { encoder, head }
+    }
+}
+
+impl Engine for TractEngine {
+    fn name(&self) -> String {
+        "tract".into()
+    }
+
+    fn run(
+        &mut self,
+        graph: GraphId,
+        rows: usize,
+        inputs: &[&[f32]],
+        output: &mut [f32],
+    ) -> Result<(), EngineError> {
+        match graph {
+            GraphId::Encoder => self.encoder.run(rows, inputs, output),
+            GraphId::Head => self.head.run(rows, inputs, output),
+        }
+    }
+}
