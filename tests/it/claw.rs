@@ -207,3 +207,98 @@ fn bad_input_gives_one_clear_error_line() {
     assert!(e.contains("config.json"), "{e}");
     assert!(!diffbc(&["sample", s(&missing)]).status.success());
 }
+
+#[test]
+fn exported_policy_scores_like_the_burn_policy() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = claw_dir();
+    let cfg = tiny_config(tmp.path(), "diffusion", 150);
+    let ck = tmp.path().join("ck");
+    ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--data",
+        s(&data),
+        "--out",
+        s(&ck),
+    ]);
+    let model = tmp.path().join("model");
+    ok(&["export", s(&ck), "--out", s(&model)]);
+    for f in [
+        "manifest.json",
+        "encoder.onnx",
+        "head.onnx",
+        "golden/index.json",
+    ] {
+        assert!(model.join(f).is_file(), "missing {f}");
+    }
+    // Exporting again without --force refuses and leaves the folder alone.
+    let e = crate::support::error_line(&["export", s(&ck), "--out", s(&model)]);
+    assert!(e.contains("--force"), "{e}");
+
+    let json = tmp.path().join("eval.json");
+    ok(&[
+        "eval",
+        s(&ck),
+        s(&model),
+        "--data",
+        s(&data),
+        "--samples",
+        "300",
+        "--sampler",
+        "diffusion-x",
+        "--out",
+        s(&tmp.path().join("report")),
+        "--json",
+        s(&json),
+    ]);
+    let records: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let find = |method: &str| -> f64 {
+        records
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|r| r["method"] == method)
+            .unwrap_or_else(|| panic!("no {method} row"))["on_object_precision"]
+            .as_f64()
+            .expect("number")
+    };
+    let (burn, onnx) = (find("diffusion"), find("diffusion (onnx)"));
+    assert!(
+        (burn - onnx).abs() <= 0.01,
+        "burn {burn} vs ONNX {onnx}: more than 1 percentage point apart"
+    );
+
+    // Same seed, same sampler: the deployed path draws the same actions.
+    let sample = |dir: &Path| {
+        ok(&[
+            "sample",
+            s(dir),
+            "--data",
+            s(&data),
+            "--scene",
+            "2",
+            "-n",
+            "20",
+            "--seed",
+            "9",
+        ])
+    };
+    let parse = |text: String| -> Vec<f64> {
+        text.lines()
+            .flat_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+                [v["x"].as_f64().expect("x"), v["y"].as_f64().expect("y")]
+            })
+            .collect()
+    };
+    let (a, b) = (parse(sample(&ck)), parse(sample(&model)));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-3, "burn and tract actions differ by {worst}");
+}

@@ -50,6 +50,7 @@ pub fn tiny_config(dir: &Path, method: &str, steps: usize) -> PathBuf {
         "diffusion": {"steps": 20, "beta_min": 1e-4, "beta_max": 0.02},
         "history": 0,
         "obs_dropout": 0.1,
+        "action_scaling": "none",
         "data": {"samples": 800, "test_fraction": 0.1},
         "optim": {"steps": steps, "batch_size": 32, "lr": 1e-3, "lr_min": 5e-5, "warmup_steps": 5,
                   "grad_clip": 1.0, "ema_decay": 0.99},

@@ -33,6 +33,18 @@ impl Method {
     }
 }
 
+/// How actions are mapped to the networks' units (and back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionScaling {
+    /// Zero mean, unit standard deviation per dimension.
+    Standardize,
+    /// Each dimension's range mapped to [-1, 1] (Diffusion Policy's choice).
+    MinMax,
+    /// Raw units.
+    None,
+}
+
 /// Optimiser and schedule of the learning rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +96,10 @@ pub struct TrainConfig {
     /// Probability of dropping the observation embedding during training
     /// (classifier-free guidance needs > 0).
     pub obs_dropout: f64,
+    /// How actions are scaled before the networks see them. This sets the
+    /// data's scale against the fixed noise schedule: the paper's claw code
+    /// feeds raw actions in [0, 1] (`none`).
+    pub action_scaling: ActionScaling,
     /// Data set size and split.
     pub data: DataConfig,
     /// Optimiser.
@@ -111,6 +127,7 @@ impl TrainConfig {
             diffusion: ScheduleConfig::default(),
             history: 0,
             obs_dropout: 0.0,
+            action_scaling: task.default_action_scaling(),
             data: DataConfig {
                 samples: 20_000,
                 test_fraction: 0.1,

@@ -7,9 +7,11 @@
 //! time step and history indices into the same episode. The training loop
 //! encodes each distinct frame of a batch once.
 
+use crate::config::ActionScaling;
 use crate::error::TrainError;
 use crate::task::ObsSpec;
 use diffbc_runtime::Normalizer;
+use diffbc_runtime::normalize::MIN_STD;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -132,9 +134,35 @@ impl Dataset {
             .map_err(|e| TrainError::Data(format!("observation statistics: {e}")))
     }
 
-    /// Action statistics.
-    pub fn fit_action_normalizer(&self) -> Result<Normalizer, TrainError> {
-        Normalizer::fit(&self.actions, self.action_dim, 1)
-            .map_err(|e| TrainError::Data(format!("action statistics: {e}")))
+    /// Action scaling fitted to these actions.
+    pub fn fit_action_normalizer(&self, scaling: ActionScaling) -> Result<Normalizer, TrainError> {
+        let a = self.action_dim;
+        match scaling {
+            ActionScaling::Standardize => Normalizer::fit(&self.actions, a, 1)
+                .map_err(|e| TrainError::Data(format!("action statistics: {e}"))),
+            ActionScaling::MinMax => {
+                let mut lo = vec![f32::INFINITY; a];
+                let mut hi = vec![f32::NEG_INFINITY; a];
+                for row in self.actions.chunks_exact(a) {
+                    for (d, &v) in row.iter().enumerate() {
+                        lo[d] = lo[d].min(v);
+                        hi[d] = hi[d].max(v);
+                    }
+                }
+                if self.actions.is_empty() {
+                    return Err(TrainError::Data("action statistics: no actions".into()));
+                }
+                Ok(Normalizer {
+                    mean: lo.iter().zip(&hi).map(|(l, h)| 0.5 * (l + h)).collect(),
+                    std: lo
+                        .iter()
+                        .zip(&hi)
+                        .map(|(l, h)| (0.5 * (h - l)).max(MIN_STD))
+                        .collect(),
+                    group: 1,
+                })
+            }
+            ActionScaling::None => Ok(Normalizer::identity(a)),
+        }
     }
 }

@@ -351,7 +351,7 @@ pub fn train<B: AutodiffBackend>(
         )
     } else {
         let obs_norm = train_set.fit_obs_normalizer()?;
-        let act_norm = train_set.fit_action_normalizer()?;
+        let act_norm = train_set.fit_action_normalizer(config.action_scaling)?;
         let ema = flat_params(&model.valid());
         (0, obs_norm, act_norm, ema, f64::NAN)
     };
