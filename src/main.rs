@@ -461,13 +461,10 @@ fn evaluate_all(
                 Some(diffbc_runtime::Selection::Kde { .. }) => kde_samples,
                 _ => samples,
             };
-            let (mut r, p) = match &mut policy {
+            let (r, p) = match &mut policy {
                 LoadedPolicy::Burn(pol) => eval::evaluate(pol.as_mut(), cfg, scenes, n, seed)?,
                 LoadedPolicy::Onnx(pol) => eval::evaluate(pol.as_mut(), cfg, scenes, n, seed)?,
             };
-            if let LoadedPolicy::Onnx(_) = policy {
-                r.method = format!("{} (onnx)", r.method);
-            }
             tracing::info!(method = %r.method, sampler = %r.sampler, precision = r.on_object_precision, "evaluated");
             records.push(r);
             points.push(p);

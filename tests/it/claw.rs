@@ -102,6 +102,7 @@ fn train_sample_eval_end_to_end_with_reproducible_samples() {
         for key in [
             "method",
             "sampler",
+            "engine",
             "on_object_precision",
             "min_coverage_ratio",
             "max_coverage_ratio",
@@ -131,7 +132,7 @@ fn train_sample_eval_end_to_end_with_reproducible_samples() {
     assert!(
         std::fs::read_to_string(report.join("report.md"))
             .expect("report")
-            .contains("| diffusion | diffusion-x(M=8) |")
+            .contains("| diffusion | diffusion-x(M=8) | burn |")
     );
 }
 
@@ -255,17 +256,17 @@ fn exported_policy_scores_like_the_burn_policy() {
     ]);
     let records: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
-    let find = |method: &str| -> f64 {
+    let find = |engine: &str| -> f64 {
         records
             .as_array()
             .expect("list")
             .iter()
-            .find(|r| r["method"] == method)
-            .unwrap_or_else(|| panic!("no {method} row"))["on_object_precision"]
+            .find(|r| r["method"] == "diffusion" && r["engine"] == engine)
+            .unwrap_or_else(|| panic!("no {engine} row"))["on_object_precision"]
             .as_f64()
             .expect("number")
     };
-    let (burn, onnx) = (find("diffusion"), find("diffusion (onnx)"));
+    let (burn, onnx) = (find("burn"), find("onnx-tract"));
     assert!(
         (burn - onnx).abs() <= 0.01,
         "burn {burn} vs ONNX {onnx}: more than 1 percentage point apart"

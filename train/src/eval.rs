@@ -40,6 +40,8 @@ pub struct ClawRecord {
     pub method: String,
     /// Sampler label, e.g. `diffusion-x(M=8)`; `regression` for MSE.
     pub sampler: String,
+    /// What ran the networks: `burn`, `onnx-tract`, or `none` for the reference row.
+    pub engine: String,
     /// Samples drawn per scene.
     pub samples_per_scene: usize,
     /// On-object precision over all scenes.
@@ -138,6 +140,7 @@ pub fn scene_figures(scene: &Scene, samples: &[f32], truth: &[f32]) -> SceneFigu
 fn record(
     method: &str,
     sampler: &str,
+    engine: &str,
     n: usize,
     scenes: &[Scene],
     figures: Vec<SceneFigures>,
@@ -164,6 +167,7 @@ fn record(
     ClawRecord {
         method: method.into(),
         sampler: sampler.into(),
+        engine: engine.into(),
         samples_per_scene: n,
         on_object_precision: mean(figures.iter().map(|f| f.on_object_precision).collect()),
         worst_scene_precision: figures
@@ -207,6 +211,7 @@ pub fn ground_truth_record(scenes: &ClawScenes, n: usize, seed: u64) -> (ClawRec
         record(
             "ground_truth",
             "true-distribution",
+            "none",
             n,
             &scenes.scenes,
             figures,
@@ -251,10 +256,19 @@ pub fn evaluate<A: Actor>(
     }
     let secs = t0.elapsed().as_secs_f64();
     let method = policy.method_name();
+    let engine = policy.backend_name();
     Ok((
-        record(&method, &label, n, &scenes.scenes, figures, Some(secs)),
+        record(
+            &method,
+            &label,
+            &engine,
+            n,
+            &scenes.scenes,
+            figures,
+            Some(secs),
+        ),
         ScenePoints {
-            label: format!("{method} {label}"),
+            label: format!("{method} {label} {engine}"),
             points,
         },
     ))
@@ -263,7 +277,7 @@ pub fn evaluate<A: Actor>(
 /// The evaluation table as Markdown.
 pub fn markdown_table(records: &[ClawRecord]) -> String {
     let mut s = String::from(
-        "| method | sampler | on-object precision | multi-object precision | worst scene | coverage ratio min / max | sliced W1 | actions/s |\n|---|---|---|---|---|---|---|---|\n",
+        "| method | sampler | engine | on-object precision | multi-object precision | worst scene | coverage ratio min / max | sliced W1 | actions/s |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in records {
         let aps = if r.actions_per_second.is_finite() {
@@ -272,9 +286,10 @@ pub fn markdown_table(records: &[ClawRecord]) -> String {
             "—".into()
         };
         s.push_str(&format!(
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.2} / {:.2} | {:.4} | {} |\n",
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} / {:.2} | {:.4} | {} |\n",
             r.method,
             r.sampler,
+            r.engine,
             r.on_object_precision,
             r.multi_object_precision,
             r.worst_scene_precision,
