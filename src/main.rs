@@ -38,7 +38,7 @@ enum Command {
     Sample(SampleArgs),
     /// Evaluate checkpoints and write a table (Markdown + JSON) and figures.
     Eval(EvalArgs),
-    /// Export a checkpoint as encoder.onnx + head.onnx + manifest.json + golden tensors.
+    /// Export a checkpoint as encoder.onnx + denoiser.onnx + manifest.json + golden tensors.
     Export(ExportArgs),
 }
 

@@ -353,6 +353,10 @@ pub fn export_policy<B: Backend>(
         })?;
     let (enc_in, enc_out, head_in, head_out) = m.expected_graphs();
     let (encoder, head) = graphs(policy, &m);
+    let head_file = match m.head_kind {
+        HeadKind::Denoiser => files::DENOISER,
+        HeadKind::Regressor => files::REGRESSOR,
+    };
     m.encoder = GraphSpec {
         file: files::ENCODER.into(),
         sha256: sha256_hex(&encoder),
@@ -360,7 +364,7 @@ pub fn export_policy<B: Backend>(
         outputs: enc_out,
     };
     m.head = GraphSpec {
-        file: files::HEAD.into(),
+        file: head_file.into(),
         sha256: sha256_hex(&head),
         inputs: head_in,
         outputs: head_out,
@@ -384,7 +388,7 @@ pub fn export_policy<B: Backend>(
         std::fs::create_dir_all(tmp.join(files::GOLDEN)).map_err(write_err(&tmp))?;
         std::fs::write(tmp.join(files::ENCODER), &encoder)
             .map_err(write_err(&tmp.join(files::ENCODER)))?;
-        std::fs::write(tmp.join(files::HEAD), &head).map_err(write_err(&tmp.join(files::HEAD)))?;
+        std::fs::write(tmp.join(head_file), &head).map_err(write_err(&tmp.join(head_file)))?;
         write_golden(
             policy,
             &m,

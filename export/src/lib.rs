@@ -1,7 +1,7 @@
 //! ONNX export of diffbc policies.
 //!
 //! A checkpoint becomes a folder the runtime can run without burn (see
-//! `diffbc_runtime::manifest`): `encoder.onnx`, `head.onnx`, `manifest.json`
+//! `diffbc_runtime::manifest`): `encoder.onnx`, `denoiser.onnx` (or `regressor.onnx`), `manifest.json`
 //! and `golden/`. The graphs are produced by walking the very modules `train`
 //! defines — every layer type emits its own ONNX nodes from its own weights
 //! ([`ToOnnx`]) — so there is no second definition of any network.

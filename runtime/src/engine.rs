@@ -11,7 +11,7 @@ use tract_onnx::prelude::*;
 pub enum GraphId {
     /// `encoder.onnx`.
     Encoder,
-    /// `head.onnx`.
+    /// `denoiser.onnx` or `regressor.onnx`.
     Head,
 }
 

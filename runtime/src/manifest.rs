@@ -5,7 +5,8 @@
 //! ```text
 //! manifest.json   this file
 //! encoder.onnx    observation (with history, normalised) → embedding
-//! head.onnx       diffusion: (embedding, a_τ, τ/T) → ε̂;  regression: embedding → action
+//! denoiser.onnx   diffusion: (embedding, a_τ, τ/T) → ε̂
+//!   or regressor.onnx  for a baseline: embedding → action
 //! golden/         inputs and the outputs the trainer computed for them
 //! ```
 //!
@@ -221,8 +222,10 @@ pub mod names {
 pub mod files {
     /// Encoder graph.
     pub const ENCODER: &str = "encoder.onnx";
-    /// Head graph.
-    pub const HEAD: &str = "head.onnx";
+    /// Head graph of a diffusion policy.
+    pub const DENOISER: &str = "denoiser.onnx";
+    /// Head graph of a regression baseline.
+    pub const REGRESSOR: &str = "regressor.onnx";
     /// Golden tensors folder.
     pub const GOLDEN: &str = "golden";
 }

@@ -76,7 +76,7 @@ fn scratch_copy() -> (tempfile::TempDir, PathBuf) {
     let dst = tmp.path().join("m");
     let src = models_dir().join("claw");
     std::fs::create_dir_all(&dst).expect("mkdir");
-    for f in ["manifest.json", "encoder.onnx", "head.onnx"] {
+    for f in ["manifest.json", "encoder.onnx", "denoiser.onnx"] {
         std::fs::copy(src.join(f), dst.join(f)).expect("copy");
     }
     (tmp, dst)
@@ -107,15 +107,15 @@ fn sha256_hex(path: &Path) -> String {
 #[test]
 fn a_graph_that_does_not_match_its_hash_is_refused() {
     let (_tmp, dir) = scratch_copy();
-    let mut bytes = std::fs::read(dir.join("head.onnx")).expect("read");
+    let mut bytes = std::fs::read(dir.join("denoiser.onnx")).expect("read");
     let n = bytes.len();
     bytes[n / 2] ^= 0x01;
-    std::fs::write(dir.join("head.onnx"), bytes).expect("write");
+    std::fs::write(dir.join("denoiser.onnx"), bytes).expect("write");
     let e = OnnxPolicy::load(&dir, EngineChoice::Tract).expect_err("refused");
     assert!(matches!(e, PolicyError::Hash { .. }), "{e}");
     let msg = e.to_string();
     assert!(
-        msg.contains("head.onnx") && msg.contains("do not belong together"),
+        msg.contains("denoiser.onnx") && msg.contains("do not belong together"),
         "{msg}"
     );
 }
@@ -157,9 +157,12 @@ fn inconsistent_manifests_are_refused_naming_the_field() {
     // The encoder graph put in the head's place, with its hash updated: the
     // graph's own inputs give it away.
     let (_t6, dir) = scratch_copy();
-    std::fs::copy(dir.join("encoder.onnx"), dir.join("head.onnx")).expect("copy");
-    let sha = sha256_hex(&dir.join("head.onnx"));
+    std::fs::copy(dir.join("encoder.onnx"), dir.join("denoiser.onnx")).expect("copy");
+    let sha = sha256_hex(&dir.join("denoiser.onnx"));
     edit_manifest(&dir, |v| v["head"]["sha256"] = sha.into());
     let e = load_err(&dir);
-    assert!(e.contains("head.onnx") && e.contains("graph inputs"), "{e}");
+    assert!(
+        e.contains("denoiser.onnx") && e.contains("graph inputs"),
+        "{e}"
+    );
 }

@@ -229,7 +229,7 @@ fn exported_policy_scores_like_the_burn_policy() {
     for f in [
         "manifest.json",
         "encoder.onnx",
-        "head.onnx",
+        "denoiser.onnx",
         "golden/index.json",
     ] {
         assert!(model.join(f).is_file(), "missing {f}");
