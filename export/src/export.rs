@@ -8,6 +8,7 @@ use diffbc_runtime::manifest::{
     self, GraphSpec, HeadKind, IR_VERSION, MANIFEST_FORMAT, Manifest, NormalizationSpec, OPSET,
     ObservationSpec, Provenance, ScheduleSpec, UnconditionalEmbedding, files, names,
 };
+use diffbc_runtime::policy::sha256_hex;
 use diffbc_runtime::{NoiseSchedule, SamplerConfig};
 use diffbc_train::checkpoint::{self, CheckpointMeta};
 use diffbc_train::model::{Head, Policy, PolicySpec};
@@ -16,7 +17,6 @@ use prost::Message;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Why an export failed. Nothing is left in the output folder when it does.
@@ -78,13 +78,6 @@ fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
         path: path.to_path_buf(),
         message: e.to_string(),
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn architecture(spec: &PolicySpec) -> String {

@@ -4,9 +4,8 @@
 use crate::{ExportError, ExportOptions, export_checkpoint, export_policy};
 use burn::backend::NdArray;
 use burn::prelude::*;
-use diffbc_runtime::golden::{GoldenCase, read_npy};
 use diffbc_runtime::manifest::files;
-use diffbc_runtime::{EngineChoice, Normalizer, OnnxPolicy, engine::GraphId};
+use diffbc_runtime::{EngineChoice, Normalizer, OnnxPolicy};
 use diffbc_train::checkpoint::{CHECKPOINT_FORMAT, CheckpointMeta};
 use diffbc_train::config::{Method, TrainConfig};
 use diffbc_train::model::{
@@ -116,37 +115,10 @@ fn meta(spec: &PolicySpec) -> CheckpointMeta {
 
 /// Run every golden case of `dir` through tract; return the largest absolute difference.
 fn golden_max_diff(dir: &Path) -> (f32, Vec<usize>) {
-    let mut policy =
-        OnnxPolicy::load(dir, EngineChoice::Tract).expect("the runtime loads the export");
-    let gdir = dir.join(files::GOLDEN);
-    let cases: Vec<GoldenCase> =
-        serde_json::from_str(&std::fs::read_to_string(gdir.join("index.json")).expect("index"))
-            .expect("parse");
-    let mut worst = 0.0f32;
-    let mut batches = Vec::new();
-    for case in &cases {
-        let inputs: Vec<Vec<f32>> = case
-            .inputs
-            .iter()
-            .map(|t| read_npy(&gdir.join(&t.file)).expect("npy").1)
-            .collect();
-        let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-        let (_, expected) = read_npy(&gdir.join(&case.outputs[0].file)).expect("npy");
-        let mut got = vec![0.0; expected.len()];
-        let g = if case.graph == "encoder" {
-            GraphId::Encoder
-        } else {
-            GraphId::Head
-        };
-        policy
-            .run_graph(g, case.batch, &refs, &mut got)
-            .expect("run");
-        for (a, b) in got.iter().zip(&expected) {
-            worst = worst.max((a - b).abs());
-        }
-        batches.push(case.batch);
-    }
-    (worst, batches)
+    OnnxPolicy::load(dir, EngineChoice::Tract)
+        .expect("the runtime loads the export")
+        .golden_max_diff(dir)
+        .expect("golden cases run")
 }
 
 #[test]

@@ -70,7 +70,8 @@ impl std::fmt::Debug for OnnxPolicy {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// SHA-256 of `bytes` as lower-case hex (the form the manifest stores).
+pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -211,6 +212,55 @@ impl OnnxPolicy {
         output: &mut [f32],
     ) -> Result<(), EngineError> {
         self.engine.run(graph, rows, inputs, output)
+    }
+
+    /// Run every golden case in `<dir>/golden` and return the largest absolute
+    /// difference from the outputs the trainer stored, with the batch sizes seen.
+    pub fn golden_max_diff(&mut self, dir: &Path) -> Result<(f32, Vec<usize>), PolicyError> {
+        use crate::golden::{GoldenCase, INDEX_FILE, read_npy};
+        let gdir = dir.join(manifest::files::GOLDEN);
+        let index = gdir.join(INDEX_FILE);
+        let text = std::fs::read_to_string(&index).map_err(|cause| PolicyError::Io {
+            path: index.clone(),
+            cause,
+        })?;
+        let cases: Vec<GoldenCase> =
+            serde_json::from_str(&text).map_err(|e| PolicyError::Manifest {
+                path: index.clone(),
+                message: e.to_string(),
+            })?;
+        let npy = |file: &str| {
+            read_npy(&gdir.join(file))
+                .map(|(_, v)| v)
+                .map_err(|e| PolicyError::Manifest {
+                    path: gdir.join(file),
+                    message: e.to_string(),
+                })
+        };
+        let (mut worst, mut batches) = (0.0f32, Vec::new());
+        for case in &cases {
+            let inputs = case
+                .inputs
+                .iter()
+                .map(|t| npy(&t.file))
+                .collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+            let expected = npy(&case.outputs[0].file)?;
+            let mut got = vec![0.0; expected.len()];
+            let graph = if case.graph == "encoder" {
+                GraphId::Encoder
+            } else {
+                GraphId::Head
+            };
+            self.engine.run(graph, case.batch, &refs, &mut got)?;
+            worst = got
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).abs())
+                .fold(worst, f32::max);
+            batches.push(case.batch);
+        }
+        Ok((worst, batches))
     }
 
     /// Regressor heads: actions (normalised) for embeddings `[rows, E]`.

@@ -2,8 +2,6 @@
 //! graphs, tract reproduces the trainer's golden outputs, and a tampered or
 //! inconsistent folder is refused with a message naming what is wrong.
 
-use diffbc_runtime::engine::GraphId;
-use diffbc_runtime::golden::{GoldenCase, read_npy};
 use diffbc_runtime::{EngineChoice, OnnxPolicy, PolicyError};
 use std::path::{Path, PathBuf};
 
@@ -32,41 +30,13 @@ fn shipped_models_match_their_manifests_and_golden_outputs() {
     for dir in dirs {
         let mut policy = OnnxPolicy::load(&dir, EngineChoice::Tract)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let gdir = dir.join("golden");
-        let cases: Vec<GoldenCase> =
-            serde_json::from_str(&std::fs::read_to_string(gdir.join("index.json")).expect("index"))
-                .expect("parse");
-        assert!(!cases.is_empty());
-        for case in cases {
-            let inputs: Vec<Vec<f32>> = case
-                .inputs
-                .iter()
-                .map(|t| read_npy(&gdir.join(&t.file)).expect("npy").1)
-                .collect();
-            let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-            let (_, expected) = read_npy(&gdir.join(&case.outputs[0].file)).expect("npy");
-            let mut got = vec![0.0; expected.len()];
-            let g = if case.graph == "encoder" {
-                GraphId::Encoder
-            } else {
-                GraphId::Head
-            };
-            policy
-                .run_graph(g, case.batch, &refs, &mut got)
-                .expect("run");
-            let worst = got
-                .iter()
-                .zip(&expected)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(
-                worst <= 1e-4,
-                "{}: {} batch {}: off by {worst}",
-                dir.display(),
-                case.graph,
-                case.batch
-            );
-        }
+        let (worst, batches) = policy.golden_max_diff(&dir).expect("golden cases run");
+        assert!(!batches.is_empty(), "{}: no golden cases", dir.display());
+        assert!(
+            worst <= 1e-4,
+            "{}: tract is off the trainer's outputs by {worst}",
+            dir.display()
+        );
     }
 }
 
