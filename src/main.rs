@@ -1,8 +1,14 @@
 //! `diffbc`: train, sample and evaluate diffusion policies.
 
+mod alloc_count;
+mod bench;
+
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use diffbc_runtime::OnnxPolicy;
+use diffbc_runtime::OnnxModel;
 use diffbc_runtime::SamplerConfig;
 use diffbc_train::config::{Method, TrainConfig};
 use diffbc_train::eval::{self, ClawRecord, ScenePoints};
@@ -40,6 +46,50 @@ enum Command {
     Eval(EvalArgs),
     /// Export a checkpoint as encoder.onnx + denoiser.onnx + manifest.json + golden tensors.
     Export(ExportArgs),
+    /// Latency and throughput of an exported policy per engine × sampler × threads.
+    Bench(BenchArgs),
+    /// Export a reference policy with seeded weights (e.g. models/bench-sieve).
+    Reference(ReferenceArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Exported policy folder, e.g. models/bench-sieve.
+    model: PathBuf,
+    /// Engines to measure (tract, native, ort-cpu, ort-cuda[:N], ort-tensorrt[:N]);
+    /// repeat for several. Default: native, tract, and ort-cpu when built with `--features ort`.
+    #[arg(long = "engine")]
+    engines: Vec<diffbc_runtime::EngineChoice>,
+    /// Thread counts; repeat for several. Default: 1 and all cores.
+    #[arg(long = "threads")]
+    threads: Vec<usize>,
+    /// Timed seconds per row.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// Fewest timed actions per row.
+    #[arg(long, default_value_t = 20)]
+    min_iterations: usize,
+    /// Also write the table as JSON records here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Samplers (default: DDPM, Diffusion-X, KDE, DDIM).
+    #[command(flatten)]
+    sampler: SamplerArgs,
+}
+
+#[derive(Args, Debug)]
+struct ReferenceArgs {
+    /// Which reference policy (bench-sieve).
+    name: diffbc_export::Reference,
+    /// Output folder (default: models/<name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seed of the weights and golden inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Replace the output folder if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -283,6 +333,8 @@ fn main() -> Result<()> {
         Command::Eval(a) => cmd_eval(a),
         Command::Pipeline(a) => cmd_pipeline(a),
         Command::Export(a) => cmd_export(a),
+        Command::Bench(a) => cmd_bench(a),
+        Command::Reference(a) => cmd_reference(a),
     }
 }
 
@@ -399,13 +451,13 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
 /// A checkpoint (burn) or an exported folder (ONNX, run by tract).
 enum LoadedPolicy {
     Burn(Box<BurnPolicy<Cpu>>),
-    Onnx(Box<OnnxPolicy>),
+    Onnx(Box<OnnxModel>),
 }
 
 impl LoadedPolicy {
     fn load(dir: &Path) -> Result<Self> {
         if dir.join(diffbc_runtime::manifest::MANIFEST_FILE).is_file() {
-            Ok(Self::Onnx(Box::new(OnnxPolicy::load(
+            Ok(Self::Onnx(Box::new(OnnxModel::load(
                 dir,
                 diffbc_runtime::EngineChoice::Tract,
             )?)))
@@ -606,6 +658,92 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
         a.checkpoint.display(),
         m.provenance.architecture,
         a.out.display(),
+        m.encoder.file,
+        &m.encoder.sha256[..12],
+        m.head.file,
+        &m.head.sha256[..12]
+    );
+    Ok(())
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    use diffbc_runtime::{EngineChoice, ExecutionProvider};
+    let engines = if a.engines.is_empty() {
+        let mut e = vec![EngineChoice::Native, EngineChoice::Tract];
+        if cfg!(feature = "ort") {
+            e.push(EngineChoice::Ort(ExecutionProvider::Cpu));
+        }
+        e
+    } else {
+        a.engines.clone()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut threads = if a.threads.is_empty() {
+        vec![1, cores]
+    } else {
+        a.threads.clone()
+    };
+    threads.dedup();
+    let plan = bench::BenchPlan {
+        engines,
+        threads,
+        samplers: a.sampler.configs(&[
+            SamplerKindArg::Ddpm,
+            SamplerKindArg::DiffusionX,
+            SamplerKindArg::Kde,
+            SamplerKindArg::Ddim,
+        ]),
+        seconds: a.seconds,
+        min_iterations: a.min_iterations.max(1),
+    };
+    let peak1 =
+        diffbc_runtime::native::kernel_peak_gflops(1, std::time::Duration::from_millis(300));
+    let peak2 =
+        diffbc_runtime::native::kernel_peak_gflops(2, std::time::Duration::from_millis(300));
+    let records = bench::run(&a.model, &plan)?;
+    println!("# diffbc bench {} ({} cores)\n", a.model.display(), cores);
+    print!("{}", bench::markdown(&records, peak1));
+    println!(
+        "\nKernel ceiling on one core (native matrix kernel, L1-resident): {peak1:.1} GFLOP/s at batch 1, {peak2:.1} GFLOP/s at batch 2. \
+         '% of batch-1 ceiling' divides GFLOP/s by the batch-1 figure × threads."
+    );
+    if let Some(r) = records
+        .iter()
+        .filter(|r| r.threads == 1 && r.sampler == "diffusion-x(M=8)")
+        .max_by(|x, y| x.actions_per_s.total_cmp(&y.actions_per_s))
+    {
+        for r in records
+            .iter()
+            .filter(|r| r.threads == 1 && r.sampler == "diffusion-x(M=8)")
+        {
+            println!(
+                "Diffusion-X (M=8), 1 thread, {}: {:.0} actions/s = {:.2}x the 250 actions/s target",
+                r.engine,
+                r.actions_per_s,
+                r.actions_per_s / 250.0
+            );
+        }
+        tracing::debug!("fastest single-thread Diffusion-X: {}", r.engine);
+    }
+    if let Some(path) = &a.json {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&records)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn cmd_reference(a: ReferenceArgs) -> Result<()> {
+    let out = a
+        .out
+        .unwrap_or_else(|| Path::new("models").join(a.name.name()));
+    let m = diffbc_export::export_reference(a.name, &out, a.seed, a.force)?;
+    println!(
+        "exported reference {} -> {}: {} [{}], {} [{}]",
+        a.name.name(),
+        out.display(),
         m.encoder.file,
         &m.encoder.sha256[..12],
         m.head.file,

@@ -5,7 +5,7 @@ use crate::{ExportError, ExportOptions, export_checkpoint, export_policy};
 use burn::backend::NdArray;
 use burn::prelude::*;
 use diffbc_runtime::manifest::files;
-use diffbc_runtime::{EngineChoice, Normalizer, OnnxPolicy};
+use diffbc_runtime::{EngineChoice, Normalizer, OnnxModel, Policy, PolicyOptions};
 use diffbc_train::checkpoint::{CHECKPOINT_FORMAT, CheckpointMeta};
 use diffbc_train::config::{Method, TrainConfig};
 use diffbc_train::model::{
@@ -113,12 +113,44 @@ fn meta(spec: &PolicySpec) -> CheckpointMeta {
     }
 }
 
-/// Run every golden case of `dir` through tract; return the largest absolute difference.
-fn golden_max_diff(dir: &Path) -> (f32, Vec<usize>) {
-    OnnxPolicy::load(dir, EngineChoice::Tract)
+/// Run every golden case of `dir` on `engine`; return the largest absolute difference.
+fn golden_max_diff(dir: &Path, engine: EngineChoice) -> (f32, Vec<usize>) {
+    OnnxModel::load(dir, engine)
         .expect("the runtime loads the export")
         .golden_max_diff(dir)
         .expect("golden cases run")
+}
+
+/// `Policy::act` through the whole deployed path on both CPU engines: the
+/// actions agree, and are finite.
+fn act_on_both_engines(dir: &Path, frame: usize) -> f32 {
+    let mut actions = Vec::new();
+    for engine in [EngineChoice::Tract, EngineChoice::Native] {
+        let mut p = Policy::load_with(
+            dir,
+            &PolicyOptions {
+                engine,
+                sampler: Some(diffbc_runtime::SamplerConfig::ddim(4)),
+                seed: 1,
+                ..PolicyOptions::default()
+            },
+        )
+        .expect("policy loads");
+        let mut out = Vec::new();
+        for i in 0..3 {
+            let o: Vec<f32> = (0..frame)
+                .map(|j| ((i * 7 + j) % 11) as f32 / 11.0)
+                .collect();
+            out.extend_from_slice(p.act(&o).expect("act"));
+        }
+        assert!(out.iter().all(|v| v.is_finite()));
+        actions.push(out);
+    }
+    actions[0]
+        .iter()
+        .zip(&actions[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -143,12 +175,16 @@ fn every_architecture_and_encoder_exports_and_tract_matches_burn() {
             )
             .expect("export");
             assert_eq!(m.observation.history, history);
-            let (diff, batches) = golden_max_diff(&out);
-            assert!(batches.contains(&1) && batches.contains(&64), "{batches:?}");
-            assert!(
-                diff <= 1e-4,
-                "{encoder:?} + {method:?}: tract differs from burn by {diff}"
-            );
+            for engine in [EngineChoice::Tract, EngineChoice::Native] {
+                let (diff, batches) = golden_max_diff(&out, engine);
+                assert!(batches.contains(&1) && batches.contains(&64), "{batches:?}");
+                assert!(
+                    diff <= 1e-4,
+                    "{encoder:?} + {method:?}: {engine} differs from burn by {diff}"
+                );
+            }
+            let d = act_on_both_engines(&out, obs.len());
+            assert!(d <= 1e-4, "{encoder:?} + {method:?}: act differs by {d}");
             count += 1;
         }
     }
@@ -263,4 +299,31 @@ fn bad_input_fails_cleanly_and_writes_nothing() {
     };
     export_checkpoint::<Nb>(&ck, &out, &forced, &device).expect("forced export");
     assert!(out.join(files::ENCODER).is_file());
+}
+
+/// `models/bench-sieve` is exactly what `diffbc reference bench-sieve`
+/// produces: same seed, same graphs, byte for byte.
+#[test]
+fn the_shipped_bench_sieve_is_reproducible() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/bench-sieve");
+    let (want, _) = diffbc_runtime::policy::read_manifest(&shipped).expect("shipped manifest");
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("bench-sieve");
+    let got = crate::export_reference(crate::Reference::BenchSieve, &out, 0, false)
+        .expect("reference export");
+    assert_eq!(got.encoder.sha256, want.encoder.sha256);
+    assert_eq!(got.head.sha256, want.head.sha256);
+    assert_eq!(got.observation.frame_shape, vec![30]);
+    assert_eq!(got.observation.history, 2);
+    assert_eq!(got.action_dim, 9);
+    assert!(
+        got.provenance.architecture.contains("hidden=512"),
+        "{}",
+        got.provenance.architecture
+    );
+    assert_eq!(
+        "bench-sieve".parse::<crate::Reference>(),
+        Ok(crate::Reference::BenchSieve)
+    );
+    assert!("kitchen".parse::<crate::Reference>().is_err());
 }

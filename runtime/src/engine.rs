@@ -1,9 +1,12 @@
-//! Inference engines behind one trait. `tract` (pure Rust, CPU) is always
-//! available; ONNX Runtime comes behind the `ort` feature.
+//! Inference engines behind one trait. `tract` (pure Rust, CPU) and the
+//! `native` executor are always available; ONNX Runtime comes behind the `ort`
+//! feature.
 
 use crate::manifest::TensorSpec;
+use crate::native::NativeGraph;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
 /// Which graph of a policy.
@@ -36,6 +39,25 @@ pub enum EngineError {
         /// What went wrong.
         message: String,
     },
+    /// The ONNX Runtime library is missing or unusable.
+    #[error("ONNX Runtime: {0}")]
+    Library(String),
+    /// The requested execution provider cannot be used.
+    #[error("execution provider {provider} is not available: {message}")]
+    Provider {
+        /// The provider asked for.
+        provider: String,
+        /// Why not.
+        message: String,
+    },
+    /// This build lacks the engine.
+    #[error("the {engine} engine is not in this build (rebuild with `--features {feature}`)")]
+    NotBuilt {
+        /// The engine asked for.
+        engine: &'static str,
+        /// The cargo feature that adds it.
+        feature: &'static str,
+    },
     /// A graph failed while running.
     #[error("running the {graph} graph: {message}")]
     Run {
@@ -46,10 +68,56 @@ pub enum EngineError {
     },
 }
 
+/// Where ONNX Runtime runs the graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionProvider {
+    /// ONNX Runtime's own CPU kernels.
+    Cpu,
+    /// NVIDIA CUDA on one device.
+    Cuda {
+        /// CUDA device index.
+        device: i32,
+    },
+    /// NVIDIA TensorRT on one device.
+    TensorRt {
+        /// CUDA device index.
+        device: i32,
+    },
+}
+
+impl ExecutionProvider {
+    /// `cpu`, `cuda`, `tensorrt` (with `:N` for a device other than 0).
+    pub fn short(&self) -> String {
+        match *self {
+            Self::Cpu => "cpu".into(),
+            Self::Cuda { device: 0 } => "cuda".into(),
+            Self::Cuda { device } => format!("cuda:{device}"),
+            Self::TensorRt { device: 0 } => "tensorrt".into(),
+            Self::TensorRt { device } => format!("tensorrt:{device}"),
+        }
+    }
+}
+
+impl std::fmt::Display for ExecutionProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("CPU"),
+            Self::Cuda { device } => write!(f, "CUDA (device {device})"),
+            Self::TensorRt { device } => write!(f, "TensorRT (device {device})"),
+        }
+    }
+}
+
 /// Runs the two graphs of a policy.
 pub trait Engine: Send {
-    /// A short name for tables (`tract`, `ort-cpu`, …).
+    /// A short name for tables (`tract`, `native`, `ort-cpu`, …).
     fn name(&self) -> String;
+
+    /// Prepare for batches of up to `rows` rows of `graph`, so that later runs
+    /// need no new buffers. Engines that allocate per run ignore it.
+    fn reserve(&mut self, graph: GraphId, rows: usize) {
+        let _ = (graph, rows);
+    }
 
     /// Run `graph` on `rows` rows. `inputs` are in graph order, each
     /// `[rows, width]` row-major; the single output `[rows, width]` goes to `output`.
@@ -181,23 +249,84 @@ impl TractGraph {
     }
 }
 
-/// The tract engine: both graphs optimised once at load.
+/// The tract engine: both graphs optimised once at load, run on one thread
+/// or on a private pool of `threads`.
 #[derive(Debug, Clone)]
 pub struct TractEngine {
     encoder: TractGraph,
     head: TractGraph,
+    executor: Executor,
 }
 
 impl TractEngine {
-    /// Wrap two prepared graphs.
-    pub fn new(encoder: TractGraph, head: TractGraph) -> Self {
-        Self { encoder, head }
+    /// Wrap two prepared graphs; `threads` > 1 runs matrix products on a
+    /// private pool of that many threads.
+    pub fn new(encoder: TractGraph, head: TractGraph, threads: usize) -> Self {
+        let executor = if threads > 1 {
+            Executor::multithread_with_name(threads, "diffbc-tract")
+        } else {
+            Executor::SingleThread
+        };
+        Self {
+            encoder,
+            head,
+            executor,
+        }
     }
 }
 
 impl Engine for TractEngine {
     fn name(&self) -> String {
         "tract".into()
+    }
+
+    fn run(
+        &mut self,
+        graph: GraphId,
+        rows: usize,
+        inputs: &[&[f32]],
+        output: &mut [f32],
+    ) -> Result<(), EngineError> {
+        let g = match graph {
+            GraphId::Encoder => &self.encoder,
+            GraphId::Head => &self.head,
+        };
+        match self.executor {
+            Executor::SingleThread => g.run(rows, inputs, output),
+            _ => tract_linalg::multithread::multithread_tract_scope(self.executor.clone(), || {
+                g.run(rows, inputs, output)
+            }),
+        }
+    }
+}
+
+/// diffbc's allocation-free executor ([`crate::native`]), single-threaded.
+#[derive(Debug, Clone)]
+pub struct NativeEngine {
+    encoder: NativeGraph,
+    head: NativeGraph,
+}
+
+impl NativeEngine {
+    /// Compile both graphs; widths are the per-row input widths in graph order.
+    pub fn load(encoder: (&Path, &[usize]), head: (&Path, &[usize])) -> Result<Self, EngineError> {
+        Ok(Self {
+            encoder: NativeGraph::load(encoder.0, GraphId::Encoder.name(), encoder.1)?,
+            head: NativeGraph::load(head.0, GraphId::Head.name(), head.1)?,
+        })
+    }
+}
+
+impl Engine for NativeEngine {
+    fn name(&self) -> String {
+        "native".into()
+    }
+
+    fn reserve(&mut self, graph: GraphId, rows: usize) {
+        match graph {
+            GraphId::Encoder => self.encoder.reserve(rows),
+            GraphId::Head => self.head.reserve(rows),
+        }
     }
 
     fn run(

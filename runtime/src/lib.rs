@@ -7,18 +7,22 @@
 //! sampler code with burn modules, and the deployed runtime drives it with ONNX
 //! engines, through the [`NoiseModel`] trait.
 //!
-//! It also loads exported policy folders ([`manifest`], [`OnnxPolicy`]) and
+//! It also loads exported policy folders ([`manifest`], [`OnnxModel`]) and
 //! runs their graphs with tract ([`engine`]).
 
 pub mod engine;
 pub mod golden;
 pub mod manifest;
+pub mod native;
 pub mod normalize;
+#[cfg(feature = "ort")]
+pub mod ort_engine;
 pub mod policy;
 pub mod sampler;
 pub mod schedule;
 
+pub use engine::ExecutionProvider;
 pub use normalize::{Normalizer, NormalizerError};
-pub use policy::{EngineChoice, OnnxPolicy, PolicyError};
+pub use policy::{EngineChoice, OnnxModel, Policy, PolicyError, PolicyOptions};
 pub use sampler::{NoiseModel, Sampler, SamplerConfig, SamplerError, Selection, StepRule};
 pub use schedule::{NoiseSchedule, ScheduleConfig, ScheduleError};

@@ -1,18 +1,72 @@
 //! A deployed policy: an exported folder, validated, on an engine.
+//!
+//! [`OnnxModel`] is the two graphs behind the [`NoiseModel`] trait;
+//! [`Policy`] adds what a controller needs around it: observation history,
+//! normalisation, the sampler, a seeded noise stream, and buffers sized at
+//! load so that [`Policy::act`] allocates nothing at steady state (with an
+//! engine that does not allocate either: [`EngineChoice::Native`]).
 
-use crate::engine::{Engine, EngineError, GraphId, TractEngine, TractGraph};
+use crate::engine::{
+    Engine, EngineError, ExecutionProvider, GraphId, NativeEngine, TractEngine, TractGraph,
+};
 use crate::manifest::{self, HeadKind, MANIFEST_FORMAT, Manifest};
-use crate::sampler::{NoiseModel, SamplerConfig};
+use crate::native::NativeGraph;
+use crate::sampler::{NoiseModel, Sampler, SamplerConfig, SamplerError};
 use crate::schedule::NoiseSchedule;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Which engine runs the graphs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineChoice {
-    /// tract, pure Rust, CPU.
+    /// tract, pure Rust, CPU; allocates its tensors on every run.
     #[default]
     Tract,
+    /// diffbc's own executor for the exported op set: pure Rust, CPU, one
+    /// thread, no allocation after warm-up. The control loop's engine.
+    Native,
+    /// ONNX Runtime (cargo feature `ort`) on the given execution provider.
+    Ort(ExecutionProvider),
+}
+
+impl std::fmt::Display for EngineChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tract => f.write_str("tract"),
+            Self::Native => f.write_str("native"),
+            Self::Ort(p) => write!(f, "ort-{}", p.short()),
+        }
+    }
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+
+    /// `tract`, `native`, `ort` (= `ort-cpu`), `ort-cuda[:N]`, `ort-tensorrt[:N]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, device) = match s.split_once(':') {
+            Some((n, d)) => (
+                n,
+                d.parse::<i32>()
+                    .map_err(|_| format!("{s}: the device after ':' must be a number"))?,
+            ),
+            None => (s, 0),
+        };
+        Ok(match name {
+            "tract" => Self::Tract,
+            "native" => Self::Native,
+            "ort" | "ort-cpu" => Self::Ort(ExecutionProvider::Cpu),
+            "ort-cuda" => Self::Ort(ExecutionProvider::Cuda { device }),
+            "ort-tensorrt" => Self::Ort(ExecutionProvider::TensorRt { device }),
+            _ => {
+                return Err(format!(
+                    "unknown engine {s:?}; expected tract, native, ort-cpu, ort-cuda[:N] or ort-tensorrt[:N]"
+                ));
+            }
+        })
+    }
 }
 
 /// Why a policy could not be loaded or run.
@@ -49,10 +103,25 @@ pub enum PolicyError {
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// An observation given to [`Policy::act`] is unusable; nothing was recorded.
+    #[error("observation: {0}")]
+    Observation(String),
+    /// The sampler refused its configuration or produced a non-finite action.
+    #[error("sampler: {0}")]
+    Sampler(String),
 }
 
-/// A loaded, validated policy folder.
-pub struct OnnxPolicy {
+impl From<SamplerError<EngineError>> for PolicyError {
+    fn from(e: SamplerError<EngineError>) -> Self {
+        match e {
+            SamplerError::Model(e) => Self::Engine(e),
+            other => Self::Sampler(other.to_string()),
+        }
+    }
+}
+
+/// A loaded, validated policy folder: the two graphs on an engine.
+pub struct OnnxModel {
     /// The manifest.
     pub manifest: Manifest,
     /// The noise schedule of the manifest.
@@ -61,9 +130,9 @@ pub struct OnnxPolicy {
     t_column: Vec<f32>,
 }
 
-impl std::fmt::Debug for OnnxPolicy {
+impl std::fmt::Debug for OnnxModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OnnxPolicy")
+        f.debug_struct("OnnxModel")
             .field("engine", &self.engine.name())
             .field("manifest", &self.manifest)
             .finish()
@@ -81,7 +150,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Read and check a manifest (everything that needs no graph).
 pub fn read_manifest(dir: &Path) -> Result<(Manifest, NoiseSchedule), PolicyError> {
     let path = dir.join(manifest::MANIFEST_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|cause| PolicyError::Io {
+    let bytes = std::fs::read(&path).map_err(|cause| PolicyError::Io {
         path: path.clone(),
         cause,
     })?;
@@ -90,7 +159,8 @@ pub fn read_manifest(dir: &Path) -> Result<(Manifest, NoiseSchedule), PolicyErro
         message,
     };
     // Look at the format version first, so a newer manifest gets a clear message.
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     match value
         .get("format_version")
         .and_then(serde_json::Value::as_u64)
@@ -149,10 +219,20 @@ pub fn read_manifest(dir: &Path) -> Result<(Manifest, NoiseSchedule), PolicyErro
     Ok((m, schedule))
 }
 
-impl OnnxPolicy {
+impl OnnxModel {
     /// Load and validate a policy folder (manifest, hashes, tensor names and
-    /// shapes) and prepare its graphs on `engine`.
+    /// shapes) and prepare its graphs on `engine`, single-threaded.
     pub fn load(dir: &Path, engine: EngineChoice) -> Result<Self, PolicyError> {
+        Self::load_with_threads(dir, engine, 1)
+    }
+
+    /// [`OnnxModel::load`] with `threads` threads for engines that use them
+    /// (tract, ONNX Runtime; the native engine is single-threaded).
+    pub fn load_with_threads(
+        dir: &Path,
+        engine: EngineChoice,
+        threads: usize,
+    ) -> Result<Self, PolicyError> {
         let (manifest, schedule) = read_manifest(dir)?;
         for g in [&manifest.encoder, &manifest.head] {
             let path = dir.join(&g.file);
@@ -169,21 +249,50 @@ impl OnnxPolicy {
                 });
             }
         }
+        let (enc_path, head_path) = (
+            dir.join(&manifest.encoder.file),
+            dir.join(&manifest.head.file),
+        );
         let engine: Box<dyn Engine> = match engine {
             EngineChoice::Tract => Box::new(TractEngine::new(
                 TractGraph::load(
-                    &dir.join(&manifest.encoder.file),
+                    &enc_path,
                     GraphId::Encoder,
                     &manifest.encoder.inputs,
                     &manifest.encoder.outputs,
                 )?,
                 TractGraph::load(
-                    &dir.join(&manifest.head.file),
+                    &head_path,
                     GraphId::Head,
                     &manifest.head.inputs,
                     &manifest.head.outputs,
                 )?,
+                threads,
             )),
+            EngineChoice::Native => {
+                let widths = |specs: &[manifest::TensorSpec]| -> Vec<usize> {
+                    specs.iter().map(manifest::TensorSpec::row_len).collect()
+                };
+                Box::new(NativeEngine::load(
+                    (&enc_path, &widths(&manifest.encoder.inputs)),
+                    (&head_path, &widths(&manifest.head.inputs)),
+                )?)
+            }
+            #[cfg(feature = "ort")]
+            EngineChoice::Ort(provider) => Box::new(crate::ort_engine::OrtEngine::load(
+                (&enc_path, &manifest.encoder.inputs),
+                (&head_path, &manifest.head.inputs),
+                provider,
+                threads,
+            )?),
+            #[cfg(not(feature = "ort"))]
+            EngineChoice::Ort(_) => {
+                return Err(EngineError::NotBuilt {
+                    engine: "ONNX Runtime",
+                    feature: "ort",
+                }
+                .into());
+            }
         };
         Ok(Self {
             manifest,
@@ -196,6 +305,12 @@ impl OnnxPolicy {
     /// The engine's name.
     pub fn engine_name(&self) -> String {
         self.engine.name()
+    }
+
+    /// Size the engine's buffers for batches of up to `rows` rows.
+    pub fn reserve(&mut self, encoder_rows: usize, head_rows: usize) {
+        self.engine.reserve(GraphId::Encoder, encoder_rows);
+        self.engine.reserve(GraphId::Head, head_rows);
     }
 
     /// The manifest's default sampler.
@@ -270,7 +385,7 @@ impl OnnxPolicy {
     }
 }
 
-impl NoiseModel for OnnxPolicy {
+impl NoiseModel for OnnxModel {
     type Error = EngineError;
 
     fn action_dim(&self) -> usize {
@@ -313,5 +428,244 @@ impl NoiseModel for OnnxPolicy {
             &[embeddings, actions, &self.t_column],
             eps,
         )
+    }
+}
+
+/// How [`Policy::load_with`] prepares a policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PolicyOptions {
+    /// The engine.
+    pub engine: EngineChoice,
+    /// Threads for engines that use them (1 = single-threaded).
+    pub threads: usize,
+    /// The sampler; `None` takes the manifest's default.
+    pub sampler: Option<SamplerConfig>,
+    /// Seed of the noise stream.
+    pub seed: u64,
+}
+
+impl Default for PolicyOptions {
+    fn default() -> Self {
+        Self {
+            engine: EngineChoice::Tract,
+            threads: 1,
+            sampler: None,
+            seed: 0,
+        }
+    }
+}
+
+/// FLOPs of one decision: the encoder once, the head once per network call
+/// on every row the sampler runs; counted from the graphs. `None` when a
+/// graph holds an operator the counter does not know.
+pub fn flops_per_decision(
+    dir: &Path,
+    manifest: &Manifest,
+    schedule: &NoiseSchedule,
+    sampler: &SamplerConfig,
+) -> Option<u64> {
+    let widths = |specs: &[manifest::TensorSpec]| -> Vec<usize> {
+        specs.iter().map(manifest::TensorSpec::row_len).collect()
+    };
+    let enc = NativeGraph::load(
+        &dir.join(&manifest.encoder.file),
+        "encoder",
+        &widths(&manifest.encoder.inputs),
+    )
+    .ok()?;
+    let head = NativeGraph::load(
+        &dir.join(&manifest.head.file),
+        "head",
+        &widths(&manifest.head.inputs),
+    )
+    .ok()?;
+    let head_calls = match manifest.head_kind {
+        HeadKind::Denoiser => {
+            (sampler.network_calls(schedule) * sampler.rows_per_decision()) as u64
+        }
+        HeadKind::Regressor => 1,
+    };
+    Some(enc.flops_per_row() + head_calls * head.flops_per_row())
+}
+
+/// A deployed policy: observations in, actions out.
+///
+/// `act` keeps the last `history` frames (an episode starts by repeating its
+/// first frame, as training does at episode starts), normalises, encodes once,
+/// samples, and de-normalises. The same seed and the same observations give
+/// the same actions on the same engine.
+pub struct Policy {
+    model: OnnxModel,
+    sampler: Sampler,
+    rng: ChaCha8Rng,
+    seed: u64,
+    /// Ring of `history + 1` normalised frames.
+    frames: Vec<f32>,
+    /// Slot the next frame goes to.
+    next: usize,
+    /// Whether the ring holds a frame of the current episode.
+    started: bool,
+    /// Encoder input, oldest frame first.
+    row: Vec<f32>,
+    embedding: Vec<f32>,
+    action: Vec<f32>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("model", &self.model)
+            .field("sampler", self.sampler.config())
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+impl Policy {
+    /// Load `dir` on `engine` with the manifest's sampler and seed 0.
+    pub fn load(dir: &Path, engine: EngineChoice) -> Result<Self, PolicyError> {
+        Self::load_with(
+            dir,
+            &PolicyOptions {
+                engine,
+                ..PolicyOptions::default()
+            },
+        )
+    }
+
+    /// Load `dir` as `options` say.
+    pub fn load_with(dir: &Path, options: &PolicyOptions) -> Result<Self, PolicyError> {
+        let model = OnnxModel::load_with_threads(dir, options.engine, options.threads)?;
+        let config = options.sampler.unwrap_or(model.manifest.sampler);
+        let sampler = Sampler::new(model.schedule.clone(), config)
+            .map_err(|e| PolicyError::Sampler(e.to_string()))?;
+        let m = &model.manifest;
+        let frames = m.observation.history + 1;
+        let mut policy = Self {
+            frames: vec![0.0; frames * m.observation.frame_len()],
+            row: vec![0.0; m.observation.input_len()],
+            embedding: vec![0.0; m.embedding_dim],
+            action: vec![0.0; m.action_dim],
+            model,
+            sampler,
+            rng: ChaCha8Rng::seed_from_u64(options.seed),
+            seed: options.seed,
+            next: 0,
+            started: false,
+        };
+        policy.model.reserve(1, config.rows_per_decision());
+        Ok(policy)
+    }
+
+    /// Switch sampler (validated against the schedule); buffers are resized
+    /// here, not in `act`.
+    pub fn set_sampler(&mut self, config: SamplerConfig) -> Result<(), PolicyError> {
+        self.sampler = Sampler::new(self.model.schedule.clone(), config)
+            .map_err(|e| PolicyError::Sampler(e.to_string()))?;
+        self.model.reserve(1, config.rows_per_decision());
+        Ok(())
+    }
+
+    /// Restart the noise stream from `seed`.
+    pub fn reseed(&mut self, seed: u64) {
+        self.seed = seed;
+        self.rng = ChaCha8Rng::seed_from_u64(seed);
+    }
+
+    /// Forget the observation history (a new episode starts).
+    pub fn reset(&mut self) {
+        self.started = false;
+        self.next = 0;
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.model.manifest
+    }
+
+    /// The sampler in use.
+    pub fn sampler_config(&self) -> SamplerConfig {
+        *self.sampler.config()
+    }
+
+    /// The engine's name.
+    pub fn engine_name(&self) -> String {
+        self.model.engine_name()
+    }
+
+    /// Values in one observation frame.
+    pub fn frame_len(&self) -> usize {
+        self.model.manifest.observation.frame_len()
+    }
+
+    /// Length of an action.
+    pub fn action_dim(&self) -> usize {
+        self.model.manifest.action_dim
+    }
+
+    /// The graphs, for golden checks and direct runs.
+    pub fn model_mut(&mut self) -> &mut OnnxModel {
+        &mut self.model
+    }
+
+    /// One decision: record `observation` (one frame, raw units), and return
+    /// the action in raw units. A rejected observation leaves the history as
+    /// it was.
+    pub fn act(&mut self, observation: &[f32]) -> Result<&[f32], PolicyError> {
+        let f = self.frame_len();
+        if observation.len() != f {
+            return Err(PolicyError::Observation(format!(
+                "{} values given, the policy takes {f} per frame",
+                observation.len()
+            )));
+        }
+        if let Some(i) = observation.iter().position(|v| !v.is_finite()) {
+            return Err(PolicyError::Observation(format!(
+                "value {i} is {}; nothing was recorded",
+                observation[i]
+            )));
+        }
+        let slots = self.frames.len() / f;
+        let norm = &self.model.manifest.normalization.observation;
+        if self.started {
+            let slot = &mut self.frames[self.next * f..(self.next + 1) * f];
+            slot.copy_from_slice(observation);
+            norm.normalize("observation", slot)
+                .map_err(|e| PolicyError::Observation(e.to_string()))?;
+        } else {
+            // Episode start: every history slot holds the first frame.
+            let (first, rest) = self.frames.split_at_mut(f);
+            first.copy_from_slice(observation);
+            norm.normalize("observation", first)
+                .map_err(|e| PolicyError::Observation(e.to_string()))?;
+            for chunk in rest.chunks_exact_mut(f) {
+                chunk.copy_from_slice(first);
+            }
+            self.next = 0;
+            self.started = true;
+        }
+        // Oldest first: the slot after the newest one.
+        let newest = self.next;
+        self.next = (self.next + 1) % slots;
+        for i in 0..slots {
+            let src = (newest + 1 + i) % slots;
+            self.row[i * f..(i + 1) * f].copy_from_slice(&self.frames[src * f..(src + 1) * f]);
+        }
+        match self.model.manifest.head_kind {
+            HeadKind::Denoiser => {
+                self.sampler
+                    .sample(&mut self.model, &self.row, &mut self.rng, &mut self.action)?;
+            }
+            HeadKind::Regressor => {
+                self.model.encode(&self.row, &mut self.embedding)?;
+                self.model.regress(&self.embedding, &mut self.action)?;
+            }
+        }
+        self.model
+            .manifest
+            .normalization
+            .action
+            .denormalize(&mut self.action);
+        Ok(&self.action)
     }
 }

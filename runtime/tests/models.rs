@@ -2,7 +2,7 @@
 //! graphs, tract reproduces the trainer's golden outputs, and a tampered or
 //! inconsistent folder is refused with a message naming what is wrong.
 
-use diffbc_runtime::{EngineChoice, OnnxPolicy, PolicyError};
+use diffbc_runtime::{EngineChoice, OnnxModel, PolicyError};
 use std::path::{Path, PathBuf};
 
 fn models_dir() -> PathBuf {
@@ -27,16 +27,22 @@ fn shipped_models_match_their_manifests_and_golden_outputs() {
         dirs.iter().any(|d| d.ends_with("claw")),
         "models/claw must ship, found {dirs:?}"
     );
+    assert!(
+        dirs.iter().any(|d| d.ends_with("bench-sieve")),
+        "models/bench-sieve must ship, found {dirs:?}"
+    );
     for dir in dirs {
-        let mut policy = OnnxPolicy::load(&dir, EngineChoice::Tract)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let (worst, batches) = policy.golden_max_diff(&dir).expect("golden cases run");
-        assert!(!batches.is_empty(), "{}: no golden cases", dir.display());
-        assert!(
-            worst <= 1e-4,
-            "{}: tract is off the trainer's outputs by {worst}",
-            dir.display()
-        );
+        for engine in [EngineChoice::Tract, EngineChoice::Native] {
+            let mut policy = OnnxModel::load(&dir, engine)
+                .unwrap_or_else(|e| panic!("{} on {engine}: {e}", dir.display()));
+            let (worst, batches) = policy.golden_max_diff(&dir).expect("golden cases run");
+            assert!(!batches.is_empty(), "{}: no golden cases", dir.display());
+            assert!(
+                worst <= 1e-4,
+                "{}: {engine} is off the trainer's outputs by {worst}",
+                dir.display()
+            );
+        }
     }
 }
 
@@ -61,7 +67,7 @@ fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 }
 
 fn load_err(dir: &Path) -> String {
-    OnnxPolicy::load(dir, EngineChoice::Tract)
+    OnnxModel::load(dir, EngineChoice::Tract)
         .expect_err("must be refused")
         .to_string()
 }
@@ -81,7 +87,7 @@ fn a_graph_that_does_not_match_its_hash_is_refused() {
     let n = bytes.len();
     bytes[n / 2] ^= 0x01;
     std::fs::write(dir.join("denoiser.onnx"), bytes).expect("write");
-    let e = OnnxPolicy::load(&dir, EngineChoice::Tract).expect_err("refused");
+    let e = OnnxModel::load(&dir, EngineChoice::Tract).expect_err("refused");
     assert!(matches!(e, PolicyError::Hash { .. }), "{e}");
     let msg = e.to_string();
     assert!(

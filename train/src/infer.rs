@@ -8,7 +8,7 @@ use crate::error::TrainError;
 use crate::model::{Policy, PolicySpec};
 use burn::prelude::*;
 use diffbc_runtime::manifest::HeadKind;
-use diffbc_runtime::{NoiseModel, NoiseSchedule, Normalizer, OnnxPolicy, Sampler};
+use diffbc_runtime::{NoiseModel, NoiseSchedule, Normalizer, OnnxModel, Sampler};
 use rand::Rng;
 use std::path::Path;
 
@@ -207,7 +207,7 @@ impl<B: Backend> Actor for BurnPolicy<B> {
     }
 }
 
-impl Actor for OnnxPolicy {
+impl Actor for OnnxModel {
     fn method_name(&self) -> String {
         self.manifest.provenance.method.clone()
     }

@@ -1,0 +1,1239 @@
+//! diffbc's own executor for the op set that `diffbc export` writes.
+//!
+//! tract and ONNX Runtime allocate tensors while they run a graph. A control
+//! loop must not, so this engine compiles an exported graph once into a flat
+//! list of steps over buffers sized at load (and grown only when a larger batch
+//! than ever before arrives). After the first call at a given batch size it
+//! performs no heap allocation at all; `runtime/tests/no_alloc.rs` proves that
+//! with a counting allocator.
+//!
+//! It reads ONNX with the same prost types the exporter writes with, and
+//! refuses (with the node's name) any operator or attribute outside the
+//! exported set: Gemm, MatMul, Conv (no groups or dilation), LayerNormalization
+//! over the last axis, LeakyRelu, Relu, Erf, Sin, Cos, Tanh, Sigmoid, Add, Sub,
+//! Mul, Div, Concat on axis 1, Reshape, Flatten, Identity. Every tensor is
+//! `[batch, …]`; constants broadcast over the batch.
+
+use crate::engine::EngineError;
+use prost::Message;
+use std::collections::HashMap;
+use std::path::Path;
+use tract_onnx::pb;
+
+/// A batched value: its buffer, the elements it holds per batch row of the
+/// graph input, and its shape after the leading axis. A reshape to
+/// `[-1, …]` may fold part of a batch row into the leading axis (history
+/// frames through a shared encoder), so the leading axis is `rows × factor`.
+#[derive(Debug, Clone)]
+struct Value {
+    buf: usize,
+    per_row: usize,
+    shape: Vec<usize>,
+}
+
+impl Value {
+    /// Elements after the leading axis.
+    fn width(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Leading-axis entries per batch row.
+    fn factor(&self) -> usize {
+        self.per_row / self.width().max(1)
+    }
+}
+
+/// The second operand of a binary op.
+#[derive(Debug, Clone, Copy)]
+enum Operand {
+    /// Another per-row buffer of the same width.
+    Row(usize),
+    /// A constant of length 1 (scalar) or of the row width (broadcast over rows).
+    Const(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unary {
+    LeakyRelu(f32),
+    Relu,
+    Erf,
+    Sin,
+    Cos,
+    Tanh,
+    Sigmoid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// `y = x · W (+ b)`; `w_t` holds W transposed, `[n, k]`; `factor`
+    /// matrix rows per batch row.
+    Gemm {
+        factor: usize,
+        x: usize,
+        y: usize,
+        w_t: usize,
+        bias: Option<usize>,
+        k: usize,
+        n: usize,
+    },
+    Unary {
+        x: usize,
+        y: usize,
+        op: Unary,
+    },
+    Binary {
+        a: usize,
+        b: Operand,
+        /// The constant operand comes first (`c - x`, `c / x`).
+        swapped: bool,
+        y: usize,
+        op: Binary,
+    },
+    Concat {
+        factor: usize,
+        parts: Vec<(usize, usize)>,
+        y: usize,
+    },
+    LayerNorm {
+        x: usize,
+        y: usize,
+        gamma: usize,
+        beta: usize,
+        eps: f32,
+    },
+    Conv(Box<ConvStep>),
+}
+
+#[derive(Debug, Clone)]
+struct ConvStep {
+    factor: usize,
+    x: usize,
+    y: usize,
+    weight: usize,
+    bias: Option<usize>,
+    /// Input channels, height, width.
+    input: [usize; 3],
+    /// Output channels, height, width.
+    output: [usize; 3],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    /// Top, left padding.
+    pad: [usize; 2],
+}
+
+/// One compiled graph.
+#[derive(Debug, Clone)]
+pub struct NativeGraph {
+    name: &'static str,
+    inputs: Vec<Value>,
+    output: Value,
+    steps: Vec<Step>,
+    consts: Vec<Vec<f32>>,
+    /// Width of each buffer per row.
+    widths: Vec<usize>,
+    bufs: Vec<Vec<f32>>,
+    rows_capacity: usize,
+    flops_per_row: u64,
+    fma: bool,
+}
+
+fn attr<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+fn tensor_f32(t: &pb::TensorProto) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let n: usize = dims.iter().product();
+    let data: Vec<f32> = match t.data_type {
+        1 if !t.raw_data.is_empty() => t
+            .raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        1 => t.float_data.clone(),
+        7 if !t.raw_data.is_empty() => t
+            .raw_data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        7 => t.int64_data.iter().map(|&v| v as f32).collect(),
+        other => return Err(format!("initialiser {} has data type {other}", t.name)),
+    };
+    if data.len() != n {
+        return Err(format!(
+            "initialiser {} has {} values for dims {dims:?}",
+            t.name,
+            data.len()
+        ));
+    }
+    Ok((dims, data))
+}
+
+fn tensor_i64(t: &pb::TensorProto) -> Result<Vec<i64>, String> {
+    match t.data_type {
+        7 if !t.raw_data.is_empty() => Ok(t
+            .raw_data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect()),
+        7 => Ok(t.int64_data.clone()),
+        other => Err(format!(
+            "shape initialiser {} has data type {other}",
+            t.name
+        )),
+    }
+}
+
+/// Everything the compiler knows about a name.
+enum Known {
+    Row(Value),
+    Const(Vec<usize>, Vec<f32>),
+    Shape(Vec<i64>),
+}
+
+struct Compiler {
+    known: HashMap<String, Known>,
+    widths: Vec<usize>,
+    consts: Vec<Vec<f32>>,
+    steps: Vec<Step>,
+    flops: u64,
+}
+
+impl Compiler {
+    /// A new buffer for a value with `factor` leading entries per batch row.
+    fn new_buf(&mut self, factor: usize, shape: Vec<usize>) -> Value {
+        let per_row = factor * shape.iter().product::<usize>();
+        self.widths.push(per_row);
+        Value {
+            buf: self.widths.len() - 1,
+            per_row,
+            shape,
+        }
+    }
+
+    fn new_const(&mut self, data: Vec<f32>) -> usize {
+        self.consts.push(data);
+        self.consts.len() - 1
+    }
+
+    fn row(&self, name: &str) -> Result<Value, String> {
+        match self.known.get(name) {
+            Some(Known::Row(v)) => Ok(v.clone()),
+            Some(_) => Err(format!(
+                "{name} is a constant where a batched tensor is expected"
+            )),
+            None => Err(format!("{name} is used before it is computed")),
+        }
+    }
+
+    fn constant(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
+        match self.known.get(name) {
+            Some(Known::Const(d, v)) => Ok((d.clone(), v.clone())),
+            _ => Err(format!("{name} must be a constant initialiser")),
+        }
+    }
+
+    fn node(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        let input = |i: usize| {
+            node.input
+                .get(i)
+                .map(String::as_str)
+                .ok_or_else(|| format!("input {i} is missing"))
+        };
+        let out_name = node
+            .output
+            .first()
+            .ok_or_else(|| "the node has no output".to_string())?
+            .clone();
+        let int = |name: &str, default: i64| attr(node, name).map_or(default, |a| a.i);
+        let float = |name: &str, default: f32| attr(node, name).map_or(default, |a| a.f);
+        let out = match node.op_type.as_str() {
+            "Gemm" | "MatMul" => {
+                let x = self.row(input(0)?)?;
+                if node.op_type == "Gemm" && (int("transA", 0) != 0 || float("alpha", 1.0) != 1.0)
+                    || float("beta", 1.0) != 1.0
+                {
+                    return Err("only transA = 0, alpha = 1, beta = 1 is supported".into());
+                }
+                let (wd, w) = self.constant(input(1)?)?;
+                if wd.len() != 2 || x.shape.len() != 1 {
+                    return Err(format!(
+                        "expects a [batch, k] input and a 2-D weight, got {:?} and {wd:?}",
+                        x.shape
+                    ));
+                }
+                let trans_b = node.op_type == "Gemm" && int("transB", 0) != 0;
+                let (k, n) = if trans_b {
+                    (wd[1], wd[0])
+                } else {
+                    (wd[0], wd[1])
+                };
+                if k != x.width() {
+                    return Err(format!("weight has k = {k}, the input has {}", x.width()));
+                }
+                let w_t = if trans_b {
+                    w
+                } else {
+                    let mut t = vec![0.0; k * n];
+                    for i in 0..k {
+                        for j in 0..n {
+                            t[j * k + i] = w[i * n + j];
+                        }
+                    }
+                    t
+                };
+                let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+                    Some(b) => {
+                        let (_, b) = self.constant(b)?;
+                        let b = match b.len() {
+                            1 => vec![b[0]; n],
+                            l if l == n => b,
+                            l => return Err(format!("bias has {l} values for {n} outputs")),
+                        };
+                        Some(self.new_const(b))
+                    }
+                    None => None,
+                };
+                let w_t = self.new_const(w_t);
+                let f = x.factor();
+                let y = self.new_buf(f, vec![n]);
+                self.flops +=
+                    f as u64 * (2 * (k * n) as u64 + if bias.is_some() { n as u64 } else { 0 });
+                self.steps.push(Step::Gemm {
+                    factor: f,
+                    x: x.buf,
+                    y: y.buf,
+                    w_t,
+                    bias,
+                    k,
+                    n,
+                });
+                Known::Row(y)
+            }
+            op @ ("LeakyRelu" | "Relu" | "Erf" | "Sin" | "Cos" | "Tanh" | "Sigmoid") => {
+                let x = self.row(input(0)?)?;
+                let op = match op {
+                    "LeakyRelu" => Unary::LeakyRelu(float("alpha", 0.01)),
+                    "Relu" => Unary::Relu,
+                    "Erf" => Unary::Erf,
+                    "Sin" => Unary::Sin,
+                    "Cos" => Unary::Cos,
+                    "Tanh" => Unary::Tanh,
+                    _ => Unary::Sigmoid,
+                };
+                let y = self.new_buf(x.factor(), x.shape.clone());
+                self.flops += x.per_row as u64;
+                self.steps.push(Step::Unary {
+                    x: x.buf,
+                    y: y.buf,
+                    op,
+                });
+                Known::Row(y)
+            }
+            op @ ("Add" | "Sub" | "Mul" | "Div") => {
+                let op = match op {
+                    "Add" => Binary::Add,
+                    "Sub" => Binary::Sub,
+                    "Mul" => Binary::Mul,
+                    _ => Binary::Div,
+                };
+                let (l, r) = (input(0)?, input(1)?);
+                let (a, other, swapped) = match (self.known.get(l), self.known.get(r)) {
+                    (Some(Known::Row(a)), _) => (a.clone(), r, false),
+                    (_, Some(Known::Row(b))) => (b.clone(), l, true),
+                    _ => return Err("both operands are constants".into()),
+                };
+                let b = match self.known.get(other) {
+                    Some(Known::Row(b)) if b.per_row == a.per_row && b.width() == a.width() => {
+                        Operand::Row(b.buf)
+                    }
+                    Some(Known::Row(b)) => {
+                        return Err(format!(
+                            "operands have shapes {:?} and {:?}",
+                            a.shape, b.shape
+                        ));
+                    }
+                    Some(Known::Const(_, v)) if v.len() == 1 || v.len() == a.width() => {
+                        let v = v.clone();
+                        Operand::Const(self.new_const(v))
+                    }
+                    Some(Known::Const(d, _)) => {
+                        return Err(format!(
+                            "constant of shape {d:?} does not broadcast over {:?}",
+                            a.shape
+                        ));
+                    }
+                    _ => return Err(format!("{other} is not known")),
+                };
+                let y = self.new_buf(a.factor(), a.shape.clone());
+                self.flops += a.per_row as u64;
+                self.steps.push(Step::Binary {
+                    a: a.buf,
+                    b,
+                    swapped,
+                    y: y.buf,
+                    op,
+                });
+                Known::Row(y)
+            }
+            "Concat" => {
+                let axis = int("axis", 0);
+                if axis != 1 && axis != -1 {
+                    return Err(format!("concatenates on axis {axis}, only 1 is supported"));
+                }
+                let mut parts = Vec::new();
+                let mut width = 0;
+                let mut factor = None;
+                for name in &node.input {
+                    let v = self.row(name)?;
+                    if v.shape.len() != 1 || factor.is_some_and(|f| f != v.factor()) {
+                        return Err(format!(
+                            "part {name} has shape {:?} × {}",
+                            v.shape,
+                            v.factor()
+                        ));
+                    }
+                    factor = Some(v.factor());
+                    parts.push((v.buf, v.width()));
+                    width += v.width();
+                }
+                let factor = factor.ok_or("no inputs")?;
+                let y = self.new_buf(factor, vec![width]);
+                self.steps.push(Step::Concat {
+                    factor,
+                    parts,
+                    y: y.buf,
+                });
+                Known::Row(y)
+            }
+            "LayerNormalization" => {
+                let x = self.row(input(0)?)?;
+                let axis = int("axis", -1);
+                if axis != -1 && axis != x.shape.len() as i64 {
+                    return Err(format!("normalises over axis {axis}, only the last"));
+                }
+                let last = *x.shape.last().ok_or("scalar input")?;
+                let (_, gamma) = self.constant(input(1)?)?;
+                let beta = match node.input.get(2).filter(|s| !s.is_empty()) {
+                    Some(b) => self.constant(b)?.1,
+                    None => vec![0.0; last],
+                };
+                if gamma.len() != last || beta.len() != last {
+                    return Err(format!(
+                        "scale has {} and bias {} values for a last axis of {last}",
+                        gamma.len(),
+                        beta.len()
+                    ));
+                }
+                let (gamma, beta) = (self.new_const(gamma), self.new_const(beta));
+                let y = self.new_buf(x.factor(), x.shape.clone());
+                self.flops += 8 * x.per_row as u64;
+                self.steps.push(Step::LayerNorm {
+                    x: x.buf,
+                    y: y.buf,
+                    gamma,
+                    beta,
+                    eps: float("epsilon", 1e-5),
+                });
+                Known::Row(y)
+            }
+            "Conv" => self.conv(node)?,
+            "Reshape" => {
+                let x = self.row(input(0)?)?;
+                let shape = match self.known.get(input(1)?) {
+                    Some(Known::Shape(s)) => s.clone(),
+                    _ => return Err("the target shape must be a constant".into()),
+                };
+                let fits = |rest: &[usize]| {
+                    let w = rest.iter().product::<usize>();
+                    w > 0 && x.per_row.is_multiple_of(w)
+                };
+                let rest: Vec<usize> = shape.iter().skip(1).map(|&d| d.max(0) as usize).collect();
+                let ok = match shape.first() {
+                    // [-1, …]: the leading axis absorbs whatever the rest leaves.
+                    Some(&-1) => shape[1..].iter().all(|&d| d >= 1) && fits(&rest),
+                    // [0, …]: keep the leading axis as it is.
+                    Some(&0) => {
+                        shape[1..].iter().all(|&d| d >= 1)
+                            && rest.iter().product::<usize>() == x.width()
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return Err(format!(
+                        "cannot reshape [{} × {:?}] to {shape:?} (the leading axis must be -1 or 0)",
+                        x.factor(),
+                        x.shape
+                    ));
+                }
+                Known::Row(Value {
+                    buf: x.buf,
+                    per_row: x.per_row,
+                    shape: rest,
+                })
+            }
+            "Flatten" => {
+                let x = self.row(input(0)?)?;
+                if int("axis", 1) != 1 {
+                    return Err("only Flatten with axis 1 is supported".into());
+                }
+                Known::Row(Value {
+                    buf: x.buf,
+                    per_row: x.per_row,
+                    shape: vec![x.width()],
+                })
+            }
+            "Identity" => match self.known.get(input(0)?) {
+                Some(Known::Row(v)) => Known::Row(v.clone()),
+                _ => return Err("Identity of a constant is not supported".into()),
+            },
+            other => return Err(format!("operator {other} is not supported by this engine")),
+        };
+        self.known.insert(out_name, out);
+        Ok(())
+    }
+
+    fn conv(&mut self, node: &pb::NodeProto) -> Result<Known, String> {
+        let ints = |name: &str| attr(node, name).map(|a| a.ints.clone());
+        let x = self.row(&node.input[0])?;
+        let [c, h, w] = match x.shape.as_slice() {
+            &[c, h, w] => [c, h, w],
+            s => return Err(format!("input has shape {s:?}, expected [c, h, w]")),
+        };
+        let (wd, weight) = self.constant(node.input.get(1).ok_or("no weight")?)?;
+        let &[oc, ic, kh, kw] = wd.as_slice() else {
+            return Err(format!("weight has shape {wd:?}"));
+        };
+        if ic != c {
+            return Err(format!("weight expects {ic} channels, the input has {c}"));
+        }
+        if attr(node, "group").is_some_and(|a| a.i != 1)
+            || ints("dilations").is_some_and(|d| d.iter().any(|&v| v != 1))
+        {
+            return Err("grouped or dilated convolutions are not supported".into());
+        }
+        let stride = ints("strides").unwrap_or_else(|| vec![1, 1]);
+        let pads = ints("pads").unwrap_or_else(|| vec![0; 4]);
+        if stride.len() != 2 || pads.len() != 4 || stride.iter().any(|&s| s < 1) {
+            return Err(format!("strides {stride:?} / pads {pads:?} are not 2-D"));
+        }
+        let (sh, sw) = (stride[0] as usize, stride[1] as usize);
+        let p: Vec<usize> = pads.iter().map(|&v| v.max(0) as usize).collect();
+        let (hp, wp) = (h + p[0] + p[2], w + p[1] + p[3]);
+        if hp < kh || wp < kw {
+            return Err("kernel larger than the padded input".into());
+        }
+        let (oh, ow) = ((hp - kh) / sh + 1, (wp - kw) / sw + 1);
+        let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+            Some(b) => {
+                let (_, b) = self.constant(b)?;
+                if b.len() != oc {
+                    return Err(format!("bias has {} values for {oc} channels", b.len()));
+                }
+                Some(self.new_const(b))
+            }
+            None => None,
+        };
+        let weight = self.new_const(weight);
+        let y = self.new_buf(x.factor(), vec![oc, oh, ow]);
+        self.flops += x.factor() as u64 * 2 * (oc * oh * ow * c * kh * kw) as u64;
+        self.steps.push(Step::Conv(Box::new(ConvStep {
+            factor: x.factor(),
+            x: x.buf,
+            y: y.buf,
+            weight,
+            bias,
+            input: [c, h, w],
+            output: [oc, oh, ow],
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            pad: [p[0], p[1]],
+        })));
+        Ok(Known::Row(y))
+    }
+}
+
+impl NativeGraph {
+    /// Compile `path`. `input_widths` are the per-row widths the manifest
+    /// declares, in graph order.
+    pub fn load(
+        path: &Path,
+        name: &'static str,
+        input_widths: &[usize],
+    ) -> Result<Self, EngineError> {
+        let err = |message: String| EngineError::Load {
+            path: path.to_path_buf(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let model = pb::ModelProto::decode(bytes.as_slice())
+            .map_err(|e| err(format!("not a readable ONNX graph: {e}")))?;
+        let graph = model
+            .graph
+            .ok_or_else(|| err("the model has no graph".into()))?;
+        let mut c = Compiler {
+            known: HashMap::new(),
+            widths: Vec::new(),
+            consts: Vec::new(),
+            steps: Vec::new(),
+            flops: 0,
+        };
+        for t in &graph.initializer {
+            let known = if t.data_type == 7 {
+                Known::Shape(tensor_i64(t).map_err(&err)?)
+            } else {
+                let (d, v) = tensor_f32(t).map_err(&err)?;
+                Known::Const(d, v)
+            };
+            c.known.insert(t.name.clone(), known);
+        }
+        let declared: Vec<&pb::ValueInfoProto> = graph
+            .input
+            .iter()
+            .filter(|i| !c.known.contains_key(&i.name))
+            .collect();
+        if declared.len() != input_widths.len() {
+            return Err(err(format!(
+                "the graph has {} inputs, the manifest declares {}",
+                declared.len(),
+                input_widths.len()
+            )));
+        }
+        let mut inputs = Vec::new();
+        for (info, &w) in declared.iter().zip(input_widths) {
+            let v = c.new_buf(1, vec![w]);
+            c.known.insert(info.name.clone(), Known::Row(v.clone()));
+            inputs.push(v);
+        }
+        for node in &graph.node {
+            c.node(node).map_err(|m| {
+                err(format!(
+                    "node {:?} ({}): {m}",
+                    node.name,
+                    node.op_type.as_str()
+                ))
+            })?;
+        }
+        let out_name = &graph
+            .output
+            .first()
+            .ok_or_else(|| err("the graph has no output".into()))?
+            .name;
+        let output = c
+            .row(out_name)
+            .map_err(|m| err(format!("output {out_name}: {m}")))?;
+        let bufs = vec![Vec::new(); c.widths.len()];
+        Ok(Self {
+            name,
+            inputs,
+            output,
+            steps: c.steps,
+            consts: c.consts,
+            widths: c.widths,
+            bufs,
+            rows_capacity: 0,
+            flops_per_row: c.flops,
+            fma: fma_available(),
+        })
+    }
+
+    /// Floating-point operations per batch row, counted from the graph:
+    /// 2 per multiply-add of Gemm/MatMul/Conv, one per element of
+    /// element-wise ops, 8 per element of a layer norm.
+    pub fn flops_per_row(&self) -> u64 {
+        self.flops_per_row
+    }
+
+    /// Size every buffer for `rows` rows (done once; later calls with at
+    /// most this many rows allocate nothing).
+    pub fn reserve(&mut self, rows: usize) {
+        if rows <= self.rows_capacity {
+            return;
+        }
+        for (b, w) in self.bufs.iter_mut().zip(&self.widths) {
+            b.resize(rows * w, 0.0);
+        }
+        self.rows_capacity = rows;
+    }
+
+    /// Run on `rows` rows.
+    pub fn run(
+        &mut self,
+        rows: usize,
+        inputs: &[&[f32]],
+        output: &mut [f32],
+    ) -> Result<(), EngineError> {
+        let name = self.name;
+        let err = |message: String| EngineError::Run {
+            graph: name,
+            message,
+        };
+        if inputs.len() != self.inputs.len() {
+            return Err(err(format!(
+                "{} inputs given, the graph takes {}",
+                inputs.len(),
+                self.inputs.len()
+            )));
+        }
+        for (i, (data, v)) in inputs.iter().zip(&self.inputs).enumerate() {
+            if data.len() != rows * v.per_row {
+                return Err(err(format!(
+                    "input {i} has {} values, expected {rows} × {}",
+                    data.len(),
+                    v.per_row
+                )));
+            }
+        }
+        if output.len() != rows * self.output.per_row {
+            return Err(err(format!(
+                "output has room for {} values, expected {rows} × {}",
+                output.len(),
+                self.output.per_row
+            )));
+        }
+        self.reserve(rows);
+        for (data, v) in inputs.iter().zip(&self.inputs) {
+            self.bufs[v.buf][..data.len()].copy_from_slice(data);
+        }
+        for i in 0..self.steps.len() {
+            self.step(i, rows);
+        }
+        output.copy_from_slice(&self.bufs[self.output.buf][..output.len()]);
+        Ok(())
+    }
+
+    fn step(&mut self, i: usize, rows: usize) {
+        let consts = &self.consts;
+        let widths = &self.widths;
+        let bufs = &mut self.bufs;
+        // Take the output buffer out so inputs can be borrowed beside it
+        // (moving a Vec does not allocate).
+        let y_id = match &self.steps[i] {
+            Step::Gemm { y, .. }
+            | Step::Unary { y, .. }
+            | Step::Binary { y, .. }
+            | Step::Concat { y, .. }
+            | Step::LayerNorm { y, .. } => *y,
+            Step::Conv(c) => c.y,
+        };
+        let mut y_buf = std::mem::take(&mut bufs[y_id]);
+        let y = &mut y_buf[..rows * widths[y_id]];
+        match &self.steps[i] {
+            &Step::Gemm {
+                factor,
+                x,
+                w_t,
+                bias,
+                k,
+                n,
+                ..
+            } => {
+                let x = &bufs[x][..rows * factor * k];
+                gemm(
+                    self.fma,
+                    x,
+                    &consts[w_t],
+                    bias.map(|b| consts[b].as_slice()),
+                    y,
+                    k,
+                    n,
+                );
+            }
+            &Step::Unary { x, op, .. } => {
+                let x = &bufs[x][..y.len()];
+                unary(op, x, y);
+            }
+            &Step::Binary {
+                a, b, swapped, op, ..
+            } => {
+                let a = &bufs[a][..y.len()];
+                match b {
+                    Operand::Row(b) => {
+                        let b = &bufs[b][..y.len()];
+                        for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
+                            *o = binary(op, p, q, swapped);
+                        }
+                    }
+                    Operand::Const(c) => {
+                        let c = &consts[c];
+                        if c.len() == 1 {
+                            let q = c[0];
+                            for (o, &p) in y.iter_mut().zip(a) {
+                                *o = binary(op, p, q, swapped);
+                            }
+                        } else {
+                            let w = c.len();
+                            for (yr, ar) in y.chunks_exact_mut(w).zip(a.chunks_exact(w)) {
+                                for ((o, &p), &q) in yr.iter_mut().zip(ar).zip(c) {
+                                    *o = binary(op, p, q, swapped);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Step::Concat { factor, parts, .. } => {
+                let w = widths[y_id] / factor;
+                for r in 0..rows * factor {
+                    let mut at = r * w;
+                    for &(p, pw) in parts {
+                        y[at..at + pw].copy_from_slice(&bufs[p][r * pw..(r + 1) * pw]);
+                        at += pw;
+                    }
+                }
+            }
+            &Step::LayerNorm {
+                x,
+                gamma,
+                beta,
+                eps,
+                ..
+            } => {
+                let (g, b) = (&consts[gamma], &consts[beta]);
+                let last = g.len();
+                let x = &bufs[x][..y.len()];
+                for (yr, xr) in y.chunks_exact_mut(last).zip(x.chunks_exact(last)) {
+                    let mean = xr.iter().sum::<f32>() / last as f32;
+                    let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / last as f32;
+                    let inv = 1.0 / (var + eps).sqrt();
+                    for (((o, &v), &gg), &bb) in yr.iter_mut().zip(xr).zip(g).zip(b) {
+                        *o = (v - mean) * inv * gg + bb;
+                    }
+                }
+            }
+            Step::Conv(c) => conv(c, &bufs[c.x], consts, y, rows),
+        }
+        bufs[y_id] = y_buf;
+    }
+}
+
+fn binary(op: Binary, p: f32, q: f32, swapped: bool) -> f32 {
+    let (l, r) = if swapped { (q, p) } else { (p, q) };
+    match op {
+        Binary::Add => l + r,
+        Binary::Sub => l - r,
+        Binary::Mul => l * r,
+        Binary::Div => l / r,
+    }
+}
+
+fn unary(op: Unary, x: &[f32], y: &mut [f32]) {
+    match op {
+        Unary::LeakyRelu(a) => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = if v >= 0.0 { v } else { a * v };
+            }
+        }
+        Unary::Relu => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = v.max(0.0);
+            }
+        }
+        Unary::Erf => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = libm::erff(v);
+            }
+        }
+        Unary::Sin => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = v.sin();
+            }
+        }
+        Unary::Cos => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = v.cos();
+            }
+        }
+        Unary::Tanh => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = v.tanh();
+            }
+        }
+        Unary::Sigmoid => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = 1.0 / (1.0 + (-v).exp());
+            }
+        }
+    }
+}
+
+fn conv(c: &ConvStep, x: &[f32], consts: &[Vec<f32>], y: &mut [f32], rows: usize) {
+    let [ci, h, w] = c.input;
+    let [oc, oh, ow] = c.output;
+    let [kh, kw] = c.kernel;
+    let [sh, sw] = c.stride;
+    let [ph, pw] = c.pad;
+    let weight = &consts[c.weight];
+    let (in_len, out_len) = (ci * h * w, oc * oh * ow);
+    for r in 0..rows * c.factor {
+        let xr = &x[r * in_len..(r + 1) * in_len];
+        let yr = &mut y[r * out_len..(r + 1) * out_len];
+        for o in 0..oc {
+            let b = c.bias.map_or(0.0, |b| consts[b][o]);
+            let wo = &weight[o * ci * kh * kw..(o + 1) * ci * kh * kw];
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut acc = b;
+                    for ch in 0..ci {
+                        for u in 0..kh {
+                            let row = (i * sh + u) as isize - ph as isize;
+                            if row < 0 || row as usize >= h {
+                                continue;
+                            }
+                            let base = ch * h * w + row as usize * w;
+                            let wk = &wo[(ch * kh + u) * kw..(ch * kh + u + 1) * kw];
+                            for (v, &wv) in wk.iter().enumerate() {
+                                let col = (j * sw + v) as isize - pw as isize;
+                                if col >= 0 && (col as usize) < w {
+                                    acc += xr[base + col as usize] * wv;
+                                }
+                            }
+                        }
+                    }
+                    yr[(o * oh + i) * ow + j] = acc;
+                }
+            }
+        }
+    }
+}
+
+/// `y[r, j] = Σ_i x[r, i] · w_t[j, i] (+ b[j])` for `rows` rows.
+fn gemm(
+    fma: bool,
+    x: &[f32],
+    w_t: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    k: usize,
+    n: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fma {
+        simd::gemm_avx2_fma(x, w_t, bias, y, k, n);
+        return;
+    }
+    let _ = fma;
+    gemm_body::<false>(x, w_t, bias, y, k, n);
+}
+
+fn fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// Sum of the 8 lanes.
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn load(v: &[f32; 8]) -> __m256 {
+        // SAFETY: `v` is 8 readable f32s; loadu has no alignment requirement.
+        unsafe { _mm256_loadu_ps(v.as_ptr()) }
+    }
+
+    /// `R` rows × `C` weight rows; `xs`/`ws` are whole rows of length k.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn tile<const R: usize, const C: usize>(xs: [&[f32]; R], ws: [&[f32]; C]) -> [[f32; C]; R] {
+        let k = xs[0].len();
+        let chunks = k / 8;
+        let mut xc: [&[[f32; 8]]; R] = [&[]; R];
+        for r in 0..R {
+            xc[r] = &xs[r].as_chunks::<8>().0[..chunks];
+        }
+        let mut wc: [&[[f32; 8]]; C] = [&[]; C];
+        for j in 0..C {
+            wc[j] = &ws[j].as_chunks::<8>().0[..chunks];
+        }
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        for c in 0..chunks {
+            let mut xv = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                xv[r] = load(&xc[r][c]);
+            }
+            for j in 0..C {
+                let w = load(&wc[j][c]);
+                for r in 0..R {
+                    acc[r][j] = _mm256_fmadd_ps(xv[r], w, acc[r][j]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; C]; R];
+        for r in 0..R {
+            for j in 0..C {
+                let mut s = hsum(acc[r][j]);
+                for i in chunks * 8..k {
+                    s = xs[r][i].mul_add(ws[j][i], s);
+                }
+                out[r][j] = s;
+            }
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn dot(x: &[f32], w: &[f32]) -> f32 {
+        let (xc, xt) = x.as_chunks::<8>();
+        let (wc, wt) = w.as_chunks::<8>();
+        let mut acc = _mm256_setzero_ps();
+        for (a, b) in xc.iter().zip(wc) {
+            acc = _mm256_fmadd_ps(load(a), load(b), acc);
+        }
+        let mut s = hsum(acc);
+        for (a, b) in xt.iter().zip(wt) {
+            s = a.mul_add(*b, s);
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn gemm_inner(x: &[f32], w_t: &[f32], bias: Option<&[f32]>, y: &mut [f32], k: usize, n: usize) {
+        let rows = x.len() / k;
+        let row = |r: usize| &x[r * k..(r + 1) * k];
+        let wrow = |j: usize| &w_t[j * k..(j + 1) * k];
+        let mut r = 0;
+        while r < rows {
+            let full;
+            let take = if rows - r >= 2 { 2 } else { 1 };
+            if take == 2 {
+                full = n / 4 * 4;
+                for j in (0..full).step_by(4) {
+                    let ws = [wrow(j), wrow(j + 1), wrow(j + 2), wrow(j + 3)];
+                    let o = tile::<2, 4>([row(r), row(r + 1)], ws);
+                    y[r * n + j..r * n + j + 4].copy_from_slice(&o[0]);
+                    y[(r + 1) * n + j..(r + 1) * n + j + 4].copy_from_slice(&o[1]);
+                }
+            } else {
+                full = n / 8 * 8;
+                for j in (0..full).step_by(8) {
+                    let ws = [
+                        wrow(j),
+                        wrow(j + 1),
+                        wrow(j + 2),
+                        wrow(j + 3),
+                        wrow(j + 4),
+                        wrow(j + 5),
+                        wrow(j + 6),
+                        wrow(j + 7),
+                    ];
+                    let o = tile::<1, 8>([row(r)], ws);
+                    y[r * n + j..r * n + j + 8].copy_from_slice(&o[0]);
+                }
+            }
+            for rr in r..r + take {
+                for jj in full..n {
+                    y[rr * n + jj] = dot(row(rr), wrow(jj));
+                }
+            }
+            r += take;
+        }
+        if let Some(b) = bias {
+            for yr in y.chunks_exact_mut(n) {
+                for (o, &bb) in yr.iter_mut().zip(b) {
+                    *o += bb;
+                }
+            }
+        }
+    }
+
+    pub(super) fn gemm_avx2_fma(
+        x: &[f32],
+        w_t: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        k: usize,
+        n: usize,
+    ) {
+        // SAFETY: only called when `fma_available()` found AVX2 and FMA on
+        // this CPU; every memory access inside is a bounds-checked slice.
+        unsafe { gemm_inner(x, w_t, bias, y, k, n) }
+    }
+}
+
+const LANES: usize = 8;
+/// Outputs computed together (each weight row is loaded once per row tile).
+const COLS: usize = 4;
+
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// Dot products of `R` input rows with `COLS` weight rows, 8 lanes wide.
+#[inline(always)]
+fn tile<const R: usize, const FMA: bool>(
+    xs: [&[f32]; R],
+    ws: [&[f32]; COLS],
+    k: usize,
+) -> [[f32; COLS]; R] {
+    let mut acc = [[[0.0f32; LANES]; COLS]; R];
+    let xc: [&[[f32; LANES]]; R] = xs.map(|x| x.as_chunks::<LANES>().0);
+    let wc: [&[[f32; LANES]]; COLS] = ws.map(|w| w.as_chunks::<LANES>().0);
+    let chunks = k / LANES;
+    for c in 0..chunks {
+        for r in 0..R {
+            let xv = &xc[r][c];
+            for j in 0..COLS {
+                let wv = &wc[j][c];
+                for l in 0..LANES {
+                    acc[r][j][l] = madd::<FMA>(xv[l], wv[l], acc[r][j][l]);
+                }
+            }
+        }
+    }
+    let mut out = [[0.0f32; COLS]; R];
+    for r in 0..R {
+        for j in 0..COLS {
+            let mut s = acc[r][j].iter().sum::<f32>();
+            for i in chunks * LANES..k {
+                s = madd::<FMA>(xs[r][i], ws[j][i], s);
+            }
+            out[r][j] = s;
+        }
+    }
+    out
+}
+
+#[inline(always)]
+fn dot<const FMA: bool>(x: &[f32], w: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (xc, xt) = x.as_chunks::<LANES>();
+    let (wc, wt) = w.as_chunks::<LANES>();
+    for (xv, wv) in xc.iter().zip(wc) {
+        for l in 0..LANES {
+            acc[l] = madd::<FMA>(xv[l], wv[l], acc[l]);
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for (a, b) in xt.iter().zip(wt) {
+        s = madd::<FMA>(*a, *b, s);
+    }
+    s
+}
+
+#[inline(always)]
+fn gemm_body<const FMA: bool>(
+    x: &[f32],
+    w_t: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    k: usize,
+    n: usize,
+) {
+    let rows = x.len() / k.max(1);
+    let row = |r: usize| &x[r * k..(r + 1) * k];
+    let wrow = |j: usize| &w_t[j * k..(j + 1) * k];
+    let full = n / COLS * COLS;
+    let mut r = 0;
+    while r < rows {
+        let take = if rows - r >= 2 { 2 } else { 1 };
+        let mut j = 0;
+        while j < full {
+            let ws = [wrow(j), wrow(j + 1), wrow(j + 2), wrow(j + 3)];
+            if take == 2 {
+                let o = tile::<2, FMA>([row(r), row(r + 1)], ws, k);
+                for (rr, vals) in o.iter().enumerate() {
+                    y[(r + rr) * n + j..(r + rr) * n + j + COLS].copy_from_slice(vals);
+                }
+            } else {
+                let o = tile::<1, FMA>([row(r)], ws, k);
+                y[r * n + j..r * n + j + COLS].copy_from_slice(&o[0]);
+            }
+            j += COLS;
+        }
+        for rr in r..r + take {
+            for jj in full..n {
+                y[rr * n + jj] = dot::<FMA>(row(rr), wrow(jj));
+            }
+        }
+        r += take;
+    }
+    if let Some(b) = bias {
+        for yr in y.chunks_exact_mut(n) {
+            for (o, &bb) in yr.iter_mut().zip(b) {
+                *o += bb;
+            }
+        }
+    }
+}
+
+/// Throughput of this engine's matrix kernel on one thread, on a problem that
+/// fits in L1 (GFLOP/s): the practical compute ceiling of one core for these
+/// graphs. `rows` = 1 is the batch-1 case a control loop runs (each weight
+/// is used once per call, so loads bound it); `rows` = 2 reuses each weight.
+pub fn kernel_peak_gflops(rows: usize, duration: std::time::Duration) -> f64 {
+    let (k, n) = (128, 32);
+    let x: Vec<f32> = (0..rows * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 * 0.01).collect();
+    let mut y = vec![0.0f32; rows * n];
+    let fma = fma_available();
+    let start = std::time::Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < duration {
+        for _ in 0..256 {
+            gemm(fma, std::hint::black_box(&x), &w, None, &mut y, k, n);
+            std::hint::black_box(&mut y);
+        }
+        calls += 256;
+    }
+    (2 * rows * k * n) as f64 * calls as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_matches_naive_for_every_shape_and_kernel() {
+        let mut seed = 1u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (rows, k, n) in [(1, 1, 1), (1, 17, 5), (3, 33, 9), (2, 8, 4), (5, 522, 13)] {
+            let x: Vec<f32> = (0..rows * k).map(|_| next()).collect();
+            let w_t: Vec<f32> = (0..n * k).map(|_| next()).collect();
+            let b: Vec<f32> = (0..n).map(|_| next()).collect();
+            let mut want = vec![0.0f32; rows * n];
+            for r in 0..rows {
+                for j in 0..n {
+                    want[r * n + j] =
+                        b[j] + (0..k).map(|i| x[r * k + i] * w_t[j * k + i]).sum::<f32>();
+                }
+            }
+            for fma in [false, fma_available()] {
+                let mut y = vec![0.0f32; rows * n];
+                gemm(fma, &x, &w_t, Some(&b), &mut y, k, n);
+                for (a, e) in y.iter().zip(&want) {
+                    assert!((a - e).abs() < 1e-4, "rows {rows} k {k} n {n}: {a} vs {e}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The ONNX Runtime engine (`--features ort`; ORT_DYLIB_PATH from
+//! `scripts/fetch-onnxruntime.sh`): it matches the trainer's golden outputs
+//! and tract's actions, and a missing library or provider is a clear error.
+#![cfg(feature = "ort")]
+
+use diffbc_runtime::engine::EngineError;
+use diffbc_runtime::{
+    EngineChoice, ExecutionProvider, OnnxModel, Policy, PolicyError, PolicyOptions, SamplerConfig,
+};
+use std::path::{Path, PathBuf};
+
+const ORT: EngineChoice = EngineChoice::Ort(ExecutionProvider::Cpu);
+
+fn model(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models")
+        .join(name)
+}
+
+fn require_library() {
+    assert!(
+        std::env::var_os("ORT_DYLIB_PATH").is_some(),
+        "these tests need ONNX Runtime: export the ORT_DYLIB_PATH that scripts/fetch-onnxruntime.sh prints"
+    );
+}
+
+#[test]
+fn ort_reproduces_the_golden_outputs() {
+    require_library();
+    for name in ["claw", "bench-sieve"] {
+        let dir = model(name);
+        let mut m = OnnxModel::load(&dir, ORT).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(m.engine_name(), "ort-cpu");
+        let (worst, batches) = m.golden_max_diff(&dir).expect("golden");
+        assert!(!batches.is_empty());
+        assert!(worst <= 1e-4, "{name}: ort is off by {worst}");
+    }
+}
+
+#[test]
+fn ort_and_tract_agree_on_act_for_the_same_seed() {
+    require_library();
+    for (name, frame) in [("bench-sieve", 30usize), ("claw", 3 * 64 * 64)] {
+        for s in [
+            SamplerConfig::diffusion_x(8),
+            SamplerConfig::kde(8, 0.1),
+            SamplerConfig::ddim(10),
+        ] {
+            let mut actions = Vec::new();
+            for engine in [EngineChoice::Tract, ORT] {
+                let mut p = Policy::load_with(
+                    &model(name),
+                    &PolicyOptions {
+                        engine,
+                        sampler: Some(s),
+                        seed: 21,
+                        ..PolicyOptions::default()
+                    },
+                )
+                .expect("load");
+                let mut out = Vec::new();
+                for i in 0..3 {
+                    let o: Vec<f32> = (0..frame).map(|j| ((i + j) % 13) as f32 / 13.0).collect();
+                    out.extend_from_slice(p.act(&o).expect("act"));
+                }
+                actions.push(out);
+            }
+            let d = actions[0]
+                .iter()
+                .zip(&actions[1])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                d <= 1e-4,
+                "{name} {}: tract and ort differ by {d}",
+                s.label()
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unavailable_execution_provider_is_an_error_not_a_fallback() {
+    require_library();
+    for provider in [
+        ExecutionProvider::Cuda { device: 0 },
+        ExecutionProvider::TensorRt { device: 0 },
+    ] {
+        match Policy::load(&model("bench-sieve"), EngineChoice::Ort(provider)) {
+            // A GPU build of ONNX Runtime on a machine with the GPU: fine.
+            Ok(p) => assert!(p.engine_name().starts_with("ort-")),
+            Err(PolicyError::Engine(EngineError::Provider {
+                provider: name,
+                message,
+            })) => {
+                assert!(!message.is_empty());
+                assert!(["CUDA", "TensorRT"].contains(&name.as_str()));
+            }
+            Err(e) => panic!("expected a provider error, got: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_missing_library_is_named() {
+    let e = diffbc_runtime::ort_engine::load_library(Path::new(
+        "/nonexistent/libonnxruntime.so.1.31.1",
+    ))
+    .expect_err("no such library");
+    assert!(matches!(e, EngineError::Library(_)));
+    assert!(
+        e.to_string()
+            .contains("/nonexistent/libonnxruntime.so.1.31.1"),
+        "{e}"
+    );
+}
