@@ -60,6 +60,9 @@ pub struct ExportOptions {
     pub golden_batches: Vec<usize>,
     /// Seed of the golden inputs.
     pub seed: u64,
+    /// Overrides the manifest's `provenance.task` (reference models that no
+    /// task trained).
+    pub task_label: Option<String>,
 }
 
 impl Default for ExportOptions {
@@ -69,6 +72,7 @@ impl Default for ExportOptions {
             sampler: SamplerConfig::diffusion_x(8),
             golden_batches: vec![1, 64],
             seed: 0,
+            task_label: None,
         }
     }
 }
@@ -329,7 +333,10 @@ pub fn export_policy<B: Backend>(
         encoder: placeholder.clone(),
         head: placeholder,
         provenance: Provenance {
-            task: spec.config.task.name().into(),
+            task: options
+                .task_label
+                .clone()
+                .unwrap_or_else(|| spec.config.task.name().into()),
             method: spec.config.method.name().into(),
             architecture: architecture(spec),
             training_steps: meta.step,

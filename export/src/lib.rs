@@ -13,10 +13,12 @@
 mod export;
 mod graph;
 mod layers;
+mod reference;
 
 pub use export::{ExportError, ExportOptions, export_checkpoint, export_policy};
 pub use graph::GraphBuilder;
 pub use layers::ToOnnx;
+pub use reference::{Reference, export_reference};
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! Integration tests of the `diffbc` command (one test binary for the whole
 //! workspace). They read the claw scenes from `../shared/data/claw`.
 
+mod bench;
 mod claw;
 mod support;

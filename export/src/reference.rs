@@ -1,0 +1,109 @@
+//! Reference policies with seeded, untrained weights, exported through the
+//! real export path, so that benchmark figures compare across machines and
+//! with other implementations (the weights' values do not change the cost).
+
+use crate::{ExportError, ExportOptions, export_policy};
+use burn::backend::NdArray;
+use burn::prelude::*;
+use diffbc_runtime::manifest::Manifest;
+use diffbc_runtime::{Normalizer, SamplerConfig};
+use diffbc_train::checkpoint::{CHECKPOINT_FORMAT, CheckpointMeta};
+use diffbc_train::config::{Method, TrainConfig};
+use diffbc_train::model::{DenoiserConfig, EncoderConfig, MlpSieveConfig, PolicySpec};
+use diffbc_train::task::{ObsSpec, TaskKind};
+use std::path::Path;
+
+/// The reference policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    /// Kitchen-sized: observation 30 plus 2 previous frames, action 9, MLP
+    /// encoder (hidden 256, embedding 128 per frame), MLP Sieve (embedding
+    /// 128, hidden 512), T = 50.
+    BenchSieve,
+}
+
+impl std::str::FromStr for Reference {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|r| r.name()).collect();
+                format!("unknown reference model {s:?}; expected one of {names:?}")
+            })
+    }
+}
+
+impl Reference {
+    /// Every reference policy.
+    pub const ALL: [Self; 1] = [Self::BenchSieve];
+
+    /// Folder name under `models/`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BenchSieve => "bench-sieve",
+        }
+    }
+
+    /// The network and data shapes.
+    pub fn spec(self) -> PolicySpec {
+        match self {
+            Self::BenchSieve => {
+                let mut config = TrainConfig::for_task(TaskKind::Claw, Method::Diffusion);
+                config.encoder = EncoderConfig::Mlp {
+                    hidden: 256,
+                    embed: 128,
+                };
+                config.denoiser = DenoiserConfig::MlpSieve(MlpSieveConfig {
+                    embed: 128,
+                    hidden: 512,
+                    time_frequency: 1.0,
+                });
+                config.history = 2;
+                config.diffusion.steps = 50;
+                config.optim.steps = 0;
+                PolicySpec {
+                    config,
+                    obs: ObsSpec::Vector { dim: 30 },
+                    action_dim: 9,
+                }
+            }
+        }
+    }
+}
+
+/// Build `reference` with weights drawn from `seed` and export it to `out`.
+pub fn export_reference(
+    reference: Reference,
+    out: &Path,
+    seed: u64,
+    force: bool,
+) -> Result<Manifest, ExportError> {
+    let spec = reference.spec();
+    let device = Default::default();
+    <NdArray<f32> as Backend>::seed(&device, seed);
+    let policy = spec.init::<NdArray<f32>>(&device);
+    let meta = CheckpointMeta {
+        format_version: CHECKPOINT_FORMAT,
+        crate_version: env!("CARGO_PKG_VERSION").into(),
+        step: 0,
+        obs: spec.obs,
+        action_dim: spec.action_dim,
+        obs_normalizer: Normalizer::identity(spec.obs.len()),
+        action_normalizer: Normalizer::identity(spec.action_dim),
+        train_loss: 0.0,
+    };
+    let options = ExportOptions {
+        force,
+        sampler: SamplerConfig::diffusion_x(8),
+        golden_batches: vec![1, 8],
+        seed,
+        task_label: Some(format!(
+            "reference {} (seeded weights, untrained)",
+            reference.name()
+        )),
+    };
+    export_policy(&spec, &meta, &policy, out, &options, &device)
+}

@@ -1,0 +1,210 @@
+//! `diffbc bench <model-dir>`: latency and throughput of `Policy::act` at
+//! batch 1 for each engine × sampler × thread count, with FLOPs counted from
+//! the graphs, and allocations per action counted by the binary's allocator.
+
+use crate::alloc_count;
+use anyhow::Result;
+use diffbc_runtime::policy::flops_per_decision;
+use diffbc_runtime::{EngineChoice, Policy, PolicyOptions, SamplerConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// One row of the table (and one JSON record).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRecord {
+    /// Engine name.
+    pub engine: String,
+    /// Sampler label.
+    pub sampler: String,
+    /// Threads the engine may use.
+    pub threads: usize,
+    /// Network evaluations per action.
+    pub network_calls: usize,
+    /// Rows per network evaluation (KDE candidates, ×2 with guidance).
+    pub batch: usize,
+    /// Decisions per second.
+    pub actions_per_s: f64,
+    /// Median latency of one `act`, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: f64,
+    /// Achieved GFLOP/s (FLOPs per action × actions/s).
+    pub gflops: Option<f64>,
+    /// FLOPs of one action, counted from the graphs.
+    pub flops_per_action: Option<u64>,
+    /// Heap allocations per `act` at steady state.
+    pub allocs_per_act: f64,
+    /// Timed actions.
+    pub iterations: usize,
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchPlan {
+    /// Engines, in table order.
+    pub engines: Vec<EngineChoice>,
+    /// Thread counts.
+    pub threads: Vec<usize>,
+    /// Samplers.
+    pub samplers: Vec<SamplerConfig>,
+    /// Timed seconds per row (after warm-up).
+    pub seconds: f64,
+    /// Fewest timed actions per row.
+    pub min_iterations: usize,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Measure one row.
+fn measure(
+    dir: &Path,
+    engine: EngineChoice,
+    threads: usize,
+    sampler: SamplerConfig,
+    plan: &BenchPlan,
+) -> Result<BenchRecord> {
+    let mut policy = Policy::load_with(
+        dir,
+        &PolicyOptions {
+            engine,
+            threads,
+            sampler: Some(sampler),
+            seed: 0,
+        },
+    )?;
+    let manifest = policy.manifest().clone();
+    let schedule = diffbc_runtime::policy::read_manifest(dir)?.1;
+    let flops = flops_per_decision(dir, &manifest, &schedule, &sampler);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let f = policy.frame_len();
+    let observations: Vec<Vec<f32>> = (0..16)
+        .map(|_| (0..f).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect();
+    // Warm-up: buffers, caches, thread pools.
+    let warm = Instant::now();
+    let mut i = 0;
+    while i < 3 || (warm.elapsed() < Duration::from_millis(200) && i < 200) {
+        policy.act(&observations[i % observations.len()])?;
+        i += 1;
+    }
+    let mut times = Vec::with_capacity(plan.min_iterations.max(1024));
+    let allocs_before = alloc_count::allocations();
+    let start = Instant::now();
+    let budget = Duration::from_secs_f64(plan.seconds);
+    let mut n = 0;
+    while n < plan.min_iterations || start.elapsed() < budget {
+        let t = Instant::now();
+        let a = policy.act(&observations[n % observations.len()])?;
+        std::hint::black_box(a);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+        n += 1;
+        if times.len() == times.capacity() {
+            // Keep the vector's growth out of the allocation count.
+            break;
+        }
+    }
+    let total = start.elapsed().as_secs_f64();
+    let allocs = alloc_count::allocations() - allocs_before;
+    times.sort_by(f64::total_cmp);
+    let actions_per_s = n as f64 / total;
+    Ok(BenchRecord {
+        engine: policy.engine_name(),
+        sampler: sampler.label(),
+        threads,
+        network_calls: sampler.network_calls(&schedule),
+        batch: sampler.rows_per_decision(),
+        actions_per_s,
+        p50_us: percentile(&times, 0.5),
+        p99_us: percentile(&times, 0.99),
+        gflops: flops.map(|f| f as f64 * actions_per_s / 1e9),
+        flops_per_action: flops,
+        allocs_per_act: allocs as f64 / n as f64,
+        iterations: n,
+    })
+}
+
+/// Run every row of `plan`; rows that cannot run (a missing engine) are
+/// reported and skipped.
+pub fn run(dir: &Path, plan: &BenchPlan) -> Result<Vec<BenchRecord>> {
+    // Fail early, naming the file, when `dir` is not a policy folder.
+    diffbc_runtime::policy::read_manifest(dir)?;
+    let mut records = Vec::new();
+    let mut last_error = None;
+    'engines: for &engine in &plan.engines {
+        for &threads in &plan.threads {
+            if engine == EngineChoice::Native && threads > 1 {
+                tracing::info!("native engine: single-threaded by design; no {threads}-thread row");
+                continue;
+            }
+            for &sampler in &plan.samplers {
+                match measure(dir, engine, threads, sampler, plan) {
+                    Ok(r) => {
+                        tracing::info!(
+                            "{} {} threads={}: {:.1} actions/s",
+                            r.engine,
+                            r.sampler,
+                            r.threads,
+                            r.actions_per_s
+                        );
+                        records.push(r);
+                    }
+                    Err(e) => {
+                        tracing::warn!("{engine} skipped: {e:#}");
+                        last_error = Some(e);
+                        continue 'engines;
+                    }
+                }
+            }
+        }
+    }
+    match (records.is_empty(), last_error) {
+        (true, Some(e)) => Err(e),
+        _ => Ok(records),
+    }
+}
+
+/// The table as Markdown.
+pub fn markdown(records: &[BenchRecord], peak_gflops: f64) -> String {
+    let mut s = String::from(
+        "| engine | sampler | threads | net calls × rows | actions/s | p50 µs | p99 µs | MFLOP/action | GFLOP/s | % of batch-1 ceiling | allocs/act |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in records {
+        let (mflop, gf, pct) = match (r.flops_per_action, r.gflops) {
+            (Some(f), Some(g)) => (
+                format!("{:.1}", f as f64 / 1e6),
+                format!("{g:.2}"),
+                if r.batch == 1 {
+                    format!("{:.0} %", 100.0 * g / (peak_gflops * r.threads as f64))
+                } else {
+                    "batched".into()
+                },
+            ),
+            _ => ("n/a".into(), "n/a".into(), "n/a".into()),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} × {} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {:.1} |\n",
+            r.engine,
+            r.sampler,
+            r.threads,
+            r.network_calls,
+            r.batch,
+            r.actions_per_s,
+            r.p50_us,
+            r.p99_us,
+            mflop,
+            gf,
+            pct,
+            r.allocs_per_act
+        ));
+    }
+    s
+}

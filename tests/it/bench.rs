@@ -1,0 +1,80 @@
+//! `diffbc bench`: the table and its JSON records, measured on the shipped
+//! reference policy.
+
+use crate::support::{error_line, ok};
+use std::path::Path;
+
+fn bench_sieve() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/bench-sieve")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn bench_prints_a_table_and_writes_json_records() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let json = dir.path().join("bench.json");
+    let model = bench_sieve();
+    let out = ok(&[
+        "bench",
+        &model,
+        "--engine",
+        "native",
+        "--engine",
+        "tract",
+        "--threads",
+        "1",
+        "--sampler",
+        "diffusion-x",
+        "--sampler",
+        "ddim",
+        "--seconds",
+        "0.05",
+        "--min-iterations",
+        "3",
+        "--json",
+        json.to_str().expect("utf-8"),
+    ]);
+    assert!(out.contains("| engine | sampler | threads |"), "{out}");
+    assert!(out.contains("250 actions/s target"), "{out}");
+    let records: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    assert_eq!(records.len(), 4, "2 engines x 2 samplers: {records:?}");
+    for r in &records {
+        for key in [
+            "engine",
+            "sampler",
+            "threads",
+            "actions_per_s",
+            "p50_us",
+            "p99_us",
+            "gflops",
+        ] {
+            assert!(r.get(key).is_some(), "{key} missing in {r}");
+        }
+        assert!(r["actions_per_s"].as_f64().expect("number") > 0.0);
+        assert!(r["p99_us"].as_f64() >= r["p50_us"].as_f64());
+        assert!(r["gflops"].as_f64().expect("FLOPs counted") > 0.0);
+        assert_eq!(r["threads"], 1);
+    }
+    let native: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["engine"] == "native").collect();
+    assert_eq!(native.len(), 2);
+    for r in native {
+        assert_eq!(r["allocs_per_act"], 0.0, "native allocated: {r}");
+    }
+    // Diffusion-X (T=50, M=8) is 58 network calls, DDIM(S=10) is 10.
+    let calls: Vec<u64> = records
+        .iter()
+        .map(|r| r["network_calls"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(calls.contains(&58) && calls.contains(&10), "{calls:?}");
+}
+
+#[test]
+fn bench_refuses_a_folder_that_is_not_a_policy() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = error_line(&["bench", dir.path().to_str().expect("utf-8")]);
+    assert!(e.contains("manifest.json"), "{e}");
+}
