@@ -174,6 +174,9 @@ struct SamplerArgs {
     /// DDIM steps S.
     #[arg(long, default_value_t = 10)]
     ddim_steps: usize,
+    /// Diffusion-X steps after DDIM (0 = plain DDIM).
+    #[arg(long, default_value_t = 0)]
+    ddim_extra_steps: usize,
     /// Classifier-free guidance weight w.
     #[arg(long, default_value_t = 0.0)]
     guidance: f32,
@@ -193,7 +196,10 @@ impl SamplerArgs {
                     SamplerKindArg::Ddpm => SamplerConfig::ddpm(),
                     SamplerKindArg::DiffusionX => SamplerConfig::diffusion_x(self.extra_steps),
                     SamplerKindArg::Kde => SamplerConfig::kde(self.candidates, self.bandwidth),
-                    SamplerKindArg::Ddim => SamplerConfig::ddim(self.ddim_steps),
+                    SamplerKindArg::Ddim => SamplerConfig {
+                        extra_steps: self.ddim_extra_steps,
+                        ..SamplerConfig::ddim(self.ddim_steps)
+                    },
                 }
                 .with_guidance(self.guidance)
             })
