@@ -50,6 +50,50 @@ enum Command {
     Bench(BenchArgs),
     /// Export a reference policy with seeded weights (e.g. models/bench-sieve).
     Reference(ReferenceArgs),
+    /// The emulated arm firmware on a pseudo-terminal (prints the path to open).
+    SimArm(SimArmArgs),
+    /// Drive an arm (real or emulated) with an exported policy over a serial port.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct SimArmArgs {
+    /// Stable path for hosts to open (a symlink to the pty slave).
+    #[arg(long, default_value = "/tmp/diffbc-arm")]
+    link: PathBuf,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    seconds: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Exported policy folder.
+    model: PathBuf,
+    /// Serial port (e.g. /dev/ttyACM0, or the path `diffbc sim-arm` printed).
+    #[arg(long)]
+    port: String,
+    /// Baud rate (ignored by pseudo-terminals).
+    #[arg(long, default_value_t = 1_000_000)]
+    baud: u32,
+    /// Control rate (Hz, up to 500).
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Largest change of a joint target per tick relative to the measured position (rad).
+    #[arg(long, default_value_t = 0.2)]
+    max_step: f32,
+    /// Engine (native allocates nothing at steady state; tract, ort-cpu, ort-cuda[:N], …).
+    #[arg(long, default_value = "native")]
+    engine: diffbc_runtime::EngineChoice,
+    /// Noise seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sampler (default: the manifest's).
+    #[command(flatten)]
+    sampler: SamplerArgs,
 }
 
 #[derive(Args, Debug)]
@@ -341,7 +385,81 @@ fn main() -> Result<()> {
         Command::Export(a) => cmd_export(a),
         Command::Bench(a) => cmd_bench(a),
         Command::Reference(a) => cmd_reference(a),
+        Command::SimArm(a) => cmd_sim_arm(a),
+        Command::Run(a) => cmd_run(a),
     }
+}
+
+/// A flag set by Ctrl-C (SIGINT) or SIGTERM.
+fn interrupt_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone()).context("installing the Ctrl-C handler")?;
+    }
+    Ok(flag)
+}
+
+fn cmd_sim_arm(a: SimArmArgs) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let stop = interrupt_flag()?;
+    let config = diffbc_bridge::SimConfig::default_arm();
+    let sim = diffbc_bridge::spawn_pty(config.clone(), &a.link)
+        .with_context(|| format!("opening a pseudo-terminal at {}", a.link.display()))?;
+    println!("{}", sim.path.display());
+    tracing::info!(
+        joints = config.joints(),
+        targets = config.targets.len(),
+        "emulated arm ready at {} (Ctrl-C to stop)",
+        sim.path.display()
+    );
+    let start = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed)
+        && a.seconds.is_none_or(|s| start.elapsed().as_secs_f64() < s)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let received = sim.shared.commands.lock().map(|c| c.len()).unwrap_or(0);
+    let reached = sim.shared.reached.load(Ordering::Relaxed);
+    sim.shutdown();
+    println!("commands received: {received}; targets reached (bits): {reached:b}");
+    Ok(())
+}
+
+fn cmd_run(a: RunArgs) -> Result<()> {
+    let stop = interrupt_flag()?;
+    let sampler = (!a.sampler.samplers.is_empty()).then(|| a.sampler.configs(&[])[0]);
+    let policy = diffbc_runtime::Policy::load_with(
+        &a.model,
+        &diffbc_runtime::PolicyOptions {
+            engine: a.engine,
+            sampler,
+            seed: a.seed,
+            ..Default::default()
+        },
+    )?;
+    tracing::info!(
+        "policy {} on {} with {}",
+        a.model.display(),
+        policy.engine_name(),
+        policy.sampler_config().label()
+    );
+    let mut controller = diffbc_bridge::policy::PolicyController::new(policy);
+    let config = diffbc_bridge::LoopConfig {
+        rate_hz: a.rate,
+        duration: a.seconds.map(std::time::Duration::from_secs_f64),
+        max_step: a.max_step,
+        ..Default::default()
+    };
+    let mut bridge = diffbc_bridge::Bridge::connect(&a.port, a.baud, config.handshake_timeout)?;
+    let report = bridge.run(&mut controller, &config, &stop);
+    print!("{}", report.stats.markdown());
+    if let Some(t) = &report.last_telemetry {
+        println!(
+            "last positions: {:?}; task channels: {:?}",
+            t.positions, t.extra
+        );
+    }
+    report.outcome.map_err(anyhow::Error::msg)
 }
 
 fn train_on_device(

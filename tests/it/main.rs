@@ -3,4 +3,5 @@
 
 mod bench;
 mod claw;
+mod hil;
 mod support;

@@ -1,0 +1,650 @@
+//! The host side: open a serial port, handshake, and run the fixed-rate
+//! control loop (latest telemetry → controller → safety layer → command).
+//!
+//! The controller runs on its own thread. Each tick the loop hands it the
+//! newest telemetry and waits at most `deadline` for the action; a late
+//! action is counted as a miss and the last safe command is sent again, so
+//! inference never stalls the loop. At steady state the loop allocates
+//! nothing: frames are encoded into a stack buffer, statistics go into
+//! histograms sized at start, and the command log is reserved for the run.
+
+use crate::safety::{SafetyError, SafetyLayer};
+use crate::stats::{Histogram, RunStats};
+use diffbc_protocol::{
+    Command, Decoder, FaultCode, Frame, Handshake, Joints, MAX_FRAME, MAX_JOINTS, PROTOCOL_VERSION,
+    StopReason, Telemetry, encode,
+};
+use serialport::SerialPort;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Why the bridge stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The port could not be opened.
+    #[error("{port}: cannot open: {cause}")]
+    Open {
+        /// The port path.
+        port: String,
+        /// Why.
+        cause: String,
+    },
+    /// Reading or writing failed and reconnecting did not succeed in time.
+    #[error("{port}: the device is gone ({cause}); reconnecting failed for {waited_ms} ms")]
+    Vanished {
+        /// The port path.
+        port: String,
+        /// The last I/O error.
+        cause: String,
+        /// How long reconnecting was tried.
+        waited_ms: u64,
+    },
+    /// No handshake came back.
+    #[error("{port}: no handshake within {ms} ms (is it the arm, at the right baud rate?)")]
+    NoHandshake {
+        /// The port path.
+        port: String,
+        /// The timeout.
+        ms: u64,
+    },
+    /// The device speaks another protocol version or rejected ours.
+    #[error("{port}: protocol mismatch: {message}")]
+    Protocol {
+        /// The port path.
+        port: String,
+        /// Details.
+        message: String,
+    },
+    /// The configuration does not fit the device.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// No telemetry arrived for too long; a stop frame was sent.
+    #[error("the device went silent: no telemetry for {ms} ms; stop sent")]
+    Silent {
+        /// Milliseconds since the last telemetry.
+        ms: u64,
+    },
+    /// The device reported a fault; a stop frame was sent.
+    #[error("the device reported {code:?} (joint {joint}, detail {detail}); stop sent")]
+    DeviceFault {
+        /// The fault.
+        code: FaultCode,
+        /// Joint, 255 for none.
+        joint: u8,
+        /// Detail.
+        detail: u32,
+    },
+    /// The controller failed; a stop frame was sent.
+    #[error("controller: {0}; stop sent")]
+    Controller(String),
+}
+
+/// Turns telemetry into joint targets. Runs on its own thread.
+pub trait Controller: Send {
+    /// Called once after the handshake; refuse a device the controller cannot drive.
+    fn start(&mut self, handshake: &Handshake) -> Result<(), String> {
+        let _ = handshake;
+        Ok(())
+    }
+
+    /// Write the action for `telemetry` into `action` (one target per joint).
+    fn act(&mut self, telemetry: &Telemetry, action: &mut [f32]) -> Result<(), String>;
+}
+
+/// Reconnection after the port vanishes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reconnect {
+    /// First back-off.
+    pub initial: Duration,
+    /// Largest back-off.
+    pub max: Duration,
+    /// Give up after this long.
+    pub give_up_after: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(500),
+            give_up_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The control loop's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopConfig {
+    /// Control rate (Hz), 1–500 and at most the device's maximum.
+    pub rate_hz: f64,
+    /// Stop after this long (None = until stopped).
+    pub duration: Option<Duration>,
+    /// Fraction of the period the controller may take before the tick
+    /// counts as missed.
+    pub deadline_fraction: f64,
+    /// No telemetry for this long: stop.
+    pub telemetry_timeout: Duration,
+    /// Largest change of a target per tick relative to the measured position (rad).
+    pub max_step: f32,
+    /// After a vanished port.
+    pub reconnect: Reconnect,
+    /// Handshake timeout.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        Self {
+            rate_hz: 50.0,
+            duration: None,
+            deadline_fraction: 0.6,
+            telemetry_timeout: Duration::from_millis(200),
+            max_step: 0.2,
+            reconnect: Reconnect::default(),
+            handshake_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One command as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedCommand {
+    /// The command.
+    pub command: Command,
+    /// When it was written (since the loop started).
+    pub at: Duration,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Statistics.
+    pub stats: RunStats,
+    /// Every command sent, in order.
+    pub log: Vec<LoggedCommand>,
+    /// The last telemetry received.
+    pub last_telemetry: Option<Telemetry>,
+    /// How the run ended (Ok) or the error that stopped it.
+    pub outcome: Result<(), String>,
+}
+
+/// A connected arm.
+pub struct Bridge {
+    path: String,
+    baud: u32,
+    port: Box<dyn SerialPort>,
+    decoder: Decoder,
+    handshake: Handshake,
+    rx: [u8; 1024],
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("path", &self.path)
+            .field("handshake", &self.handshake)
+            .finish()
+    }
+}
+
+fn open(path: &str, baud: u32) -> Result<Box<dyn SerialPort>, BridgeError> {
+    serialport::new(path, baud)
+        .timeout(Duration::from_millis(5))
+        .open()
+        .map_err(|e| BridgeError::Open {
+            port: path.into(),
+            cause: e.to_string(),
+        })
+}
+
+fn write_frame(port: &mut dyn SerialPort, frame: &Frame) -> std::io::Result<()> {
+    let mut buf = [0u8; MAX_FRAME];
+    let n = encode(frame, &mut buf).map_err(|e| std::io::Error::other(e.to_string()))?;
+    port.write_all(&buf[..n])?;
+    port.flush()
+}
+
+fn handshake(
+    path: &str,
+    port: &mut dyn SerialPort,
+    decoder: &mut Decoder,
+    timeout: Duration,
+) -> Result<Handshake, BridgeError> {
+    let io = |e: std::io::Error| BridgeError::Open {
+        port: path.into(),
+        cause: e.to_string(),
+    };
+    decoder.reset();
+    let _ = port.clear(serialport::ClearBuffer::Input);
+    write_frame(
+        port,
+        &Frame::Hello {
+            protocol: PROTOCOL_VERSION,
+        },
+    )
+    .map_err(io)?;
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    let mut resent = Instant::now();
+    while start.elapsed() < timeout {
+        let n = match port.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => 0,
+            Err(e) => return Err(io(e)),
+        };
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let (f, tail) = decoder.feed(rest);
+            rest = tail;
+            match f {
+                Some(Ok(Frame::Handshake(h))) if h.protocol == PROTOCOL_VERSION => return Ok(h),
+                Some(Ok(Frame::Handshake(h))) => {
+                    return Err(BridgeError::Protocol {
+                        port: path.into(),
+                        message: format!("device speaks {}, host {PROTOCOL_VERSION}", h.protocol),
+                    });
+                }
+                Some(Ok(Frame::Fault(f))) if f.code == FaultCode::VersionMismatch => {
+                    return Err(BridgeError::Protocol {
+                        port: path.into(),
+                        message: format!("device rejected host version {PROTOCOL_VERSION}"),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if resent.elapsed() > Duration::from_millis(200) {
+            resent = Instant::now();
+            write_frame(
+                port,
+                &Frame::Hello {
+                    protocol: PROTOCOL_VERSION,
+                },
+            )
+            .map_err(io)?;
+        }
+    }
+    Err(BridgeError::NoHandshake {
+        port: path.into(),
+        ms: timeout.as_millis() as u64,
+    })
+}
+
+/// Sleep until `deadline`: coarse sleep, then spin the last stretch.
+fn sleep_until(start: Instant, deadline: Duration) {
+    const SPIN: Duration = Duration::from_micros(400);
+    loop {
+        let now = start.elapsed();
+        if now >= deadline {
+            return;
+        }
+        let left = deadline - now;
+        if left > SPIN {
+            std::thread::sleep(left - SPIN);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+struct Action {
+    values: [f32; MAX_JOINTS],
+    error: Option<String>,
+}
+
+impl Bridge {
+    /// Open `path` at `baud` and handshake.
+    pub fn connect(path: &str, baud: u32, timeout: Duration) -> Result<Self, BridgeError> {
+        let mut port = open(path, baud)?;
+        let mut decoder = Decoder::new();
+        let handshake = handshake(path, port.as_mut(), &mut decoder, timeout)?;
+        tracing::info!(
+            port = path,
+            joints = handshake.joints.len(),
+            max_rate_hz = handshake.max_rate_hz,
+            watchdog_ms = handshake.watchdog_ms,
+            "arm connected"
+        );
+        Ok(Self {
+            path: path.into(),
+            baud,
+            port,
+            decoder,
+            handshake,
+            rx: [0; 1024],
+        })
+    }
+
+    /// What the device reported at connection.
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    /// Send a stop frame (best effort).
+    pub fn stop(&mut self, reason: StopReason) {
+        let _ = write_frame(self.port.as_mut(), &Frame::Stop { reason });
+    }
+
+    /// Reopen the port with back-off and handshake again.
+    fn reconnect(&mut self, policy: &Reconnect, cause: &str) -> Result<(), BridgeError> {
+        let start = Instant::now();
+        let mut wait = policy.initial;
+        loop {
+            std::thread::sleep(wait);
+            if let Ok(mut port) = open(&self.path, self.baud)
+                && let Ok(h) = handshake(
+                    &self.path,
+                    port.as_mut(),
+                    &mut self.decoder,
+                    Duration::from_millis(500),
+                )
+            {
+                if h.joints.len() != self.handshake.joints.len() {
+                    return Err(BridgeError::Protocol {
+                        port: self.path.clone(),
+                        message: format!(
+                            "after reconnecting the device has {} joints, before {}",
+                            h.joints.len(),
+                            self.handshake.joints.len()
+                        ),
+                    });
+                }
+                self.port = port;
+                tracing::warn!(port = %self.path, after_ms = start.elapsed().as_millis() as u64, "reconnected");
+                return Ok(());
+            }
+            if start.elapsed() > policy.give_up_after {
+                return Err(BridgeError::Vanished {
+                    port: self.path.clone(),
+                    cause: cause.into(),
+                    waited_ms: start.elapsed().as_millis() as u64,
+                });
+            }
+            wait = (wait * 2).min(policy.max);
+        }
+    }
+
+    /// Run the control loop until `config.duration` passes, `stop` is set, or
+    /// an error; a stop frame is sent in every case.
+    pub fn run<C: Controller>(
+        &mut self,
+        controller: &mut C,
+        config: &LoopConfig,
+        stop: &AtomicBool,
+    ) -> RunReport {
+        let mut stats = RunStats::new();
+        let mut log = Vec::new();
+        let mut last = None;
+        let outcome = self.run_inner(controller, config, stop, &mut stats, &mut log, &mut last);
+        let reason = match &outcome {
+            Ok(()) if stop.load(Ordering::Relaxed) => StopReason::Operator,
+            Ok(()) => StopReason::EndOfRun,
+            Err(BridgeError::DeviceFault { .. }) => StopReason::DeviceFault,
+            Err(_) => StopReason::HostError,
+        };
+        self.stop(reason);
+        stats.finish();
+        RunReport {
+            stats,
+            log,
+            last_telemetry: last,
+            outcome: outcome.map_err(|e| e.to_string()),
+        }
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn run_inner<C: Controller>(
+        &mut self,
+        controller: &mut C,
+        config: &LoopConfig,
+        stop: &AtomicBool,
+        stats: &mut RunStats,
+        log: &mut Vec<LoggedCommand>,
+        last: &mut Option<Telemetry>,
+    ) -> Result<(), BridgeError> {
+        let h = self.handshake.clone();
+        let joints = h.joints.len();
+        if !(1.0..=500.0).contains(&config.rate_hz) || config.rate_hz > f64::from(h.max_rate_hz) {
+            return Err(BridgeError::Config(format!(
+                "rate {} Hz is outside 1..=min(500, device max {})",
+                config.rate_hz, h.max_rate_hz
+            )));
+        }
+        controller.start(&h).map_err(BridgeError::Controller)?;
+        let safety = SafetyLayer::new(&h.joints, config.max_step);
+        let period = Duration::from_secs_f64(1.0 / config.rate_hz);
+        let deadline = period.mul_f64(config.deadline_fraction.clamp(0.05, 0.95));
+        if let Some(d) = config.duration {
+            log.reserve((d.as_secs_f64() * config.rate_hz) as usize + 8);
+        }
+        let mut rtt = Histogram::new();
+        let mut sent_at = [Duration::ZERO; 256];
+
+        std::thread::scope(|scope| -> Result<(), BridgeError> {
+            let (to_worker, worker_rx) = mpsc::sync_channel::<Telemetry>(1);
+            let (worker_tx, from_worker) = mpsc::sync_channel::<Action>(1);
+            scope.spawn(move || {
+                while let Ok(t) = worker_rx.recv() {
+                    let mut values = [0.0; MAX_JOINTS];
+                    let error = controller.act(&t, &mut values[..joints]).err();
+                    if worker_tx.send(Action { values, error }).is_err() {
+                        break;
+                    }
+                }
+            });
+            let start = Instant::now();
+            // Wait for the first telemetry to know where the arm is.
+            let mut latest: Option<Telemetry> = None;
+            let mut last_telemetry_at = start.elapsed();
+            while latest.is_none() {
+                self.poll(stats, &mut latest, &mut rtt, &sent_at, start)?;
+                if latest.is_none() {
+                    if start.elapsed() > config.telemetry_timeout {
+                        return Err(BridgeError::Silent {
+                            ms: start.elapsed().as_millis() as u64,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let mut safe: [f32; MAX_JOINTS] = [0.0; MAX_JOINTS];
+            if let Some(t) = &latest {
+                safe[..joints].copy_from_slice(&t.positions[..joints]);
+            }
+            let mut measured = [0.0f32; MAX_JOINTS];
+            let mut busy = false;
+            let mut seq: u32 = 0;
+            let mut tick: u64 = 0;
+            let mut fresh = true;
+            let t0 = start.elapsed();
+            loop {
+                let scheduled = t0 + period.mul_f64(tick as f64);
+                sleep_until(start, scheduled);
+                let now = start.elapsed();
+                stats.jitter.record(now.saturating_sub(scheduled));
+                tick += 1;
+                stats.ticks += 1;
+                if stop.load(Ordering::Relaxed) || config.duration.is_some_and(|d| now - t0 >= d) {
+                    return Ok(());
+                }
+                // 1. Latest telemetry (reconnecting if the port vanished).
+                match self.poll(stats, &mut latest, &mut rtt, &sent_at, start) {
+                    Ok(got) => {
+                        if got {
+                            last_telemetry_at = now;
+                            fresh = true;
+                        }
+                    }
+                    Err(BridgeError::Vanished { cause, .. }) => {
+                        self.reconnect(&config.reconnect, &cause)?;
+                        stats.reconnects += 1;
+                        last_telemetry_at = start.elapsed();
+                        // The arm may have moved or reset: hold where it is.
+                        latest = None;
+                        while latest.is_none() {
+                            self.poll(stats, &mut latest, &mut rtt, &sent_at, start)?;
+                            if start.elapsed() - last_telemetry_at > config.telemetry_timeout {
+                                return Err(BridgeError::Silent {
+                                    ms: (start.elapsed() - last_telemetry_at).as_millis() as u64,
+                                });
+                            }
+                        }
+                        if let Some(t) = &latest {
+                            safe[..joints].copy_from_slice(&t.positions[..joints]);
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                let silent_for = now.saturating_sub(last_telemetry_at);
+                if silent_for > config.telemetry_timeout {
+                    return Err(BridgeError::Silent {
+                        ms: silent_for.as_millis() as u64,
+                    });
+                }
+                let Some(t) = &latest else { continue };
+                measured[..joints].copy_from_slice(&t.positions[..joints]);
+                // 2. Inference on the worker, bounded by the deadline.
+                if !busy && fresh && to_worker.try_send(t.clone()).is_ok() {
+                    busy = true;
+                    fresh = false;
+                }
+                let mut action = None;
+                if busy {
+                    let wait = (scheduled + deadline).saturating_sub(start.elapsed());
+                    match from_worker.recv_timeout(wait) {
+                        Ok(a) => {
+                            busy = false;
+                            action = Some(a);
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => stats.missed_deadlines += 1,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            return Err(BridgeError::Controller(
+                                "the controller thread ended".into(),
+                            ));
+                        }
+                    }
+                }
+                // 3. Safety layer; hold the last safe command otherwise.
+                if let Some(a) = action {
+                    if let Some(e) = a.error {
+                        return Err(BridgeError::Controller(e));
+                    }
+                    let mut out = [0.0f32; MAX_JOINTS];
+                    match safety.apply(&measured[..joints], &a.values[..joints], &mut out[..joints])
+                    {
+                        Ok(c) => {
+                            stats.clamped_limit += u64::from(c.limit);
+                            stats.clamped_step += u64::from(c.step);
+                            safe = out;
+                        }
+                        Err(SafetyError::NonFinite { .. } | SafetyError::Joints { .. }) => {
+                            stats.rejected_actions += 1;
+                        }
+                    }
+                }
+                // 4. Command.
+                seq = seq.wrapping_add(1);
+                let mut targets = Joints::new();
+                for &v in &safe[..joints] {
+                    let _ = targets.push(v);
+                }
+                let command = Command { seq, targets };
+                match write_frame(self.port.as_mut(), &Frame::Command(command.clone())) {
+                    Ok(()) => {
+                        stats.frames_sent += 1;
+                        sent_at[(seq % 256) as usize] = start.elapsed();
+                        log.push(LoggedCommand {
+                            command,
+                            at: start.elapsed(),
+                        });
+                    }
+                    Err(e) => {
+                        self.reconnect(&config.reconnect, &e.to_string())?;
+                        stats.reconnects += 1;
+                        last_telemetry_at = start.elapsed();
+                    }
+                }
+                *last = latest.clone();
+            }
+        })
+        .inspect(|()| stats.rtt = rtt.clone())
+        .inspect_err(|_| stats.rtt = rtt.clone())
+    }
+
+    /// Drain the port; keep the newest telemetry. Ok(true) if telemetry arrived.
+    fn poll(
+        &mut self,
+        stats: &mut RunStats,
+        latest: &mut Option<Telemetry>,
+        rtt: &mut Histogram,
+        sent_at: &[Duration; 256],
+        start: Instant,
+    ) -> Result<bool, BridgeError> {
+        let vanished = |e: String, path: &str| BridgeError::Vanished {
+            port: path.into(),
+            cause: e,
+            waited_ms: 0,
+        };
+        let mut got = false;
+        loop {
+            let avail = self
+                .port
+                .bytes_to_read()
+                .map_err(|e| vanished(e.to_string(), &self.path))? as usize;
+            if avail == 0 {
+                return Ok(got);
+            }
+            let n = self
+                .port
+                .read(&mut self.rx[..avail.min(1024)])
+                .map_err(|e| vanished(e.to_string(), &self.path))?;
+            if n == 0 {
+                return Err(vanished("end of file".into(), &self.path));
+            }
+            let mut rest = &self.rx[..n];
+            while !rest.is_empty() {
+                let (f, tail) = self.decoder.feed(rest);
+                rest = tail;
+                match f {
+                    Some(Ok(Frame::Telemetry(t))) => {
+                        stats.frames_received += 1;
+                        if t.positions.len() < self.handshake.joints.len() {
+                            stats.frames_bad += 1;
+                            continue;
+                        }
+                        let acked = sent_at[(t.last_command_seq % 256) as usize];
+                        if t.last_command_seq != 0 && acked > Duration::ZERO {
+                            let age = start.elapsed().saturating_sub(acked);
+                            if age < Duration::from_millis(250)
+                                && latest
+                                    .as_ref()
+                                    .is_none_or(|l| l.last_command_seq != t.last_command_seq)
+                            {
+                                rtt.record(age);
+                            }
+                        }
+                        *latest = Some(t);
+                        got = true;
+                    }
+                    Some(Ok(Frame::Fault(f))) => {
+                        stats.frames_received += 1;
+                        return Err(BridgeError::DeviceFault {
+                            code: f.code,
+                            joint: f.joint,
+                            detail: f.detail,
+                        });
+                    }
+                    Some(Ok(_)) => stats.frames_received += 1,
+                    Some(Err(e)) => {
+                        stats.frames_bad += 1;
+                        tracing::debug!("bad frame: {e:?}");
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}

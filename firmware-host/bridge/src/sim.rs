@@ -1,0 +1,664 @@
+//! The emulated arm firmware: what the arm's microcontroller does, on the same
+//! protocol crate, behind a pseudo-terminal.
+//!
+//! [`SimArm`] is the firmware's logic with time passed in (unit-testable with
+//! any clock); [`spawn_pty`] runs it on a pty against the wall clock, the way
+//! `diffbc sim-arm` does.
+
+use diffbc_protocol::{
+    Command, Decoder, EXTRA_CHANNELS, Fault, FaultCode, Frame, Handshake, JointLimit, Joints,
+    MAX_FRAME, PROTOCOL_VERSION, StopReason, Telemetry, encode, status,
+};
+use serialport::{SerialPort, TTYPort};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The emulated arm's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Joint limits (one per joint).
+    pub limits: Vec<JointLimit>,
+    /// Position gain of the joint servos (1/s²).
+    pub kp: f32,
+    /// Velocity gain (1/s).
+    pub kd: f32,
+    /// Physics steps per second.
+    pub physics_hz: u32,
+    /// Telemetry frames per second.
+    pub telemetry_hz: u32,
+    /// Commands older than this trip the watchdog.
+    pub watchdog: Duration,
+    /// Highest command rate accepted (reported in the handshake).
+    pub max_rate_hz: u16,
+    /// The task world: joint configurations to visit (at most
+    /// [`EXTRA_CHANNELS`]); a target counts as reached within `tolerance`.
+    pub targets: Vec<Vec<f32>>,
+    /// Reach tolerance (rad, max over joints).
+    pub tolerance: f32,
+}
+
+impl SimConfig {
+    /// A 4-joint arm with three targets.
+    pub fn default_arm() -> Self {
+        let lim = JointLimit {
+            min: -2.5,
+            max: 2.5,
+            max_velocity: 3.0,
+            max_acceleration: 30.0,
+        };
+        Self {
+            limits: vec![lim; 4],
+            kp: 100.0,
+            kd: 20.0,
+            physics_hz: 1000,
+            telemetry_hz: 200,
+            watchdog: Duration::from_millis(250),
+            max_rate_hz: 500,
+            targets: vec![
+                vec![0.8, -0.4, 0.3, 0.0],
+                vec![-0.7, 0.5, -0.2, 0.4],
+                vec![0.2, 0.9, 0.6, -0.5],
+            ],
+            tolerance: 0.08,
+        }
+    }
+
+    /// Joint count.
+    pub fn joints(&self) -> usize {
+        self.limits.len()
+    }
+}
+
+/// The firmware's state.
+#[derive(Debug, Clone)]
+pub struct SimArm {
+    config: SimConfig,
+    q: Vec<f32>,
+    qd: Vec<f32>,
+    target: Vec<f32>,
+    enabled: bool,
+    last_command: Option<Duration>,
+    last_command_seq: u32,
+    fault: Option<Fault>,
+    telemetry_seq: u32,
+    reached: [bool; EXTRA_CHANNELS],
+    /// Every command applied, in arrival order.
+    pub commands: Vec<Command>,
+    /// Frames that failed to decode.
+    pub bad_frames: u64,
+}
+
+fn joints(v: &[f32]) -> Joints {
+    let mut j = Joints::new();
+    for &x in v {
+        let _ = j.push(x);
+    }
+    j
+}
+
+impl SimArm {
+    /// At rest at 0 rad, motors disabled until the first command.
+    pub fn new(config: SimConfig) -> Self {
+        let n = config.joints();
+        Self {
+            q: vec![0.0; n],
+            qd: vec![0.0; n],
+            target: vec![0.0; n],
+            enabled: false,
+            last_command: None,
+            last_command_seq: 0,
+            fault: None,
+            telemetry_seq: 0,
+            reached: [false; EXTRA_CHANNELS],
+            commands: Vec::new(),
+            bad_frames: 0,
+            config,
+        }
+    }
+
+    /// Measured positions.
+    pub fn positions(&self) -> &[f32] {
+        &self.q
+    }
+
+    /// The latched fault, if any.
+    pub fn fault(&self) -> Option<Fault> {
+        self.fault
+    }
+
+    /// The handshake this arm answers with.
+    pub fn handshake(&self) -> Handshake {
+        let mut joints = heapless::Vec::new();
+        for l in &self.config.limits {
+            let _ = joints.push(*l);
+        }
+        Handshake {
+            protocol: PROTOCOL_VERSION,
+            joints,
+            max_rate_hz: self.config.max_rate_hz,
+            watchdog_ms: self.config.watchdog.as_millis().min(u16::MAX as u128) as u16,
+        }
+    }
+
+    fn latch(&mut self, code: FaultCode, joint: u8, detail: u32) -> Frame {
+        let f = Fault {
+            code,
+            joint,
+            detail,
+        };
+        self.fault = Some(f);
+        self.enabled = false;
+        self.target.copy_from_slice(&self.q);
+        Frame::Fault(f)
+    }
+
+    /// Handle one frame from the host at time `now`; returns the reply.
+    pub fn on_frame(&mut self, frame: Frame, now: Duration) -> Option<Frame> {
+        match frame {
+            Frame::Hello { protocol } if protocol != PROTOCOL_VERSION => {
+                Some(self.latch(FaultCode::VersionMismatch, 255, u32::from(protocol)))
+            }
+            Frame::Hello { .. } => {
+                // A new session clears a latched fault (the host saw it).
+                self.fault = None;
+                self.last_command = None;
+                Some(Frame::Handshake(self.handshake()))
+            }
+            Frame::Command(c) => {
+                if self.fault.is_some() {
+                    return None;
+                }
+                if c.targets.len() != self.config.joints()
+                    || c.targets.iter().any(|v| !v.is_finite())
+                {
+                    return Some(self.latch(FaultCode::BadCommand, 255, c.seq));
+                }
+                for (t, (v, l)) in self
+                    .target
+                    .iter_mut()
+                    .zip(c.targets.iter().zip(&self.config.limits))
+                {
+                    *t = v.clamp(l.min, l.max);
+                }
+                self.enabled = true;
+                self.last_command = Some(now);
+                self.last_command_seq = c.seq;
+                self.commands.push(c);
+                None
+            }
+            Frame::Stop { .. } => {
+                self.enabled = false;
+                self.last_command = None;
+                self.target.copy_from_slice(&self.q);
+                Some(Frame::Stop {
+                    reason: StopReason::EndOfRun,
+                })
+            }
+            Frame::Heartbeat { .. }
+            | Frame::Handshake(_)
+            | Frame::Telemetry(_)
+            | Frame::Fault(_) => None,
+        }
+    }
+
+    /// Trip the watchdog if commands stopped for longer than allowed; returns
+    /// the fault frame to send (once).
+    pub fn check_watchdog(&mut self, now: Duration) -> Option<Frame> {
+        let last = self.last_command?;
+        if self.fault.is_none() && self.enabled && now.saturating_sub(last) > self.config.watchdog {
+            let ms = now.saturating_sub(last).as_millis().min(u32::MAX as u128) as u32;
+            return Some(self.latch(FaultCode::Watchdog, 255, ms));
+        }
+        None
+    }
+
+    /// Advance the physics by `dt`: PD servo toward the target (or hold), with
+    /// acceleration, velocity and position limits.
+    pub fn step(&mut self, dt: f32) {
+        for j in 0..self.q.len() {
+            let l = self.config.limits[j];
+            let goal = self.target[j];
+            let acc = (self.config.kp * (goal - self.q[j]) - self.config.kd * self.qd[j])
+                .clamp(-l.max_acceleration, l.max_acceleration);
+            self.qd[j] = (self.qd[j] + acc * dt).clamp(-l.max_velocity, l.max_velocity);
+            self.q[j] += self.qd[j] * dt;
+            if self.q[j] <= l.min || self.q[j] >= l.max {
+                self.q[j] = self.q[j].clamp(l.min, l.max);
+                self.qd[j] = 0.0;
+            }
+        }
+        for (i, t) in self.config.targets.iter().enumerate().take(EXTRA_CHANNELS) {
+            let d = t
+                .iter()
+                .zip(&self.q)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            if d <= self.config.tolerance {
+                self.reached[i] = true;
+            }
+        }
+    }
+
+    /// Targets reached so far, in target order.
+    pub fn reached(&self) -> &[bool] {
+        &self.reached[..self.config.targets.len().min(EXTRA_CHANNELS)]
+    }
+
+    /// The next telemetry frame at device time `now`.
+    pub fn telemetry(&mut self, now: Duration) -> Telemetry {
+        self.telemetry_seq = self.telemetry_seq.wrapping_add(1);
+        let mut s = 0;
+        if self.enabled {
+            s |= status::ENABLED;
+        } else {
+            s |= status::HOLDING;
+        }
+        if self.fault.is_some() {
+            s |= status::FAULT;
+        }
+        let n = self.reached().len();
+        if n > 0 && self.reached().iter().all(|&r| r) {
+            s |= status::TASK_DONE;
+        }
+        let mut extra = [0.0; EXTRA_CHANNELS];
+        for (e, &r) in extra.iter_mut().zip(self.reached()) {
+            *e = if r { 1.0 } else { 0.0 };
+        }
+        Telemetry {
+            seq: self.telemetry_seq,
+            device_time_us: now.as_micros().min(u64::MAX as u128) as u64,
+            last_command_seq: self.last_command_seq,
+            positions: joints(&self.q),
+            velocities: joints(&self.qd),
+            status: s,
+            extra,
+        }
+    }
+}
+
+/// Byte-level faults the emulated arm injects into what it sends, for tests.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Every Nth telemetry frame is preceded by random garbage (0 = never).
+    pub garbage_every: AtomicU32,
+    /// Every Nth telemetry frame has one bit flipped (0 = never).
+    pub flip_every: AtomicU32,
+    /// Every Nth telemetry frame is cut short (0 = never).
+    pub truncate_every: AtomicU32,
+    /// The device stops answering and sending (but keeps the port open).
+    pub silent: AtomicBool,
+    /// Unplug: close the pty, and after `replug_ms` open a new one behind
+    /// the same link path.
+    pub unplug: AtomicBool,
+    /// Delay before the new pty appears (ms).
+    pub replug_ms: AtomicU32,
+    /// Latch an overload fault on joint 0 and report it.
+    pub overload: AtomicBool,
+}
+
+/// What the emulated arm saw, shared with the test or CLI that runs it.
+#[derive(Debug, Default)]
+pub struct SimShared {
+    /// Every command applied, in arrival order, across reconnections.
+    pub commands: Mutex<Vec<Command>>,
+    /// Faults the arm reported.
+    pub faults: Mutex<Vec<Fault>>,
+    /// Bad frames received.
+    pub bad_frames: AtomicU32,
+    /// Telemetry frames corrupted on purpose.
+    pub corrupted: AtomicU32,
+    /// Targets reached (bit i = target i).
+    pub reached: AtomicU32,
+    /// Times the pty was replaced.
+    pub replugs: AtomicU32,
+}
+
+/// A running emulated arm on a pseudo-terminal.
+#[derive(Debug)]
+pub struct SimHandle {
+    /// The path a host opens (a symlink to the current pty slave).
+    pub path: PathBuf,
+    /// What it saw.
+    pub shared: Arc<SimShared>,
+    /// Fault injection switches.
+    pub faults: Arc<Faults>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// Stop the firmware thread (closes the pty).
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Open a pty pair and point `link` at its slave.
+fn open_pty(link: &Path) -> std::io::Result<(TTYPort, TTYPort)> {
+    let (master, slave) = TTYPort::pair().map_err(std::io::Error::other)?;
+    let name = slave
+        .name()
+        .ok_or_else(|| std::io::Error::other("the pty slave has no name"))?;
+    let tmp = link.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&name, &tmp)?;
+    std::fs::rename(&tmp, link)?;
+    Ok((master, slave))
+}
+
+/// Run the emulated arm on a new pty; hosts open `link` (a symlink to the
+/// pty slave, replaced on replug like a udev by-id link).
+pub fn spawn_pty(config: SimConfig, link: &Path) -> std::io::Result<SimHandle> {
+    let (master, slave) = open_pty(link)?;
+    let shared = Arc::new(SimShared::default());
+    let faults = Arc::new(Faults::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s2, f2, st2, link2) = (
+        shared.clone(),
+        faults.clone(),
+        stop.clone(),
+        link.to_path_buf(),
+    );
+    let thread = std::thread::Builder::new()
+        .name("sim-arm".into())
+        .spawn(move || run(config, master, slave, &link2, &s2, &f2, &st2))?;
+    Ok(SimHandle {
+        path: link.to_path_buf(),
+        shared,
+        faults,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn run(
+    config: SimConfig,
+    mut master: TTYPort,
+    slave: TTYPort,
+    link: &Path,
+    shared: &SimShared,
+    faults: &Faults,
+    stop: &AtomicBool,
+) {
+    // Keep our own slave handle open, so the master never reads EIO while a
+    // host closes and reopens the port.
+    let mut _slave = Some(slave);
+    let _ = master.set_timeout(Duration::from_millis(1));
+    let start = Instant::now();
+    let mut arm = SimArm::new(config.clone());
+    let mut decoder = Decoder::new();
+    let mut buf = [0u8; 512];
+    let mut out = [0u8; MAX_FRAME + 64];
+    let physics_dt = Duration::from_secs_f64(1.0 / f64::from(config.physics_hz.max(1)));
+    let telemetry_dt = Duration::from_secs_f64(1.0 / f64::from(config.telemetry_hz.max(1)));
+    let (mut physics_at, mut telemetry_at) = (Duration::ZERO, Duration::ZERO);
+    let mut session = false;
+    let mut sent: u32 = 0;
+    let mut noise: u32 = 0x1234_5678;
+    while !stop.load(Ordering::Relaxed) {
+        if faults.unplug.swap(false, Ordering::Relaxed) {
+            drop(_slave.take());
+            drop(master);
+            let _ = std::fs::remove_file(link);
+            std::thread::sleep(Duration::from_millis(u64::from(
+                faults.replug_ms.load(Ordering::Relaxed),
+            )));
+            match open_pty(link) {
+                Ok((m, s)) => {
+                    master = m;
+                    let _ = master.set_timeout(Duration::from_millis(1));
+                    _slave = Some(s);
+                    decoder.reset();
+                    session = false;
+                    shared.replugs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::error!("sim-arm: cannot replug: {e}");
+                    return;
+                }
+            }
+        }
+        let now = start.elapsed();
+        let silent = faults.silent.load(Ordering::Relaxed);
+        // Read whatever arrived.
+        let avail = master.bytes_to_read().unwrap_or(0) as usize;
+        if avail > 0 {
+            let take = avail.min(buf.len());
+            let n = master.read(&mut buf[..take]).unwrap_or(0);
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let (frame, tail) = decoder.feed(rest);
+                rest = tail;
+                match frame {
+                    Some(Ok(f)) if !silent => {
+                        if matches!(f, Frame::Hello { .. }) {
+                            session = true;
+                        }
+                        if let Some(reply) = arm.on_frame(f, now) {
+                            if let Frame::Fault(fault) = reply
+                                && let Ok(mut v) = shared.faults.lock()
+                            {
+                                v.push(fault);
+                            }
+                            send(&mut master, &reply, &mut out);
+                        }
+                        if let Some(c) = arm.commands.pop()
+                            && let Ok(mut v) = shared.commands.lock()
+                        {
+                            v.push(c);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => {
+                        shared.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {}
+                }
+            }
+        }
+        if silent {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        while physics_at + physics_dt <= now {
+            arm.step(physics_dt.as_secs_f32());
+            physics_at += physics_dt;
+        }
+        let injected = faults
+            .overload
+            .swap(false, Ordering::Relaxed)
+            .then(|| arm.latch(FaultCode::Overload, 0, 0));
+        if let Some(f) = injected.or_else(|| arm.check_watchdog(now)) {
+            if let Frame::Fault(fault) = f
+                && let Ok(mut v) = shared.faults.lock()
+            {
+                v.push(fault);
+            }
+            send(&mut master, &f, &mut out);
+        }
+        let reached = arm
+            .reached()
+            .iter()
+            .enumerate()
+            .fold(0u32, |m, (i, &r)| m | (u32::from(r) << i));
+        shared.reached.store(reached, Ordering::Relaxed);
+        if session && now >= telemetry_at {
+            telemetry_at = now + telemetry_dt;
+            sent = sent.wrapping_add(1);
+            let t = Frame::Telemetry(arm.telemetry(now));
+            let Ok(n) = encode(&t, &mut out) else {
+                continue;
+            };
+            let every = |a: &AtomicU32| {
+                let k = a.load(Ordering::Relaxed);
+                k > 0 && sent.is_multiple_of(k)
+            };
+            noise = noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let mut frame = &mut out[..n];
+            if every(&faults.garbage_every) {
+                let mut g = [0u8; 7];
+                for (i, b) in g.iter_mut().enumerate() {
+                    *b = (noise >> (i * 3)) as u8 | 1;
+                }
+                let _ = master.write_all(&g[..1 + (noise as usize % 7)]);
+                shared.corrupted.fetch_add(1, Ordering::Relaxed);
+            }
+            if every(&faults.flip_every) {
+                let at = 1 + noise as usize % (n - 2);
+                frame[at] ^= 1 << (noise % 8);
+                if frame[at] == 0 {
+                    frame[at] = 0x55;
+                }
+                shared.corrupted.fetch_add(1, Ordering::Relaxed);
+            }
+            if every(&faults.truncate_every) {
+                // Cut the frame short; the delimiter goes out so the host
+                // resynchronises at once.
+                let cut = n / 2;
+                frame[cut] = 0;
+                frame = &mut frame[..=cut];
+                shared.corrupted.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = master.write_all(frame);
+        }
+        std::thread::sleep(Duration::from_micros(300));
+    }
+}
+
+fn send(port: &mut TTYPort, frame: &Frame, out: &mut [u8]) {
+    if let Ok(n) = encode(frame, out) {
+        let _ = port.write_all(&out[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(seq: u32, t: &[f32]) -> Frame {
+        Frame::Command(Command {
+            seq,
+            targets: joints(t),
+        })
+    }
+
+    #[test]
+    fn servos_reach_a_commanded_target_within_limits() {
+        let mut arm = SimArm::new(SimConfig::default_arm());
+        assert!(matches!(
+            arm.on_frame(
+                Frame::Hello {
+                    protocol: PROTOCOL_VERSION
+                },
+                Duration::ZERO
+            ),
+            Some(Frame::Handshake(_))
+        ));
+        arm.on_frame(cmd(1, &[0.8, -0.4, 0.3, 0.0]), Duration::ZERO);
+        let mut peak_speed = 0.0f32;
+        for i in 0..2000 {
+            arm.step(0.001);
+            peak_speed = peak_speed.max(arm.qd.iter().fold(0.0f32, |m, v| m.max(v.abs())));
+            if i == 100 {
+                // Time in the command is injected: 0.1 s after the command.
+                assert!(arm.check_watchdog(Duration::from_millis(100)).is_none());
+            }
+        }
+        for (q, t) in arm.positions().iter().zip([0.8, -0.4, 0.3, 0.0]) {
+            assert!((q - t).abs() < 0.01, "{q} vs {t}");
+        }
+        assert!(peak_speed <= 3.0 + 1e-4, "velocity limit: {peak_speed}");
+        assert!(arm.reached()[0], "target 0 is that configuration");
+        assert_eq!(arm.telemetry(Duration::from_secs(2)).extra[0], 1.0);
+    }
+
+    #[test]
+    fn the_watchdog_holds_position_and_latches_a_fault() {
+        let mut arm = SimArm::new(SimConfig::default_arm());
+        arm.on_frame(cmd(1, &[1.0, 0.0, 0.0, 0.0]), Duration::ZERO);
+        for _ in 0..100 {
+            arm.step(0.001);
+        }
+        assert!(arm.check_watchdog(Duration::from_millis(200)).is_none());
+        let f = arm
+            .check_watchdog(Duration::from_millis(300))
+            .expect("trips");
+        assert!(matches!(
+            f,
+            Frame::Fault(Fault {
+                code: FaultCode::Watchdog,
+                detail: 300,
+                ..
+            })
+        ));
+        assert!(
+            arm.check_watchdog(Duration::from_millis(400)).is_none(),
+            "once"
+        );
+        let held = arm.positions()[0];
+        for _ in 0..500 {
+            arm.step(0.001);
+        }
+        assert!(
+            (arm.positions()[0] - held).abs() < 0.05,
+            "holds near where it was"
+        );
+        // Commands are ignored while the fault is latched; Hello clears it.
+        arm.on_frame(cmd(2, &[-1.0, 0.0, 0.0, 0.0]), Duration::from_millis(900));
+        assert_eq!(arm.commands.len(), 1);
+        arm.on_frame(
+            Frame::Hello {
+                protocol: PROTOCOL_VERSION,
+            },
+            Duration::from_secs(1),
+        );
+        assert!(arm.fault().is_none());
+    }
+
+    #[test]
+    fn bad_commands_and_versions_fault() {
+        let mut arm = SimArm::new(SimConfig::default_arm());
+        let r = arm.on_frame(cmd(5, &[0.0, f32::NAN, 0.0, 0.0]), Duration::ZERO);
+        assert!(matches!(
+            r,
+            Some(Frame::Fault(Fault {
+                code: FaultCode::BadCommand,
+                ..
+            }))
+        ));
+        let mut arm = SimArm::new(SimConfig::default_arm());
+        let r = arm.on_frame(cmd(5, &[0.0, 0.0]), Duration::ZERO);
+        assert!(matches!(
+            r,
+            Some(Frame::Fault(Fault {
+                code: FaultCode::BadCommand,
+                ..
+            }))
+        ));
+        let r = arm.on_frame(Frame::Hello { protocol: 99 }, Duration::ZERO);
+        assert!(matches!(
+            r,
+            Some(Frame::Fault(Fault {
+                code: FaultCode::VersionMismatch,
+                detail: 99,
+                ..
+            }))
+        ));
+    }
+}

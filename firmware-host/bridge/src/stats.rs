@@ -1,0 +1,160 @@
+//! Run statistics with fixed-size histograms (no allocation while recording).
+
+use std::time::Duration;
+
+/// Microsecond histogram: 1 µs buckets up to 20 ms, and the exact maximum.
+#[derive(Clone)]
+pub struct Histogram {
+    counts: Box<[u32]>,
+    over: u64,
+    max_us: u64,
+    n: u64,
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Histogram(n={}, p50={}µs, p99={}µs, max={}µs)",
+            self.n,
+            self.quantile_us(0.5),
+            self.quantile_us(0.99),
+            self.max_us
+        )
+    }
+}
+
+const BUCKETS: usize = 20_000;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Histogram {
+    /// Empty.
+    pub fn new() -> Self {
+        Self {
+            counts: vec![0; BUCKETS].into_boxed_slice(),
+            over: 0,
+            max_us: 0,
+            n: 0,
+        }
+    }
+
+    /// Add one value.
+    pub fn record(&mut self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.n += 1;
+        self.max_us = self.max_us.max(us);
+        match self.counts.get_mut(us as usize) {
+            Some(c) => *c += 1,
+            None => self.over += 1,
+        }
+    }
+
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    /// Largest value (µs).
+    pub fn max_us(&self) -> u64 {
+        self.max_us
+    }
+
+    /// The `q` quantile in µs (values past 20 ms report the maximum).
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        if self.n == 0 {
+            return 0;
+        }
+        let rank = ((self.n as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for (us, &c) in self.counts.iter().enumerate() {
+            seen += u64::from(c);
+            if seen >= rank {
+                return us as u64;
+            }
+        }
+        self.max_us
+    }
+}
+
+/// What one run of the control loop did.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    /// Ticks executed.
+    pub ticks: u64,
+    /// Ticks where the controller missed its deadline (last safe command held).
+    pub missed_deadlines: u64,
+    /// Actions refused by the safety layer (NaN, wrong size); never sent.
+    pub rejected_actions: u64,
+    /// Joint targets clamped to limits.
+    pub clamped_limit: u64,
+    /// Joint targets clamped to the per-tick step.
+    pub clamped_step: u64,
+    /// Frames written.
+    pub frames_sent: u64,
+    /// Frames decoded.
+    pub frames_received: u64,
+    /// Frames that failed to decode (CRC, framing, payload).
+    pub frames_bad: u64,
+    /// Reconnections after the port vanished.
+    pub reconnects: u64,
+    /// Lateness of each tick against its schedule.
+    pub jitter: Histogram,
+    /// Command written → telemetry acknowledging it.
+    pub rtt: Histogram,
+}
+
+impl RunStats {
+    /// Empty.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn finish(&mut self) {}
+
+    /// A Markdown table of the figures.
+    pub fn markdown(&self) -> String {
+        format!(
+            "| ticks | missed | rejected | clamped (limit / step) | sent | received | bad | reconnects | jitter p50 / p99 / max µs | ack p50 / p99 µs (read once per tick) |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n\
+             | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} / {} / {} | {} / {} |\n",
+            self.ticks,
+            self.missed_deadlines,
+            self.rejected_actions,
+            self.clamped_limit,
+            self.clamped_step,
+            self.frames_sent,
+            self.frames_received,
+            self.frames_bad,
+            self.reconnects,
+            self.jitter.quantile_us(0.5),
+            self.jitter.quantile_us(0.99),
+            self.jitter.max_us(),
+            self.rtt.quantile_us(0.5),
+            self.rtt.quantile_us(0.99),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_exact_to_the_microsecond() {
+        let mut h = Histogram::new();
+        for us in 1..=100u64 {
+            h.record(Duration::from_micros(us));
+        }
+        h.record(Duration::from_millis(50));
+        assert_eq!(h.quantile_us(0.5), 51);
+        assert_eq!(h.quantile_us(0.99), 100);
+        assert_eq!(h.quantile_us(1.0), 50_000);
+        assert_eq!(h.max_us(), 50_000);
+        assert_eq!(h.count(), 101);
+    }
+}

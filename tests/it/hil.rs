@@ -1,0 +1,435 @@
+//! Hardware-in-the-loop tests of the serial bridge. Each test body runs over a
+//! pseudo-terminal against the emulated arm firmware by default, and against
+//! a real arm when `DIFFBC_HIL_PORT` names its port (tests that inject faults
+//! into the device need the emulator and say so). The rate is measured on the
+//! wall clock; the firmware's logic is unit-tested with injected time in
+//! `diffbc-bridge`.
+
+use diffbc_bridge::bridge::Controller;
+use diffbc_bridge::sim::SimHandle;
+use diffbc_bridge::{Bridge, LoopConfig, RunReport, SimConfig};
+use diffbc_protocol::{Frame, Handshake, Telemetry};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The device under test.
+struct Device {
+    port: String,
+    sim: Option<SimHandle>,
+    _dir: tempfile::TempDir,
+}
+
+fn device() -> Device {
+    let dir = tempfile::tempdir().expect("tmp");
+    if let Ok(port) = std::env::var("DIFFBC_HIL_PORT") {
+        return Device {
+            port,
+            sim: None,
+            _dir: dir,
+        };
+    }
+    let link = dir.path().join("arm");
+    let sim = diffbc_bridge::spawn_pty(SimConfig::default_arm(), &link).expect("pty");
+    Device {
+        port: link.display().to_string(),
+        sim: Some(sim),
+        _dir: dir,
+    }
+}
+
+/// Moves smoothly between the emulated arm's targets; optionally emits NaN.
+struct Sweep {
+    calls: u64,
+    nan_every: u64,
+    joints: usize,
+}
+
+impl Sweep {
+    fn new() -> Self {
+        Self {
+            calls: 0,
+            nan_every: 0,
+            joints: 0,
+        }
+    }
+}
+
+impl Controller for Sweep {
+    fn start(&mut self, h: &Handshake) -> Result<(), String> {
+        self.joints = h.joints.len();
+        Ok(())
+    }
+
+    fn act(&mut self, t: &Telemetry, action: &mut [f32]) -> Result<(), String> {
+        self.calls += 1;
+        let phase = t.device_time_us as f32 * 1e-6;
+        for (j, a) in action.iter_mut().enumerate() {
+            *a = 0.6 * (phase * 1.3 + j as f32).sin();
+        }
+        if self.nan_every > 0 && self.calls.is_multiple_of(self.nan_every) {
+            action[self.calls as usize % self.joints] = f32::NAN;
+        }
+        Ok(())
+    }
+}
+
+fn run(dev: &Device, controller: &mut impl Controller, config: &LoopConfig) -> RunReport {
+    let mut bridge =
+        Bridge::connect(&dev.port, 1_000_000, Duration::from_secs(2)).expect("handshake");
+    let stop = AtomicBool::new(false);
+    let report = bridge.run(controller, config, &stop);
+    println!("{}", report.stats.markdown());
+    report
+}
+
+fn config(rate_hz: f64, seconds: f64) -> LoopConfig {
+    LoopConfig {
+        rate_hz,
+        duration: Some(Duration::from_secs_f64(seconds)),
+        ..LoopConfig::default()
+    }
+}
+
+/// Wait until the emulated arm has processed what was written.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+#[test]
+fn closed_loop_at_100_hz_for_10_s_delivers_every_command_in_order() {
+    let dev = device();
+    let report = run(&dev, &mut Sweep::new(), &config(100.0, 10.0));
+    assert_eq!(report.outcome, Ok(()));
+    let s = &report.stats;
+    println!(
+        "100 Hz x 10 s: jitter p99 {} µs (target ≤ 1000), max {} µs, missed {} (target 0), round trip p50 {} µs",
+        s.jitter.quantile_us(0.99),
+        s.jitter.max_us(),
+        s.missed_deadlines,
+        s.rtt.quantile_us(0.5)
+    );
+    assert!(
+        report.log.len() >= 990,
+        "{} commands in 10 s at 100 Hz",
+        report.log.len()
+    );
+    assert!(
+        s.jitter.quantile_us(0.99) < 10_000,
+        "jitter p99 {} µs",
+        s.jitter.quantile_us(0.99)
+    );
+    assert!(
+        s.missed_deadlines * 100 <= s.ticks,
+        "{} misses in {} ticks",
+        s.missed_deadlines,
+        s.ticks
+    );
+    assert!(s.rtt.count() > 100, "round trips measured");
+    let Some(sim) = &dev.sim else { return };
+    settle();
+    let got = sim.shared.commands.lock().expect("log").clone();
+    let sent: Vec<_> = report.log.iter().map(|l| l.command.clone()).collect();
+    assert_eq!(got.len(), sent.len(), "received vs sent");
+    assert_eq!(
+        got, sent,
+        "the arm received exactly the logged commands, in order"
+    );
+    assert_eq!(sim.shared.bad_frames.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn garbage_flipped_and_truncated_frames_are_counted_and_never_accepted() {
+    let dev = device();
+    let Some(sim) = &dev.sim else {
+        println!("needs the emulated arm (it corrupts its own frames); skipped on a real port");
+        return;
+    };
+    sim.faults.garbage_every.store(7, Ordering::Relaxed);
+    sim.faults.flip_every.store(11, Ordering::Relaxed);
+    sim.faults.truncate_every.store(13, Ordering::Relaxed);
+    let report = run(&dev, &mut Sweep::new(), &config(100.0, 2.0));
+    assert_eq!(report.outcome, Ok(()));
+    let corrupted = sim.shared.corrupted.load(Ordering::Relaxed);
+    assert!(corrupted > 20, "{corrupted} corrupted frames");
+    assert!(report.stats.frames_bad > 0, "bad frames must be counted");
+    assert!(report.stats.frames_received > 100);
+    let t = report.last_telemetry.expect("telemetry");
+    assert!(t.positions.iter().all(|p| p.is_finite() && p.abs() < 3.0));
+    settle();
+    let got = sim.shared.commands.lock().expect("log").clone();
+    assert_eq!(
+        got.len(),
+        report.log.len(),
+        "host → device stream stays intact"
+    );
+}
+
+#[test]
+fn a_nan_action_is_never_sent() {
+    let dev = device();
+    let mut c = Sweep::new();
+    c.nan_every = 5;
+    let report = run(&dev, &mut c, &config(100.0, 1.0));
+    assert_eq!(report.outcome, Ok(()));
+    assert!(
+        report.stats.rejected_actions >= 10,
+        "{}",
+        report.stats.rejected_actions
+    );
+    assert!(
+        report
+            .log
+            .iter()
+            .all(|l| l.command.targets.iter().all(|v| v.is_finite()))
+    );
+    if let Some(sim) = &dev.sim {
+        settle();
+        assert!(
+            sim.shared.faults.lock().expect("faults").is_empty(),
+            "no bad command reached the arm"
+        );
+    }
+}
+
+#[test]
+fn a_silent_device_stops_the_bridge_safely() {
+    let dev = device();
+    let Some(sim) = &dev.sim else {
+        println!("needs the emulated arm to fall silent; skipped on a real port");
+        return;
+    };
+    let faults = sim.faults.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        faults.silent.store(true, Ordering::Relaxed);
+    });
+    let report = run(&dev, &mut Sweep::new(), &config(100.0, 5.0));
+    t.join().expect("thread");
+    let e = report.outcome.expect_err("must stop");
+    assert!(e.contains("went silent"), "{e}");
+    assert!(
+        report.stats.ticks < 150,
+        "stopped within the telemetry timeout: {}",
+        report.stats.ticks
+    );
+}
+
+#[test]
+fn the_firmware_watchdog_holds_and_reports_when_commands_stop() {
+    let dev = device();
+    use std::io::{Read, Write};
+    let mut port = serialport::new(&dev.port, 1_000_000)
+        .timeout(Duration::from_millis(20))
+        .open()
+        .expect("open");
+    let mut buf = [0u8; diffbc_protocol::MAX_FRAME];
+    let mut send = |f: &Frame, port: &mut Box<dyn serialport::SerialPort>| {
+        let n = diffbc_protocol::encode(f, &mut buf).expect("encode");
+        port.write_all(&buf[..n]).expect("write");
+    };
+    send(
+        &Frame::Hello {
+            protocol: diffbc_protocol::PROTOCOL_VERSION,
+        },
+        &mut port,
+    );
+    let mut targets = diffbc_protocol::Joints::new();
+    for _ in 0..4 {
+        targets.push(0.1).expect("room");
+    }
+    send(
+        &Frame::Command(diffbc_protocol::Command { seq: 1, targets }),
+        &mut port,
+    );
+    // Now stay silent; the arm must report a watchdog fault within its period.
+    let mut dec = diffbc_protocol::Decoder::new();
+    let start = std::time::Instant::now();
+    let mut rx = [0u8; 256];
+    let mut fault = None;
+    while start.elapsed() < Duration::from_secs(2) && fault.is_none() {
+        let n = port.read(&mut rx).unwrap_or(0);
+        let mut rest = &rx[..n];
+        while !rest.is_empty() {
+            let (f, tail) = dec.feed(rest);
+            rest = tail;
+            if let Some(Ok(Frame::Fault(f))) = f {
+                fault = Some((f, start.elapsed()));
+            }
+        }
+    }
+    let (f, at) = fault.expect("watchdog fault");
+    assert_eq!(f.code, diffbc_protocol::FaultCode::Watchdog);
+    assert!(
+        at >= Duration::from_millis(200),
+        "not before the watchdog period: {at:?}"
+    );
+}
+
+#[test]
+fn a_device_fault_stops_the_bridge_and_is_reported() {
+    let dev = device();
+    let Some(sim) = &dev.sim else {
+        println!("needs the emulated arm to inject a fault; skipped on a real port");
+        return;
+    };
+    let faults = sim.faults.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        faults.overload.store(true, Ordering::Relaxed);
+    });
+    let report = run(&dev, &mut Sweep::new(), &config(100.0, 5.0));
+    t.join().expect("thread");
+    let e = report.outcome.expect_err("fault stops the run");
+    assert!(e.contains("Overload"), "{e}");
+    assert!(report.stats.ticks < 100);
+}
+
+#[test]
+fn the_bridge_reconnects_when_the_port_vanishes_and_keeps_its_log() {
+    let dev = device();
+    let Some(sim) = &dev.sim else {
+        println!("needs the emulated arm to unplug itself; skipped on a real port");
+        return;
+    };
+    let faults = sim.faults.clone();
+    faults.replug_ms.store(150, Ordering::Relaxed);
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(600));
+        faults.unplug.store(true, Ordering::Relaxed);
+    });
+    let report = run(&dev, &mut Sweep::new(), &config(100.0, 2.0));
+    t.join().expect("thread");
+    assert_eq!(report.outcome, Ok(()));
+    assert_eq!(report.stats.reconnects, 1);
+    assert_eq!(sim.shared.replugs.load(Ordering::Relaxed), 1);
+    let seqs: Vec<u32> = report.log.iter().map(|l| l.command.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "log in order");
+    let after = report
+        .log
+        .iter()
+        .filter(|l| l.at > Duration::from_millis(900))
+        .count();
+    assert!(
+        after > 50,
+        "commands continued after the reconnection ({after})"
+    );
+    settle();
+    let got = sim.shared.commands.lock().expect("log").len();
+    assert!(
+        got + 10 >= report.log.len(),
+        "arm got {got} of {}",
+        report.log.len()
+    );
+}
+
+/// Export a small policy for the 4-joint arm (observation: joint positions)
+/// with seeded weights through the real export path.
+fn export_arm_policy(dir: &std::path::Path) -> std::path::PathBuf {
+    use burn::prelude::Backend;
+    use diffbc_train::config::{Method, TrainConfig};
+    use diffbc_train::model::{DenoiserConfig, EncoderConfig, MlpSieveConfig, PolicySpec};
+    use diffbc_train::task::{ObsSpec, TaskKind};
+    type B = burn::backend::NdArray<f32>;
+    let mut config = TrainConfig::for_task(TaskKind::Claw, Method::Diffusion);
+    config.encoder = EncoderConfig::Mlp {
+        hidden: 32,
+        embed: 16,
+    };
+    config.denoiser = DenoiserConfig::MlpSieve(MlpSieveConfig {
+        embed: 16,
+        hidden: 32,
+        time_frequency: 1.0,
+    });
+    config.history = 1;
+    config.diffusion.steps = 20;
+    let spec = PolicySpec {
+        config,
+        obs: ObsSpec::Vector { dim: 4 },
+        action_dim: 4,
+    };
+    let device = Default::default();
+    <B as Backend>::seed(&device, 5);
+    let policy = spec.init::<B>(&device);
+    let meta = diffbc_train::checkpoint::CheckpointMeta {
+        format_version: diffbc_train::checkpoint::CHECKPOINT_FORMAT,
+        crate_version: "test".into(),
+        step: 0,
+        obs: spec.obs,
+        action_dim: 4,
+        obs_normalizer: diffbc_runtime::Normalizer::identity(4),
+        action_normalizer: diffbc_runtime::Normalizer {
+            mean: vec![0.0; 4],
+            std: vec![0.3; 4],
+            group: 1,
+        },
+        train_loss: 0.0,
+    };
+    let out = dir.join("arm-policy");
+    diffbc_export::export_policy(
+        &spec,
+        &meta,
+        &policy,
+        &out,
+        &diffbc_export::ExportOptions::default(),
+        &device,
+    )
+    .expect("export");
+    out
+}
+
+#[test]
+fn an_exported_policy_drives_the_emulated_arm_end_to_end() {
+    let dev = device();
+    let Some(sim) = &dev.sim else {
+        println!("drives the emulated 4-joint arm; skipped on a real port");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let model = export_arm_policy(tmp.path());
+    let out = crate::support::ok(&[
+        "run",
+        model.to_str().expect("utf-8"),
+        "--port",
+        &dev.port,
+        "--rate",
+        "50",
+        "--seconds",
+        "1",
+        "--sampler",
+        "ddim",
+        "--ddim-steps",
+        "5",
+    ]);
+    assert!(out.contains("| ticks | missed |"), "{out}");
+    settle();
+    let got = sim.shared.commands.lock().expect("log").clone();
+    assert!(
+        got.len() >= 45,
+        "{} commands from the policy in 1 s at 50 Hz",
+        got.len()
+    );
+    let first = &got[0].targets;
+    assert!(
+        got.iter().any(|c| c
+            .targets
+            .iter()
+            .zip(first)
+            .any(|(a, b)| (a - b).abs() > 1e-3)),
+        "the policy's actions move the arm"
+    );
+    assert!(
+        got.iter()
+            .all(|c| c.targets.iter().all(|v| v.is_finite() && v.abs() <= 2.5))
+    );
+
+    // A policy whose action does not fit the arm is refused before it moves anything.
+    let e = crate::support::error_line(&[
+        "run",
+        &format!("{}/models/bench-sieve", env!("CARGO_MANIFEST_DIR")),
+        "--port",
+        &dev.port,
+        "--seconds",
+        "1",
+    ]);
+    assert!(e.contains("9 values, the arm has 4 joints"), "{e}");
+}
