@@ -4,9 +4,11 @@
 //! The controller runs on its own thread. Each tick the loop hands it the
 //! newest telemetry and waits at most `deadline` for the action; a late
 //! action is counted as a miss and the last safe command is sent again, so
-//! inference never stalls the loop. At steady state the loop allocates
-//! nothing: frames are encoded into a stack buffer, statistics go into
-//! histograms sized at start, and the command log is reserved for the run.
+//! inference never stalls the loop. The loop is written not to allocate at
+//! steady state (frames encoded into a stack buffer, telemetry passed by
+//! value through bounded channels, histograms sized at start, the command log
+//! reserved for the run's length); unlike `Policy::act`, no counting
+//! allocator test proves it yet.
 
 use crate::safety::{SafetyError, SafetyLayer};
 use crate::stats::{Histogram, RunStats};
