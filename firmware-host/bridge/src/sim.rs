@@ -314,6 +314,8 @@ pub struct SimShared {
     pub reached: AtomicU32,
     /// Times the pty was replaced.
     pub replugs: AtomicU32,
+    /// Stop frames received.
+    pub stops: AtomicU32,
 }
 
 /// A running emulated arm on a pseudo-terminal.
@@ -449,6 +451,9 @@ fn run(
                     Some(Ok(f)) if !silent => {
                         if matches!(f, Frame::Hello { .. }) {
                             session = true;
+                        }
+                        if matches!(f, Frame::Stop { .. }) {
+                            shared.stops.fetch_add(1, Ordering::Relaxed);
                         }
                         if let Some(reply) = arm.on_frame(f, now) {
                             if let Frame::Fault(fault) = reply
