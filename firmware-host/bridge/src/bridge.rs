@@ -4,11 +4,10 @@
 //! The controller runs on its own thread. Each tick the loop hands it the
 //! newest telemetry and waits at most `deadline` for the action; a late
 //! action is counted as a miss and the last safe command is sent again, so
-//! inference never stalls the loop. The loop is written not to allocate at
-//! steady state (frames encoded into a stack buffer, telemetry passed by
-//! value through bounded channels, histograms sized at start, the command log
-//! reserved for the run's length); unlike `Policy::act`, no counting
-//! allocator test proves it yet.
+//! inference never stalls the loop. The loop does not allocate at steady
+//! state (frames encoded into a stack buffer, telemetry passed by value
+//! through bounded channels, histograms sized at start, the command log
+//! reserved for the run's length); `tests/no_alloc.rs` counts.
 
 use crate::safety::{SafetyError, SafetyLayer};
 use crate::stats::{Histogram, RunStats};

@@ -1,0 +1,109 @@
+//! The control loop does not allocate at steady state: after a warm-up run,
+//! the loop thread's allocations over a 0.4 s run and a 2 s run over the
+//! emulated arm are the same (each run's set-up allocates; ticks must not). Counted with a global allocator
+//! that counts only on the thread that opts in (the loop runs on the
+//! caller's thread; the emulated arm's thread is not counted).
+#![allow(unsafe_code)]
+
+use diffbc_bridge::bridge::Controller;
+use diffbc_bridge::{Bridge, LoopConfig, SimConfig};
+use diffbc_protocol::Telemetry;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+thread_local! {
+    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+struct Counting;
+
+fn note() {
+    let _ = COUNT.try_with(|c| {
+        if let Some(n) = c.get() {
+            c.set(Some(n + 1));
+        }
+    });
+}
+
+// SAFETY: forwards every call to `System` unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        // SAFETY: forwarded.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note();
+        // SAFETY: forwarded.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        // SAFETY: forwarded.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+struct Hold;
+
+impl Controller for Hold {
+    fn act(&mut self, t: &Telemetry, action: &mut [f32]) -> Result<(), String> {
+        for (a, p) in action.iter_mut().zip(&t.positions) {
+            *a = p + 0.01;
+        }
+        Ok(())
+    }
+}
+
+fn loop_allocations(bridge: &mut Bridge, seconds: f64) -> (u64, u64) {
+    let config = LoopConfig {
+        rate_hz: 200.0,
+        duration: Some(Duration::from_secs_f64(seconds)),
+        telemetry_timeout: Duration::from_secs(1),
+        ..LoopConfig::default()
+    };
+    let stop = AtomicBool::new(false);
+    let mut c = Hold;
+    COUNT.with(|c| c.set(Some(0)));
+    let report = bridge.run(&mut c, &config, &stop);
+    let n = COUNT.with(|c| c.replace(None)).unwrap_or(0);
+    assert_eq!(report.outcome, Ok(()));
+    (n, report.stats.ticks)
+}
+
+#[test]
+fn the_control_loop_does_not_allocate_per_tick() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let link = dir.path().join("arm");
+    let mut arm = SimConfig::default_arm();
+    arm.watchdog = Duration::from_secs(1);
+    let sim = diffbc_bridge::spawn_pty(arm, &link).expect("pty");
+    let path = link.display().to_string();
+    let mut bridge = Bridge::connect(&path, 1_000_000, Duration::from_secs(2)).expect("connect");
+    // Warm-up: one-time thread-local set-up (channel wait contexts, …).
+    loop_allocations(&mut bridge, 0.2);
+    let (short, short_ticks) = loop_allocations(&mut bridge, 0.4);
+    let (long, long_ticks) = loop_allocations(&mut bridge, 2.0);
+    assert!(
+        long_ticks > 3 * short_ticks,
+        "{long_ticks} vs {short_ticks} ticks"
+    );
+    // The counter works.
+    COUNT.with(|c| c.set(Some(0)));
+    std::hint::black_box(vec![0u8; 8]);
+    assert_eq!(COUNT.with(|c| c.replace(None)), Some(1));
+    assert_eq!(
+        long, short,
+        "{long_ticks} ticks allocated {long} times, {short_ticks} ticks {short} times: ticks allocate"
+    );
+    sim.shutdown();
+}
