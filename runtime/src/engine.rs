@@ -130,10 +130,13 @@ pub trait Engine: Send {
     ) -> Result<(), EngineError>;
 }
 
-/// One graph prepared by tract for a dynamic batch.
+/// One graph prepared by tract: a plan for any batch, plus plans optimised
+/// for the exact batch sizes the sampler uses (see [`Engine::reserve`]).
 #[derive(Debug, Clone)]
 pub struct TractGraph {
     plan: Arc<TypedRunnableModel>,
+    fixed: Vec<(usize, Arc<TypedRunnableModel>)>,
+    path: PathBuf,
     widths: Vec<usize>,
     name: &'static str,
 }
@@ -151,7 +154,7 @@ impl TractGraph {
             path: path.to_path_buf(),
             message,
         };
-        let mut model = tract_onnx::onnx()
+        let model = tract_onnx::onnx()
             .model_for_path(path)
             .map_err(|e| err(format!("not a readable ONNX graph: {e}")))?;
         let names: Vec<String> = model
@@ -183,23 +186,50 @@ impl TractGraph {
                 "graph outputs are {out_names:?}, the manifest says {expected_out:?}"
             )));
         }
-        let batch = model.sym("batch");
         let widths: Vec<usize> = inputs.iter().map(TensorSpec::row_len).collect();
-        for (i, w) in widths.iter().enumerate() {
-            let shape: TVec<TDim> = tvec![batch.clone().into(), (*w).into()];
-            model = model
-                .with_input_fact(i, f32::fact(shape).into())
-                .map_err(|e| err(e.to_string()))?;
-        }
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| err(format!("tract cannot prepare the graph: {e}")))?;
+        let batch: TDim = model.sym("batch").into();
+        let plan = Self::prepare(model, batch, &widths).map_err(err)?;
         Ok(Self {
             plan,
+            fixed: Vec::new(),
+            path: path.to_path_buf(),
             widths,
             name: graph.name(),
         })
+    }
+
+    fn prepare(
+        mut model: InferenceModel,
+        batch: TDim,
+        widths: &[usize],
+    ) -> Result<Arc<TypedRunnableModel>, String> {
+        for (i, w) in widths.iter().enumerate() {
+            let shape: TVec<TDim> = tvec![batch.clone(), (*w).into()];
+            model = model
+                .with_input_fact(i, f32::fact(shape).into())
+                .map_err(|e| e.to_string())?;
+        }
+        model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("tract cannot prepare the graph: {e}"))
+    }
+
+    /// Add a plan optimised for exactly `rows` rows (a no-op if present).
+    pub fn reserve(&mut self, rows: usize) -> Result<(), EngineError> {
+        if rows == 0 || self.fixed.iter().any(|(r, _)| *r == rows) {
+            return Ok(());
+        }
+        let err = |message: String| EngineError::Load {
+            path: self.path.clone(),
+            message,
+        };
+        let model = tract_onnx::onnx()
+            .model_for_path(&self.path)
+            .map_err(|e| err(e.to_string()))?;
+        let plan = Self::prepare(model, rows.into(), &self.widths).map_err(err)?;
+        self.fixed.push((rows, plan));
+        Ok(())
     }
 
     /// Run on `rows` rows.
@@ -231,7 +261,12 @@ impl TractGraph {
             let t = Tensor::from_shape(&[rows, *w], data).map_err(|e| err(e.to_string()))?;
             values.push(t.into_tvalue());
         }
-        let out = self.plan.run(values).map_err(|e| err(e.to_string()))?;
+        let plan = self
+            .fixed
+            .iter()
+            .find(|(r, _)| *r == rows)
+            .map_or(&self.plan, |(_, p)| p);
+        let out = plan.run(values).map_err(|e| err(e.to_string()))?;
         let first = out
             .first()
             .ok_or_else(|| err("the graph produced no output".into()))?;
@@ -278,6 +313,18 @@ impl TractEngine {
 impl Engine for TractEngine {
     fn name(&self) -> String {
         "tract".into()
+    }
+
+    fn reserve(&mut self, graph: GraphId, rows: usize) {
+        let g = match graph {
+            GraphId::Encoder => &mut self.encoder,
+            GraphId::Head => &mut self.head,
+        };
+        // A batch-specific plan is an optimisation; the symbolic plan still
+        // runs any batch if tract cannot specialise.
+        if let Err(e) = g.reserve(rows) {
+            tracing::warn!("tract: no plan for batch {rows}: {e}");
+        }
     }
 
     fn run(
