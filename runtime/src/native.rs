@@ -921,7 +921,7 @@ fn gemm(
         return;
     }
     let _ = fma;
-    gemm_body::<false>(x, w_t, bias, y, k, n);
+    gemm_body(x, w_t, bias, y, k, n);
 }
 
 fn fma_available() -> bool {
@@ -1080,18 +1080,9 @@ const LANES: usize = 8;
 /// Outputs computed together (each weight row is loaded once per row tile).
 const COLS: usize = 4;
 
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { a * b + c }
-}
-
 /// Dot products of `R` input rows with `COLS` weight rows, 8 lanes wide.
 #[inline(always)]
-fn tile<const R: usize, const FMA: bool>(
-    xs: [&[f32]; R],
-    ws: [&[f32]; COLS],
-    k: usize,
-) -> [[f32; COLS]; R] {
+fn tile<const R: usize>(xs: [&[f32]; R], ws: [&[f32]; COLS], k: usize) -> [[f32; COLS]; R] {
     let mut acc = [[[0.0f32; LANES]; COLS]; R];
     let xc: [&[[f32; LANES]]; R] = xs.map(|x| x.as_chunks::<LANES>().0);
     let wc: [&[[f32; LANES]]; COLS] = ws.map(|w| w.as_chunks::<LANES>().0);
@@ -1102,7 +1093,7 @@ fn tile<const R: usize, const FMA: bool>(
             for j in 0..COLS {
                 let wv = &wc[j][c];
                 for l in 0..LANES {
-                    acc[r][j][l] = madd::<FMA>(xv[l], wv[l], acc[r][j][l]);
+                    acc[r][j][l] += xv[l] * wv[l];
                 }
             }
         }
@@ -1112,7 +1103,7 @@ fn tile<const R: usize, const FMA: bool>(
         for j in 0..COLS {
             let mut s = acc[r][j].iter().sum::<f32>();
             for i in chunks * LANES..k {
-                s = madd::<FMA>(xs[r][i], ws[j][i], s);
+                s += xs[r][i] * ws[j][i];
             }
             out[r][j] = s;
         }
@@ -1121,31 +1112,24 @@ fn tile<const R: usize, const FMA: bool>(
 }
 
 #[inline(always)]
-fn dot<const FMA: bool>(x: &[f32], w: &[f32]) -> f32 {
+fn dot(x: &[f32], w: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let (xc, xt) = x.as_chunks::<LANES>();
     let (wc, wt) = w.as_chunks::<LANES>();
     for (xv, wv) in xc.iter().zip(wc) {
         for l in 0..LANES {
-            acc[l] = madd::<FMA>(xv[l], wv[l], acc[l]);
+            acc[l] += xv[l] * wv[l];
         }
     }
     let mut s = acc.iter().sum::<f32>();
     for (a, b) in xt.iter().zip(wt) {
-        s = madd::<FMA>(*a, *b, s);
+        s += a * b;
     }
     s
 }
 
 #[inline(always)]
-fn gemm_body<const FMA: bool>(
-    x: &[f32],
-    w_t: &[f32],
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-    k: usize,
-    n: usize,
-) {
+fn gemm_body(x: &[f32], w_t: &[f32], bias: Option<&[f32]>, y: &mut [f32], k: usize, n: usize) {
     let rows = x.len() / k.max(1);
     let row = |r: usize| &x[r * k..(r + 1) * k];
     let wrow = |j: usize| &w_t[j * k..(j + 1) * k];
@@ -1157,19 +1141,19 @@ fn gemm_body<const FMA: bool>(
         while j < full {
             let ws = [wrow(j), wrow(j + 1), wrow(j + 2), wrow(j + 3)];
             if take == 2 {
-                let o = tile::<2, FMA>([row(r), row(r + 1)], ws, k);
+                let o = tile::<2>([row(r), row(r + 1)], ws, k);
                 for (rr, vals) in o.iter().enumerate() {
                     y[(r + rr) * n + j..(r + rr) * n + j + COLS].copy_from_slice(vals);
                 }
             } else {
-                let o = tile::<1, FMA>([row(r)], ws, k);
+                let o = tile::<1>([row(r)], ws, k);
                 y[r * n + j..r * n + j + COLS].copy_from_slice(&o[0]);
             }
             j += COLS;
         }
         for rr in r..r + take {
             for jj in full..n {
-                y[rr * n + jj] = dot::<FMA>(row(rr), wrow(jj));
+                y[rr * n + jj] = dot(row(rr), wrow(jj));
             }
         }
         r += take;

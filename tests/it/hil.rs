@@ -112,6 +112,18 @@ fn config(rate_hz: f64, seconds: f64) -> LoopConfig {
     }
 }
 
+/// Set one of the emulated arm's fault switches after `ms` milliseconds.
+fn flip_after(
+    ms: u64,
+    faults: std::sync::Arc<diffbc_bridge::sim::Faults>,
+    switch: fn(&diffbc_bridge::sim::Faults) -> &AtomicBool,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(ms));
+        switch(&faults).store(true, Ordering::Relaxed);
+    })
+}
+
 /// Wait until the emulated arm has processed what was written.
 fn settle() {
     std::thread::sleep(Duration::from_millis(300));
@@ -246,11 +258,7 @@ fn a_silent_device_stops_the_bridge_safely() {
         println!("needs the emulated arm to fall silent; skipped on a real port");
         return;
     };
-    let faults = sim.faults.clone();
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
-        faults.silent.store(true, Ordering::Relaxed);
-    });
+    let t = flip_after(500, sim.faults.clone(), |f| &f.silent);
     let report = run(&dev, &mut Sweep::new(), &config(100.0, 5.0));
     t.join().expect("thread");
     let e = report.outcome.expect_err("must stop");
@@ -321,11 +329,7 @@ fn a_device_fault_stops_the_bridge_and_is_reported() {
         println!("needs the emulated arm to inject a fault; skipped on a real port");
         return;
     };
-    let faults = sim.faults.clone();
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        faults.overload.store(true, Ordering::Relaxed);
-    });
+    let t = flip_after(300, sim.faults.clone(), |f| &f.overload);
     let report = run(&dev, &mut Sweep::new(), &config(100.0, 5.0));
     t.join().expect("thread");
     let e = report.outcome.expect_err("fault stops the run");
@@ -344,12 +348,8 @@ fn the_bridge_reconnects_when_the_port_vanishes_and_keeps_its_log() {
         println!("needs the emulated arm to unplug itself; skipped on a real port");
         return;
     };
-    let faults = sim.faults.clone();
-    faults.replug_ms.store(150, Ordering::Relaxed);
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(600));
-        faults.unplug.store(true, Ordering::Relaxed);
-    });
+    sim.faults.replug_ms.store(150, Ordering::Relaxed);
+    let t = flip_after(600, sim.faults.clone(), |f| &f.unplug);
     let report = run(&dev, &mut Sweep::new(), &config(100.0, 2.0));
     t.join().expect("thread");
     assert_eq!(report.outcome, Ok(()));

@@ -10,7 +10,7 @@
 //! reserved for the run's length); `tests/no_alloc.rs` counts.
 
 use crate::safety::{SafetyError, SafetyLayer};
-use crate::stats::{Histogram, RunStats};
+use crate::stats::RunStats;
 use diffbc_protocol::{
     Command, Decoder, FaultCode, Frame, Handshake, Joints, MAX_FRAME, MAX_JOINTS, PROTOCOL_VERSION,
     StopReason, Telemetry, encode,
@@ -386,7 +386,6 @@ impl Bridge {
             Err(_) => StopReason::HostError,
         };
         self.stop(reason);
-        stats.finish();
         RunReport {
             stats,
             log,
@@ -420,7 +419,6 @@ impl Bridge {
         if let Some(d) = config.duration {
             log.reserve((d.as_secs_f64() * config.rate_hz) as usize + 8);
         }
-        let mut rtt = Histogram::new();
         let mut sent_at = [Duration::ZERO; 256];
 
         std::thread::scope(|scope| -> Result<(), BridgeError> {
@@ -440,7 +438,7 @@ impl Bridge {
             let mut latest: Option<Telemetry> = None;
             let mut last_telemetry_at = start.elapsed();
             while latest.is_none() {
-                self.poll(stats, &mut latest, &mut rtt, &sent_at, start)?;
+                self.poll(stats, &mut latest, &sent_at, start)?;
                 if latest.is_none() {
                     if start.elapsed() > config.telemetry_timeout {
                         return Err(BridgeError::Silent {
@@ -471,7 +469,7 @@ impl Bridge {
                     return Ok(());
                 }
                 // 1. Latest telemetry (reconnecting if the port vanished).
-                match self.poll(stats, &mut latest, &mut rtt, &sent_at, start) {
+                match self.poll(stats, &mut latest, &sent_at, start) {
                     Ok(got) => {
                         if got {
                             last_telemetry_at = now;
@@ -485,7 +483,7 @@ impl Bridge {
                         // The arm may have moved or reset: hold where it is.
                         latest = None;
                         while latest.is_none() {
-                            self.poll(stats, &mut latest, &mut rtt, &sent_at, start)?;
+                            self.poll(stats, &mut latest, &sent_at, start)?;
                             if start.elapsed() - last_telemetry_at > config.telemetry_timeout {
                                 return Err(BridgeError::Silent {
                                     ms: (start.elapsed() - last_telemetry_at).as_millis() as u64,
@@ -571,8 +569,6 @@ impl Bridge {
                 *last = latest.clone();
             }
         })
-        .inspect(|()| stats.rtt = rtt.clone())
-        .inspect_err(|_| stats.rtt = rtt.clone())
     }
 
     /// Drain the port; keep the newest telemetry. Ok(true) if telemetry arrived.
@@ -580,7 +576,6 @@ impl Bridge {
         &mut self,
         stats: &mut RunStats,
         latest: &mut Option<Telemetry>,
-        rtt: &mut Histogram,
         sent_at: &[Duration; 256],
         start: Instant,
     ) -> Result<bool, BridgeError> {
@@ -624,7 +619,7 @@ impl Bridge {
                                     .as_ref()
                                     .is_none_or(|l| l.last_command_seq != t.last_command_seq)
                             {
-                                rtt.record(age);
+                                stats.rtt.record(age);
                             }
                         }
                         *latest = Some(t);

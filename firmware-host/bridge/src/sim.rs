@@ -87,8 +87,6 @@ pub struct SimArm {
     reached: [bool; EXTRA_CHANNELS],
     /// Every command applied, in arrival order.
     pub commands: Vec<Command>,
-    /// Frames that failed to decode.
-    pub bad_frames: u64,
 }
 
 fn joints(v: &[f32]) -> Joints {
@@ -114,7 +112,6 @@ impl SimArm {
             telemetry_seq: 0,
             reached: [false; EXTRA_CHANNELS],
             commands: Vec::new(),
-            bad_frames: 0,
             config,
         }
     }

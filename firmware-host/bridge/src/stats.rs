@@ -114,8 +114,6 @@ impl RunStats {
         Self::default()
     }
 
-    pub(crate) fn finish(&mut self) {}
-
     /// A Markdown table of the figures.
     pub fn markdown(&self) -> String {
         format!(
