@@ -1,6 +1,7 @@
 //! `diffbc`: train, sample and evaluate diffusion policies.
 
 mod alloc_count;
+mod arm;
 mod bench;
 
 #[global_allocator]
@@ -36,8 +37,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// The main job: train a diffusion policy and the MSE baseline, evaluate both, write the report.
+    /// The main job: demonstrations → train (diffusion + MSE) → export → closed loop through the bridge → report.
     Pipeline(PipelineArgs),
+    /// Generate demonstrations with the seeded human-like demonstrator (one `.demos` file).
+    Demos(DemosArgs),
     /// Train a policy into a checkpoint folder.
     Train(TrainArgs),
     /// Sample actions from a checkpoint for one observation.
@@ -58,6 +61,15 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct SimArmArgs {
+    /// The arm task's world (targets, start pose from --seed); `none` = the plain 3-target arm.
+    #[arg(long, value_enum, default_value = "arm")]
+    task: SimTaskArg,
+    /// Episode seed (start pose).
+    #[arg(long, default_value_t = arm::eval::EVAL_SEED_BASE)]
+    seed: u64,
+    /// Device seconds per wall-clock second (a host must scale its rate by the same factor).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
     /// Stable path for hosts to open (a symlink to the pty slave).
     #[arg(long, default_value = "/tmp/diffbc-arm")]
     link: PathBuf,
@@ -153,15 +165,46 @@ struct ExportArgs {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum TaskArg {
+    /// The paper's claw-machine scenes (../shared/data/claw).
     Claw,
+    /// The emulated arm's multi-target task (demonstrations from `diffbc demos`).
+    Arm,
 }
 
 impl From<TaskArg> for TaskKind {
     fn from(t: TaskArg) -> Self {
         match t {
             TaskArg::Claw => TaskKind::Claw,
+            TaskArg::Arm => TaskKind::Arm,
         }
     }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum SimTaskArg {
+    /// The arm task's five targets.
+    Arm,
+    /// Three fixed targets, start at 0.
+    None,
+}
+
+#[derive(Args, Debug)]
+struct DemosArgs {
+    /// Task (only `arm` has a generator; claw data is read from its folder).
+    #[arg(long, value_enum, default_value = "arm")]
+    task: TaskArg,
+    /// Episodes to record.
+    #[arg(long, default_value_t = 200)]
+    episodes: usize,
+    /// Seed of the first episode (episode i uses seed + i).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// A JSON ArmTask (world, rules, demonstrator); default: the built-in task.
+    #[arg(long)]
+    task_config: Option<PathBuf>,
+    /// Output file.
+    #[arg(long, default_value = "data/arm.demos")]
+    out: PathBuf,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,30 +374,59 @@ struct EvalArgs {
     /// Evaluation seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Arm: the demonstrations the policies were trained on (for the order
+    /// distribution and action distance).
+    #[arg(long, default_value = "data/arm.demos")]
+    demos: PathBuf,
+    /// Arm: closed-loop episodes in-process per policy × sampler.
+    #[arg(long, default_value_t = 100)]
+    episodes: usize,
+    /// Arm: episodes through the serial bridge per policy (0 = none).
+    #[arg(long, default_value_t = 30)]
+    bridge_episodes: usize,
+    /// Arm: the emulated arm's device seconds per wall second on the bridge.
+    #[arg(long, default_value_t = 5.0)]
+    time_scale: f64,
     #[command(flatten)]
     sampler: SamplerArgs,
 }
 
 #[derive(Args, Debug)]
 struct PipelineArgs {
-    /// Task.
-    #[arg(long, value_enum, default_value = "claw")]
+    /// Task: `arm` (the main job) or `claw` (the paper's claw scenes).
+    #[arg(long, value_enum, default_value = "arm")]
     task: TaskArg,
-    /// Data folder of the task.
+    /// Data folder of the claw task.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Output folder: checkpoints, report.md, eval.json, figures.
-    #[arg(long, default_value = "out/claw")]
-    out: PathBuf,
+    /// Output folder: demonstrations, checkpoints, exported models, report.md, eval.json, figures
+    /// (default: out/<task>).
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Override the diffusion policy's training steps (the MSE baseline trains a quarter as many).
     #[arg(long)]
     steps: Option<usize>,
-    /// Samples per scene.
+    /// Claw: samples per scene.
     #[arg(long, default_value_t = 1000)]
     samples: usize,
+    /// Arm: demonstrations to generate.
+    #[arg(long, default_value_t = 200)]
+    demos: usize,
+    /// Arm: closed-loop episodes in-process per policy × sampler.
+    #[arg(long, default_value_t = 100)]
+    episodes: usize,
+    /// Arm: episodes through the serial bridge per policy (0 = skip the bridge).
+    #[arg(long, default_value_t = 30)]
+    bridge_episodes: usize,
+    /// Arm: the emulated arm's device seconds per wall second on the bridge.
+    #[arg(long, default_value_t = 5.0)]
+    time_scale: f64,
     /// Seed of data, training and evaluation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Arm: samplers to evaluate (default ddpm, diffusion-x, kde).
+    #[command(flatten)]
+    sampler: SamplerArgs,
 }
 
 const DEFAULT_EVAL_SAMPLERS: [SamplerKindArg; 3] = [
@@ -382,6 +454,7 @@ fn main() -> Result<()> {
         Command::Sample(a) => cmd_sample(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Pipeline(a) => cmd_pipeline(a),
+        Command::Demos(a) => cmd_demos(a),
         Command::Export(a) => cmd_export(a),
         Command::Bench(a) => cmd_bench(a),
         Command::Reference(a) => cmd_reference(a),
@@ -402,7 +475,14 @@ fn interrupt_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
 fn cmd_sim_arm(a: SimArmArgs) -> Result<()> {
     use std::sync::atomic::Ordering;
     let stop = interrupt_flag()?;
-    let config = diffbc_bridge::SimConfig::default_arm();
+    let mut config = match a.task {
+        SimTaskArg::Arm => arm::ArmTask::default().sim_config(a.seed),
+        SimTaskArg::None => diffbc_bridge::SimConfig::default_arm(),
+    };
+    if !(a.time_scale.is_finite() && a.time_scale > 0.0) {
+        bail!("--time-scale must be positive, got {}", a.time_scale);
+    }
+    config.time_scale = a.time_scale;
     let sim = diffbc_bridge::spawn_pty(config.clone(), &a.link)
         .with_context(|| format!("opening a pseudo-terminal at {}", a.link.display()))?;
     println!("{}", sim.path.display());
@@ -462,16 +542,36 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     report.outcome.map_err(anyhow::Error::msg)
 }
 
+/// The training samples of `config.task` from `data` (a folder or file).
+fn load_dataset(config: &TrainConfig, data: &Path) -> Result<diffbc_train::data::Dataset> {
+    match config.task {
+        TaskKind::Claw => {
+            let scenes = ClawScenes::load(data)?;
+            Ok(scenes.dataset(config.data.samples, config.seed))
+        }
+        TaskKind::Arm => {
+            if !data.exists() {
+                bail!(
+                    "{}: no demonstrations there; generate them with `diffbc demos --task arm --out {}`",
+                    data.display(),
+                    data.display()
+                );
+            }
+            let episodes = diffbc_train::episodes::Episodes::load(data)?;
+            Ok(episodes.to_dataset(config.history))
+        }
+    }
+}
+
 fn train_on_device(
     config: &TrainConfig,
-    data_dir: &Path,
+    data: &diffbc_train::data::Dataset,
     out: &Path,
     resume: bool,
     stop_at: Option<usize>,
     device: DeviceArg,
 ) -> Result<train::TrainOutcome> {
-    let scenes = ClawScenes::load(data_dir)?;
-    let data = scenes.dataset(config.data.samples, config.seed);
+    let data = data.clone();
     let options = RunOptions {
         resume,
         progress: true,
@@ -527,7 +627,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         ))
     });
     let dir = data_dir(config.task, &a.data);
-    let o = train_on_device(&config, &dir, &out, a.resume, a.stop_at, a.device)?;
+    let data = load_dataset(&config, &dir)?;
+    let o = train_on_device(&config, &data, &out, a.resume, a.stop_at, a.device)?;
     println!(
         "trained {} {} for {} steps ({:.1} steps/s): train loss {:.4}, test loss {:.4} (untrained {:.4}) -> {}",
         config.task.name(),
@@ -694,6 +795,9 @@ fn write_report(
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
+    if a.task == TaskArg::Arm {
+        return arm::cli::eval(&a);
+    }
     let scenes = ClawScenes::load(&data_dir(a.task.into(), &a.data))?;
     let samplers = a.sampler.configs(&DEFAULT_EVAL_SAMPLERS);
     let (records, points) = evaluate_all(
@@ -713,6 +817,10 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
 
 fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
     let task: TaskKind = a.task.into();
+    if task == TaskKind::Arm {
+        return arm::cli::pipeline(&a);
+    }
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out/claw"));
     let dir = data_dir(task, &a.data);
     let scenes = ClawScenes::load(&dir)?;
     let t0 = std::time::Instant::now();
@@ -728,9 +836,10 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
                 s
             };
         }
-        let out = a.out.join(format!("{}-{}", task.name(), method.name()));
+        let ck = out.join(format!("{}-{}", task.name(), method.name()));
         let ts = std::time::Instant::now();
-        let o = train_on_device(&config, &dir, &out, false, None, DeviceArg::Cpu)?;
+        let data = load_dataset(&config, &dir)?;
+        let o = train_on_device(&config, &data, &ck, false, None, DeviceArg::Cpu)?;
         lines.push_str(&format!(
             "- {}: {} steps in {:.0} s ({:.1} steps/s), test loss {:.4} (untrained {:.4})\n",
             method.name(),
@@ -740,7 +849,7 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
             o.test_loss,
             o.initial_test_loss
         ));
-        checkpoints.push(out);
+        checkpoints.push(ck);
     }
     let samplers = [
         SamplerConfig::ddpm(),
@@ -762,7 +871,34 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
         a.seed,
         t0.elapsed().as_secs_f64()
     );
-    write_report(&a.out, &records, &points, &scenes, None, &preamble)
+    write_report(&out, &records, &points, &scenes, None, &preamble)
+}
+
+fn cmd_demos(a: DemosArgs) -> Result<()> {
+    if a.task != TaskArg::Arm {
+        bail!("--task claw has no generator: its scenes are read from ../shared/data/claw");
+    }
+    let task = match &a.task_config {
+        Some(p) => arm::cli::read_task(p)?,
+        None => arm::ArmTask::default(),
+    };
+    let t0 = std::time::Instant::now();
+    let demos = arm::generate(&task, a.episodes, a.seed, true)?;
+    demos.save(&a.out)?;
+    let orders = arm::orders_from_episodes(&task, &demos);
+    println!(
+        "{} episodes, {} steps, {} distinct task orders (entropy {:.2} bits) in {:.1} s -> {}",
+        demos.len(),
+        demos.steps(),
+        orders
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        arm::eval::entropy_bits(&orders),
+        t0.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
 }
 
 fn cmd_export(a: ExportArgs) -> Result<()> {

@@ -593,6 +593,11 @@ impl Policy {
         self.model.engine_name()
     }
 
+    /// Whether the head regresses the action (no denoising loop, no sampler).
+    pub fn is_regressor(&self) -> bool {
+        self.model.manifest.head_kind == HeadKind::Regressor
+    }
+
     /// Values in one observation frame.
     pub fn frame_len(&self) -> usize {
         self.model.manifest.observation.frame_len()

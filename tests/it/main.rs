@@ -1,6 +1,7 @@
 //! Integration tests of the `diffbc` command (one test binary for the whole
 //! workspace). They read the claw scenes from `../shared/data/claw`.
 
+mod arm;
 mod bench;
 mod claw;
 mod hil;

@@ -127,7 +127,7 @@ impl TrainConfig {
             denoiser: DenoiserConfig::default(),
             mse_head: MseHeadConfig::default(),
             diffusion: ScheduleConfig::default(),
-            history: 0,
+            history: task.default_history(),
             obs_dropout: 0.0,
             action_scaling: task.default_action_scaling(),
             data: DataConfig {

@@ -30,6 +30,15 @@ pub enum TrainError {
         /// What is wrong.
         message: String,
     },
+    /// A data file or store is malformed (the message names the field,
+    /// array or byte offset).
+    #[error("{path}: {message}")]
+    File {
+        /// The file, folder or array.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A configuration value is invalid.
     #[error("config field {field}: {message}")]
     Config {

@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod episodes;
 pub mod error;
 pub mod eval;
 pub mod infer;

@@ -140,3 +140,159 @@ pub fn write_scene_figures(
     }
     Ok(written)
 }
+
+/// Colours of successive series in the charts below.
+const PALETTE: [Rgb<u8>; 6] = [
+    Rgb([40, 40, 40]),
+    Rgb([31, 119, 180]),
+    Rgb([214, 39, 40]),
+    Rgb([44, 160, 44]),
+    Rgb([148, 103, 189]),
+    Rgb([255, 127, 14]),
+];
+
+fn save(img: &RgbImage, path: &Path) -> Result<(), TrainError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(TrainError::io(parent))?;
+    }
+    img.save(path).map_err(|e| TrainError::Image {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+fn fill(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
+    for yy in y..(y + h).min(img.height()) {
+        for xx in x..(x + w).min(img.width()) {
+            img.put_pixel(xx, yy, c);
+        }
+    }
+}
+
+/// A grouped bar chart of shares in [0, 1]: one group per category
+/// (labelled 0, 1, …), one bar per series, a legend with the series' names.
+pub fn bar_chart(
+    path: &Path,
+    title: &str,
+    series: &[(String, Vec<f64>)],
+) -> Result<(), TrainError> {
+    let categories = series.iter().map(|s| s.1.len()).max().unwrap_or(0) as u32;
+    let bar_w = 10u32;
+    let group_w = bar_w * series.len() as u32 + 14;
+    let (left, top, plot_h) = (40u32, 30u32, 200u32);
+    let legend_h = 14 * series.len() as u32 + 8;
+    let width = (left + categories * group_w + 20).max(360);
+    let height = top + plot_h + 24 + legend_h;
+    let mut img = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    draw_text(&mut img, 6, 6, title, Rgb([0, 0, 0]));
+    let max = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
+    // Axis and a label for the top value.
+    fill(&mut img, left - 2, top, 1, plot_h, Rgb([0, 0, 0]));
+    fill(
+        &mut img,
+        left - 2,
+        top + plot_h,
+        categories * group_w + 4,
+        1,
+        Rgb([0, 0, 0]),
+    );
+    draw_text(&mut img, 2, top - 2, &format!("{max:.2}"), Rgb([0, 0, 0]));
+    draw_text(&mut img, 2, top + plot_h - 8, "0", Rgb([0, 0, 0]));
+    for c in 0..categories {
+        let gx = left + c * group_w + 6;
+        for (k, (_, values)) in series.iter().enumerate() {
+            let v = values.get(c as usize).copied().unwrap_or(0.0).max(0.0);
+            let h = ((v / max) * f64::from(plot_h)).round() as u32;
+            fill(
+                &mut img,
+                gx + k as u32 * bar_w,
+                top + plot_h - h,
+                bar_w - 2,
+                h,
+                PALETTE[k % PALETTE.len()],
+            );
+        }
+        draw_text(
+            &mut img,
+            gx,
+            top + plot_h + 6,
+            &c.to_string(),
+            Rgb([0, 0, 0]),
+        );
+    }
+    for (k, (name, _)) in series.iter().enumerate() {
+        let y = top + plot_h + 24 + 14 * k as u32;
+        fill(&mut img, 8, y, 10, 10, PALETTE[k % PALETTE.len()]);
+        draw_text(&mut img, 24, y, name, Rgb([0, 0, 0]));
+    }
+    save(&img, path)
+}
+
+/// Paths in a plane, one panel per series: each path a polyline of
+/// `(x, y)` pairs (e.g. two joints of the arm over an episode), and `marks`
+/// drawn as rings in every panel (e.g. the targets). `extent` is the half
+/// width of the square shown, centred on 0.
+pub fn paths_figure(
+    path: &Path,
+    panels: &[(String, Vec<Vec<[f32; 2]>>)],
+    marks: &[[f32; 2]],
+    extent: f32,
+) -> Result<(), TrainError> {
+    let size = 240u32;
+    let width = panels.len() as u32 * (size + GAP) + GAP;
+    let mut img = RgbImage::from_pixel(
+        width.max(size),
+        size + LABEL_H + 2 * GAP,
+        Rgb([255, 255, 255]),
+    );
+    let to_px = |v: f32| ((v / extent * 0.5 + 0.5) * (size - 1) as f32).round() as i32;
+    for (p, (label, paths)) in panels.iter().enumerate() {
+        let x0 = GAP + p as u32 * (size + GAP);
+        let y0 = LABEL_H + GAP;
+        draw_text(&mut img, x0, 3, label, Rgb([0, 0, 0]));
+        fill(&mut img, x0, y0, size, size, Rgb([245, 245, 245]));
+        let mut put = |x: i32, y: i32, c: Rgb<u8>| {
+            // y up.
+            let yy = size as i32 - 1 - y;
+            if (0..size as i32).contains(&x) && (0..size as i32).contains(&yy) {
+                img.put_pixel(x0 + x as u32, y0 + yy as u32, c);
+            }
+        };
+        for m in marks {
+            let (cx, cy) = (to_px(m[0]), to_px(m[1]));
+            for a in 0..64 {
+                let th = std::f32::consts::TAU * a as f32 / 64.0;
+                put(
+                    cx + (6.0 * th.cos()).round() as i32,
+                    cy + (6.0 * th.sin()).round() as i32,
+                    Rgb([0, 0, 0]),
+                );
+            }
+        }
+        for (k, line) in paths.iter().enumerate() {
+            let c = PALETTE[1 + k % (PALETTE.len() - 1)];
+            for w in line.windows(2) {
+                let (ax, ay, bx, by) = (
+                    to_px(w[0][0]),
+                    to_px(w[0][1]),
+                    to_px(w[1][0]),
+                    to_px(w[1][1]),
+                );
+                let steps = (bx - ax).abs().max((by - ay).abs()).max(1);
+                for s in 0..=steps {
+                    let t = s as f32 / steps as f32;
+                    put(
+                        (ax as f32 + (bx - ax) as f32 * t).round() as i32,
+                        (ay as f32 + (by - ay) as f32 * t).round() as i32,
+                        c,
+                    );
+                }
+            }
+        }
+    }
+    save(&img, path)
+}

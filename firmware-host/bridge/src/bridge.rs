@@ -13,7 +13,7 @@ use crate::safety::{SafetyError, SafetyLayer};
 use crate::stats::RunStats;
 use diffbc_protocol::{
     Command, Decoder, FaultCode, Frame, Handshake, Joints, MAX_FRAME, MAX_JOINTS, PROTOCOL_VERSION,
-    StopReason, Telemetry, encode,
+    StopReason, Telemetry, encode, status,
 };
 use serialport::SerialPort;
 use std::io::Read;
@@ -133,6 +133,8 @@ pub struct LoopConfig {
     pub reconnect: Reconnect,
     /// Handshake timeout.
     pub handshake_timeout: Duration,
+    /// End the run (normally) once telemetry reports `TASK_DONE`.
+    pub stop_when_task_done: bool,
 }
 
 impl Default for LoopConfig {
@@ -145,6 +147,7 @@ impl Default for LoopConfig {
             max_step: 0.2,
             reconnect: Reconnect::default(),
             handshake_timeout: Duration::from_secs(2),
+            stop_when_task_done: false,
         }
     }
 }
@@ -504,6 +507,10 @@ impl Bridge {
                     });
                 }
                 let Some(t) = &latest else { continue };
+                if config.stop_when_task_done && t.status & status::TASK_DONE != 0 {
+                    *last = latest.clone();
+                    return Ok(());
+                }
                 measured[..joints].copy_from_slice(&t.positions[..joints]);
                 // 2. Inference on the worker, bounded by the deadline.
                 if !busy && fresh && to_worker.try_send(t.clone()).is_ok() {

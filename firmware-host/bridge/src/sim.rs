@@ -38,6 +38,16 @@ pub struct SimConfig {
     pub targets: Vec<Vec<f32>>,
     /// Reach tolerance (rad, max over joints).
     pub tolerance: f32,
+    /// Targets to reach before the task counts as done (`TASK_DONE`);
+    /// `None` = all of them.
+    pub goal_count: Option<usize>,
+    /// Joint positions at power-on.
+    pub initial: Vec<f32>,
+    /// Device seconds per wall-clock second when run on a pty (1 = real
+    /// time). Physics, telemetry and the watchdog run on device time, so a
+    /// host that scales its control rate by the same factor sees exactly the
+    /// real-time dynamics, only sooner.
+    pub time_scale: f64,
 }
 
 impl SimConfig {
@@ -63,7 +73,16 @@ impl SimConfig {
                 vec![0.2, 0.9, 0.6, -0.5],
             ],
             tolerance: 0.08,
+            goal_count: None,
+            initial: vec![0.0; 4],
+            time_scale: 1.0,
         }
+    }
+
+    /// Targets needed for `TASK_DONE`.
+    pub fn goal(&self) -> usize {
+        let n = self.targets.len().min(EXTRA_CHANNELS);
+        self.goal_count.map_or(n, |g| g.min(n))
     }
 
     /// Joint count.
@@ -85,6 +104,7 @@ pub struct SimArm {
     fault: Option<Fault>,
     telemetry_seq: u32,
     reached: [bool; EXTRA_CHANNELS],
+    order: heapless::Vec<u8, EXTRA_CHANNELS>,
     /// Every command applied, in arrival order.
     pub commands: Vec<Command>,
 }
@@ -98,19 +118,32 @@ fn joints(v: &[f32]) -> Joints {
 }
 
 impl SimArm {
-    /// At rest at 0 rad, motors disabled until the first command.
+    /// At rest at `config.initial` (0 rad where it is short), motors
+    /// disabled until the first command.
     pub fn new(config: SimConfig) -> Self {
         let n = config.joints();
+        let q: Vec<f32> = (0..n)
+            .map(|j| {
+                let l = config.limits[j];
+                config
+                    .initial
+                    .get(j)
+                    .copied()
+                    .unwrap_or(0.0)
+                    .clamp(l.min, l.max)
+            })
+            .collect();
         Self {
-            q: vec![0.0; n],
+            target: q.clone(),
+            q,
             qd: vec![0.0; n],
-            target: vec![0.0; n],
             enabled: false,
             last_command: None,
             last_command_seq: 0,
             fault: None,
             telemetry_seq: 0,
             reached: [false; EXTRA_CHANNELS],
+            order: heapless::Vec::new(),
             commands: Vec::new(),
             config,
         }
@@ -233,8 +266,9 @@ impl SimArm {
                 .zip(&self.q)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
-            if d <= self.config.tolerance {
+            if d <= self.config.tolerance && !self.reached[i] {
                 self.reached[i] = true;
+                let _ = self.order.push(i as u8);
             }
         }
     }
@@ -242,6 +276,22 @@ impl SimArm {
     /// Targets reached so far, in target order.
     pub fn reached(&self) -> &[bool] {
         &self.reached[..self.config.targets.len().min(EXTRA_CHANNELS)]
+    }
+
+    /// Target indices in the order they were first reached.
+    pub fn order(&self) -> &[u8] {
+        &self.order
+    }
+
+    /// Whether the task is done (`goal` targets reached).
+    pub fn task_done(&self) -> bool {
+        let n = self.reached().len();
+        n > 0 && self.order.len() >= self.config.goal()
+    }
+
+    /// Measured velocities.
+    pub fn velocities(&self) -> &[f32] {
+        &self.qd
     }
 
     /// The next telemetry frame at device time `now`.
@@ -256,8 +306,7 @@ impl SimArm {
         if self.fault.is_some() {
             s |= status::FAULT;
         }
-        let n = self.reached().len();
-        if n > 0 && self.reached().iter().all(|&r| r) {
+        if self.task_done() {
             s |= status::TASK_DONE;
         }
         let mut extra = [0.0; EXTRA_CHANNELS];
@@ -309,6 +358,8 @@ pub struct SimShared {
     pub corrupted: AtomicU32,
     /// Targets reached (bit i = target i).
     pub reached: AtomicU32,
+    /// Target indices in the order they were first reached.
+    pub order: Mutex<Vec<u8>>,
     /// Times the pty was replaced.
     pub replugs: AtomicU32,
     /// Stop frames received.
@@ -400,6 +451,11 @@ fn run(
     let mut _slave = Some(slave);
     let _ = master.set_timeout(Duration::from_millis(1));
     let start = Instant::now();
+    let scale = if config.time_scale.is_finite() && config.time_scale > 0.0 {
+        config.time_scale
+    } else {
+        1.0
+    };
     let mut arm = SimArm::new(config.clone());
     let mut decoder = Decoder::new();
     let mut buf = [0u8; 512];
@@ -433,7 +489,7 @@ fn run(
                 }
             }
         }
-        let now = start.elapsed();
+        let now = start.elapsed().mul_f64(scale);
         let silent = faults.silent.load(Ordering::Relaxed);
         // Read whatever arrived.
         let avail = master.bytes_to_read().unwrap_or(0) as usize;
@@ -499,7 +555,12 @@ fn run(
             .iter()
             .enumerate()
             .fold(0u32, |m, (i, &r)| m | (u32::from(r) << i));
-        shared.reached.store(reached, Ordering::Relaxed);
+        if shared.reached.swap(reached, Ordering::Relaxed) != reached
+            && let Ok(mut o) = shared.order.lock()
+        {
+            o.clear();
+            o.extend_from_slice(arm.order());
+        }
         if session && now >= telemetry_at {
             telemetry_at = now + telemetry_dt;
             sent = sent.wrapping_add(1);

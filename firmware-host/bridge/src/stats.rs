@@ -54,6 +54,16 @@ impl Histogram {
         }
     }
 
+    /// Add every value of `other`.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += *b;
+        }
+        self.over += other.over;
+        self.max_us = self.max_us.max(other.max_us);
+        self.n += other.n;
+    }
+
     /// Values recorded.
     pub fn count(&self) -> u64 {
         self.n
@@ -112,6 +122,21 @@ impl RunStats {
     /// Empty.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Add another run's figures (several episodes as one set).
+    pub fn merge(&mut self, other: &RunStats) {
+        self.ticks += other.ticks;
+        self.missed_deadlines += other.missed_deadlines;
+        self.rejected_actions += other.rejected_actions;
+        self.clamped_limit += other.clamped_limit;
+        self.clamped_step += other.clamped_step;
+        self.frames_sent += other.frames_sent;
+        self.frames_received += other.frames_received;
+        self.frames_bad += other.frames_bad;
+        self.reconnects += other.reconnects;
+        self.jitter.merge(&other.jitter);
+        self.rtt.merge(&other.rtt);
     }
 
     /// A Markdown table of the figures.

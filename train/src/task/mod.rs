@@ -12,6 +12,10 @@ pub enum TaskKind {
     /// The paper's claw-machine scenes: a 64×64 RGB image, a 2-D action
     /// uniformly distributed over the objects in the image.
     Claw,
+    /// The emulated arm's multi-target task: joint positions, velocities and
+    /// the targets already reached; the action is one joint target per joint
+    /// at the control rate (demonstrations from `diffbc demos`).
+    Arm,
 }
 
 impl TaskKind {
@@ -19,6 +23,7 @@ impl TaskKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Claw => "claw",
+            Self::Arm => "arm",
         }
     }
 
@@ -42,6 +47,10 @@ impl TaskKind {
                 ],
                 embed: 128,
             },
+            Self::Arm => EncoderConfig::Mlp {
+                hidden: 256,
+                embed: 128,
+            },
         }
     }
 
@@ -51,7 +60,15 @@ impl TaskKind {
             // Measured on the claw scenes (8,000 steps, Diffusion-X M = 8):
             // standardised 0.920 on-object, min-max 0.913, raw [0, 1] (the
             // paper's code) 0.898.
-            Self::Claw => crate::config::ActionScaling::Standardize,
+            Self::Claw | Self::Arm => crate::config::ActionScaling::Standardize,
+        }
+    }
+
+    /// Previous observation frames fed with the current one by default.
+    pub fn default_history(self) -> usize {
+        match self {
+            Self::Claw => 0,
+            Self::Arm => 2,
         }
     }
 
@@ -60,6 +77,7 @@ impl TaskKind {
         match self {
             // About 11 minutes on one core of a 2-core machine.
             Self::Claw => 20_000,
+            Self::Arm => 12_000,
         }
     }
 
@@ -67,6 +85,8 @@ impl TaskKind {
     pub fn default_data_dir(self) -> &'static str {
         match self {
             Self::Claw => "../shared/data/claw",
+            // Written by `diffbc demos --task arm` (or the arm pipeline).
+            Self::Arm => "data/arm.demos",
         }
     }
 }

@@ -1,0 +1,584 @@
+//! Closed-loop evaluation on the arm task: seeded episodes in-process and
+//! through the serial bridge against the emulated arm on a pty; task
+//! completion, the distribution of task orders against the demonstrations',
+//! an action-distribution distance, and the bridge's timing.
+
+use super::{ArmTask, Driver, EpisodeResult, JOINTS, run_episode};
+use anyhow::{Context, Result, bail};
+use diffbc_bridge::policy::PolicyController;
+use diffbc_bridge::{Bridge, LoopConfig, RunStats, spawn_pty};
+use diffbc_protocol::Telemetry;
+use diffbc_runtime::{Policy, SamplerConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// Seeds of evaluation episodes start here (demonstrations use small seeds).
+pub const EVAL_SEED_BASE: u64 = 1_000_000;
+
+/// Where an episode ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutPath {
+    /// The demonstrations themselves (reference row).
+    Demonstrations,
+    /// Firmware logic stepped in this process.
+    InProcess,
+    /// Serial bridge ↔ pty ↔ emulated arm firmware.
+    Bridge,
+}
+
+/// Bridge timing over a set of episodes (wall clock).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BridgeTiming {
+    /// Device seconds per wall second.
+    pub time_scale: f64,
+    /// Control rate on the wire (Hz, wall clock).
+    pub wire_rate_hz: f64,
+    /// Ticks run.
+    pub ticks: u64,
+    /// Ticks whose action missed the deadline (last safe command resent).
+    pub missed_deadlines: u64,
+    /// Tick start jitter, 99th percentile (µs).
+    pub jitter_p99_us: u64,
+    /// Largest tick start jitter (µs).
+    pub jitter_max_us: u64,
+    /// Command → acknowledging telemetry, median (µs; quantised to the tick).
+    pub ack_p50_us: u64,
+    /// Targets clamped by the per-tick step limit.
+    pub clamped_step: u64,
+    /// Bad frames received.
+    pub frames_bad: u64,
+}
+
+/// One row of the table (one method × sampler × path).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmRecord {
+    /// `diffusion`, `mse` or `demonstrator`.
+    pub method: String,
+    /// Sampler label (`-` for regression and the demonstrations).
+    pub sampler: String,
+    /// Where the episodes ran.
+    pub path: RolloutPath,
+    /// Episodes.
+    pub episodes: usize,
+    /// Mean number of distinct targets reached per episode.
+    pub tasks_completed_mean: f64,
+    /// Share of episodes that reached all `goal` targets.
+    pub all_targets_rate: f64,
+    /// Entropy (bits) of the distribution of task orders (Miller–Madow corrected).
+    pub order_entropy: f64,
+    /// The same for the demonstrations.
+    pub demo_order_entropy: f64,
+    /// Share of episodes whose first target is the most common first target.
+    pub first_task_top_share: f64,
+    /// Share of the least common first target (0 = a target never comes first).
+    pub first_task_min_share: f64,
+    /// How often each target came first (shares, by target).
+    pub first_task_shares: Vec<f64>,
+    /// Sliced Wasserstein-1 distance between the commands sent and the
+    /// demonstrations' commands (rad; the demonstrations' split-half value is the floor).
+    pub action_w1: f64,
+    /// Decisions per second of the policy in this evaluation (in-process only).
+    pub decisions_per_second: Option<f64>,
+    /// Bridge timing (bridge rows only).
+    pub timing: Option<BridgeTiming>,
+}
+
+/// Entropy of a sample of discrete outcomes, in bits, with the Miller–Madow
+/// bias correction `(m − 1) / 2N` (m = distinct outcomes seen).
+pub fn entropy_bits<T: std::hash::Hash + Eq>(outcomes: &[T]) -> f64 {
+    let n = outcomes.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let mut counts: HashMap<&T, usize> = HashMap::new();
+    for o in outcomes {
+        *counts.entry(o).or_default() += 1;
+    }
+    let nf = n as f64;
+    let h: f64 = counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / nf;
+            -p * p.ln()
+        })
+        .sum();
+    (h + (counts.len() as f64 - 1.0) / (2.0 * nf)) / std::f64::consts::LN_2
+}
+
+/// Sliced Wasserstein-1 between two point sets of dimension `dim`, over
+/// `directions` seeded random directions; sets of different sizes are
+/// compared through their quantiles.
+pub fn sliced_w1(a: &[f32], b: &[f32], dim: usize, directions: usize, seed: u64) -> f64 {
+    let (na, nb) = (a.len() / dim, b.len() / dim);
+    if na == 0 || nb == 0 {
+        return f64::NAN;
+    }
+    let m = na.min(nb).min(4096);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut pa = vec![0.0f64; na];
+    let mut pb = vec![0.0f64; nb];
+    let mut total = 0.0;
+    for _ in 0..directions {
+        let mut d: Vec<f64> = (0..dim).map(|_| rng.sample(StandardNormal)).collect();
+        let norm = d.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+        d.iter_mut().for_each(|v| *v /= norm);
+        let project = |x: &[f32], out: &mut [f64]| {
+            for (o, row) in out.iter_mut().zip(x.chunks_exact(dim)) {
+                *o = row.iter().zip(&d).map(|(v, w)| f64::from(*v) * w).sum();
+            }
+            out.sort_by(f64::total_cmp);
+        };
+        project(a, &mut pa);
+        project(b, &mut pb);
+        let q = |s: &[f64], k: usize| s[((k as f64 + 0.5) * s.len() as f64 / m as f64) as usize];
+        total += (0..m).map(|k| (q(&pa, k) - q(&pb, k)).abs()).sum::<f64>() / m as f64;
+    }
+    total / directions as f64
+}
+
+/// Figures over a set of episodes.
+pub fn summarise(
+    task: &ArmTask,
+    method: &str,
+    sampler: &str,
+    path: RolloutPath,
+    results: &[EpisodeResult],
+    demo_orders: &[Vec<u8>],
+    demo_actions: &[f32],
+) -> ArmRecord {
+    let n = results.len().max(1) as f64;
+    let orders: Vec<Vec<u8>> = results
+        .iter()
+        .map(|r| r.order.iter().take(task.goal).copied().collect())
+        .collect();
+    let mut first = vec![0usize; task.sites];
+    for o in &orders {
+        if let Some(&f) = o.first() {
+            first[f as usize] += 1;
+        }
+    }
+    let shares: Vec<f64> = first.iter().map(|&c| c as f64 / n).collect();
+    let actions: Vec<f32> = results
+        .iter()
+        .flat_map(|r| r.actions.iter().copied())
+        .collect();
+    ArmRecord {
+        method: method.into(),
+        sampler: sampler.into(),
+        path,
+        episodes: results.len(),
+        tasks_completed_mean: orders.iter().map(|o| o.len() as f64).sum::<f64>() / n,
+        all_targets_rate: orders.iter().filter(|o| o.len() >= task.goal).count() as f64 / n,
+        order_entropy: entropy_bits(&orders),
+        demo_order_entropy: entropy_bits(demo_orders),
+        first_task_top_share: shares.iter().copied().fold(0.0, f64::max),
+        first_task_min_share: shares.iter().copied().fold(1.0, f64::min),
+        first_task_shares: shares,
+        action_w1: sliced_w1(&actions, demo_actions, JOINTS, 64, 7),
+        decisions_per_second: None,
+        timing: None,
+    }
+}
+
+/// A runtime [`Policy`] as an in-process driver.
+struct PolicyDriver<'a> {
+    policy: &'a mut Policy,
+}
+
+impl Driver for PolicyDriver<'_> {
+    fn reset(&mut self, seed: u64) {
+        self.policy.reseed(seed);
+        self.policy.reset();
+    }
+
+    fn act(&mut self, _t: &Telemetry, frame: &[f32], out: &mut [f32]) -> Result<()> {
+        let a = self.policy.act(frame)?;
+        out.copy_from_slice(a);
+        Ok(())
+    }
+}
+
+fn bar(len: usize, label: String) -> ProgressBar {
+    ProgressBar::new(len as u64)
+        .with_style(
+            ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed}<{eta}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+        .with_message(label)
+}
+
+/// Episodes `EVAL_SEED_BASE + seed_offset + i` in-process; returns the
+/// results and decisions per second.
+pub fn rollouts_in_process(
+    task: &ArmTask,
+    policy: &mut Policy,
+    episodes: usize,
+    seed_offset: u64,
+    label: &str,
+    progress: bool,
+) -> Result<(Vec<EpisodeResult>, f64)> {
+    let pb = if progress {
+        bar(episodes, label.to_string())
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut driver = PolicyDriver { policy };
+    let mut out = Vec::with_capacity(episodes);
+    let t0 = Instant::now();
+    let mut ticks = 0;
+    for e in 0..episodes {
+        let seed = EVAL_SEED_BASE + seed_offset + e as u64;
+        let r = run_episode(task, seed, &mut driver, None)
+            .with_context(|| format!("episode with seed {seed}"))?;
+        ticks += r.ticks;
+        out.push(r);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok((out, ticks as f64 / t0.elapsed().as_secs_f64().max(1e-9)))
+}
+
+/// The same episodes through the serial bridge: for each, an emulated arm
+/// firmware on a fresh pty (start pose from the seed, device clock running
+/// `time_scale` times faster than the wall clock), `Bridge` connecting to it
+/// and the policy running on the bridge's controller thread at
+/// `control_hz × time_scale` wall-clock Hz — so the dynamics per tick are the
+/// same as in-process.
+pub fn rollouts_bridge(
+    task: &ArmTask,
+    controller: &mut PolicyController,
+    episodes: usize,
+    time_scale: f64,
+    label: &str,
+    progress: bool,
+) -> Result<(Vec<EpisodeResult>, BridgeTiming)> {
+    if !(time_scale.is_finite() && time_scale > 0.0) {
+        bail!("--time-scale must be positive, got {time_scale}");
+    }
+    let dir = tempfile::tempdir().context("creating a folder for the pty links")?;
+    let pb = if progress {
+        bar(episodes, label.to_string())
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut out = Vec::with_capacity(episodes);
+    let mut stats = RunStats::new();
+    let wire_rate = task.control_hz * time_scale;
+    for e in 0..episodes {
+        let seed = EVAL_SEED_BASE + e as u64;
+        let mut sim_config = task.sim_config(seed);
+        sim_config.time_scale = time_scale;
+        let link = dir.path().join(format!("arm-{e}"));
+        let sim = spawn_pty(sim_config, &link)
+            .with_context(|| format!("opening the emulated arm at {}", link.display()))?;
+        let loop_config = LoopConfig {
+            rate_hz: wire_rate,
+            duration: Some(Duration::from_secs_f64(task.max_seconds / time_scale)),
+            max_step: task.max_step,
+            stop_when_task_done: true,
+            telemetry_timeout: Duration::from_millis(500),
+            ..LoopConfig::default()
+        };
+        controller.policy_mut().reseed(seed);
+        let path = link.to_string_lossy().into_owned();
+        let mut bridge = Bridge::connect(&path, 1_000_000, loop_config.handshake_timeout)
+            .with_context(|| format!("connecting to {path}"))?;
+        let report = bridge.run(controller, &loop_config, &AtomicBool::new(false));
+        drop(bridge);
+        // Let the firmware register the last physics steps it ran.
+        std::thread::sleep(Duration::from_millis(5));
+        let order = sim
+            .shared
+            .order
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default();
+        sim.shutdown();
+        report
+            .outcome
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("bridge episode with seed {seed}"))?;
+        let actions: Vec<f32> = report
+            .log
+            .iter()
+            .flat_map(|c| c.command.targets.iter().copied())
+            .collect();
+        stats.merge(&report.stats);
+        out.push(EpisodeResult {
+            order,
+            ticks: report.log.len(),
+            actions,
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let timing = BridgeTiming {
+        time_scale,
+        wire_rate_hz: wire_rate,
+        ticks: stats.ticks,
+        missed_deadlines: stats.missed_deadlines,
+        jitter_p99_us: stats.jitter.quantile_us(0.99),
+        jitter_max_us: stats.jitter.max_us(),
+        ack_p50_us: stats.rtt.quantile_us(0.5),
+        clamped_step: stats.clamped_step,
+        frames_bad: stats.frames_bad,
+    };
+    Ok((out, timing))
+}
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalPlan {
+    /// Samplers for diffusion policies (in-process).
+    pub samplers: Vec<SamplerConfig>,
+    /// In-process episodes per policy × sampler.
+    pub episodes: usize,
+    /// Bridge episodes per policy (first sampler that is Diffusion-X, else the first); 0 = off.
+    pub bridge_episodes: usize,
+    /// Device seconds per wall second on the bridge.
+    pub time_scale: f64,
+    /// Draw progress bars.
+    pub progress: bool,
+}
+
+/// The demonstrations' reference row: their own figures, and as
+/// `action_w1` the distance between two halves of them (the floor).
+pub fn demo_record(task: &ArmTask, demo_orders: &[Vec<u8>], demo_actions: &[f32]) -> ArmRecord {
+    let results: Vec<EpisodeResult> = demo_orders
+        .iter()
+        .map(|o| EpisodeResult {
+            order: o.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let mut r = summarise(
+        task,
+        "demonstrator",
+        "-",
+        RolloutPath::Demonstrations,
+        &results,
+        demo_orders,
+        demo_actions,
+    );
+    let rows = demo_actions.len() / JOINTS;
+    let half = rows / 2 * JOINTS;
+    r.action_w1 = sliced_w1(&demo_actions[..half], &demo_actions[half..], JOINTS, 64, 7);
+    r
+}
+
+/// Commands of the first episodes of each in-process row, for figures.
+pub type SamplePaths = Vec<(String, Vec<Vec<f32>>)>;
+
+/// Evaluate exported policies (folders with a manifest).
+pub fn evaluate(
+    task: &ArmTask,
+    models: &[(String, &Path)],
+    plan: &EvalPlan,
+    demo_orders: &[Vec<u8>],
+    demo_actions: &[f32],
+) -> Result<(Vec<ArmRecord>, SamplePaths)> {
+    let mut records = vec![demo_record(task, demo_orders, demo_actions)];
+    let mut paths = Vec::new();
+    for (method, dir) in models {
+        let mut policy = Policy::load(dir, diffbc_runtime::EngineChoice::Native)
+            .with_context(|| format!("loading {}", dir.display()))?;
+        if policy.frame_len() != task.frame_len() || policy.action_dim() != JOINTS {
+            bail!(
+                "{}: the policy reads {}-value frames and writes {} values; the arm task has {}-value frames and {JOINTS} joints",
+                dir.display(),
+                policy.frame_len(),
+                policy.action_dim(),
+                task.frame_len()
+            );
+        }
+        let regressor = policy.is_regressor();
+        let samplers: Vec<Option<SamplerConfig>> = if regressor {
+            vec![None]
+        } else {
+            plan.samplers.iter().copied().map(Some).collect()
+        };
+        for s in &samplers {
+            if let Some(cfg) = s {
+                policy.set_sampler(*cfg)?;
+            }
+            let label = s.map_or("-".to_string(), |c| c.label());
+            let (results, dps) = rollouts_in_process(
+                task,
+                &mut policy,
+                plan.episodes,
+                0,
+                &format!("{method} {label}"),
+                plan.progress,
+            )?;
+            let mut r = summarise(
+                task,
+                method,
+                &label,
+                RolloutPath::InProcess,
+                &results,
+                demo_orders,
+                demo_actions,
+            );
+            r.decisions_per_second = Some(dps);
+            paths.push((
+                if regressor {
+                    method.clone()
+                } else {
+                    format!("{method} {label}")
+                },
+                results.iter().take(6).map(|e| e.actions.clone()).collect(),
+            ));
+            tracing::info!(
+                method = %method, sampler = %label,
+                all_targets = r.all_targets_rate, tasks = r.tasks_completed_mean,
+                entropy = r.order_entropy, "in-process"
+            );
+            records.push(r);
+        }
+        if plan.bridge_episodes > 0 {
+            let bridge_sampler = plan
+                .samplers
+                .iter()
+                .copied()
+                .find(|c| c.label().starts_with("diffusion-x"))
+                .or(plan.samplers.first().copied());
+            if !regressor && let Some(cfg) = bridge_sampler {
+                policy.set_sampler(cfg)?;
+            }
+            let label = if regressor {
+                "-".to_string()
+            } else {
+                policy.sampler_config().label()
+            };
+            let mut controller = PolicyController::new(policy);
+            let (results, timing) = rollouts_bridge(
+                task,
+                &mut controller,
+                plan.bridge_episodes,
+                plan.time_scale,
+                &format!("{method} {label} bridge"),
+                plan.progress,
+            )?;
+            let mut r = summarise(
+                task,
+                method,
+                &label,
+                RolloutPath::Bridge,
+                &results,
+                demo_orders,
+                demo_actions,
+            );
+            r.timing = Some(timing);
+            tracing::info!(
+                method = %method, sampler = %label,
+                all_targets = r.all_targets_rate, tasks = r.tasks_completed_mean, "bridge"
+            );
+            records.push(r);
+        }
+    }
+    Ok((records, paths))
+}
+
+/// The Markdown table.
+pub fn markdown_table(records: &[ArmRecord]) -> String {
+    let mut s = String::from(
+        "| method | sampler | path | episodes | tasks done (mean) | all targets | order entropy (bits) | demo entropy | top first-task share | min first-task share | action W1 (rad) | decisions/s |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in records {
+        let path = match r.path {
+            RolloutPath::Demonstrations => "demos",
+            RolloutPath::InProcess => "in-process",
+            RolloutPath::Bridge => "bridge",
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.2} | {:.3} | {:.3} | {:.4} | {} |\n",
+            r.method,
+            r.sampler,
+            path,
+            r.episodes,
+            r.tasks_completed_mean,
+            r.all_targets_rate,
+            r.order_entropy,
+            r.demo_order_entropy,
+            r.first_task_top_share,
+            r.first_task_min_share,
+            r.action_w1,
+            r.decisions_per_second
+                .map_or("-".to_string(), |d| format!("{d:.0}"))
+        ));
+    }
+    s
+}
+
+/// The bridge timing table.
+pub fn timing_table(records: &[ArmRecord]) -> String {
+    let mut s = String::from(
+        "| method | sampler | time scale | wire rate (Hz) | ticks | missed deadlines | jitter p99 (µs) | jitter max (µs) | ack p50 (µs) | step clamps | bad frames |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in records {
+        if let Some(t) = &r.timing {
+            s.push_str(&format!(
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+                r.method,
+                r.sampler,
+                t.time_scale,
+                t.wire_rate_hz,
+                t.ticks,
+                t.missed_deadlines,
+                t.jitter_p99_us,
+                t.jitter_max_us,
+                t.ack_p50_us,
+                t.clamped_step,
+                t.frames_bad
+            ));
+        }
+    }
+    s
+}
+
+/// Whether two completion rates over `n1`, `n2` episodes agree within
+/// noise: |p1 − p2| ≤ 3 standard errors of the difference (+1 episode).
+pub fn rates_agree(p1: f64, n1: usize, p2: f64, n2: usize) -> bool {
+    let p = (p1 * n1 as f64 + p2 * n2 as f64) / (n1 + n2).max(1) as f64;
+    let se = (p * (1.0 - p) * (1.0 / n1.max(1) as f64 + 1.0 / n2.max(1) as f64)).sqrt();
+    (p1 - p2).abs() <= 3.0 * se + 1.0 / n1.min(n2).max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_of_uniform_and_constant_outcomes() {
+        let c = vec![1u8; 100];
+        assert!(entropy_bits(&c).abs() < 1e-12);
+        let u: Vec<u8> = (0..400).map(|i| (i % 4) as u8).collect();
+        let h = entropy_bits(&u);
+        assert!((h - 2.0).abs() < 0.01, "{h}");
+    }
+
+    #[test]
+    fn sliced_w1_is_zero_for_equal_sets_and_sees_a_shift() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let a: Vec<f32> = (0..4000).map(|_| rng.sample(StandardNormal)).collect();
+        assert!(sliced_w1(&a, &a, 4, 16, 0) < 1e-9);
+        let b: Vec<f32> = a.iter().map(|v| v + 0.5).collect();
+        // A shift of 0.5 in every joint projects to 0.5·|Σ d| on average.
+        let w = sliced_w1(&a, &b, 4, 64, 0);
+        assert!(w > 0.2 && w < 1.0, "{w}");
+    }
+
+    #[test]
+    fn rate_agreement_allows_noise_but_not_a_gap() {
+        assert!(rates_agree(0.8, 100, 0.75, 30));
+        assert!(!rates_agree(0.9, 100, 0.3, 30));
+    }
+}

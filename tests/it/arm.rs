@@ -1,0 +1,138 @@
+//! The main job on the emulated arm: demonstrations, training, export and
+//! closed-loop episodes in-process and over a pty, at test size.
+
+use crate::support::{error_line, ok};
+
+#[test]
+fn demonstrations_are_seeded_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, b, c) = (
+        dir.path().join("a.demos"),
+        dir.path().join("b.demos"),
+        dir.path().join("c.demos"),
+    );
+    for (p, seed) in [(&a, "3"), (&b, "3"), (&c, "4")] {
+        let out = ok(&[
+            "demos",
+            "--episodes",
+            "6",
+            "--seed",
+            seed,
+            "--out",
+            p.to_str().expect("utf-8"),
+        ]);
+        assert!(out.contains("6 episodes"), "{out}");
+    }
+    let read = |p: &std::path::Path| std::fs::read(p).expect("read");
+    assert_eq!(read(&a), read(&b), "same seed, same bytes");
+    assert_ne!(read(&a), read(&c), "another seed, other data");
+
+    // A corrupt file is refused with its name and the byte range.
+    let mut bytes = read(&a);
+    let n = bytes.len();
+    bytes[n - 10] ^= 0x01;
+    std::fs::write(&c, &bytes).expect("write");
+    let e = error_line(&[
+        "train",
+        "--task",
+        "arm",
+        "--data",
+        c.to_str().expect("utf-8"),
+        "--steps",
+        "1",
+        "--out",
+        dir.path().join("ck").to_str().expect("utf-8"),
+    ]);
+    assert!(e.contains("c.demos") && e.contains("checksum"), "{e}");
+    // Missing demonstrations say how to make them.
+    let e = error_line(&[
+        "train",
+        "--task",
+        "arm",
+        "--data",
+        dir.path().join("none.demos").to_str().expect("utf-8"),
+        "--out",
+        dir.path().join("ck").to_str().expect("utf-8"),
+    ]);
+    assert!(e.contains("diffbc demos"), "{e}");
+}
+
+#[test]
+fn pipeline_trains_exports_and_runs_closed_loop_in_process_and_over_a_pty() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("arm");
+    let json = out.join("eval.json");
+    let stdout = ok(&[
+        "pipeline",
+        "--task",
+        "arm",
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--demos",
+        "12",
+        "--steps",
+        "300",
+        "--episodes",
+        "3",
+        "--bridge-episodes",
+        "3",
+        "--sampler",
+        "diffusion-x",
+    ]);
+    assert!(stdout.contains("| method |"), "{stdout}");
+    let records: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("eval.json")).expect("json");
+    let find = |method: &str, path: &str| {
+        records
+            .iter()
+            .find(|r| r["method"] == method && r["path"] == path)
+            .unwrap_or_else(|| panic!("no {method} {path} record in {records:#?}"))
+    };
+    for (method, path) in [
+        ("diffusion", "in_process"),
+        ("diffusion", "bridge"),
+        ("mse", "in_process"),
+        ("mse", "bridge"),
+    ] {
+        let r = find(method, path);
+        assert_eq!(r["episodes"], 3, "{r}");
+        for key in [
+            "tasks_completed_mean",
+            "all_targets_rate",
+            "order_entropy",
+            "demo_order_entropy",
+        ] {
+            let v = r[key].as_f64().unwrap_or_else(|| panic!("{key} in {r}"));
+            assert!(v.is_finite() && v >= 0.0, "{key} = {v}");
+        }
+        assert!(r["all_targets_rate"].as_f64().unwrap_or(2.0) <= 1.0);
+        assert!(r["sampler"].is_string());
+        if path == "bridge" {
+            let t = &r["timing"];
+            // Every episode ran on the wire: ticks were sent and logged.
+            assert!(t["ticks"].as_u64().unwrap_or(0) >= 3, "{t}");
+        }
+    }
+    assert_eq!(
+        find("diffusion", "in_process")["sampler"],
+        "diffusion-x(M=8)"
+    );
+    // Demonstrations' own row: 12 episodes, all complete, several orders.
+    let demo = find("demonstrator", "demonstrations");
+    assert_eq!(demo["all_targets_rate"], 1.0);
+    assert!(
+        demo["demo_order_entropy"].as_f64().unwrap_or(0.0) > 2.0,
+        "{demo}"
+    );
+    for f in [
+        "report.md",
+        "figures/first_task.png",
+        "figures/paths.png",
+        "arm.demos",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    for m in ["diffusion", "mse"] {
+        assert!(out.join("models").join(m).join("manifest.json").is_file());
+    }
+}

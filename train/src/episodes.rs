@@ -1,0 +1,578 @@
+//! Demonstrations as episodes on disk: diffbc's own one-file format, and the
+//! Diffusion Policy zarr layout (`data/<obs>`, `data/action`,
+//! `meta/episode_ends`) that Push-T and many users' data sets use.
+//!
+//! ## The `.demos` file (format version 1)
+//!
+//! | bytes | content |
+//! |---|---|
+//! | 0..8 | magic `DIFFBCD1` |
+//! | 8..12 | header length `H`, u32 little-endian |
+//! | 12..12+H | header, UTF-8 JSON ([`DemosHeader`]) |
+//! | then | observations, f32 little-endian, `[steps, obs_dim]` row-major |
+//! | then | actions, f32 little-endian, `[steps, action_dim]` row-major |
+//!
+//! The header carries the episode boundaries (exclusive end index of each
+//! episode, like Diffusion Policy's `episode_ends`), the names of the
+//! observation and action channels, free-form provenance (the generator and
+//! its seed), and the SHA-256 of the payload. Every error names the file and,
+//! for the payload, the byte offset.
+
+use crate::data::Dataset;
+use crate::error::TrainError;
+use crate::task::ObsSpec;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// First bytes of a `.demos` file.
+pub const MAGIC: &[u8; 8] = b"DIFFBCD1";
+/// Version written into the header.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The JSON header of a `.demos` file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemosHeader {
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Values per observation row.
+    pub obs_dim: usize,
+    /// Values per action row.
+    pub action_dim: usize,
+    /// Rows in total.
+    pub steps: usize,
+    /// Exclusive end row of each episode, increasing, last = `steps`.
+    pub episode_ends: Vec<usize>,
+    /// One name per observation value.
+    pub obs_names: Vec<String>,
+    /// One name per action value.
+    pub action_names: Vec<String>,
+    /// Where the data came from (generator, seed, settings).
+    pub source: serde_json::Value,
+    /// SHA-256 of the payload (observations then actions), lower-case hex.
+    pub payload_sha256: String,
+}
+
+/// Demonstrations: one row per control tick, episodes back to back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Episodes {
+    /// Values per observation row.
+    pub obs_dim: usize,
+    /// Values per action row.
+    pub action_dim: usize,
+    /// `[steps, obs_dim]`.
+    pub obs: Vec<f32>,
+    /// `[steps, action_dim]`.
+    pub actions: Vec<f32>,
+    /// Exclusive end row of each episode.
+    pub episode_ends: Vec<usize>,
+    /// One name per observation value (may be empty).
+    pub obs_names: Vec<String>,
+    /// One name per action value (may be empty).
+    pub action_names: Vec<String>,
+    /// Provenance.
+    pub source: serde_json::Value,
+}
+
+fn data_err(path: &Path, message: impl Into<String>) -> TrainError {
+    TrainError::File {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+impl Episodes {
+    /// An empty set with the given row widths.
+    pub fn new(obs_dim: usize, action_dim: usize) -> Self {
+        Self {
+            obs_dim,
+            action_dim,
+            obs: Vec::new(),
+            actions: Vec::new(),
+            episode_ends: Vec::new(),
+            obs_names: Vec::new(),
+            action_names: Vec::new(),
+            source: serde_json::Value::Null,
+        }
+    }
+
+    /// Rows in total.
+    pub fn steps(&self) -> usize {
+        self.actions.len() / self.action_dim.max(1)
+    }
+
+    /// Number of episodes.
+    pub fn len(&self) -> usize {
+        self.episode_ends.len()
+    }
+
+    /// Whether there is no episode.
+    pub fn is_empty(&self) -> bool {
+        self.episode_ends.is_empty()
+    }
+
+    /// Row range of episode `e`.
+    pub fn episode(&self, e: usize) -> std::ops::Range<usize> {
+        let start = if e == 0 { 0 } else { self.episode_ends[e - 1] };
+        start..self.episode_ends[e]
+    }
+
+    /// Observation row `i`.
+    pub fn obs_row(&self, i: usize) -> &[f32] {
+        &self.obs[i * self.obs_dim..(i + 1) * self.obs_dim]
+    }
+
+    /// Action row `i`.
+    pub fn action_row(&self, i: usize) -> &[f32] {
+        &self.actions[i * self.action_dim..(i + 1) * self.action_dim]
+    }
+
+    /// Append one episode.
+    pub fn push_episode(&mut self, obs: &[f32], actions: &[f32]) -> Result<(), TrainError> {
+        let n = actions.len() / self.action_dim.max(1);
+        if n == 0 || actions.len() != n * self.action_dim || obs.len() != n * self.obs_dim {
+            return Err(TrainError::Data(format!(
+                "episode {}: {} observation values and {} action values do not make whole rows of {} and {}",
+                self.len(),
+                obs.len(),
+                actions.len(),
+                self.obs_dim,
+                self.action_dim
+            )));
+        }
+        self.obs.extend_from_slice(obs);
+        self.actions.extend_from_slice(actions);
+        self.episode_ends.push(self.steps());
+        Ok(())
+    }
+
+    /// Check lengths, boundaries and finiteness; `origin` names the source.
+    pub fn validate(&self, origin: &Path) -> Result<(), TrainError> {
+        let steps = self.steps();
+        if self.obs_dim == 0 || self.action_dim == 0 {
+            return Err(data_err(
+                origin,
+                "obs_dim and action_dim must be at least 1",
+            ));
+        }
+        if self.actions.len() != steps * self.action_dim || self.obs.len() != steps * self.obs_dim {
+            return Err(data_err(
+                origin,
+                format!(
+                    "{} observation values and {} action values are not {steps} rows of {} and {}",
+                    self.obs.len(),
+                    self.actions.len(),
+                    self.obs_dim,
+                    self.action_dim
+                ),
+            ));
+        }
+        let mut prev = 0;
+        for (e, &end) in self.episode_ends.iter().enumerate() {
+            if end <= prev || end > steps {
+                return Err(data_err(
+                    origin,
+                    format!(
+                        "episode_ends[{e}] = {end}: ends must increase strictly and stay within {steps} rows (previous {prev})"
+                    ),
+                ));
+            }
+            prev = end;
+        }
+        if prev != steps {
+            return Err(data_err(
+                origin,
+                format!("the last episode ends at row {prev}, but there are {steps} rows"),
+            ));
+        }
+        for (name, names, dim) in [
+            ("obs_names", &self.obs_names, self.obs_dim),
+            ("action_names", &self.action_names, self.action_dim),
+        ] {
+            if !names.is_empty() && names.len() != dim {
+                return Err(data_err(
+                    origin,
+                    format!("{name} has {} names for {dim} values", names.len()),
+                ));
+            }
+        }
+        for (what, v, dim) in [
+            ("observation", &self.obs, self.obs_dim),
+            ("action", &self.actions, self.action_dim),
+        ] {
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(data_err(
+                    origin,
+                    format!(
+                        "{what} row {} value {} is {} (not finite)",
+                        i / dim,
+                        i % dim,
+                        v[i]
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Samples for training: every row with its `history` previous rows of
+    /// the same episode (the first row repeated at an episode's start, as the
+    /// runtime does at deployment).
+    pub fn to_dataset(&self, history: usize) -> Dataset {
+        let h = history + 1;
+        let mut frame_index = Vec::with_capacity(self.steps() * h);
+        for e in 0..self.len() {
+            let r = self.episode(e);
+            for i in r.clone() {
+                for back in (0..h).rev() {
+                    frame_index.push(i.saturating_sub(back).max(r.start) as u32);
+                }
+            }
+        }
+        Dataset {
+            obs: ObsSpec::Vector { dim: self.obs_dim },
+            action_dim: self.action_dim,
+            history,
+            frames: self.obs.clone(),
+            frame_index,
+            actions: self.actions.clone(),
+        }
+    }
+
+    fn payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 * (self.obs.len() + self.actions.len()));
+        for v in self.obs.iter().chain(&self.actions) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// Write a `.demos` file (atomically: a temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        self.validate(path)?;
+        let payload = self.payload();
+        let header = DemosHeader {
+            format_version: FORMAT_VERSION,
+            obs_dim: self.obs_dim,
+            action_dim: self.action_dim,
+            steps: self.steps(),
+            episode_ends: self.episode_ends.clone(),
+            obs_names: self.obs_names.clone(),
+            action_names: self.action_names.clone(),
+            source: self.source.clone(),
+            payload_sha256: hex(&Sha256::digest(&payload)),
+        };
+        let json = serde_json::to_vec(&header).map_err(|e| data_err(path, e.to_string()))?;
+        let mut bytes = Vec::with_capacity(12 + json.len() + payload.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&json);
+        bytes.extend_from_slice(&payload);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| data_err(parent, e.to_string()))?;
+        }
+        let tmp = path.with_extension("demos.partial");
+        std::fs::write(&tmp, &bytes).map_err(|e| data_err(&tmp, e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| data_err(path, e.to_string()))
+    }
+
+    /// Read a `.demos` file, or a Diffusion Policy zarr folder (observation
+    /// array `data/state`, see [`Episodes::load_zarr`]).
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        if path.is_dir() {
+            return Self::load_zarr(path, "state", "action");
+        }
+        let bytes = std::fs::read(path).map_err(|e| data_err(path, e.to_string()))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parse the bytes of a `.demos` file; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, TrainError> {
+        if bytes.len() < 12 || &bytes[..8] != MAGIC {
+            return Err(data_err(
+                path,
+                "byte 0: not a diffbc demonstrations file (magic DIFFBCD1 missing)",
+            ));
+        }
+        let h = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+        let header_end = 12usize.saturating_add(h);
+        if header_end > bytes.len() {
+            return Err(data_err(
+                path,
+                format!(
+                    "byte 8: header length {h} runs past the end of the file ({} bytes)",
+                    bytes.len()
+                ),
+            ));
+        }
+        let header: DemosHeader = serde_json::from_slice(&bytes[12..header_end])
+            .map_err(|e| data_err(path, format!("bytes 12..{header_end}: header: {e}")))?;
+        if header.format_version != FORMAT_VERSION {
+            return Err(data_err(
+                path,
+                format!(
+                    "header field format_version: {} is not supported (this build reads {FORMAT_VERSION})",
+                    header.format_version
+                ),
+            ));
+        }
+        let n_obs = header.steps.checked_mul(header.obs_dim);
+        let n_act = header.steps.checked_mul(header.action_dim);
+        let expected = n_obs
+            .zip(n_act)
+            .and_then(|(a, b)| a.checked_add(b))
+            .and_then(|n| n.checked_mul(4));
+        let payload = &bytes[header_end..];
+        if expected != Some(payload.len()) {
+            return Err(data_err(
+                path,
+                format!(
+                    "byte {header_end}: the header promises {} rows of {} + {} values ({} bytes) but {} bytes follow",
+                    header.steps,
+                    header.obs_dim,
+                    header.action_dim,
+                    expected.map_or("too many".to_string(), |e| e.to_string()),
+                    payload.len()
+                ),
+            ));
+        }
+        let digest = hex(&Sha256::digest(payload));
+        if digest != header.payload_sha256 {
+            return Err(data_err(
+                path,
+                format!(
+                    "bytes {header_end}..{}: payload checksum mismatch (header {}, data {digest}): the file is corrupt",
+                    bytes.len(),
+                    header.payload_sha256
+                ),
+            ));
+        }
+        let floats: Vec<f32> = payload
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let n_obs = n_obs.unwrap_or(0);
+        let ep = Self {
+            obs_dim: header.obs_dim,
+            action_dim: header.action_dim,
+            obs: floats[..n_obs].to_vec(),
+            actions: floats[n_obs..].to_vec(),
+            episode_ends: header.episode_ends,
+            obs_names: header.obs_names,
+            action_names: header.action_names,
+            source: header.source,
+        };
+        if let Some(i) = ep
+            .obs
+            .iter()
+            .chain(&ep.actions)
+            .position(|v| !v.is_finite())
+        {
+            return Err(data_err(
+                path,
+                format!("byte {}: value is not finite", header_end + 4 * i),
+            ));
+        }
+        ep.validate(path)?;
+        Ok(ep)
+    }
+
+    /// Read the Diffusion Policy replay-buffer layout: `data/<obs_key>`
+    /// (`[steps, obs_dim]`), `data/<action_key>` (`[steps, action_dim]`) and
+    /// `meta/episode_ends` (int64), any zarr v2/v3 codec zarrs supports
+    /// (Blosc-zstd for Push-T).
+    pub fn load_zarr(root: &Path, obs_key: &str, action_key: &str) -> Result<Self, TrainError> {
+        let obs = zarr::read_f32(root, &format!("data/{obs_key}"))?;
+        let act = zarr::read_f32(root, &format!("data/{action_key}"))?;
+        let ends = zarr::read_i64(root, "meta/episode_ends")?;
+        let steps = obs.shape[0];
+        if act.shape[0] != steps {
+            return Err(data_err(
+                &root.join("data").join(action_key),
+                format!("{} rows, but data/{obs_key} has {steps}", act.shape[0]),
+            ));
+        }
+        let episode_ends = ends
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| {
+                usize::try_from(e).map_err(|_| {
+                    data_err(
+                        &root.join("meta/episode_ends"),
+                        format!("element {i} is {e}, not a row index"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ep = Self {
+            obs_dim: obs.row_len(),
+            action_dim: act.row_len(),
+            obs: obs.data,
+            actions: act.data,
+            episode_ends,
+            obs_names: Vec::new(),
+            action_names: Vec::new(),
+            source: serde_json::json!({ "zarr": root.display().to_string(), "obs": obs_key, "action": action_key }),
+        };
+        ep.validate(root)?;
+        Ok(ep)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The zarr side, on the `zarrs` crate.
+mod zarr {
+    use super::data_err;
+    use crate::error::TrainError;
+    use std::path::Path;
+    use std::sync::Arc;
+    use zarrs::array::{Array, ArraySubset};
+    use zarrs::filesystem::FilesystemStore;
+
+    pub(super) struct Read<T> {
+        pub shape: Vec<usize>,
+        pub data: Vec<T>,
+    }
+
+    impl<T> Read<T> {
+        pub fn row_len(&self) -> usize {
+            self.shape[1..].iter().product()
+        }
+    }
+
+    fn open(root: &Path, name: &str) -> Result<Array<FilesystemStore>, TrainError> {
+        let store = FilesystemStore::new(root)
+            .map_err(|e| data_err(root, format!("not a zarr store: {e}")))?;
+        Array::open(Arc::new(store), &format!("/{name}"))
+            .map_err(|e| data_err(&root.join(name), format!("cannot open the zarr array: {e}")))
+    }
+
+    fn read<T: zarrs::array::ElementOwned>(root: &Path, name: &str) -> Result<Read<T>, TrainError> {
+        let a = open(root, name)?;
+        let shape: Vec<usize> = a.shape().iter().map(|&d| d as usize).collect();
+        if shape.is_empty() || shape[0] == 0 {
+            return Err(data_err(&root.join(name), "the array is empty"));
+        }
+        let data = a
+            .retrieve_array_subset::<Vec<T>>(&ArraySubset::new_with_shape(a.shape().to_vec()))
+            .map_err(|e| data_err(&root.join(name), format!("reading a chunk failed: {e}")))?;
+        Ok(Read { shape, data })
+    }
+
+    pub(super) fn read_f32(root: &Path, name: &str) -> Result<Read<f32>, TrainError> {
+        read::<f32>(root, name)
+    }
+
+    pub(super) fn read_i64(root: &Path, name: &str) -> Result<Vec<i64>, TrainError> {
+        Ok(read::<i64>(root, name)?.data)
+    }
+}
+
+/// Where a task's demonstrations were written by default.
+pub fn default_path(task: &str) -> PathBuf {
+    PathBuf::from(format!("data/{task}.demos"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Episodes {
+        let mut e = Episodes::new(3, 2);
+        e.obs_names = vec!["a".into(), "b".into(), "c".into()];
+        e.action_names = vec!["x".into(), "y".into()];
+        e.source = serde_json::json!({"generator": "test", "seed": 7});
+        e.push_episode(&[0., 1., 2., 3., 4., 5.], &[0.5, 0.6, 0.7, 0.8])
+            .expect("ep");
+        e.push_episode(&[6., 7., 8.], &[0.9, 1.0]).expect("ep");
+        e
+    }
+
+    #[test]
+    fn round_trip_and_history_indices() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("x.demos");
+        let e = sample();
+        e.save(&p).expect("save");
+        let back = Episodes::load(&p).expect("load");
+        assert_eq!(back, e);
+        let d = back.to_dataset(2);
+        d.validate().expect("valid");
+        // Row 0: [0,0,0]; row 1: [0,0,1]; row 2 starts episode 2: [2,2,2].
+        assert_eq!(d.frame_index, vec![0, 0, 0, 0, 0, 1, 2, 2, 2]);
+        assert_eq!(d.len(), 3);
+    }
+
+    #[test]
+    fn corruption_is_named_with_the_file_and_offset() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("x.demos");
+        sample().save(&p).expect("save");
+        let good = std::fs::read(&p).expect("read");
+
+        let mut bad = good.clone();
+        let last = bad.len() - 3;
+        bad[last] ^= 0x40;
+        let e = Episodes::from_bytes(&bad, &p).unwrap_err().to_string();
+        assert!(e.contains("x.demos") && e.contains("checksum"), "{e}");
+
+        let e = Episodes::from_bytes(&good[..good.len() - 4], &p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bytes follow"), "{e}");
+
+        let mut bad = good.clone();
+        bad[0] = b'X';
+        let e = Episodes::from_bytes(&bad, &p).unwrap_err().to_string();
+        assert!(e.contains("byte 0"), "{e}");
+
+        let mut bad = good.clone();
+        bad[8] = 0xff;
+        bad[9] = 0xff;
+        let e = Episodes::from_bytes(&bad, &p).unwrap_err().to_string();
+        assert!(e.contains("byte 8"), "{e}");
+
+        // Every truncation is an error, never a panic.
+        for n in 0..good.len() {
+            assert!(Episodes::from_bytes(&good[..n], &p).is_err());
+        }
+    }
+
+    #[test]
+    fn bad_boundaries_and_nan_are_refused() {
+        let p = Path::new("mem");
+        let mut e = sample();
+        e.episode_ends = vec![2, 2];
+        assert!(
+            e.validate(p)
+                .unwrap_err()
+                .to_string()
+                .contains("episode_ends[1]")
+        );
+        let mut e = sample();
+        e.episode_ends = vec![2];
+        assert!(
+            e.validate(p)
+                .unwrap_err()
+                .to_string()
+                .contains("last episode")
+        );
+        let mut e = sample();
+        e.obs[4] = f32::NAN;
+        let m = e.validate(p).unwrap_err().to_string();
+        assert!(m.contains("observation row 1 value 1"), "{m}");
+    }
+
+    #[test]
+    fn a_missing_zarr_array_is_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let e = Episodes::load_zarr(dir.path(), "state", "action")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data/state"), "{e}");
+    }
+}
