@@ -72,9 +72,13 @@ pub struct ArmRecord {
     pub tasks_completed_mean: f64,
     /// Share of episodes that reached all `goal` targets.
     pub all_targets_rate: f64,
+    /// Share of episodes that ended touching the obstacle.
+    pub collision_rate: f64,
     /// Entropy (bits) of the distribution of task orders (Miller–Madow corrected).
     pub order_entropy: f64,
-    /// The same for the demonstrations.
+    /// The same for the demonstrations, estimated at this row's number of
+    /// episodes (mean over seeded random subsets of that size), so both
+    /// estimates carry the same small-sample bias.
     pub demo_order_entropy: f64,
     /// Share of episodes whose first target is the most common first target.
     pub first_task_top_share: f64,
@@ -111,6 +115,29 @@ pub fn entropy_bits<T: std::hash::Hash + Eq>(outcomes: &[T]) -> f64 {
         })
         .sum();
     (h + (counts.len() as f64 - 1.0) / (2.0 * nf)) / std::f64::consts::LN_2
+}
+
+/// [`entropy_bits`] of `n`-element subsets of `outcomes`: the mean over 64
+/// seeded random subsets (all of them when `n` is at least their number).
+pub fn entropy_at<T: std::hash::Hash + Eq + Clone>(outcomes: &[T], n: usize) -> f64 {
+    if n == 0 || n >= outcomes.len() {
+        return entropy_bits(outcomes);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut idx: Vec<usize> = (0..outcomes.len()).collect();
+    let reps = 64;
+    (0..reps)
+        .map(|_| {
+            // Partial Fisher–Yates: the first n indices are a uniform subset.
+            for i in 0..n {
+                let j = rng.random_range(i..idx.len());
+                idx.swap(i, j);
+            }
+            let subset: Vec<T> = idx[..n].iter().map(|&i| outcomes[i].clone()).collect();
+            entropy_bits(&subset)
+        })
+        .sum::<f64>()
+        / reps as f64
 }
 
 /// Sliced Wasserstein-1 between two point sets of dimension `dim`, over
@@ -177,8 +204,9 @@ pub fn summarise(
         episodes: results.len(),
         tasks_completed_mean: orders.iter().map(|o| o.len() as f64).sum::<f64>() / n,
         all_targets_rate: orders.iter().filter(|o| o.len() >= task.goal).count() as f64 / n,
+        collision_rate: results.iter().filter(|r| r.collided).count() as f64 / n,
         order_entropy: entropy_bits(&orders),
-        demo_order_entropy: entropy_bits(demo_orders),
+        demo_order_entropy: entropy_at(demo_orders, results.len()),
         first_task_top_share: shares.iter().copied().fold(0.0, f64::max),
         first_task_min_share: shares.iter().copied().fold(1.0, f64::min),
         first_task_shares: shares,
@@ -301,11 +329,19 @@ pub fn rollouts_bridge(
             .lock()
             .map(|o| o.clone())
             .unwrap_or_default();
+        let collided = sim.shared.faults.lock().is_ok_and(|f| {
+            f.iter()
+                .any(|f| f.code == diffbc_protocol::FaultCode::Collision)
+        });
         sim.shutdown();
-        report
-            .outcome
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("bridge episode with seed {seed}"))?;
+        // A collision ends the episode (the arm latched a fault); anything
+        // else that stopped the loop is an error.
+        if !collided {
+            report
+                .outcome
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("bridge episode with seed {seed}"))?;
+        }
         let actions: Vec<f32> = report
             .log
             .iter()
@@ -316,6 +352,7 @@ pub fn rollouts_bridge(
             order,
             ticks: report.log.len(),
             actions,
+            collided,
         });
         pb.inc(1);
     }
@@ -490,7 +527,7 @@ pub fn evaluate(
 /// The Markdown table.
 pub fn markdown_table(records: &[ArmRecord]) -> String {
     let mut s = String::from(
-        "| method | sampler | path | episodes | tasks done (mean) | all targets | order entropy (bits) | demo entropy | top first-task share | min first-task share | action W1 (rad) | decisions/s |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| method | sampler | path | episodes | tasks done (mean) | all targets | collisions | order entropy (bits) | demo entropy (same n) | top first-task share | min first-task share | action W1 (rad) | decisions/s |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in records {
         let path = match r.path {
@@ -499,13 +536,14 @@ pub fn markdown_table(records: &[ArmRecord]) -> String {
             RolloutPath::Bridge => "bridge",
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.2} | {:.3} | {:.3} | {:.4} | {} |\n",
+            "| {} | {} | {} | {} | {:.2} | {:.3} | {:.3} | {:.2} | {:.2} | {:.3} | {:.3} | {:.4} | {} |\n",
             r.method,
             r.sampler,
             path,
             r.episodes,
             r.tasks_completed_mean,
             r.all_targets_rate,
+            r.collision_rate,
             r.order_entropy,
             r.demo_order_entropy,
             r.first_task_top_share,
@@ -563,6 +601,24 @@ mod tests {
         let u: Vec<u8> = (0..400).map(|i| (i % 4) as u8).collect();
         let h = entropy_bits(&u);
         assert!((h - 2.0).abs() < 0.01, "{h}");
+    }
+
+    #[test]
+    fn subset_entropy_matches_a_fresh_sample_of_that_size() {
+        // 120 equally likely outcomes: 200 draws vs 50-element subsets of them.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let many: Vec<u32> = (0..2000).map(|_| rng.random_range(0..120)).collect();
+        let fresh: f64 = (0..40)
+            .map(|k| entropy_bits(&many[k * 50..(k + 1) * 50]))
+            .sum::<f64>()
+            / 40.0;
+        let sub = entropy_at(&many[..200], 50);
+        assert!((sub - fresh).abs() < 0.1, "{sub} vs {fresh}");
+        assert!(
+            entropy_bits(&many[..200]) > sub + 0.3,
+            "the full set is less biased"
+        );
+        assert_eq!(entropy_at(&many[..10], 50), entropy_bits(&many[..10]));
     }
 
     #[test]

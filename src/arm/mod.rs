@@ -1,10 +1,12 @@
 //! The main job's task: the emulated arm visits targets in a human-like way.
 //!
 //! Modelled on the paper's kitchen protocol: the arm's world has
-//! [`ArmTask::sites`] targets (joint configurations, like switches to flip);
-//! each demonstration visits [`ArmTask::goal`] of them, choosing the next one
-//! uniformly among those not yet done, so every order is about equally
-//! frequent. The scripted demonstrator moves like a person: its own speed per
+//! [`ArmTask::sites`] targets (joint configurations, like switches to flip)
+//! around a fixed obstacle that the arm must not touch; each demonstration
+//! visits [`ArmTask::goal`] of them, choosing the next one uniformly among
+//! those not yet done, so every order is about equally frequent, and passes
+//! the obstacle on either side when it is in the way (two ways of doing the
+//! same reach: averaging them drives into the obstacle). The scripted demonstrator moves like a person: its own speed per
 //! episode, minimum-jerk reaches with a bowed path, hesitations, pauses at
 //! each target, a reaction delay, and a smooth tremor correlated across the
 //! joints. It runs the same firmware logic as `diffbc sim-arm`
@@ -95,8 +97,17 @@ pub struct ArmTask {
     pub tolerance: f32,
     /// Safety layer: largest target change per tick from the measured position (rad).
     pub max_step: f32,
-    /// Spread of the start pose around the centre (rad, standard deviation).
+    /// Spread of the start pose around [`ArmTask::home`] (rad, standard deviation).
     pub start_spread: f32,
+    /// The start pose (joints 0–1; the others start at 0).
+    pub home: [f32; 2],
+    /// Radius of the obstacle at the centre of the joint 0–1 plane (0 = none).
+    pub obstacle_radius: f32,
+    /// Clearance the demonstrator keeps from the obstacle (rad).
+    pub clearance: f32,
+    /// Probability that the demonstrator passes a blocking obstacle on the
+    /// side that needs the smaller detour.
+    pub near_side_probability: f64,
     /// The scripted demonstrator.
     pub demonstrator: DemonstratorConfig,
 }
@@ -110,7 +121,11 @@ impl Default for ArmTask {
             max_seconds: 25.0,
             tolerance: 0.1,
             max_step: 0.6,
-            start_spread: 0.1,
+            start_spread: 0.05,
+            home: [0.0, -0.8],
+            obstacle_radius: 0.45,
+            clearance: 0.15,
+            near_side_probability: 0.5,
             demonstrator: DemonstratorConfig::default(),
         }
     }
@@ -125,6 +140,8 @@ pub struct EpisodeResult {
     pub actions: Vec<f32>,
     /// Control ticks run.
     pub ticks: usize,
+    /// The episode ended in a collision with the obstacle.
+    pub collided: bool,
 }
 
 impl ArmTask {
@@ -192,8 +209,19 @@ impl ArmTask {
     pub fn start_pose(&self, seed: u64) -> Vec<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_57A7);
         (0..JOINTS)
-            .map(|_| self.start_spread * rng.sample::<f32, _>(StandardNormal))
+            .map(|j| {
+                let base = if j < 2 { self.home[j] } else { 0.0 };
+                base + self.start_spread * rng.sample::<f32, _>(StandardNormal)
+            })
             .collect()
+    }
+
+    /// The obstacle, if any.
+    pub fn obstacle(&self) -> Option<diffbc_bridge::Obstacle> {
+        (self.obstacle_radius > 0.0).then_some(diffbc_bridge::Obstacle {
+            center: [0.0, 0.0],
+            radius: self.obstacle_radius,
+        })
     }
 
     /// The emulated arm for the episode with this seed (start pose, world).
@@ -203,6 +231,7 @@ impl ArmTask {
         c.tolerance = self.tolerance;
         c.goal_count = Some(self.goal);
         c.initial = self.start_pose(seed);
+        c.obstacles = self.obstacle().into_iter().collect();
         // A 10 Hz loop sends a command every 100 ms; a late tick on a busy
         // host must not trip the firmware.
         c.watchdog = Duration::from_secs(1);
@@ -254,6 +283,10 @@ pub fn run_episode(
         if arm.task_done() || driver.finished() {
             break;
         }
+        if arm.fault().is_some() {
+            result.collided = true;
+            break;
+        }
         let now = Duration::from_secs_f64(tick as f64 * dt);
         let t = arm.telemetry(now);
         layout.write(&t, &mut frame);
@@ -285,6 +318,7 @@ pub fn run_episode(
         result.ticks += 1;
     }
     result.order = arm.order().to_vec();
+    result.collided |= arm.fault().is_some();
     Ok(result)
 }
 
@@ -385,7 +419,7 @@ impl Demonstrator {
         let to = self.task.site(site);
         let d: Vec<f32> = (0..JOINTS).map(|j| to[j] - from[j]).collect();
         let len = d.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-3);
-        // A random direction orthogonal to the reach, scaled for the bow.
+        // A human bow: a random direction orthogonal to the reach.
         let mut b: Vec<f32> = (0..JOINTS)
             .map(|_| self.rng.sample::<f32, _>(StandardNormal))
             .collect();
@@ -398,6 +432,9 @@ impl Demonstrator {
         let mut bow = [0.0; JOINTS];
         for j in 0..JOINTS {
             bow[j] = b[j] / bn * amp;
+        }
+        if let Some(detour) = self.detour(&from, &to, &bow) {
+            bow = detour;
         }
         let jitter = self.uniform(self.task.demonstrator.speed_jitter);
         let duration = f64::from(len / (self.speed * jitter)).max(0.3);
@@ -416,6 +453,73 @@ impl Demonstrator {
             duration,
             hesitation,
         })
+    }
+
+    /// When the reach (with its bow) passes the obstacle closer than the
+    /// clearance, a bow in the joint 0–1 plane that passes it on one side:
+    /// the side needing the smaller detour with `near_side_probability`,
+    /// else the other, each with a little extra margin that varies.
+    fn detour(
+        &mut self,
+        from: &[f32; JOINTS],
+        to: &[f32; JOINTS],
+        bow: &[f32; JOINTS],
+    ) -> Option<[f32; JOINTS]> {
+        let ob = self.task.obstacle()?;
+        let need = ob.radius + self.task.clearance;
+        let clear = |bow: &[f32; JOINTS]| {
+            (0..=48).all(|k| {
+                let s = min_jerk(k as f32 / 48.0);
+                let arc = (std::f32::consts::PI * s).sin();
+                let x = from[0] + (to[0] - from[0]) * s + bow[0] * arc - ob.center[0];
+                let y = from[1] + (to[1] - from[1]) * s + bow[1] * arc - ob.center[1];
+                x.hypot(y) >= need
+            })
+        };
+        if clear(bow) {
+            return None;
+        }
+        let (dx, dy) = (to[0] - from[0], to[1] - from[1]);
+        let l = dx.hypot(dy).max(1e-6);
+        // Unit normal of the reach in the plane, pointing away from the obstacle.
+        let (mut nx, mut ny) = (-dy / l, dx / l);
+        let (mx, my) = (
+            0.5 * (from[0] + to[0]) - ob.center[0],
+            0.5 * (from[1] + to[1]) - ob.center[1],
+        );
+        if nx * mx + ny * my < 0.0 {
+            nx = -nx;
+            ny = -ny;
+        }
+        let smallest = |sign: f32| {
+            (1..=60).map(|k| 0.05 * k as f32).find(|&a| {
+                let mut b = [0.0; JOINTS];
+                b[0] = sign * nx * a;
+                b[1] = sign * ny * a;
+                b[2..].copy_from_slice(&bow[2..]);
+                clear(&b)
+            })
+        };
+        let near = smallest(1.0);
+        let far = smallest(-1.0);
+        let near_side = self.rng.random::<f64>() < self.task.near_side_probability;
+        let (sign, a) = match (near, far) {
+            (Some(a), Some(b)) => {
+                if near_side {
+                    (1.0, a)
+                } else {
+                    (-1.0, b)
+                }
+            }
+            (Some(a), None) => (1.0, a),
+            (None, Some(b)) => (-1.0, b),
+            (None, None) => return None,
+        };
+        let extra = self.uniform([0.0, 0.15]);
+        let mut out = *bow;
+        out[0] = sign * nx * (a + extra);
+        out[1] = sign * ny * (a + extra);
+        Some(out)
     }
 
     /// Advance the correlated tremor by `dt`.
@@ -514,10 +618,24 @@ pub fn generate(task: &ArmTask, episodes: usize, seed: u64, progress: bool) -> R
         ProgressBar::hidden()
     };
     let mut incomplete = 0;
-    for e in 0..episodes {
-        let s = seed.wrapping_add(e as u64);
+    let mut dropped = Vec::new();
+    let mut e = 0u64;
+    while out.len() < episodes {
+        let s = seed.wrapping_add(e);
+        e += 1;
+        ensure!(
+            e <= 2 * episodes as u64 + 10,
+            "the demonstrator failed too often ({} of {e} episodes collided): check the task's clearance",
+            dropped.len()
+        );
         let mut rows = Vec::new();
         let r = run_episode(task, s, &mut demo, Some(&mut rows))?;
+        if r.collided {
+            // A demonstration that hit the obstacle is discarded, as a
+            // curated data set would.
+            dropped.push(s);
+            continue;
+        }
         if r.order.len() < task.goal {
             incomplete += 1;
         }
@@ -532,6 +650,7 @@ pub fn generate(task: &ArmTask, episodes: usize, seed: u64, progress: bool) -> R
         "seed": seed,
         "episodes": episodes,
         "incomplete": incomplete,
+        "dropped_collisions": dropped,
         "task": task,
     });
     Ok(out)

@@ -567,6 +567,57 @@ mod tests {
         assert!(m.contains("observation row 1 value 1"), "{m}");
     }
 
+    fn pusht() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/pusht/pusht_cchi_v7_replay.zarr")
+    }
+
+    #[test]
+    fn reads_the_push_t_zarr_with_known_values() {
+        let e = Episodes::load(&pusht()).expect("push-t");
+        assert_eq!((e.obs_dim, e.action_dim), (5, 2));
+        assert_eq!(e.steps(), 25_650);
+        assert_eq!(e.len(), 206);
+        assert_eq!(e.episode(0), 0..161);
+        assert_eq!(e.episode(1), 161..279);
+        assert_eq!(*e.episode_ends.last().expect("ends"), 25_650);
+        let first = e.obs_row(0);
+        for (v, want) in first.iter().zip([222.0, 97.0, 222.99, 381.60, 3.008]) {
+            assert!((v - want).abs() < 0.01, "{first:?}");
+        }
+        assert_eq!(e.action_row(0), &[233.0, 71.0]);
+        // History never crosses an episode boundary.
+        let d = e.to_dataset(1);
+        assert_eq!(&d.frame_index[2 * 161..2 * 161 + 2], &[161, 161]);
+    }
+
+    #[test]
+    fn a_corrupt_zarr_chunk_is_named() {
+        // A copy of Push-T's small arrays with one chunk overwritten.
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().join("copy.zarr");
+        for sub in ["data/state", "data/action", "meta/episode_ends"] {
+            let from = pusht().join(sub);
+            let to = root.join(sub);
+            std::fs::create_dir_all(&to).expect("mkdir");
+            for f in std::fs::read_dir(&from).expect("ls").flatten() {
+                std::fs::copy(f.path(), to.join(f.file_name())).expect("copy");
+            }
+        }
+        for g in ["", "data", "meta"] {
+            let z = pusht().join(g).join(".zgroup");
+            if z.is_file() {
+                std::fs::copy(&z, root.join(g).join(".zgroup")).expect("copy");
+            }
+        }
+        Episodes::load_zarr(&root, "state", "action").expect("the copy reads");
+        std::fs::write(root.join("data/action/3.0"), b"not blosc at all").expect("write");
+        let e = Episodes::load_zarr(&root, "state", "action")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data/action") && e.contains("chunk"), "{e}");
+    }
+
     #[test]
     fn a_missing_zarr_array_is_named() {
         let dir = tempfile::tempdir().expect("tmp");

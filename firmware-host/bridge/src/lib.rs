@@ -16,5 +16,5 @@ pub mod stats;
 
 pub use bridge::{Bridge, BridgeError, Controller, LoopConfig, Reconnect, RunReport};
 pub use safety::SafetyLayer;
-pub use sim::{SimConfig, SimHandle, spawn_pty};
+pub use sim::{Obstacle, SimConfig, SimHandle, spawn_pty};
 pub use stats::{Histogram, RunStats};

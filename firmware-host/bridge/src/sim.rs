@@ -43,11 +43,32 @@ pub struct SimConfig {
     pub goal_count: Option<usize>,
     /// Joint positions at power-on.
     pub initial: Vec<f32>,
+    /// Fixed objects in the workspace; touching one latches a
+    /// [`FaultCode::Collision`] fault.
+    pub obstacles: Vec<Obstacle>,
     /// Device seconds per wall-clock second when run on a pty (1 = real
     /// time). Physics, telemetry and the watchdog run on device time, so a
     /// host that scales its control rate by the same factor sees exactly the
     /// real-time dynamics, only sooner.
     pub time_scale: f64,
+}
+
+/// A fixed object: a disc in the plane of joints 0 and 1 (the arm's
+/// shoulder plane), touched when those two joints come within `radius` of
+/// `center`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Obstacle {
+    /// Centre (joint 0, joint 1), rad.
+    pub center: [f32; 2],
+    /// Radius, rad.
+    pub radius: f32,
+}
+
+impl Obstacle {
+    /// Whether joint positions `q` touch it.
+    pub fn touches(&self, q: &[f32]) -> bool {
+        q.len() >= 2 && (q[0] - self.center[0]).hypot(q[1] - self.center[1]) < self.radius
+    }
 }
 
 impl SimConfig {
@@ -74,6 +95,7 @@ impl SimConfig {
             ],
             tolerance: 0.08,
             goal_count: None,
+            obstacles: Vec::new(),
             initial: vec![0.0; 4],
             time_scale: 1.0,
         }
@@ -105,6 +127,7 @@ pub struct SimArm {
     telemetry_seq: u32,
     reached: [bool; EXTRA_CHANNELS],
     order: heapless::Vec<u8, EXTRA_CHANNELS>,
+    pending: Option<Frame>,
     /// Every command applied, in arrival order.
     pub commands: Vec<Command>,
 }
@@ -144,6 +167,7 @@ impl SimArm {
             telemetry_seq: 0,
             reached: [false; EXTRA_CHANNELS],
             order: heapless::Vec::new(),
+            pending: None,
             commands: Vec::new(),
             config,
         }
@@ -234,6 +258,11 @@ impl SimArm {
         }
     }
 
+    /// A fault the physics latched (a collision) that is still to be sent.
+    pub fn take_pending(&mut self) -> Option<Frame> {
+        self.pending.take()
+    }
+
     /// Trip the watchdog if commands stopped for longer than allowed; returns
     /// the fault frame to send (once).
     pub fn check_watchdog(&mut self, now: Duration) -> Option<Frame> {
@@ -259,6 +288,17 @@ impl SimArm {
                 self.q[j] = self.q[j].clamp(l.min, l.max);
                 self.qd[j] = 0.0;
             }
+        }
+        if self.fault.is_none()
+            && let Some(i) = self
+                .config
+                .obstacles
+                .iter()
+                .position(|o| o.touches(&self.q))
+        {
+            // Contact: the motors stop where they are.
+            self.qd.iter_mut().for_each(|v| *v = 0.0);
+            self.pending = Some(self.latch(FaultCode::Collision, 255, i as u32));
         }
         for (i, t) in self.config.targets.iter().enumerate().take(EXTRA_CHANNELS) {
             let d = t
@@ -542,7 +582,10 @@ fn run(
             .overload
             .swap(false, Ordering::Relaxed)
             .then(|| arm.latch(FaultCode::Overload, 0, 0));
-        if let Some(f) = injected.or_else(|| arm.check_watchdog(now)) {
+        if let Some(f) = injected
+            .or_else(|| arm.take_pending())
+            .or_else(|| arm.check_watchdog(now))
+        {
             if let Frame::Fault(fault) = f
                 && let Ok(mut v) = shared.faults.lock()
             {

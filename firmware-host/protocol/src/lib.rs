@@ -120,6 +120,9 @@ pub enum FaultCode {
     Overload,
     /// The protocol versions differ.
     VersionMismatch,
+    /// The arm touched an obstacle (contact detected); `detail` is the
+    /// obstacle's index.
+    Collision,
 }
 
 /// Device → host: a latched fault. The device holds position until stopped.
