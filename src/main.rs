@@ -249,12 +249,12 @@ struct SamplerArgs {
     /// Sampler(s) to use; repeat for several.
     #[arg(long = "sampler", value_enum)]
     samplers: Vec<SamplerKindArg>,
-    /// Diffusion-X extra steps M.
-    #[arg(long, default_value_t = 8)]
-    extra_steps: usize,
-    /// KDE candidates N.
-    #[arg(long, default_value_t = 50)]
-    candidates: usize,
+    /// Diffusion-X extra steps M (default 8; on the arm task 2, plus an M = 8 row).
+    #[arg(long)]
+    extra_steps: Option<usize>,
+    /// KDE candidates N (default 50; 10 on the arm task, where KDE runs every control tick).
+    #[arg(long)]
+    candidates: Option<usize>,
     /// KDE bandwidth (normalised action units).
     #[arg(long, default_value_t = 0.1)]
     bandwidth: f32,
@@ -271,6 +271,7 @@ struct SamplerArgs {
 
 impl SamplerArgs {
     fn configs(&self, default: &[SamplerKindArg]) -> Vec<SamplerConfig> {
+        let candidates = self.candidates.unwrap_or(50);
         let kinds = if self.samplers.is_empty() {
             default
         } else {
@@ -281,8 +282,10 @@ impl SamplerArgs {
             .map(|k| {
                 match k {
                     SamplerKindArg::Ddpm => SamplerConfig::ddpm(),
-                    SamplerKindArg::DiffusionX => SamplerConfig::diffusion_x(self.extra_steps),
-                    SamplerKindArg::Kde => SamplerConfig::kde(self.candidates, self.bandwidth),
+                    SamplerKindArg::DiffusionX => {
+                        SamplerConfig::diffusion_x(self.extra_steps.unwrap_or(8))
+                    }
+                    SamplerKindArg::Kde => SamplerConfig::kde(candidates, self.bandwidth),
                     SamplerKindArg::Ddim => SamplerConfig {
                         extra_steps: self.ddim_extra_steps,
                         ..SamplerConfig::ddim(self.ddim_steps)

@@ -122,9 +122,9 @@ impl Default for ArmTask {
             tolerance: 0.1,
             max_step: 0.6,
             start_spread: 0.05,
-            home: [0.0, -0.8],
+            home: [0.0, -1.0],
             obstacle_radius: 0.45,
-            clearance: 0.15,
+            clearance: 0.35,
             near_side_probability: 0.5,
             demonstrator: DemonstratorConfig::default(),
         }
@@ -437,7 +437,23 @@ impl Demonstrator {
             bow = detour;
         }
         let jitter = self.uniform(self.task.demonstrator.speed_jitter);
-        let duration = f64::from(len / (self.speed * jitter)).max(0.3);
+        // Time follows the length of the bowed path, not of the chord.
+        let mut path_len = 0.0f32;
+        let mut prev = from;
+        for k in 1..=32 {
+            let s = k as f32 / 32.0;
+            let arc = (std::f32::consts::PI * s).sin();
+            let mut p = [0.0; JOINTS];
+            for j in 0..JOINTS {
+                p[j] = from[j] + (to[j] - from[j]) * s + bow[j] * arc;
+            }
+            path_len += (0..JOINTS)
+                .map(|j| (p[j] - prev[j]).powi(2))
+                .sum::<f32>()
+                .sqrt();
+            prev = p;
+        }
+        let duration = f64::from(path_len / (self.speed * jitter)).max(0.3);
         let hesitation = (self.rng.random::<f64>() < self.task.demonstrator.hesitate_probability)
             .then(|| {
                 let at = self.uniform(self.task.demonstrator.hesitate_at);
@@ -466,7 +482,12 @@ impl Demonstrator {
         bow: &[f32; JOINTS],
     ) -> Option<[f32; JOINTS]> {
         let ob = self.task.obstacle()?;
-        let need = ob.radius + self.task.clearance;
+        // The clearance, or less where a reach starts or ends closer (the
+        // home pose), but never less than a little off the surface.
+        let dist = |p: &[f32; JOINTS]| (p[0] - ob.center[0]).hypot(p[1] - ob.center[1]);
+        let need = (ob.radius + self.task.clearance)
+            .min(dist(from).min(dist(to)) - 0.01)
+            .max(ob.radius + 0.05);
         let clear = |bow: &[f32; JOINTS]| {
             (0..=48).all(|k| {
                 let s = min_jerk(k as f32 / 48.0);
@@ -515,7 +536,7 @@ impl Demonstrator {
             (None, Some(b)) => (-1.0, b),
             (None, None) => return None,
         };
-        let extra = self.uniform([0.0, 0.15]);
+        let extra = self.uniform([0.0, 0.1]);
         let mut out = *bow;
         out[0] = sign * nx * (a + extra);
         out[1] = sign * ny * (a + extra);
@@ -746,5 +767,57 @@ mod tests {
         );
         let c = generate(&t, 40, 4, false).expect("demos");
         assert_ne!(a.actions, c.actions, "another seed, other data");
+        // No recorded position touches the obstacle.
+        let ob = t.obstacle().expect("obstacle");
+        for i in 0..a.steps() {
+            assert!(!ob.touches(a.obs_row(i)), "row {i} touches the obstacle");
+        }
+    }
+
+    /// Drives straight to the next target in index order: the average of
+    /// passing the obstacle left and right.
+    struct Straight {
+        task: ArmTask,
+    }
+
+    impl Driver for Straight {
+        fn reset(&mut self, _seed: u64) {}
+        fn act(&mut self, t: &Telemetry, _frame: &[f32], out: &mut [f32]) -> Result<()> {
+            let next = (0..self.task.sites)
+                .find(|&i| t.extra[i] < 0.5)
+                .unwrap_or(0);
+            let site = self.task.site(next);
+            for j in 0..JOINTS {
+                out[j] = t.positions[j] + (site[j] - t.positions[j]).clamp(-0.3, 0.3);
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_obstacle_stops_a_straight_path_and_the_demonstrator_goes_around_both_ways() {
+        let t = ArmTask::default();
+        // Target 0 is straight across the obstacle from home.
+        let r = run_episode(&t, 1, &mut Straight { task: t.clone() }, None).expect("run");
+        assert!(r.collided, "{r:?}");
+        assert!(r.order.is_empty());
+        // Demonstrations whose first target is 0 pass the obstacle on both sides.
+        let demos = generate(&t, 120, 0, false).expect("demos");
+        let orders = orders_from_episodes(&t, &demos);
+        let (mut left, mut right) = (0, 0);
+        for (e, o) in orders.iter().enumerate() {
+            if o[0] != 0 {
+                continue;
+            }
+            // Joint 0 at the moment joint 1 crosses 0 (beside the obstacle).
+            if let Some(i) = demos.episode(e).find(|&i| demos.obs_row(i)[1] > 0.0) {
+                if demos.obs_row(i)[0] < 0.0 {
+                    left += 1;
+                } else {
+                    right += 1;
+                }
+            }
+        }
+        assert!(left >= 3 && right >= 3, "left {left}, right {right}");
     }
 }

@@ -99,6 +99,7 @@ fn pipeline_trains_exports_and_runs_closed_loop_in_process_and_over_a_pty() {
         for key in [
             "tasks_completed_mean",
             "all_targets_rate",
+            "collision_rate",
             "order_entropy",
             "demo_order_entropy",
         ] {
@@ -115,7 +116,7 @@ fn pipeline_trains_exports_and_runs_closed_loop_in_process_and_over_a_pty() {
     }
     assert_eq!(
         find("diffusion", "in_process")["sampler"],
-        "diffusion-x(M=8)"
+        "diffusion-x(M=2)"
     );
     // Demonstrations' own row: 12 episodes, all complete, several orders.
     let demo = find("demonstrator", "demonstrations");

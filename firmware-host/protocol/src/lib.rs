@@ -28,7 +28,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Protocol version carried by [`Frame::Hello`] and [`Handshake`].
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: `FaultCode::Collision` (a host built for 1 could not decode it).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Most joints an arm may have.
 pub const MAX_JOINTS: usize = 8;
 /// Extra sensor channels in each telemetry frame (task state on the emulated arm).
