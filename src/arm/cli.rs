@@ -259,32 +259,33 @@ fn bars_text(records: &[ArmRecord]) -> String {
             );
         }
     }
-    for method in ["diffusion", "mse"] {
-        let ip = find(method, RolloutPath::InProcess, method == "diffusion");
-        let br = find(method, RolloutPath::Bridge, false);
-        if let (Some(i), Some(b)) = (ip, br) {
-            let agree = eval::rates_agree(
-                i.all_targets_rate,
-                i.episodes,
-                b.all_targets_rate,
-                b.episodes,
-            );
-            let _ = writeln!(
-                s,
-                "- {method} {}: bridge all-targets {:.3} over {} episodes vs in-process {:.3} over {} (the bridge's seeds are the first {} of them): {}.",
-                b.sampler,
-                b.all_targets_rate,
-                b.episodes,
-                i.all_targets_rate,
-                i.episodes,
-                b.episodes,
-                if agree {
-                    "agree within noise"
-                } else {
-                    "DIFFER beyond noise"
-                }
-            );
-        }
+    for b in records.iter().filter(|r| r.path == RolloutPath::Bridge) {
+        let Some(same) = &b.in_process_same_seeds else {
+            continue;
+        };
+        let agree = eval::rates_agree(
+            same.all_targets_rate,
+            b.episodes,
+            b.all_targets_rate,
+            b.episodes,
+        );
+        let _ = writeln!(
+            s,
+            "- {} {}: on the same {} seeds, all-targets {:.3} through the bridge vs {:.3} in-process, targets reached {:.2} vs {:.2}; {:.0}% of the seeds end the same way on both paths: {}.",
+            b.method,
+            b.sampler,
+            b.episodes,
+            b.all_targets_rate,
+            same.all_targets_rate,
+            b.tasks_completed_mean,
+            same.tasks_completed_mean,
+            100.0 * same.same_outcome_share,
+            if agree {
+                "agree within noise"
+            } else {
+                "DIFFER beyond noise"
+            }
+        );
     }
     s
 }

@@ -55,6 +55,9 @@ pub struct BridgeTiming {
     pub clamped_step: u64,
     /// Bad frames received.
     pub frames_bad: u64,
+    /// Episodes ended by a device fault other than a collision (the
+    /// firmware's watchdog after the host stalled): counted as failures.
+    pub episodes_faulted: usize,
 }
 
 /// One row of the table (one method × sampler × path).
@@ -93,6 +96,20 @@ pub struct ArmRecord {
     pub decisions_per_second: Option<f64>,
     /// Bridge timing (bridge rows only).
     pub timing: Option<BridgeTiming>,
+    /// Bridge rows: the in-process figures on exactly the same seeds.
+    pub in_process_same_seeds: Option<SameSeeds>,
+}
+
+/// In-process figures on the bridge's seeds, and how often the two paths
+/// ended an episode the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SameSeeds {
+    /// All-targets rate in-process over the bridge's seeds.
+    pub all_targets_rate: f64,
+    /// Mean targets reached in-process over the bridge's seeds.
+    pub tasks_completed_mean: f64,
+    /// Share of seeds whose episode succeeded (all targets) on both paths or failed on both.
+    pub same_outcome_share: f64,
 }
 
 /// Entropy of a sample of discrete outcomes, in bits, with the Miller–Madow
@@ -213,6 +230,7 @@ pub fn summarise(
         action_w1: sliced_w1(&actions, demo_actions, JOINTS, 64, 7),
         decisions_per_second: None,
         timing: None,
+        in_process_same_seeds: None,
     }
 }
 
@@ -299,6 +317,7 @@ pub fn rollouts_bridge(
     };
     let mut out = Vec::with_capacity(episodes);
     let mut stats = RunStats::new();
+    let mut faulted = 0;
     let wire_rate = task.control_hz * time_scale;
     for e in 0..episodes {
         let seed = EVAL_SEED_BASE + e as u64;
@@ -333,14 +352,26 @@ pub fn rollouts_bridge(
             f.iter()
                 .any(|f| f.code == diffbc_protocol::FaultCode::Collision)
         });
+        let device_fault = sim
+            .shared
+            .faults
+            .lock()
+            .map(|f| {
+                f.iter()
+                    .any(|f| f.code != diffbc_protocol::FaultCode::Collision)
+            })
+            .unwrap_or(false);
         sim.shutdown();
-        // A collision ends the episode (the arm latched a fault); anything
-        // else that stopped the loop is an error.
-        if !collided {
-            report
-                .outcome
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("bridge episode with seed {seed}"))?;
+        // A collision ends the episode (the arm latched a fault). Any other
+        // device fault (the firmware's watchdog when the host stalled) also
+        // ends it as a failure and is counted; a host-side error is an error.
+        if let Err(e) = &report.outcome {
+            if device_fault && !collided {
+                faulted += 1;
+                tracing::warn!("bridge episode with seed {seed} ended in a device fault: {e}");
+            } else if !collided {
+                bail!("bridge episode with seed {seed}: {e}");
+            }
         }
         let actions: Vec<f32> = report
             .log
@@ -367,6 +398,7 @@ pub fn rollouts_bridge(
         ack_p50_us: stats.rtt.quantile_us(0.5),
         clamped_step: stats.clamped_step,
         frames_bad: stats.frames_bad,
+        episodes_faulted: faulted,
     };
     Ok((out, timing))
 }
@@ -424,6 +456,7 @@ pub fn evaluate(
 ) -> Result<(Vec<ArmRecord>, SamplePaths)> {
     let mut records = vec![demo_record(task, demo_orders, demo_actions)];
     let mut paths = Vec::new();
+    let done = |r: &EpisodeResult| r.order.len() >= task.goal;
     for (method, dir) in models {
         let mut policy = Policy::load(dir, diffbc_runtime::EngineChoice::Native)
             .with_context(|| format!("loading {}", dir.display()))?;
@@ -442,6 +475,7 @@ pub fn evaluate(
         } else {
             plan.samplers.iter().copied().map(Some).collect()
         };
+        let mut by_sampler: HashMap<String, Vec<EpisodeResult>> = HashMap::new();
         for s in &samplers {
             if let Some(cfg) = s {
                 policy.set_sampler(*cfg)?;
@@ -473,6 +507,7 @@ pub fn evaluate(
                 },
                 results.iter().take(6).map(|e| e.actions.clone()).collect(),
             ));
+            by_sampler.insert(label.clone(), results);
             tracing::info!(
                 method = %method, sampler = %label,
                 all_targets = r.all_targets_rate, tasks = r.tasks_completed_mean,
@@ -514,6 +549,27 @@ pub fn evaluate(
                 demo_actions,
             );
             r.timing = Some(timing);
+            if let Some(ip) = by_sampler.get(&label) {
+                let n = results.len().min(ip.len());
+                if n > 0 {
+                    let ip = &ip[..n];
+                    let nf = n as f64;
+                    r.in_process_same_seeds = Some(SameSeeds {
+                        all_targets_rate: ip.iter().filter(|e| done(e)).count() as f64 / nf,
+                        tasks_completed_mean: ip
+                            .iter()
+                            .map(|e| e.order.len().min(task.goal) as f64)
+                            .sum::<f64>()
+                            / nf,
+                        same_outcome_share: ip
+                            .iter()
+                            .zip(&results)
+                            .filter(|(a, b)| done(a) == done(b))
+                            .count() as f64
+                            / nf,
+                    });
+                }
+            }
             tracing::info!(
                 method = %method, sampler = %label,
                 all_targets = r.all_targets_rate, tasks = r.tasks_completed_mean, "bridge"
@@ -559,12 +615,12 @@ pub fn markdown_table(records: &[ArmRecord]) -> String {
 /// The bridge timing table.
 pub fn timing_table(records: &[ArmRecord]) -> String {
     let mut s = String::from(
-        "| method | sampler | time scale | wire rate (Hz) | ticks | missed deadlines | jitter p99 (µs) | jitter max (µs) | ack p50 (µs) | step clamps | bad frames |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| method | sampler | time scale | wire rate (Hz) | ticks | missed deadlines | jitter p99 (µs) | jitter max (µs) | ack p50 (µs) | step clamps | bad frames | episodes ended by a device fault |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in records {
         if let Some(t) = &r.timing {
             s.push_str(&format!(
-                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.method,
                 r.sampler,
                 t.time_scale,
@@ -575,7 +631,8 @@ pub fn timing_table(records: &[ArmRecord]) -> String {
                 t.jitter_max_us,
                 t.ack_p50_us,
                 t.clamped_step,
-                t.frames_bad
+                t.frames_bad,
+                t.episodes_faulted
             ));
         }
     }

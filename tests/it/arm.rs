@@ -76,6 +76,10 @@ fn pipeline_trains_exports_and_runs_closed_loop_in_process_and_over_a_pty() {
         "3",
         "--bridge-episodes",
         "3",
+        // A slower device clock leaves the loop more slack while the rest
+        // of the suite shares the cores.
+        "--time-scale",
+        "2",
         "--sampler",
         "diffusion-x",
     ]);
@@ -112,6 +116,10 @@ fn pipeline_trains_exports_and_runs_closed_loop_in_process_and_over_a_pty() {
             let t = &r["timing"];
             // Every episode ran on the wire: ticks were sent and logged.
             assert!(t["ticks"].as_u64().unwrap_or(0) >= 3, "{t}");
+            // And the in-process figures on the same seeds sit beside them.
+            let same = &r["in_process_same_seeds"];
+            let share = same["same_outcome_share"].as_f64().unwrap_or(-1.0);
+            assert!((0.0..=1.0).contains(&share), "{same}");
         }
     }
     assert_eq!(
