@@ -181,7 +181,8 @@ fn run_and_report(
                 .collect(),
         ));
     }
-    diffbc_train::plot::paths_figure(&figures.join("paths.png"), &panels, &marks, 2.0)?;
+    let disc = task.obstacle().map(|o| (o.center, o.radius));
+    diffbc_train::plot::paths_figure(&figures.join("paths.png"), &panels, &marks, disc, 2.0)?;
 
     let table = eval::markdown_table(&records);
     let timing = eval::timing_table(&records);

@@ -234,12 +234,14 @@ pub fn bar_chart(
 
 /// Paths in a plane, one panel per series: each path a polyline of
 /// `(x, y)` pairs (e.g. two joints of the arm over an episode), and `marks`
-/// drawn as rings in every panel (e.g. the targets). `extent` is the half
-/// width of the square shown, centred on 0.
+/// drawn as rings in every panel (e.g. the targets), and `disc` (centre,
+/// radius, in data units; e.g. an obstacle) filled grey. `extent` is the
+/// half width of the square shown, centred on 0.
 pub fn paths_figure(
     path: &Path,
     panels: &[(String, Vec<Vec<[f32; 2]>>)],
     marks: &[[f32; 2]],
+    disc: Option<([f32; 2], f32)>,
     extent: f32,
 ) -> Result<(), TrainError> {
     let size = 240u32;
@@ -262,6 +264,18 @@ pub fn paths_figure(
                 img.put_pixel(x0 + x as u32, y0 + yy as u32, c);
             }
         };
+        if let Some((c, r)) = disc {
+            let rp = r / extent * 0.5 * (size - 1) as f32;
+            let (cx, cy) = (to_px(c[0]), to_px(c[1]));
+            let ri = rp.ceil() as i32;
+            for dy in -ri..=ri {
+                for dx in -ri..=ri {
+                    if ((dx * dx + dy * dy) as f32) <= rp * rp {
+                        put(cx + dx, cy + dy, Rgb([200, 200, 200]));
+                    }
+                }
+            }
+        }
         for m in marks {
             let (cx, cy) = (to_px(m[0]), to_px(m[1]));
             for a in 0..64 {
