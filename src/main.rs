@@ -574,7 +574,6 @@ fn train_on_device(
     stop_at: Option<usize>,
     device: DeviceArg,
 ) -> Result<train::TrainOutcome> {
-    let data = data.clone();
     let options = RunOptions {
         resume,
         progress: true,
@@ -582,12 +581,12 @@ fn train_on_device(
     };
     let outcome = match device {
         DeviceArg::Cpu => {
-            train::train::<CpuTrain>(config, &data, out, &Default::default(), options)?
+            train::train::<CpuTrain>(config, data, out, &Default::default(), options)?
         }
         #[cfg(feature = "cuda")]
         DeviceArg::Cuda => train::train::<burn::backend::Autodiff<burn::backend::Cuda>>(
             config,
-            &data,
+            data,
             out,
             &Default::default(),
             options,
@@ -595,7 +594,7 @@ fn train_on_device(
         #[cfg(feature = "wgpu")]
         DeviceArg::Wgpu => train::train::<burn::backend::Autodiff<burn::backend::Wgpu>>(
             config,
-            &data,
+            data,
             out,
             &Default::default(),
             options,

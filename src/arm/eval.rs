@@ -261,13 +261,12 @@ fn bar(len: usize, label: String) -> ProgressBar {
         .with_message(label)
 }
 
-/// Episodes `EVAL_SEED_BASE + seed_offset + i` in-process; returns the
+/// Episodes `EVAL_SEED_BASE + i` in-process; returns the
 /// results and decisions per second.
 pub fn rollouts_in_process(
     task: &ArmTask,
     policy: &mut Policy,
     episodes: usize,
-    seed_offset: u64,
     label: &str,
     progress: bool,
 ) -> Result<(Vec<EpisodeResult>, f64)> {
@@ -281,7 +280,7 @@ pub fn rollouts_in_process(
     let t0 = Instant::now();
     let mut ticks = 0;
     for e in 0..episodes {
-        let seed = EVAL_SEED_BASE + seed_offset + e as u64;
+        let seed = EVAL_SEED_BASE + e as u64;
         let r = run_episode(task, seed, &mut driver, None)
             .with_context(|| format!("episode with seed {seed}"))?;
         ticks += r.ticks;
@@ -485,7 +484,6 @@ pub fn evaluate(
                 task,
                 &mut policy,
                 plan.episodes,
-                0,
                 &format!("{method} {label}"),
                 plan.progress,
             )?;

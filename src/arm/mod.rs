@@ -281,7 +281,10 @@ pub fn run_episode(
     driver.reset(seed);
     let mut result = EpisodeResult::default();
     let mut raw = [0.0f32; JOINTS];
+    // The last safe command; before the first tick, hold where the arm is.
     let mut cmd = [0.0f32; JOINTS];
+    cmd.copy_from_slice(&arm.positions()[..JOINTS]);
+    let mut measured = [0.0f32; JOINTS];
     for tick in 0..task.max_ticks() {
         if arm.task_done() || driver.finished() {
             break;
@@ -294,11 +297,12 @@ pub fn run_episode(
         let t = arm.telemetry(now);
         layout.write(&t, &mut frame);
         driver.act(&t, &frame, &mut raw)?;
-        let measured: Vec<f32> = arm.positions().to_vec();
-        if safety.apply(&measured, &raw, &mut cmd).is_err() {
-            // Refused (NaN): hold the last safe command, as the bridge does.
-            cmd.copy_from_slice(&measured[..JOINTS]);
+        measured.copy_from_slice(&arm.positions()[..JOINTS]);
+        let mut safe = [0.0f32; JOINTS];
+        if safety.apply(&measured, &raw, &mut safe).is_ok() {
+            cmd = safe;
         }
+        // Refused (NaN): `cmd` keeps the last safe command, as the bridge does.
         if let Some(r) = record.as_deref_mut() {
             r.push((frame.clone(), cmd));
         }

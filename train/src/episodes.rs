@@ -23,7 +23,7 @@ use crate::error::TrainError;
 use crate::task::ObsSpec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// First bytes of a `.demos` file.
 pub const MAGIC: &[u8; 8] = b"DIFFBCD1";
@@ -472,14 +472,10 @@ mod zarr {
     }
 }
 
-/// Where a task's demonstrations were written by default.
-pub fn default_path(task: &str) -> PathBuf {
-    PathBuf::from(format!("data/{task}.demos"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn sample() -> Episodes {
         let mut e = Episodes::new(3, 2);
