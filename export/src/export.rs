@@ -318,6 +318,7 @@ pub fn export_policy<B: Backend>(
             history: spec.config.history,
         },
         action_dim: spec.action_dim,
+        chunk: spec.config.chunk,
         embedding_dim: spec.embedding_dim(),
         head_kind,
         normalization: NormalizationSpec {

@@ -150,6 +150,52 @@ pub enum UnconditionalEmbedding {
     Zeros,
 }
 
+/// Receding-horizon action chunks (Diffusion Policy's recipe): the head
+/// predicts `horizon` consecutive actions at once, and the controller executes
+/// the first `execute` of them before it plans again. `horizon = 1` is the
+/// paper's single-step policy (a new decision every control tick).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionChunk {
+    /// Actions predicted per decision.
+    pub horizon: usize,
+    /// Actions executed before the next decision (1 ≤ execute ≤ horizon).
+    pub execute: usize,
+}
+
+impl Default for ActionChunk {
+    fn default() -> Self {
+        Self::SINGLE
+    }
+}
+
+impl ActionChunk {
+    /// One action per decision.
+    pub const SINGLE: Self = Self {
+        horizon: 1,
+        execute: 1,
+    };
+
+    /// Whether this is the single-step policy.
+    pub fn is_single(&self) -> bool {
+        *self == Self::SINGLE
+    }
+
+    /// Check `1 ≤ execute ≤ horizon`; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.horizon == 0 {
+            return Err("chunk.horizon must be at least 1".into());
+        }
+        if self.execute == 0 || self.execute > self.horizon {
+            return Err(format!(
+                "chunk.execute is {} but must be in 1..={} (the horizon)",
+                self.execute, self.horizon
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Where the policy came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,8 +226,12 @@ pub struct Manifest {
     pub ir_version: i64,
     /// Observation shape and history.
     pub observation: ObservationSpec,
-    /// Action length.
+    /// Length of the head's action vector: one action, or a whole chunk
+    /// (`chunk.horizon` actions, oldest first).
     pub action_dim: usize,
+    /// Action chunking; absent means single-step.
+    #[serde(default, skip_serializing_if = "ActionChunk::is_single")]
+    pub chunk: ActionChunk,
     /// Embedding length (all frames).
     pub embedding_dim: usize,
     /// What the head computes.
@@ -231,6 +281,11 @@ pub mod files {
 }
 
 impl Manifest {
+    /// Length of one executed action (`action_dim / chunk.horizon`).
+    pub fn step_action_dim(&self) -> usize {
+        self.action_dim / self.chunk.horizon.max(1)
+    }
+
     /// The expected input and output specs of both graphs for these shapes.
     pub fn expected_graphs(
         &self,

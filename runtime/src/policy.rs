@@ -203,6 +203,13 @@ pub fn read_manifest(dir: &Path) -> Result<(Manifest, NoiseSchedule), PolicyErro
             "action_dim, embedding_dim and observation.frame_shape must be non-zero".into(),
         ));
     }
+    m.chunk.validate().map_err(bad)?;
+    if !m.action_dim.is_multiple_of(m.chunk.horizon) {
+        return Err(bad(format!(
+            "action_dim {} is not a whole number of chunk.horizon {} actions",
+            m.action_dim, m.chunk.horizon
+        )));
+    }
     let (enc_in, enc_out, head_in, head_out) = m.expected_graphs();
     for (what, got, want) in [
         ("encoder.inputs", &m.encoder.inputs, &enc_in),
@@ -508,7 +515,12 @@ pub struct Policy {
     /// Encoder input, oldest frame first.
     row: Vec<f32>,
     embedding: Vec<f32>,
+    /// The last decision: one action, or a chunk of `chunk.horizon`.
     action: Vec<f32>,
+    /// Actions of the chunk executed before the next decision.
+    execute: usize,
+    /// Next action of the chunk to hand out; `execute` means "decide".
+    cursor: usize,
 }
 
 impl std::fmt::Debug for Policy {
@@ -546,6 +558,8 @@ impl Policy {
             row: vec![0.0; m.observation.input_len()],
             embedding: vec![0.0; m.embedding_dim],
             action: vec![0.0; m.action_dim],
+            execute: m.chunk.execute,
+            cursor: m.chunk.execute,
             model,
             sampler,
             rng: ChaCha8Rng::seed_from_u64(options.seed),
@@ -572,10 +586,33 @@ impl Policy {
         self.rng = ChaCha8Rng::seed_from_u64(seed);
     }
 
-    /// Forget the observation history (a new episode starts).
+    /// Forget the observation history and any chunk in progress (a new
+    /// episode starts).
     pub fn reset(&mut self) {
         self.started = false;
         self.next = 0;
+        self.cursor = self.execute;
+    }
+
+    /// The manifest's chunking with the executed count in use.
+    pub fn chunk(&self) -> manifest::ActionChunk {
+        manifest::ActionChunk {
+            horizon: self.model.manifest.chunk.horizon,
+            execute: self.execute,
+        }
+    }
+
+    /// Execute `execute` actions of each chunk before deciding again
+    /// (1 ≤ execute ≤ horizon); the next `act` decides afresh.
+    pub fn set_execute(&mut self, execute: usize) -> Result<(), PolicyError> {
+        let chunk = manifest::ActionChunk {
+            horizon: self.model.manifest.chunk.horizon,
+            execute,
+        };
+        chunk.validate().map_err(PolicyError::Sampler)?;
+        self.execute = execute;
+        self.cursor = execute;
+        Ok(())
     }
 
     /// The manifest.
@@ -603,9 +640,9 @@ impl Policy {
         self.model.manifest.observation.frame_len()
     }
 
-    /// Length of an action.
+    /// Length of one executed action (a chunk holds `chunk().horizon` of them).
     pub fn action_dim(&self) -> usize {
-        self.model.manifest.action_dim
+        self.model.manifest.step_action_dim()
     }
 
     /// The graphs, for golden checks and direct runs.
@@ -613,9 +650,12 @@ impl Policy {
         &mut self.model
     }
 
-    /// One decision: record `observation` (one frame, raw units), and return
-    /// the action in raw units. A rejected observation leaves the history as
-    /// it was.
+    /// One control tick: record `observation` (one frame, raw units) and
+    /// return the action to execute now, in raw units. A single-step policy
+    /// decides every tick; a chunked one decides when the executed part of
+    /// its last chunk is used up, and otherwise hands out the chunk's next
+    /// action (the observation still enters the history). A rejected
+    /// observation leaves the history and the chunk as they were.
     pub fn act(&mut self, observation: &[f32]) -> Result<&[f32], PolicyError> {
         let f = self.frame_len();
         if observation.len() != f {
@@ -652,6 +692,12 @@ impl Policy {
         // Oldest first: the slot after the newest one.
         let newest = self.next;
         self.next = (self.next + 1) % slots;
+        let d = self.model.manifest.step_action_dim();
+        if self.cursor < self.execute {
+            let k = self.cursor;
+            self.cursor += 1;
+            return Ok(&self.action[k * d..(k + 1) * d]);
+        }
         for i in 0..slots {
             let src = (newest + 1 + i) % slots;
             self.row[i * f..(i + 1) * f].copy_from_slice(&self.frames[src * f..(src + 1) * f]);
@@ -671,6 +717,7 @@ impl Policy {
             .normalization
             .action
             .denormalize(&mut self.action);
-        Ok(&self.action)
+        self.cursor = 1;
+        Ok(&self.action[..d])
     }
 }

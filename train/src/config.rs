@@ -5,6 +5,7 @@
 use crate::error::TrainError;
 use crate::model::{DenoiserConfig, EncoderConfig, MseHeadConfig};
 use crate::task::TaskKind;
+use diffbc_runtime::manifest::ActionChunk;
 use diffbc_runtime::{NoiseSchedule, ScheduleConfig};
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +94,10 @@ pub struct TrainConfig {
     pub diffusion: ScheduleConfig,
     /// Previous observations fed with the current one (k).
     pub history: usize,
+    /// Actions predicted per decision and executed before the next one
+    /// (single-step unless the task says otherwise; absent = single-step).
+    #[serde(default)]
+    pub chunk: ActionChunk,
     /// Probability of dropping the observation embedding during training
     /// (classifier-free guidance needs > 0).
     pub obs_dropout: f64,
@@ -124,10 +129,11 @@ impl TrainConfig {
             task,
             method,
             encoder,
-            denoiser: DenoiserConfig::default(),
+            denoiser: task.default_denoiser(),
             mse_head: MseHeadConfig::default(),
             diffusion: ScheduleConfig::default(),
             history: task.default_history(),
+            chunk: task.default_chunk(),
             obs_dropout: 0.0,
             action_scaling: task.default_action_scaling(),
             data: DataConfig {
@@ -192,6 +198,9 @@ impl TrainConfig {
                 "must be positive or null",
             ));
         }
+        self.chunk
+            .validate()
+            .map_err(|m| TrainError::config("chunk", m))?;
         if !(0.0..1.0).contains(&self.obs_dropout) {
             return Err(TrainError::config("obs_dropout", "must be in [0, 1)"));
         }
@@ -227,13 +236,29 @@ mod tests {
 
     #[test]
     fn default_configs_validate_and_round_trip() {
-        for m in [Method::Diffusion, Method::Mse] {
-            let c = TrainConfig::for_task(TaskKind::Claw, m);
-            c.validate().expect("valid");
-            let s = serde_json::to_string(&c).expect("ser");
-            let back: TrainConfig = serde_json::from_str(&s).expect("de");
-            assert_eq!(back, c);
+        for task in TaskKind::ALL {
+            for m in Method::ALL {
+                let c = TrainConfig::for_task(task, m);
+                c.validate().expect("valid");
+                let s = serde_json::to_string(&c).expect("ser");
+                let back: TrainConfig = serde_json::from_str(&s).expect("de");
+                assert_eq!(back, c);
+            }
         }
+    }
+
+    #[test]
+    fn a_config_without_chunk_is_single_step_and_a_bad_chunk_is_named() {
+        let c = TrainConfig::for_task(TaskKind::Arm, Method::Diffusion);
+        let mut v = serde_json::to_value(&c).expect("ser");
+        v.as_object_mut().expect("object").remove("chunk");
+        let back: TrainConfig = serde_json::from_value(v).expect("de");
+        assert!(back.chunk.is_single());
+
+        let mut bad = TrainConfig::for_task(TaskKind::PushT, Method::Diffusion);
+        bad.chunk.execute = bad.chunk.horizon + 1;
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("chunk.execute"), "{e}");
     }
 
     #[test]

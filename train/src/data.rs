@@ -21,10 +21,12 @@ use rand_chacha::ChaCha8Rng;
 pub struct Dataset {
     /// Shape of one observation frame.
     pub obs: ObsSpec,
-    /// Length of one action.
+    /// Length of one sample's action vector (`horizon` actions).
     pub action_dim: usize,
     /// Previous frames per sample (k).
     pub history: usize,
+    /// Actions per sample (1 = single-step; more = an action chunk).
+    pub horizon: usize,
     /// Frame table, `[frames, obs.len()]`, raw units.
     pub frames: Vec<f32>,
     /// Per sample, the frame indices oldest first, `[samples, history + 1]`.

@@ -220,23 +220,39 @@ impl Episodes {
     /// the same episode (the first row repeated at an episode's start, as the
     /// runtime does at deployment).
     pub fn to_dataset(&self, history: usize) -> Dataset {
+        self.to_chunked_dataset(history, 1)
+    }
+
+    /// As [`Episodes::to_dataset`], with each sample's action the chunk of
+    /// `horizon` actions from its row on (`[samples, horizon · action_dim]`).
+    /// Near an episode's end the chunk repeats the episode's last action (the
+    /// demonstrator holds still), so no chunk crosses into the next episode.
+    pub fn to_chunked_dataset(&self, history: usize, horizon: usize) -> Dataset {
         let h = history + 1;
+        let a = self.action_dim;
+        let horizon = horizon.max(1);
         let mut frame_index = Vec::with_capacity(self.steps() * h);
+        let mut actions = Vec::with_capacity(self.steps() * a * horizon);
         for e in 0..self.len() {
             let r = self.episode(e);
             for i in r.clone() {
                 for back in (0..h).rev() {
                     frame_index.push(i.saturating_sub(back).max(r.start) as u32);
                 }
+                for k in 0..horizon {
+                    let j = (i + k).min(r.end - 1);
+                    actions.extend_from_slice(&self.actions[j * a..(j + 1) * a]);
+                }
             }
         }
         Dataset {
             obs: ObsSpec::Vector { dim: self.obs_dim },
-            action_dim: self.action_dim,
+            action_dim: a * horizon,
             history,
+            horizon,
             frames: self.obs.clone(),
             frame_index,
-            actions: self.actions.clone(),
+            actions,
         }
     }
 
@@ -501,6 +517,20 @@ mod tests {
         // Row 0: [0,0,0]; row 1: [0,0,1]; row 2 starts episode 2: [2,2,2].
         assert_eq!(d.frame_index, vec![0, 0, 0, 0, 0, 1, 2, 2, 2]);
         assert_eq!(d.len(), 3);
+    }
+
+    #[test]
+    fn chunks_stay_inside_their_episode() {
+        let d = sample().to_chunked_dataset(1, 3);
+        d.validate().expect("valid");
+        assert_eq!((d.len(), d.action_dim, d.horizon), (3, 6, 3));
+        // Episode 1 has actions (0.5, 0.6), (0.7, 0.8): the chunk from row 0
+        // holds both and then repeats the last; row 1's repeats it twice.
+        assert_eq!(&d.actions[0..6], &[0.5, 0.6, 0.7, 0.8, 0.7, 0.8]);
+        assert_eq!(&d.actions[6..12], &[0.7, 0.8, 0.7, 0.8, 0.7, 0.8]);
+        // Episode 2's only row never sees episode 1.
+        assert_eq!(&d.actions[12..18], &[0.9, 1.0, 0.9, 1.0, 0.9, 1.0]);
+        assert_eq!(d.frame_index, vec![0, 0, 0, 1, 2, 2]);
     }
 
     #[test]

@@ -302,6 +302,15 @@ pub fn train<B: AutodiffBackend>(
             ),
         ));
     }
+    if data.horizon != config.chunk.horizon {
+        return Err(TrainError::config(
+            "chunk.horizon",
+            format!(
+                "is {} but the data set was built with {}-action chunks",
+                config.chunk.horizon, data.horizon
+            ),
+        ));
+    }
     let schedule = NoiseSchedule::new(&config.diffusion)
         .map_err(|e| TrainError::config("diffusion", e.to_string()))?;
     let (train_set, test_set) = data.split(config.data.test_fraction, config.seed);

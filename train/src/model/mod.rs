@@ -60,6 +60,15 @@ impl PolicySpec {
         if self.action_dim == 0 {
             return Err(crate::error::TrainError::Data("action_dim is 0".into()));
         }
+        if !self.action_dim.is_multiple_of(self.config.chunk.horizon) {
+            return Err(crate::error::TrainError::config(
+                "chunk.horizon",
+                format!(
+                    "the action vector has {} values, not a whole number of {}-action chunks",
+                    self.action_dim, self.config.chunk.horizon
+                ),
+            ));
+        }
         Ok(())
     }
 

@@ -217,6 +217,7 @@ impl ClawScenes {
             obs: Self::obs_spec(),
             action_dim: 2,
             history: 0,
+            horizon: 1,
             frames,
             frame_index,
             actions,

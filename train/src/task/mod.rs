@@ -16,14 +16,24 @@ pub enum TaskKind {
     /// the targets already reached; the action is one joint target per joint
     /// at the control rate (demonstrations from `diffbc demos`).
     Arm,
+    /// Push-T from state (Chi et al.'s human teleoperation demonstrations):
+    /// agent x, y and block x, y, angle in a 512×512 arena; the action is the
+    /// commanded agent position. Trained on action chunks.
+    #[serde(rename = "pusht")]
+    PushT,
 }
 
 impl TaskKind {
+    /// Every task (the match in `name` is exhaustive, so a new variant must be
+    /// named here too).
+    pub const ALL: [TaskKind; 3] = [TaskKind::Claw, TaskKind::Arm, TaskKind::PushT];
+
     /// Name used on the command line and in file names.
     pub fn name(self) -> &'static str {
         match self {
             Self::Claw => "claw",
             Self::Arm => "arm",
+            Self::PushT => "pusht",
         }
     }
 
@@ -47,7 +57,7 @@ impl TaskKind {
                 ],
                 embed: 128,
             },
-            Self::Arm => EncoderConfig::Mlp {
+            Self::Arm | Self::PushT => EncoderConfig::Mlp {
                 hidden: 256,
                 embed: 128,
             },
@@ -60,7 +70,7 @@ impl TaskKind {
             // Measured on the claw scenes (8,000 steps, Diffusion-X M = 8):
             // standardised 0.920 on-object, min-max 0.913, raw [0, 1] (the
             // paper's code) 0.898.
-            Self::Claw | Self::Arm => crate::config::ActionScaling::Standardize,
+            Self::Claw | Self::Arm | Self::PushT => crate::config::ActionScaling::Standardize,
         }
     }
 
@@ -68,7 +78,32 @@ impl TaskKind {
     pub fn default_history(self) -> usize {
         match self {
             Self::Claw => 0,
-            Self::Arm => 2,
+            Self::Arm | Self::PushT => 2,
+        }
+    }
+
+    /// Action chunking by default: Push-T predicts 16 actions and executes 8
+    /// (Diffusion Policy's receding horizon); the others decide every tick.
+    pub fn default_chunk(self) -> diffbc_runtime::manifest::ActionChunk {
+        match self {
+            Self::Claw | Self::Arm => diffbc_runtime::manifest::ActionChunk::SINGLE,
+            Self::PushT => diffbc_runtime::manifest::ActionChunk {
+                horizon: 16,
+                execute: 8,
+            },
+        }
+    }
+
+    /// The denoiser that suits this task's action vector.
+    pub fn default_denoiser(self) -> crate::model::DenoiserConfig {
+        use crate::model::{DenoiserConfig, MlpSieveConfig};
+        match self {
+            Self::Claw | Self::Arm => DenoiserConfig::default(),
+            // A 16-action chunk is a 32-value vector: wider hidden layers.
+            Self::PushT => DenoiserConfig::MlpSieve(MlpSieveConfig {
+                hidden: 512,
+                ..MlpSieveConfig::default()
+            }),
         }
     }
 
@@ -78,6 +113,7 @@ impl TaskKind {
             // About 11 minutes on one core of a 2-core machine.
             Self::Claw => 20_000,
             Self::Arm => 12_000,
+            Self::PushT => 40_000,
         }
     }
 
@@ -87,6 +123,8 @@ impl TaskKind {
             Self::Claw => "../shared/data/claw",
             // Written by `diffbc demos --task arm` (or the arm pipeline).
             Self::Arm => "data/arm.demos",
+            // Read in place; never copied into the repository.
+            Self::PushT => "../shared/data/pusht/pusht_cchi_v7_replay.zarr",
         }
     }
 }
