@@ -3,6 +3,7 @@
 mod alloc_count;
 mod arm;
 mod bench;
+mod pusht;
 
 #[global_allocator]
 static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
@@ -169,6 +170,8 @@ enum TaskArg {
     Claw,
     /// The emulated arm's multi-target task (demonstrations from `diffbc demos`).
     Arm,
+    /// Push-T from state (../shared/data/pusht, human teleoperation).
+    Pusht,
 }
 
 impl From<TaskArg> for TaskKind {
@@ -176,6 +179,7 @@ impl From<TaskArg> for TaskKind {
         match t {
             TaskArg::Claw => TaskKind::Claw,
             TaskArg::Arm => TaskKind::Arm,
+            TaskArg::Pusht => TaskKind::PushT,
         }
     }
 }
@@ -353,8 +357,8 @@ struct SampleArgs {
 
 #[derive(Args, Debug)]
 struct EvalArgs {
-    /// Checkpoint folders to evaluate.
-    #[arg(required = true)]
+    /// Checkpoint or exported folders to evaluate.
+    #[arg(required_unless_present = "replay")]
     checkpoints: Vec<PathBuf>,
     /// Task.
     #[arg(long, value_enum, default_value = "claw")]
@@ -381,15 +385,25 @@ struct EvalArgs {
     /// distribution and action distance).
     #[arg(long, default_value = "data/arm.demos")]
     demos: PathBuf,
-    /// Arm: closed-loop episodes in-process per policy × sampler.
-    #[arg(long, default_value_t = 100)]
-    episodes: usize,
+    /// Arm and Push-T: closed-loop episodes per policy × sampler (default:
+    /// 100 on the arm, 50 on Push-T).
+    #[arg(long)]
+    episodes: Option<usize>,
     /// Arm: episodes through the serial bridge per policy (0 = none).
     #[arg(long, default_value_t = 30)]
     bridge_episodes: usize,
     /// Arm: the emulated arm's device seconds per wall second on the bridge.
     #[arg(long, default_value_t = 5.0)]
     time_scale: f64,
+    /// Push-T: engine that runs the exported graphs (tract, native, ort-cpu, …).
+    #[arg(long, default_value = "native")]
+    engine: diffbc_runtime::EngineChoice,
+    /// Push-T: actions executed per predicted chunk (default: the manifest's).
+    #[arg(long)]
+    execute: Option<usize>,
+    /// Push-T: also replay the demonstrations in the environment (reference rows).
+    #[arg(long)]
+    replay: bool,
     #[command(flatten)]
     sampler: SamplerArgs,
 }
@@ -561,7 +575,11 @@ fn load_dataset(config: &TrainConfig, data: &Path) -> Result<diffbc_train::data:
                 );
             }
             let episodes = diffbc_train::episodes::Episodes::load(data)?;
-            Ok(episodes.to_dataset(config.history))
+            Ok(episodes.to_chunked_dataset(config.history, config.chunk.horizon))
+        }
+        TaskKind::PushT => {
+            let episodes = pusht::load_demos(data)?;
+            Ok(episodes.to_chunked_dataset(config.history, config.chunk.horizon))
         }
     }
 }
@@ -797,8 +815,10 @@ fn write_report(
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
-    if a.task == TaskArg::Arm {
-        return arm::cli::eval(&a);
+    match a.task {
+        TaskArg::Arm => return arm::cli::eval(&a),
+        TaskArg::Pusht => return pusht::cli::eval(&a),
+        TaskArg::Claw => {}
     }
     let scenes = ClawScenes::load(&data_dir(a.task.into(), &a.data))?;
     let samplers = a.sampler.configs(&DEFAULT_EVAL_SAMPLERS);

@@ -58,8 +58,39 @@ pub fn read_task(path: &Path) -> Result<ArmTask> {
 }
 
 /// The exported folder for `dir`: itself if it has a manifest, else the
-/// checkpoint exported into `scratch`.
+/// checkpoint exported into `scratch` (with the arm's default sampler).
 fn exported(dir: &Path, scratch: &Path) -> Result<PathBuf> {
+    exported_with(dir, scratch, &export_options())
+}
+
+fn export_options() -> diffbc_export::ExportOptions {
+    diffbc_export::ExportOptions {
+        force: true,
+        sampler: diffbc_runtime::SamplerConfig::diffusion_x(ARM_EXTRA_STEPS),
+        task_label: Some("arm".into()),
+        ..Default::default()
+    }
+}
+
+fn export(checkpoint: &Path, out: &Path) -> Result<()> {
+    diffbc_export::export_checkpoint::<Cpu>(
+        checkpoint,
+        out,
+        &export_options(),
+        &Default::default(),
+    )
+    .with_context(|| format!("exporting {}", checkpoint.display()))?;
+    Ok(())
+}
+
+/// The exported folder for `dir`: itself if it has a manifest, else the
+/// checkpoint exported into `scratch` with `options`. Evaluations measure the
+/// deployed path.
+pub(crate) fn exported_with(
+    dir: &Path,
+    scratch: &Path,
+    options: &diffbc_export::ExportOptions,
+) -> Result<PathBuf> {
     if dir.join(diffbc_runtime::manifest::MANIFEST_FILE).is_file() {
         return Ok(dir.to_path_buf());
     }
@@ -68,23 +99,12 @@ fn exported(dir: &Path, scratch: &Path) -> Result<PathBuf> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
     let out = scratch.join(name);
-    export(dir, &out)?;
+    diffbc_export::export_checkpoint::<Cpu>(dir, &out, options, &Default::default())
+        .with_context(|| format!("exporting {}", dir.display()))?;
     Ok(out)
 }
 
-fn export(checkpoint: &Path, out: &Path) -> Result<()> {
-    let options = diffbc_export::ExportOptions {
-        force: true,
-        sampler: diffbc_runtime::SamplerConfig::diffusion_x(ARM_EXTRA_STEPS),
-        task_label: Some("arm".into()),
-        ..Default::default()
-    };
-    diffbc_export::export_checkpoint::<Cpu>(checkpoint, out, &options, &Default::default())
-        .with_context(|| format!("exporting {}", checkpoint.display()))?;
-    Ok(())
-}
-
-fn method_of(dir: &Path) -> Result<String> {
+pub(crate) fn method_of(dir: &Path) -> Result<String> {
     let p = diffbc_runtime::Policy::load(dir, diffbc_runtime::EngineChoice::Native)
         .with_context(|| format!("loading {}", dir.display()))?;
     Ok(if p.is_regressor() { "mse" } else { "diffusion" }.to_string())
@@ -107,7 +127,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     }
     let plan = EvalPlan {
         samplers: samplers(&a.sampler),
-        episodes: a.episodes,
+        episodes: a.episodes.unwrap_or(100),
         bridge_episodes: a.bridge_episodes,
         time_scale: a.time_scale,
         progress: true,

@@ -5,4 +5,5 @@ mod arm;
 mod bench;
 mod claw;
 mod hil;
+mod pusht;
 mod support;

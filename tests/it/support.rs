@@ -61,3 +61,33 @@ pub fn tiny_config(dir: &Path, method: &str, steps: usize) -> PathBuf {
     std::fs::write(&p, serde_json::to_string_pretty(&cfg).expect("json")).expect("write");
     p
 }
+
+/// A Push-T training config small enough for tests (chunks of 4, execute 2),
+/// written to `dir/tiny-pusht-<method>.json`.
+pub fn tiny_pusht_config(dir: &Path, method: &str, steps: usize) -> PathBuf {
+    let cfg = serde_json::json!({
+        "task": "pusht",
+        "method": method,
+        "encoder": {"kind": "mlp", "hidden": 32, "embed": 16},
+        "denoiser": {"kind": "mlp_sieve", "embed": 16, "hidden": 32, "time_frequency": 1.0},
+        "mse_head": {"hidden": 32},
+        "diffusion": {"steps": 20, "beta_min": 1e-4, "beta_max": 0.02},
+        "history": 2,
+        "chunk": {"horizon": 4, "execute": 2},
+        "obs_dropout": 0.0,
+        "action_scaling": "standardize",
+        "data": {"samples": 800, "test_fraction": 0.1},
+        "optim": {"steps": steps, "batch_size": 32, "lr": 1e-3, "lr_min": 5e-5, "warmup_steps": 5,
+                  "grad_clip": 1.0, "ema_decay": 0.99},
+        "checkpoint_every": 0,
+        "seed": 7
+    });
+    let p = dir.join(format!("tiny-pusht-{method}.json"));
+    std::fs::write(&p, serde_json::to_string_pretty(&cfg).expect("json")).expect("write");
+    p
+}
+
+/// The Push-T demonstrations in the shared data folder.
+pub fn pusht_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/pusht/pusht_cchi_v7_replay.zarr")
+}

@@ -1,0 +1,435 @@
+//! Closed-loop scoring on Push-T: seeded initial states, mean max coverage and
+//! success rate per method × sampler (Diffusion Policy's metric), and the
+//! demonstrations replayed in our environment as the reference row.
+
+use super::env::{MAX_STEPS, OBS_DIM, PushT, SUCCESS_COVERAGE};
+use super::geometry::coverage;
+use anyhow::{Context, Result, bail};
+use diffbc_runtime::{EngineChoice, Policy, PolicyOptions, SamplerConfig};
+use diffbc_train::episodes::Episodes;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+/// Seeds of evaluation episodes start here.
+pub const EVAL_SEED_BASE: u64 = 100_000;
+
+/// One row of the table: a method × sampler over seeded episodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushTRecord {
+    /// `diffusion`, `mse`, or `demonstrations (…)` for the reference rows.
+    pub method: String,
+    /// Sampler label (`-` for regression and the demonstrations).
+    pub sampler: String,
+    /// Diffusion Policy's published score: the mean over episodes of the
+    /// highest reward reached, where the reward is the coverage divided by the
+    /// 0.95 success threshold and clipped to 1 (so 1.0 = every episode
+    /// succeeded).
+    pub mean_max_coverage: f64,
+    /// The mean over episodes of the highest raw coverage (fraction of the
+    /// goal T's area under the block).
+    pub mean_max_raw_coverage: f64,
+    /// Episodes whose coverage passed 0.95.
+    pub success_rate: f64,
+    /// Episodes run.
+    pub episodes: usize,
+    /// Actions predicted per decision (1 = single-step).
+    pub horizon: usize,
+    /// Actions executed per decision.
+    pub execute: usize,
+    /// Engine that ran the graphs.
+    pub engine: String,
+    /// Control steps per episode, mean (300 at most; success ends early).
+    pub mean_steps: f64,
+    /// Policy decisions per second of wall time (one worker).
+    pub decisions_per_second: f64,
+}
+
+/// One episode's result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Episode {
+    /// Seed of the initial state and of the policy's noise.
+    pub seed: u64,
+    /// Highest raw coverage reached (the reward is this / 0.95, clipped to 1).
+    pub max_coverage: f32,
+    /// Coverage passed 0.95.
+    pub success: bool,
+    /// Control steps taken.
+    pub steps: usize,
+}
+
+/// How a policy is run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunSpec {
+    /// Engine.
+    pub engine: EngineChoice,
+    /// Sampler (ignored by regressors).
+    pub sampler: SamplerConfig,
+    /// Override of the actions executed per chunk.
+    pub execute: Option<usize>,
+    /// Episodes `EVAL_SEED_BASE + i`, i in 0..episodes.
+    pub episodes: usize,
+    /// Worker threads (each with its own policy; results do not depend on it).
+    pub workers: usize,
+}
+
+fn bar(len: usize, label: String) -> ProgressBar {
+    ProgressBar::new(len as u64)
+        .with_style(
+            ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed}<{eta}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+        .with_message(label)
+}
+
+/// Run one episode from the seeded initial state.
+pub fn run_episode(policy: &mut Policy, seed: u64) -> Result<Episode> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut env = PushT::new(PushT::random_state(&mut rng));
+    policy.reset();
+    policy.reseed(seed);
+    let mut best = env.coverage();
+    let mut steps = 0;
+    let mut success = false;
+    while steps < MAX_STEPS {
+        let obs: [f32; OBS_DIM] = env.observe();
+        let a = policy
+            .act(&obs)
+            .with_context(|| format!("seed {seed}, step {steps}"))?;
+        let target = [a[0], a[1]];
+        let out = env.step(target);
+        steps += 1;
+        best = best.max(out.coverage);
+        if out.success {
+            success = true;
+            break;
+        }
+    }
+    Ok(Episode {
+        seed,
+        max_coverage: best,
+        success,
+        steps,
+    })
+}
+
+/// The seeded episodes of `spec` for the policy in `dir`, split over
+/// `spec.workers` threads; returns them in seed order with decisions/s of one
+/// worker.
+pub fn rollouts(
+    dir: &Path,
+    spec: &RunSpec,
+    pb: &ProgressBar,
+) -> Result<(Vec<Episode>, f64, Policy)> {
+    let load = || -> Result<Policy> {
+        let mut p = Policy::load_with(
+            dir,
+            &PolicyOptions {
+                engine: spec.engine,
+                threads: 1,
+                sampler: Some(spec.sampler),
+                seed: 0,
+            },
+        )
+        .with_context(|| format!("loading {}", dir.display()))?;
+        if let Some(e) = spec.execute {
+            p.set_execute(e)
+                .map_err(|err| anyhow::anyhow!("{}: --execute {e}: {err}", dir.display()))?;
+        }
+        Ok(p)
+    };
+    let workers = spec.workers.clamp(1, spec.episodes.max(1));
+    let t0 = Instant::now();
+    let results: Vec<Result<(Vec<Episode>, f64)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let load = &load;
+                s.spawn(move || -> Result<(Vec<Episode>, f64)> {
+                    let mut policy = load()?;
+                    let mut out = Vec::new();
+                    let mut decisions = 0.0;
+                    let t = Instant::now();
+                    for i in (w..spec.episodes).step_by(workers) {
+                        let e = run_episode(&mut policy, EVAL_SEED_BASE + i as u64)?;
+                        decisions += e.steps as f64 / policy.chunk().execute as f64;
+                        out.push(e);
+                        pb.inc(1);
+                    }
+                    Ok((out, decisions / t.elapsed().as_secs_f64().max(1e-9)))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("an evaluation worker panicked")))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(spec.episodes);
+    let mut rate = 0.0;
+    for r in results {
+        let (eps, r) = r?;
+        all.extend(eps);
+        rate += r / workers as f64;
+    }
+    all.sort_by_key(|e| e.seed);
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "rollouts");
+    Ok((all, rate, load()?))
+}
+
+/// The reward of a coverage: `clip(coverage / 0.95, 0, 1)` (monotone, so the
+/// highest reward is the reward of the highest coverage).
+pub fn reward(coverage: f32) -> f32 {
+    (coverage / SUCCESS_COVERAGE).clamp(0.0, 1.0)
+}
+
+/// Summary of episodes as a table row.
+pub fn summarise(
+    method: &str,
+    sampler: &str,
+    policy: Option<&Policy>,
+    episodes: &[Episode],
+    decisions_per_second: f64,
+) -> PushTRecord {
+    let n = episodes.len().max(1) as f64;
+    // The demonstrations have no chunking: 0 reads as "-" in the table.
+    let (horizon, execute) = policy
+        .map(|p| (p.chunk().horizon, p.chunk().execute))
+        .unwrap_or((0, 0));
+    PushTRecord {
+        method: method.into(),
+        sampler: sampler.into(),
+        mean_max_coverage: episodes
+            .iter()
+            .map(|e| reward(e.max_coverage) as f64)
+            .sum::<f64>()
+            / n,
+        mean_max_raw_coverage: episodes.iter().map(|e| e.max_coverage as f64).sum::<f64>() / n,
+        success_rate: episodes.iter().filter(|e| e.success).count() as f64 / n,
+        episodes: episodes.len(),
+        horizon,
+        execute,
+        engine: policy
+            .map(Policy::engine_name)
+            .unwrap_or_else(|| "-".into()),
+        mean_steps: episodes.iter().map(|e| e.steps as f64).sum::<f64>() / n,
+        decisions_per_second,
+    }
+}
+
+/// The demonstrations as reference rows: their recorded coverage (from the
+/// recorded block poses), and their actions replayed open-loop from each
+/// recorded initial state in our environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replay {
+    /// Recorded: mean max coverage and success rate over the episodes.
+    pub recorded: PushTRecord,
+    /// Replayed in our environment.
+    pub replayed: PushTRecord,
+    /// Mean distance between the replayed and recorded block origin at each
+    /// episode's last step (pixels): how far our physics drifts from pymunk's.
+    pub mean_final_block_error_px: f64,
+}
+
+/// Replay every demonstration (see [`Replay`]).
+pub fn replay(demos: &Episodes) -> Result<Replay> {
+    if demos.obs_dim != OBS_DIM {
+        bail!("replay needs {OBS_DIM}-value Push-T states");
+    }
+    let (mut recorded, mut replayed) = (Vec::new(), Vec::new());
+    let mut drift = 0.0;
+    for e in 0..demos.len() {
+        let r = demos.episode(e);
+        let state = |i: usize| -> [f32; OBS_DIM] {
+            let s = &demos.obs[i * OBS_DIM..(i + 1) * OBS_DIM];
+            [s[0], s[1], s[2], s[3], s[4]]
+        };
+        // Recorded: the coverage of each recorded pose (a state is the pose
+        // before its action; the last action's outcome is not recorded).
+        let mut best = 0.0f32;
+        let mut success = false;
+        for i in r.clone() {
+            let s = state(i);
+            let c = coverage([s[2], s[3], s[4]], super::env::GOAL);
+            best = best.max(c);
+            success |= c > super::env::SUCCESS_COVERAGE;
+        }
+        recorded.push(Episode {
+            seed: e as u64,
+            max_coverage: best,
+            success,
+            steps: r.len(),
+        });
+        let mut env = PushT::new(state(r.start));
+        let mut best = env.coverage();
+        let mut success = false;
+        for i in r.clone() {
+            let a = &demos.actions[i * 2..i * 2 + 2];
+            let out = env.step([a[0], a[1]]);
+            best = best.max(out.coverage);
+            success |= out.success;
+            if i + 1 == r.end - 1 {
+                let (p, _) = env.block_pose();
+                let want = state(r.end - 1);
+                drift += ((p[0] - want[2]).hypot(p[1] - want[3])) as f64;
+            }
+        }
+        replayed.push(Episode {
+            seed: e as u64,
+            max_coverage: best,
+            success,
+            steps: r.len(),
+        });
+    }
+    Ok(Replay {
+        recorded: summarise("demonstrations (recorded)", "-", None, &recorded, 0.0),
+        replayed: summarise("demonstrations (replayed here)", "-", None, &replayed, 0.0),
+        mean_final_block_error_px: drift / demos.len().max(1) as f64,
+    })
+}
+
+/// A Markdown table of the records.
+pub fn markdown_table(records: &[PushTRecord]) -> String {
+    let mut s = String::from(
+        "| method | sampler | chunk (predict/execute) | engine | episodes | mean max coverage (score) | mean max raw coverage | success rate | mean steps | decisions/s |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in records {
+        let chunk = if r.horizon == 0 {
+            "-".to_string()
+        } else {
+            format!("{}/{}", r.horizon, r.execute)
+        };
+        let rate = if r.decisions_per_second > 0.0 {
+            format!("{:.0}", r.decisions_per_second)
+        } else {
+            "-".into()
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {} |\n",
+            r.method,
+            r.sampler,
+            chunk,
+            r.engine,
+            r.episodes,
+            r.mean_max_coverage,
+            r.mean_max_raw_coverage,
+            r.success_rate,
+            r.mean_steps,
+            rate
+        ));
+    }
+    s
+}
+
+/// A progress bar for `len` episodes, hidden when `show` is false.
+pub fn progress(len: usize, label: String, show: bool) -> ProgressBar {
+    if show {
+        bar(len, label)
+    } else {
+        ProgressBar::hidden()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diffbc_runtime::EngineChoice;
+    use diffbc_runtime::manifest::ActionChunk;
+    use diffbc_train::config::{Method, TrainConfig};
+    use diffbc_train::model::EncoderConfig;
+    use diffbc_train::task::TaskKind;
+    use std::path::PathBuf;
+
+    /// A tiny chunked regressor (4 actions, execute 2) trained on the real
+    /// demonstrations and exported: deterministic, so every action can be
+    /// traced to the decision that made it.
+    fn tiny_chunked_model(dir: &Path) -> PathBuf {
+        let mut c = TrainConfig::for_task(TaskKind::PushT, Method::Mse);
+        c.encoder = EncoderConfig::Mlp {
+            hidden: 16,
+            embed: 8,
+        };
+        c.mse_head.hidden = 16;
+        c.chunk = ActionChunk {
+            horizon: 4,
+            execute: 2,
+        };
+        c.optim.steps = 20;
+        c.optim.batch_size = 16;
+        c.optim.warmup_steps = 2;
+        c.checkpoint_every = 0;
+        let demos = super::super::load_demos(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/data/pusht/pusht_cchi_v7_replay.zarr"),
+        )
+        .expect("shared Push-T data");
+        let data = demos.to_chunked_dataset(c.history, c.chunk.horizon);
+        let ck = dir.join("ck");
+        crate::train_on_device(&c, &data, &ck, false, None, crate::DeviceArg::Cpu).expect("train");
+        let model = dir.join("model");
+        diffbc_export::export_checkpoint::<crate::Cpu>(
+            &ck,
+            &model,
+            &super::super::cli::export_options(),
+            &Default::default(),
+        )
+        .expect("export");
+        model
+    }
+
+    #[test]
+    fn a_chunk_is_executed_before_the_next_decision() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let model = tiny_chunked_model(dir.path());
+        let load = || Policy::load(&model, EngineChoice::Native).expect("load");
+        let obs = [
+            [100.0, 120.0, 250.0, 300.0, 1.0],
+            [110.0, 125.0, 250.0, 300.0, 1.0],
+            [300.0, 400.0, 200.0, 260.0, 2.5],
+            [480.0, 60.0, 150.0, 150.0, 5.0],
+        ];
+        let mut p = load();
+        assert_eq!(p.action_dim(), 2);
+        assert_eq!(
+            p.chunk(),
+            ActionChunk {
+                horizon: 4,
+                execute: 2
+            }
+        );
+        let x: Vec<Vec<f32>> = (0..3)
+            .map(|i| p.act(&obs[i]).expect("act").to_vec())
+            .collect();
+
+        // The second action comes from the first decision, whatever is seen.
+        let mut q = load();
+        assert_eq!(q.act(&obs[0]).expect("act"), &x[0][..]);
+        assert_eq!(q.act(&obs[3]).expect("act"), &x[1][..]);
+
+        // Deciding every tick: the same first action, another second one, and
+        // the third decision sees the same history as the chunked policy's.
+        let mut r = load();
+        r.set_execute(1).expect("execute 1");
+        assert_eq!(r.act(&obs[0]).expect("act"), &x[0][..]);
+        assert_ne!(r.act(&obs[1]).expect("act"), &x[1][..]);
+        assert_eq!(r.act(&obs[2]).expect("act"), &x[2][..]);
+
+        // A reset drops the chunk in progress: the next action is a fresh
+        // decision on the new episode's first frame.
+        p.reset();
+        let fresh = load().act(&obs[3]).expect("act").to_vec();
+        assert_eq!(p.act(&obs[3]).expect("act"), &fresh[..]);
+
+        assert!(
+            r.set_execute(5)
+                .unwrap_err()
+                .to_string()
+                .contains("chunk.execute")
+        );
+    }
+}
