@@ -324,6 +324,12 @@ struct TrainArgs {
     /// Override the seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override the actions predicted per decision (action chunking; 1 = single-step).
+    #[arg(long)]
+    horizon: Option<usize>,
+    /// Override the actions executed per decision (1 ≤ execute ≤ horizon).
+    #[arg(long)]
+    execute: Option<usize>,
     /// Continue training from the checkpoint in --out.
     #[arg(long)]
     resume: bool,
@@ -637,6 +643,13 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     }
     if let Some(s) = a.seed {
         config.seed = s;
+    }
+    if let Some(h) = a.horizon {
+        config.chunk.horizon = h;
+        // A new horizon without --execute executes half the chunk (at least one).
+        config.chunk.execute = a.execute.unwrap_or(h.div_ceil(2));
+    } else if let Some(e) = a.execute {
+        config.chunk.execute = e;
     }
     config.validate()?;
     let out = a.out.unwrap_or_else(|| {

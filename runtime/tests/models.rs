@@ -31,6 +31,10 @@ fn shipped_models_match_their_manifests_and_golden_outputs() {
         dirs.iter().any(|d| d.ends_with("bench-sieve")),
         "models/bench-sieve must ship, found {dirs:?}"
     );
+    assert!(
+        dirs.iter().any(|d| d.ends_with("pusht-state")),
+        "models/pusht-state must ship, found {dirs:?}"
+    );
     for dir in dirs {
         for engine in [EngineChoice::Tract, EngineChoice::Native] {
             let mut policy = OnnxModel::load(&dir, engine)
@@ -129,6 +133,24 @@ fn inconsistent_manifests_are_refused_naming_the_field() {
     edit_manifest(&dir, |v| v["surprise"] = 1.into());
     let e = load_err(&dir);
     assert!(e.contains("unknown field") && e.contains("surprise"), "{e}");
+
+    // Chunking that cannot hold: more executed than predicted, or an action
+    // vector (2 values here) that is not a whole number of chunk actions.
+    let (_t7, dir) = scratch_copy();
+    edit_manifest(&dir, |v| {
+        v["chunk"] = serde_json::json!({"horizon": 2, "execute": 3})
+    });
+    let e = load_err(&dir);
+    assert!(
+        e.contains("manifest.json") && e.contains("chunk.execute"),
+        "{e}"
+    );
+    let (_t8, dir) = scratch_copy();
+    edit_manifest(&dir, |v| {
+        v["chunk"] = serde_json::json!({"horizon": 3, "execute": 1})
+    });
+    let e = load_err(&dir);
+    assert!(e.contains("chunk.horizon 3"), "{e}");
 
     // The encoder graph put in the head's place, with its hash updated: the
     // graph's own inputs give it away.

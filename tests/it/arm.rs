@@ -145,3 +145,68 @@ fn pipeline_trains_exports_and_runs_closed_loop_in_process_and_over_a_pty() {
         assert!(out.join("models").join(m).join("manifest.json").is_file());
     }
 }
+
+#[test]
+fn a_chunked_policy_drives_the_arm_through_the_bridge() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_string();
+    ok(&["demos", "--episodes", "6", "--out", &p("arm.demos")]);
+    ok(&[
+        "train",
+        "--task",
+        "arm",
+        "--method",
+        "mse",
+        "--data",
+        &p("arm.demos"),
+        "--steps",
+        "30",
+        "--horizon",
+        "4",
+        "--out",
+        &p("ck"),
+    ]);
+    ok(&["export", &p("ck"), "--out", &p("model")]);
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("model/manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    // --horizon 4 alone executes half of each chunk.
+    assert_eq!(
+        manifest["chunk"],
+        serde_json::json!({"horizon": 4, "execute": 2})
+    );
+    assert_eq!(manifest["action_dim"], 4 * 4, "4 actions of 4 joints");
+    let json = p("eval.json");
+    ok(&[
+        "eval",
+        "--task",
+        "arm",
+        &p("model"),
+        "--demos",
+        &p("arm.demos"),
+        "--episodes",
+        "2",
+        "--bridge-episodes",
+        "2",
+        "--time-scale",
+        "2",
+        "--out",
+        &p("out"),
+        "--json",
+        &json,
+    ]);
+    let records: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("eval.json")).expect("json");
+    let bridge = records
+        .iter()
+        .find(|r| r["method"] == "mse" && r["path"] == "bridge")
+        .unwrap_or_else(|| panic!("no bridge record in {records:#?}"));
+    assert_eq!(bridge["episodes"], 2);
+    // The loop sent one 4-joint command per tick from the chunks.
+    assert!(
+        bridge["timing"]["ticks"].as_u64().unwrap_or(0) >= 2,
+        "{bridge}"
+    );
+    assert_eq!(bridge["timing"]["frames_bad"], 0, "{bridge}");
+}
