@@ -7,7 +7,7 @@ use super::geometry::coverage;
 use anyhow::{Context, Result, bail};
 use diffbc_runtime::{EngineChoice, Policy, PolicyOptions, SamplerConfig};
 use diffbc_train::episodes::Episodes;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -74,15 +74,6 @@ pub struct RunSpec {
     pub episodes: usize,
     /// Worker threads (each with its own policy; results do not depend on it).
     pub workers: usize,
-}
-
-fn bar(len: usize, label: String) -> ProgressBar {
-    ProgressBar::new(len as u64)
-        .with_style(
-            ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed}<{eta}]")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        )
-        .with_message(label)
 }
 
 /// Run one episode from the seeded initial state.
@@ -329,7 +320,7 @@ pub fn markdown_table(records: &[PushTRecord]) -> String {
 /// A progress bar for `len` episodes, hidden when `show` is false.
 pub fn progress(len: usize, label: String, show: bool) -> ProgressBar {
     if show {
-        bar(len, label)
+        crate::arm::eval::bar(len, label)
     } else {
         ProgressBar::hidden()
     }

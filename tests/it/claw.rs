@@ -1,9 +1,5 @@
-use crate::support::{claw_dir, diffbc, error_line, ok, tiny_config};
+use crate::support::{claw_dir, diffbc, error_line, ok, s, tiny_config};
 use std::path::Path;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 #[test]
 fn train_sample_eval_end_to_end_with_reproducible_samples() {

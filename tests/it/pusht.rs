@@ -1,15 +1,11 @@
 //! Push-T from state: the real demonstrations replayed in our environment,
 //! and a chunked policy trained, exported and scored at test size.
 
-use crate::support::{error_line, ok, pusht_dir, tiny_pusht_config};
+use crate::support::{error_line, ok, pusht_dir, s, tiny_pusht_config};
 
 fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).expect("json written");
     serde_json::from_str(&text).expect("valid JSON")
-}
-
-fn s(p: &std::path::Path) -> &str {
-    p.to_str().expect("utf-8")
 }
 
 #[test]

@@ -6,6 +6,11 @@ pub fn claw_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/claw")
 }
 
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
 /// Run `diffbc` with `args`, logs off.
 pub fn diffbc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_diffbc"))

@@ -131,7 +131,7 @@ impl TrainConfig {
             encoder,
             denoiser: task.default_denoiser(),
             mse_head: MseHeadConfig::default(),
-            diffusion: ScheduleConfig::default(),
+            diffusion: task.default_schedule(),
             history: task.default_history(),
             chunk: task.default_chunk(),
             obs_dropout: 0.0,
