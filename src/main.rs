@@ -159,6 +159,10 @@ struct ExportArgs {
     /// Replace the output folder if it exists.
     #[arg(long)]
     force: bool,
+    /// Actions executed per predicted chunk, written to the manifest
+    /// (default: the training config's).
+    #[arg(long)]
+    execute: Option<usize>,
     /// Default sampler written to the manifest (with the sampler options below).
     #[command(flatten)]
     sampler: SamplerArgs,
@@ -384,7 +388,9 @@ struct EvalArgs {
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Evaluation seed.
+    /// Evaluation seed (Push-T: episode i starts from seed
+    /// 100,000 + 1,000 · seed + i, so another --seed is a disjoint set of
+    /// states, e.g. for choosing settings before the reported run).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Arm: the demonstrations the policies were trained on (for the order
@@ -940,6 +946,7 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     let options = diffbc_export::ExportOptions {
         force: a.force,
         sampler: a.sampler.configs(&[SamplerKindArg::DiffusionX])[0],
+        execute: a.execute,
         ..Default::default()
     };
     let m = diffbc_export::export_checkpoint::<Cpu>(

@@ -63,6 +63,9 @@ pub struct ExportOptions {
     /// Overrides the manifest's `provenance.task` (reference models that no
     /// task trained).
     pub task_label: Option<String>,
+    /// Overrides the actions executed per chunk (`chunk.execute`); the
+    /// horizon is what the head was trained to predict and stays.
+    pub execute: Option<usize>,
 }
 
 impl Default for ExportOptions {
@@ -73,6 +76,7 @@ impl Default for ExportOptions {
             golden_batches: vec![1, 64],
             seed: 0,
             task_label: None,
+            execute: None,
         }
     }
 }
@@ -286,6 +290,14 @@ pub fn export_policy<B: Backend>(
             path: out.to_path_buf(),
         });
     }
+    let mut chunk = spec.config.chunk;
+    if let Some(e) = options.execute {
+        chunk.execute = e;
+    }
+    chunk.validate().map_err(|why| ExportError::Unsupported {
+        what: "execute".into(),
+        why,
+    })?;
     let schedule =
         NoiseSchedule::new(&spec.config.diffusion).map_err(|e| ExportError::Unsupported {
             what: "schedule".into(),
@@ -318,7 +330,7 @@ pub fn export_policy<B: Backend>(
             history: spec.config.history,
         },
         action_dim: spec.action_dim,
-        chunk: spec.config.chunk,
+        chunk,
         embedding_dim: spec.embedding_dim(),
         head_kind,
         normalization: NormalizationSpec {

@@ -104,6 +104,7 @@ pub fn export_reference(
             "reference {} (seeded weights, untrained)",
             reference.name()
         )),
+        execute: None,
     };
     export_policy(&spec, &meta, &policy, out, &options, &device)
 }

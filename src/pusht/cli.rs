@@ -41,6 +41,7 @@ pub fn export_options() -> diffbc_export::ExportOptions {
 pub fn eval(a: &EvalArgs) -> Result<()> {
     let scratch = tempfile::tempdir().context("creating a scratch folder")?;
     let episodes = a.episodes.unwrap_or(PUSHT_EPISODES);
+    let seed_base = eval::EVAL_SEED_BASE + 1000 * a.seed;
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -73,6 +74,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
                 sampler: sampler.unwrap_or_else(SamplerConfig::ddpm),
                 execute: a.execute,
                 episodes,
+                seed_base,
                 workers,
             };
             let pb = eval::progress(episodes, format!("{method} {label}"), true);
@@ -97,6 +99,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         &a.out,
         a.json.as_deref(),
         &records,
+        seed_base,
         t0.elapsed().as_secs_f64(),
     )
 }
@@ -105,12 +108,13 @@ fn write_outputs(
     out: &Path,
     json: Option<&Path>,
     records: &[PushTRecord],
+    seed_base: u64,
     secs: f64,
 ) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let report = format!(
         "# Push-T from state\n\nSeeded initial states {}…, at most {} steps at 10 Hz. Score = mean over episodes of the highest reward, reward = coverage of the goal T by the block / 0.95, clipped to 1 (Diffusion Policy's published metric); raw coverage beside it; success = coverage above 0.95. Evaluation took {:.0} s.\n\n{}",
-        eval::EVAL_SEED_BASE,
+        seed_base,
         super::env::MAX_STEPS,
         secs,
         eval::markdown_table(records)

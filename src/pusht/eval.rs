@@ -70,8 +70,10 @@ pub struct RunSpec {
     pub sampler: SamplerConfig,
     /// Override of the actions executed per chunk.
     pub execute: Option<usize>,
-    /// Episodes `EVAL_SEED_BASE + i`, i in 0..episodes.
+    /// Episodes `seed_base + i`, i in 0..episodes.
     pub episodes: usize,
+    /// Seed of the first episode ([`EVAL_SEED_BASE`] for the reported runs).
+    pub seed_base: u64,
     /// Worker threads (each with its own policy; results do not depend on it).
     pub workers: usize,
 }
@@ -144,7 +146,7 @@ pub fn rollouts(
                     let mut decisions = 0.0;
                     let t = Instant::now();
                     for i in (w..spec.episodes).step_by(workers) {
-                        let e = run_episode(&mut policy, EVAL_SEED_BASE + i as u64)?;
+                        let e = run_episode(&mut policy, spec.seed_base + i as u64)?;
                         decisions += e.steps as f64 / policy.chunk().execute as f64;
                         out.push(e);
                         pb.inc(1);

@@ -12,8 +12,12 @@ use diffbc_train::episodes::Episodes;
 use std::path::Path;
 
 /// Read the Push-T demonstrations (`data/state`, `data/action`,
-/// `meta/episode_ends` of the zarr folder) and check their shapes.
+/// `meta/episode_ends` of the zarr folder) and check their shapes. A folder
+/// that holds exactly one `*.zarr` folder (such as `../shared/data/pusht`)
+/// stands for it.
 pub fn load_demos(path: &Path) -> Result<Episodes> {
+    let inner = zarr_inside(path);
+    let path = inner.as_deref().unwrap_or(path);
     if !path.exists() {
         bail!(
             "{}: no Push-T data there (expected the Diffusion Policy zarr folder, e.g. ../shared/data/pusht/pusht_cchi_v7_replay.zarr)",
@@ -32,4 +36,17 @@ pub fn load_demos(path: &Path) -> Result<Episodes> {
         );
     }
     Ok(e)
+}
+
+/// The single `*.zarr` folder inside `dir`, when `dir` is not itself a zarr group.
+fn zarr_inside(dir: &Path) -> Option<std::path::PathBuf> {
+    if !dir.is_dir() || dir.join(".zgroup").is_file() {
+        return None;
+    }
+    let mut found = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.extension().is_some_and(|x| x == "zarr"));
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }

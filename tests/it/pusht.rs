@@ -17,8 +17,9 @@ fn the_demonstrations_replay_closely_in_our_physics() {
         "--task",
         "pusht",
         "--replay",
+        // The folder that holds the zarr stands for it.
         "--data",
-        s(&pusht_dir()),
+        s(pusht_dir().parent().expect("parent")),
         "--out",
         s(&dir.path().join("out")),
         "--json",
@@ -124,6 +125,28 @@ fn a_chunked_policy_trains_exports_and_scores_on_both_engines() {
     }
     // The regressor is deterministic: both engines score it alike.
     assert!((scores[0] - scores[1]).abs() < 0.02, "{scores:?}");
+
+    // Export can set how much of each chunk is executed, within the horizon.
+    let ck = dir.path().join("ck-mse");
+    let m3 = dir.path().join("m3");
+    ok(&["export", s(&ck), "--out", s(&m3), "--execute", "3"]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(m3.join("manifest.json")).expect("manifest"))
+            .expect("json");
+    assert_eq!(
+        manifest["chunk"],
+        serde_json::json!({"horizon": 4, "execute": 3})
+    );
+    let e = error_line(&[
+        "export",
+        s(&ck),
+        "--out",
+        s(&dir.path().join("m9")),
+        "--execute",
+        "9",
+    ]);
+    assert!(e.contains("chunk.execute"), "{e}");
+    assert!(!dir.path().join("m9").exists(), "nothing partial is left");
 
     // Executing more of each chunk than it holds is refused by name.
     let e = error_line(&[
