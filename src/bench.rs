@@ -81,6 +81,8 @@ fn measure(
             seed: 0,
         },
     )?;
+    // A bench times decisions: a chunked policy decides on every call here.
+    policy.set_execute(1)?;
     let manifest = policy.manifest().clone();
     let schedule = diffbc_runtime::policy::read_manifest(dir)?.1;
     let flops = flops_per_decision(dir, &manifest, &schedule, &sampler);

@@ -109,6 +109,9 @@ pub enum PolicyError {
     /// The sampler refused its configuration or produced a non-finite action.
     #[error("sampler: {0}")]
     Sampler(String),
+    /// A chunk setting that does not fit the policy's horizon.
+    #[error("{0}")]
+    Chunk(String),
 }
 
 impl From<SamplerError<EngineError>> for PolicyError {
@@ -609,7 +612,7 @@ impl Policy {
             horizon: self.model.manifest.chunk.horizon,
             execute,
         };
-        chunk.validate().map_err(PolicyError::Sampler)?;
+        chunk.validate().map_err(PolicyError::Chunk)?;
         self.execute = execute;
         self.cursor = execute;
         Ok(())
