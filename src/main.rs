@@ -3,6 +3,7 @@
 mod alloc_count;
 mod arm;
 mod bench;
+mod exported;
 mod pusht;
 
 #[global_allocator]
@@ -328,7 +329,8 @@ struct TrainArgs {
     /// Override the seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// Override the actions predicted per decision (action chunking; 1 = single-step).
+    /// Override the actions predicted per decision (action chunking; 1 =
+    /// single-step); without --execute, half of each chunk is executed.
     #[arg(long)]
     horizon: Option<usize>,
     /// Override the actions executed per decision (1 ≤ execute ≤ horizon).

@@ -60,7 +60,7 @@ pub fn read_task(path: &Path) -> Result<ArmTask> {
 /// The exported folder for `dir`: itself if it has a manifest, else the
 /// checkpoint exported into `scratch` (with the arm's default sampler).
 fn exported(dir: &Path, scratch: &Path) -> Result<PathBuf> {
-    exported_with(dir, scratch, &export_options())
+    crate::exported::exported_with(dir, scratch, &export_options())
 }
 
 fn export_options() -> diffbc_export::ExportOptions {
@@ -83,33 +83,6 @@ fn export(checkpoint: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The exported folder for `dir`: itself if it has a manifest, else the
-/// checkpoint exported into `scratch` with `options`. Evaluations measure the
-/// deployed path.
-pub(crate) fn exported_with(
-    dir: &Path,
-    scratch: &Path,
-    options: &diffbc_export::ExportOptions,
-) -> Result<PathBuf> {
-    if dir.join(diffbc_runtime::manifest::MANIFEST_FILE).is_file() {
-        return Ok(dir.to_path_buf());
-    }
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let out = scratch.join(name);
-    diffbc_export::export_checkpoint::<Cpu>(dir, &out, options, &Default::default())
-        .with_context(|| format!("exporting {}", dir.display()))?;
-    Ok(out)
-}
-
-pub(crate) fn method_of(dir: &Path) -> Result<String> {
-    let p = diffbc_runtime::Policy::load(dir, diffbc_runtime::EngineChoice::Native)
-        .with_context(|| format!("loading {}", dir.display()))?;
-    Ok(if p.is_regressor() { "mse" } else { "diffusion" }.to_string())
-}
-
 /// `diffbc eval --task arm`.
 pub fn eval(a: &EvalArgs) -> Result<()> {
     let task = ArmTask::default();
@@ -123,7 +96,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     let mut models = Vec::new();
     for ck in &a.checkpoints {
         let dir = exported(ck, scratch.path())?;
-        models.push((method_of(&dir)?, dir));
+        models.push((crate::exported::method_of(&dir)?, dir));
     }
     let plan = EvalPlan {
         samplers: samplers(&a.sampler),

@@ -2,7 +2,7 @@
 
 use super::eval::{self, PushTRecord, RunSpec};
 use crate::EvalArgs;
-use crate::arm::cli::{exported_with, method_of};
+use crate::exported::{exported_with, method_of};
 use anyhow::{Context, Result};
 use diffbc_runtime::SamplerConfig;
 use std::path::Path;
@@ -78,9 +78,9 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
                 workers,
             };
             let pb = eval::progress(episodes, format!("{method} {label}"), true);
-            let (eps, rate, policy) = eval::rollouts(&dir, &spec, &pb)?;
+            let (eps, rate, deployed) = eval::rollouts(&dir, &spec, &pb)?;
             pb.finish_and_clear();
-            let r = eval::summarise(&method, &label, Some(&policy), &eps, rate);
+            let r = eval::summarise(&method, &label, Some(&deployed), &eps, rate);
             println!(
                 "{} {} (chunk {}/{}, {}): mean max coverage {:.3}, success {:.3} over {} episodes",
                 r.method,

@@ -2,9 +2,10 @@
 //! success rate per method × sampler (Diffusion Policy's metric), and the
 //! demonstrations replayed in our environment as the reference row.
 
-use super::env::{MAX_STEPS, OBS_DIM, PushT, SUCCESS_COVERAGE};
+use super::env::{MAX_STEPS, OBS_DIM, PushT, reward};
 use super::geometry::coverage;
 use anyhow::{Context, Result, bail};
+use diffbc_runtime::manifest::ActionChunk;
 use diffbc_runtime::{EngineChoice, Policy, PolicyOptions, SamplerConfig};
 use diffbc_train::episodes::Episodes;
 use indicatif::ProgressBar;
@@ -109,14 +110,23 @@ pub fn run_episode(policy: &mut Policy, seed: u64) -> Result<Episode> {
     })
 }
 
+/// How the evaluated policy ran: its chunking (with any `--execute`) and engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployed {
+    /// Actions predicted and executed per decision.
+    pub chunk: ActionChunk,
+    /// Engine name.
+    pub engine: String,
+}
+
 /// The seeded episodes of `spec` for the policy in `dir`, split over
 /// `spec.workers` threads; returns them in seed order with decisions/s of one
-/// worker.
+/// worker and how the policy ran.
 pub fn rollouts(
     dir: &Path,
     spec: &RunSpec,
     pb: &ProgressBar,
-) -> Result<(Vec<Episode>, f64, Policy)> {
+) -> Result<(Vec<Episode>, f64, Deployed)> {
     let load = || -> Result<Policy> {
         let mut p = Policy::load_with(
             dir,
@@ -136,12 +146,17 @@ pub fn rollouts(
     };
     let workers = spec.workers.clamp(1, spec.episodes.max(1));
     let t0 = Instant::now();
-    let results: Vec<Result<(Vec<Episode>, f64)>> = std::thread::scope(|s| {
+    type Worker = (Vec<Episode>, f64, Deployed);
+    let results: Vec<Result<Worker>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let load = &load;
-                s.spawn(move || -> Result<(Vec<Episode>, f64)> {
+                s.spawn(move || -> Result<Worker> {
                     let mut policy = load()?;
+                    let deployed = Deployed {
+                        chunk: policy.chunk(),
+                        engine: policy.engine_name(),
+                    };
                     let mut out = Vec::new();
                     let mut decisions = 0.0;
                     let t = Instant::now();
@@ -151,7 +166,8 @@ pub fn rollouts(
                         out.push(e);
                         pb.inc(1);
                     }
-                    Ok((out, decisions / t.elapsed().as_secs_f64().max(1e-9)))
+                    let rate = decisions / t.elapsed().as_secs_f64().max(1e-9);
+                    Ok((out, rate, deployed))
                 })
             })
             .collect();
@@ -165,34 +181,31 @@ pub fn rollouts(
     });
     let mut all = Vec::with_capacity(spec.episodes);
     let mut rate = 0.0;
+    let mut deployed = None;
     for r in results {
-        let (eps, r) = r?;
+        let (eps, r, d) = r?;
         all.extend(eps);
         rate += r / workers as f64;
+        deployed = Some(d);
     }
     all.sort_by_key(|e| e.seed);
     tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "rollouts");
-    Ok((all, rate, load()?))
-}
-
-/// The reward of a coverage: `clip(coverage / 0.95, 0, 1)` (monotone, so the
-/// highest reward is the reward of the highest coverage).
-pub fn reward(coverage: f32) -> f32 {
-    (coverage / SUCCESS_COVERAGE).clamp(0.0, 1.0)
+    let deployed = deployed.ok_or_else(|| anyhow::anyhow!("no evaluation worker ran"))?;
+    Ok((all, rate, deployed))
 }
 
 /// Summary of episodes as a table row.
 pub fn summarise(
     method: &str,
     sampler: &str,
-    policy: Option<&Policy>,
+    deployed: Option<&Deployed>,
     episodes: &[Episode],
     decisions_per_second: f64,
 ) -> PushTRecord {
     let n = episodes.len().max(1) as f64;
     // The demonstrations have no chunking: 0 reads as "-" in the table.
-    let (horizon, execute) = policy
-        .map(|p| (p.chunk().horizon, p.chunk().execute))
+    let (horizon, execute) = deployed
+        .map(|d| (d.chunk.horizon, d.chunk.execute))
         .unwrap_or((0, 0));
     PushTRecord {
         method: method.into(),
@@ -207,8 +220,8 @@ pub fn summarise(
         episodes: episodes.len(),
         horizon,
         execute,
-        engine: policy
-            .map(Policy::engine_name)
+        engine: deployed
+            .map(|d| d.engine.clone())
             .unwrap_or_else(|| "-".into()),
         mean_steps: episodes.iter().map(|e| e.steps as f64).sum::<f64>() / n,
         decisions_per_second,
