@@ -26,10 +26,34 @@ pub fn exported_with(
     Ok(out)
 }
 
-/// The method of an exported folder, for tables: `mse` for a regressor head,
-/// `diffusion` for a denoiser.
-pub fn method_of(dir: &Path) -> Result<String> {
-    let p = diffbc_runtime::Policy::load(dir, diffbc_runtime::EngineChoice::Native)
+/// What an exported folder is, for evaluation tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedKind {
+    /// The manifest's `provenance.method` (`diffusion`, `mse`, `discretised`, …).
+    pub method: String,
+    /// For heads that decide without the sampler, the label of their
+    /// decision (`-` for a regressor, the choice rule for a classifier);
+    /// `None` for a denoiser, which is evaluated with each sampler.
+    pub direct: Option<String>,
+}
+
+/// Read what `dir` holds from its manifest.
+pub fn kind_of(dir: &Path) -> Result<ExportedKind> {
+    use diffbc_runtime::manifest::HeadKind;
+    let (m, _) = diffbc_runtime::policy::read_manifest(dir)
         .with_context(|| format!("loading {}", dir.display()))?;
-    Ok(if p.is_regressor() { "mse" } else { "diffusion" }.to_string())
+    let direct = match m.head_kind {
+        HeadKind::Denoiser => None,
+        HeadKind::Regressor => Some("-".to_string()),
+        HeadKind::Classifier => Some(
+            m.decoder
+                .as_ref()
+                .map_or("sample", |d| d.choice.name())
+                .to_string(),
+        ),
+    };
+    Ok(ExportedKind {
+        method: m.provenance.method,
+        direct,
+    })
 }

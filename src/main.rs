@@ -6,6 +6,9 @@ mod bench;
 mod exported;
 mod pusht;
 
+/// KDE bandwidth in normalised action units (the paper's 0.1).
+const DEFAULT_KDE_BANDWIDTH: f32 = 0.1;
+
 #[global_allocator]
 static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
@@ -218,8 +221,16 @@ struct DemosArgs {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum MethodArg {
+    /// Diffusion BC (denoiser chosen with --denoiser).
     Diffusion,
+    /// MSE regression.
     Mse,
+    /// 20 uniform bins per action value.
+    Discretised,
+    /// Cross-entropy over 10 K-means action centres.
+    Kmeans,
+    /// K-means plus a regressed offset (Behaviour Transformer).
+    KmeansResidual,
 }
 
 impl From<MethodArg> for Method {
@@ -227,6 +238,31 @@ impl From<MethodArg> for Method {
         match m {
             MethodArg::Diffusion => Method::Diffusion,
             MethodArg::Mse => Method::Mse,
+            MethodArg::Discretised => Method::Discretised,
+            MethodArg::Kmeans => Method::KMeans,
+            MethodArg::KmeansResidual => Method::KMeansResidual,
+        }
+    }
+}
+
+/// Denoiser architecture (default sizes; a --config file sets others).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum DenoiserArg {
+    /// MLP Sieve.
+    Sieve,
+    /// Basic MLP.
+    Basic,
+    /// Transformer.
+    Transformer,
+}
+
+impl DenoiserArg {
+    fn config(self) -> diffbc_train::model::DenoiserConfig {
+        use diffbc_train::model::{BasicMlpConfig, DenoiserConfig, TransformerConfig};
+        match self {
+            Self::Sieve => DenoiserConfig::default(),
+            Self::Basic => DenoiserConfig::BasicMlp(BasicMlpConfig::default()),
+            Self::Transformer => DenoiserConfig::Transformer(TransformerConfig::default()),
         }
     }
 }
@@ -265,7 +301,7 @@ struct SamplerArgs {
     #[arg(long)]
     candidates: Option<usize>,
     /// KDE bandwidth (normalised action units).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = DEFAULT_KDE_BANDWIDTH)]
     bandwidth: f32,
     /// DDIM steps S.
     #[arg(long, default_value_t = 10)]
@@ -314,6 +350,10 @@ struct TrainArgs {
     /// Diffusion policy or baseline.
     #[arg(long, value_enum, default_value = "diffusion")]
     method: MethodArg,
+    /// Denoiser architecture of a diffusion policy (default: the task's, an
+    /// MLP Sieve).
+    #[arg(long, value_enum)]
+    denoiser: Option<DenoiserArg>,
     /// A JSON TrainConfig; defaults depend on task and method.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -652,6 +692,9 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     if let Some(s) = a.seed {
         config.seed = s;
     }
+    if let Some(d) = a.denoiser {
+        config.denoiser = d.config();
+    }
     if let Some(h) = a.horizon {
         config.chunk.horizon = h;
         // A new horizon without --execute executes half the chunk (at least one).
@@ -735,10 +778,10 @@ impl LoadedPolicy {
         }
     }
 
-    fn is_regressor(&self) -> bool {
+    fn is_direct(&self) -> bool {
         match self {
-            Self::Burn(p) => p.is_regressor(),
-            Self::Onnx(p) => p.is_regressor(),
+            Self::Burn(p) => p.is_direct(),
+            Self::Onnx(p) => p.is_direct(),
         }
     }
 }
@@ -769,7 +812,7 @@ fn evaluate_all(
     let mut points = vec![truth_points];
     for ck in checkpoints {
         let mut policy = LoadedPolicy::load(ck)?;
-        let cfgs: Vec<Option<SamplerConfig>> = if policy.is_regressor() {
+        let cfgs: Vec<Option<SamplerConfig>> = if policy.is_direct() {
             vec![None]
         } else {
             samplers.iter().copied().map(Some).collect()

@@ -1,7 +1,7 @@
 //! Checkpoint → `models/<name>/`.
 
 use crate::graph::GraphBuilder;
-use crate::layers::{ToOnnx, emit_sieve};
+use crate::layers::{ToOnnx, emit_basic, emit_sieve, emit_transformer};
 use burn::prelude::*;
 use diffbc_runtime::golden::{self, GoldenCase, GoldenTensor};
 use diffbc_runtime::manifest::{
@@ -102,13 +102,31 @@ fn architecture(spec: &PolicySpec) -> String {
                 .join(" ")
         ),
     };
+    let b = &spec.config.baseline;
     let head = match spec.config.method {
         diffbc_train::Method::Diffusion => match &spec.config.denoiser {
             diffbc_train::model::DenoiserConfig::MlpSieve(c) => {
                 format!("mlp-sieve(embed={}, hidden={})", c.embed, c.hidden)
             }
+            diffbc_train::model::DenoiserConfig::BasicMlp(c) => {
+                format!("basic-mlp(hidden={}, layers={})", c.hidden, c.layers)
+            }
+            diffbc_train::model::DenoiserConfig::Transformer(c) => format!(
+                "transformer(d={}, heads={}, blocks={}, ff={})",
+                c.d_model, c.heads, c.blocks, c.feed_forward
+            ),
         },
         diffbc_train::Method::Mse => format!("mse-head(hidden={})", spec.config.mse_head.hidden),
+        diffbc_train::Method::Discretised => {
+            format!("discretised(hidden={}, bins={})", b.hidden, b.bins)
+        }
+        diffbc_train::Method::KMeans => {
+            format!("kmeans(hidden={}, k={})", b.hidden, b.clusters)
+        }
+        diffbc_train::Method::KMeansResidual => format!(
+            "kmeans-residual(hidden={}, k={}, weight={})",
+            b.hidden, b.clusters, b.residual_weight
+        ),
     };
     format!("{enc} + {head}, history {}", spec.config.history)
 }
@@ -135,7 +153,23 @@ fn graphs<B: Backend>(policy: &Policy<B>, m: &Manifest) -> (Vec<u8>, Vec<u8>) {
             names::NOISY_ACTION,
             names::TIME,
         ),
+        Head::Basic(s) => emit_basic(
+            s,
+            &mut g,
+            names::EMBEDDING,
+            names::NOISY_ACTION,
+            names::TIME,
+        ),
+        Head::Transformer(s) => emit_transformer(
+            s,
+            &mut g,
+            names::EMBEDDING,
+            names::NOISY_ACTION,
+            names::TIME,
+        ),
         Head::Mse(h) => h.emit(&mut g, names::EMBEDDING),
+        Head::Bins(h) => h.emit(&mut g, names::EMBEDDING),
+        Head::Centres(h) => h.emit(&mut g, names::EMBEDDING),
     };
     let head = g
         .finish("diffbc_head", &head_in, &[(out, head_out[0].clone())])
@@ -237,7 +271,7 @@ fn write_golden<B: Backend>(
                 ];
                 (inputs, eps, names::EPS)
             }
-            HeadKind::Regressor => {
+            HeadKind::Regressor | HeadKind::Classifier => {
                 let zeros = Tensor::<B, 2>::zeros([b, m.action_dim], device);
                 let tz = Tensor::<B, 2>::zeros([b, 1], device);
                 let a = to_vec(policy.head_forward(tensor(&head_emb, b), zeros, tz));
@@ -249,11 +283,17 @@ fn write_golden<B: Backend>(
                     )?,
                     names::EMBEDDING,
                 )];
-                (inputs, a, names::ACTION)
+                let name = if m.head_kind == HeadKind::Classifier {
+                    names::SCORES
+                } else {
+                    names::ACTION
+                };
+                (inputs, a, name)
             }
         };
+        let width = out.len() / b;
         let output = rename(
-            save(format!("{out_name}.head_b{b}"), [b, m.action_dim], &out)?,
+            save(format!("{out_name}.head_b{b}"), [b, width], &out)?,
             out_name,
         );
         cases.push(GoldenCase {
@@ -312,8 +352,9 @@ pub fn export_policy<B: Backend>(
         } => vec![channels, height, width],
     };
     let head_kind = match &policy.head {
-        Head::Sieve(_) => HeadKind::Denoiser,
+        Head::Sieve(_) | Head::Basic(_) | Head::Transformer(_) => HeadKind::Denoiser,
         Head::Mse(_) => HeadKind::Regressor,
+        Head::Bins(_) | Head::Centres(_) => HeadKind::Classifier,
     };
     let placeholder = GraphSpec {
         file: String::new(),
@@ -333,6 +374,7 @@ pub fn export_policy<B: Backend>(
         chunk,
         embedding_dim: spec.embedding_dim(),
         head_kind,
+        decoder: policy.decoder(),
         normalization: NormalizationSpec {
             observation: meta.obs_normalizer.clone(),
             action: meta.action_normalizer.clone(),
@@ -366,10 +408,7 @@ pub fn export_policy<B: Backend>(
         })?;
     let (enc_in, enc_out, head_in, head_out) = m.expected_graphs();
     let (encoder, head) = graphs(policy, &m);
-    let head_file = match m.head_kind {
-        HeadKind::Denoiser => files::DENOISER,
-        HeadKind::Regressor => files::REGRESSOR,
-    };
+    let head_file = Manifest::head_file(m.head_kind);
     m.encoder = GraphSpec {
         file: files::ENCODER.into(),
         sha256: sha256_hex(&encoder),

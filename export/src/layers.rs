@@ -7,7 +7,8 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use diffbc_train::model::{
-    CnnEncoder, Encoder, LAYER_NORM_EPS, LEAKY_SLOPE, MlpEncoder, MlpSieve, MseHead, PatchConv,
+    AttentionBlock, BasicMlp, BinsHead, CentresHead, CnnEncoder, Encoder, LAYER_NORM_EPS,
+    LEAKY_SLOPE, MlpEncoder, MlpSieve, MseHead, PatchConv, TransformerDenoiser,
 };
 
 /// A module that can emit its forward pass into a graph.
@@ -192,4 +193,137 @@ pub fn emit_sieve<B: Backend>(
     }
     let cat = g.node("Concat", &[&h, action, t], &[("axis", Attr::Int(1))]);
     s.fc4.emit(g, &cat)
+}
+
+impl<B: Backend> ToOnnx for BinsHead<B> {
+    /// The logits; the bin ranges go to the manifest's decoder.
+    fn emit(&self, g: &mut GraphBuilder, input: &str) -> String {
+        let h = self.fc1.emit(g, input);
+        let h = gelu(g, &h);
+        let h = self.fc2.emit(g, &h);
+        let h = gelu(g, &h);
+        self.fc3.emit(g, &h)
+    }
+}
+
+impl<B: Backend> ToOnnx for CentresHead<B> {
+    /// The logits, then the offsets when residual; the centres go to the
+    /// manifest's decoder.
+    fn emit(&self, g: &mut GraphBuilder, input: &str) -> String {
+        let h = self.fc1.emit(g, input);
+        let h = gelu(g, &h);
+        let h = self.fc2.emit(g, &h);
+        let h = gelu(g, &h);
+        let logits = self.logits.emit(g, &h);
+        match &self.offsets {
+            Some(o) => {
+                let off = o.emit(g, &h);
+                g.node("Concat", &[&logits, &off], &[("axis", Attr::Int(1))])
+            }
+            None => logits,
+        }
+    }
+}
+
+/// The Basic MLP's forward pass.
+pub fn emit_basic<B: Backend>(
+    m: &BasicMlp<B>,
+    g: &mut GraphBuilder,
+    embedding: &str,
+    action: &str,
+    t: &str,
+) -> String {
+    let mut h = g.node("Concat", &[action, embedding, t], &[("axis", Attr::Int(1))]);
+    for l in &m.hidden {
+        let y = l.emit(g, &h);
+        h = gelu(g, &y);
+    }
+    m.out.emit(g, &h)
+}
+
+/// A Linear applied to the last axis of a `[rows, tokens, d]` tensor
+/// (`Gemm` is 2-D only): `MatMul` then `Add`.
+fn linear_tokens<B: Backend>(l: &Linear<B>, g: &mut GraphBuilder, x: &str) -> String {
+    let (dims, w) = values(&l.weight);
+    let w = g.constant("weight", &dims, w);
+    let y = g.node("MatMul", &[x, &w], &[]);
+    match &l.bias {
+        Some(b) => {
+            let (bd, bv) = values(b);
+            let b = g.constant("bias", &bd, bv);
+            g.node("Add", &[&y, &b], &[])
+        }
+        None => y,
+    }
+}
+
+fn emit_block<B: Backend>(
+    b: &AttentionBlock<B>,
+    g: &mut GraphBuilder,
+    x: &str,
+    tokens: usize,
+    d: usize,
+) -> String {
+    let (h, dh) = (b.heads, d / b.heads);
+    let shape = [-1, tokens as i64, h as i64, dh as i64];
+    let mut heads = |l: &Linear<B>, perm: [i64; 4]| {
+        let y = linear_tokens(l, g, x);
+        let y = g.reshape(&y, &shape);
+        g.node("Transpose", &[&y], &[("perm", Attr::Ints(perm.to_vec()))])
+    };
+    let q = heads(&b.query, [0, 2, 1, 3]);
+    let k = heads(&b.key, [0, 2, 3, 1]);
+    let v = heads(&b.value, [0, 2, 1, 3]);
+    let scores = g.node("MatMul", &[&q, &k], &[]);
+    let scale = g.scalar(1.0 / (dh as f32).sqrt());
+    let scores = g.node("Mul", &[&scores, &scale], &[]);
+    let weights = g.node("Softmax", &[&scores], &[("axis", Attr::Int(-1))]);
+    let att = g.node("MatMul", &[&weights, &v], &[]);
+    let att = g.node(
+        "Transpose",
+        &[&att],
+        &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+    );
+    let att = g.reshape(&att, &[-1, tokens as i64, d as i64]);
+    let att = linear_tokens(&b.proj, g, &att);
+    let s = g.scalar(std::f32::consts::FRAC_1_SQRT_2);
+    let r = g.node("Add", &[x, &att], &[]);
+    let r = g.node("Mul", &[&r, &s], &[]);
+    let x = b.norm1.emit(g, &r);
+    let f = linear_tokens(&b.ff1, g, &x);
+    let f = gelu(g, &f);
+    let f = linear_tokens(&b.ff2, g, &f);
+    let r = g.node("Add", &[&x, &f], &[]);
+    let r = g.node("Mul", &[&r, &s], &[]);
+    b.norm2.emit(g, &r)
+}
+
+/// The Transformer denoiser's forward pass.
+pub fn emit_transformer<B: Backend>(
+    m: &TransformerDenoiser<B>,
+    g: &mut GraphBuilder,
+    embedding: &str,
+    action: &str,
+    t: &str,
+) -> String {
+    let d = m.action_in.weight.dims()[1];
+    let e = m.obs_in.weight.dims()[0];
+    let tokens = m.frames + 2;
+    let frames = g.reshape(embedding, &[-1, m.frames as i64, e as i64]);
+    let obs = linear_tokens(&m.obs_in, g, &frames);
+    let f = m.time_freq.emit(g, t);
+    let f = g.node("Sin", &[&f], &[]);
+    let time = m.time_out.emit(g, &f);
+    let time = g.reshape(&time, &[-1, 1, d as i64]);
+    let act = m.action_in.emit(g, action);
+    let act = g.reshape(&act, &[-1, 1, d as i64]);
+    let x = g.node("Concat", &[&obs, &time, &act], &[("axis", Attr::Int(1))]);
+    let (pd, pv) = values(&m.position);
+    let pos = g.constant("position", &[1, pd[0], pd[1]], pv);
+    let mut x = g.node("Add", &[&x, &pos], &[]);
+    for b in &m.blocks {
+        x = emit_block(b, g, &x, tokens, d);
+    }
+    let flat = g.reshape(&x, &[-1, (tokens * d) as i64]);
+    m.out.emit(g, &flat)
 }

@@ -9,7 +9,8 @@ use diffbc_runtime::{EngineChoice, Normalizer, OnnxModel, Policy, PolicyOptions}
 use diffbc_train::checkpoint::{CHECKPOINT_FORMAT, CheckpointMeta};
 use diffbc_train::config::{Method, TrainConfig};
 use diffbc_train::model::{
-    ConvLayerConfig, DenoiserConfig, EncoderConfig, MlpSieveConfig, PolicySpec,
+    BasicMlpConfig, ConvLayerConfig, DenoiserConfig, EncoderConfig, MlpSieveConfig, PolicySpec,
+    TransformerConfig,
 };
 use diffbc_train::task::{ObsSpec, TaskKind};
 use std::path::Path;
@@ -59,25 +60,49 @@ fn encoders() -> Vec<(EncoderConfig, ObsSpec, usize)> {
 }
 
 /// Every head: each diffusion denoiser architecture, then every baseline.
+/// A new method or architecture fails to compile here until it is given an
+/// example.
 fn heads() -> Vec<(Method, DenoiserConfig)> {
     let mut out = Vec::new();
     for m in Method::ALL {
         match m {
             Method::Diffusion => {
-                for d in [DenoiserConfig::MlpSieve(MlpSieveConfig {
-                    embed: 16,
-                    hidden: 32,
-                    time_frequency: 5.0,
-                })] {
-                    match d {
-                        DenoiserConfig::MlpSieve(_) => out.push((m, d)),
-                    }
+                for d in DenoiserConfig::all() {
+                    let tiny = match d {
+                        DenoiserConfig::MlpSieve(_) => DenoiserConfig::MlpSieve(MlpSieveConfig {
+                            embed: 16,
+                            hidden: 32,
+                            time_frequency: 5.0,
+                        }),
+                        DenoiserConfig::BasicMlp(_) => DenoiserConfig::BasicMlp(BasicMlpConfig {
+                            hidden: 24,
+                            layers: 3,
+                        }),
+                        DenoiserConfig::Transformer(_) => {
+                            DenoiserConfig::Transformer(TransformerConfig {
+                                d_model: 16,
+                                heads: 4,
+                                blocks: 2,
+                                feed_forward: 24,
+                                time_frequency: 5.0,
+                            })
+                        }
+                    };
+                    out.push((m, tiny));
                 }
             }
-            Method::Mse => out.push((m, DenoiserConfig::default())),
+            Method::Mse | Method::Discretised | Method::KMeans | Method::KMeansResidual => {
+                out.push((m, DenoiserConfig::default()))
+            }
         }
     }
     out
+}
+
+/// Whether diffbc's native engine runs this head (it executes the MLP op
+/// set; attention needs tract or ONNX Runtime).
+fn native_runs(method: Method, denoiser: &DenoiserConfig) -> bool {
+    !(method == Method::Diffusion && matches!(denoiser, DenoiserConfig::Transformer(_)))
 }
 
 fn spec(
@@ -91,6 +116,9 @@ fn spec(
     config.encoder = encoder;
     config.denoiser = denoiser;
     config.mse_head.hidden = 20;
+    config.baseline.hidden = 20;
+    config.baseline.bins = 5;
+    config.baseline.clusters = 4;
     config.history = history;
     config.diffusion.steps = 20;
     PolicySpec {
@@ -159,7 +187,7 @@ fn every_architecture_and_encoder_exports_and_tract_matches_burn() {
     let mut count = 0;
     for (encoder, obs, history) in encoders() {
         for (method, denoiser) in heads() {
-            let spec = spec(encoder.clone(), obs, history, method, denoiser);
+            let spec = spec(encoder.clone(), obs, history, method, denoiser.clone());
             spec.validate().expect("valid example");
             <Nb as Backend>::seed(&device, 3);
             let policy = spec.init::<Nb>(&device);
@@ -175,16 +203,32 @@ fn every_architecture_and_encoder_exports_and_tract_matches_burn() {
             )
             .expect("export");
             assert_eq!(m.observation.history, history);
-            for engine in [EngineChoice::Tract, EngineChoice::Native] {
+            let native = native_runs(method, &denoiser);
+            let engines: &[EngineChoice] = if native {
+                &[EngineChoice::Tract, EngineChoice::Native]
+            } else {
+                &[EngineChoice::Tract]
+            };
+            for &engine in engines {
                 let (diff, batches) = golden_max_diff(&out, engine);
                 assert!(batches.contains(&1) && batches.contains(&64), "{batches:?}");
                 assert!(
                     diff <= 1e-4,
-                    "{encoder:?} + {method:?}: {engine} differs from burn by {diff}"
+                    "{encoder:?} + {method:?} {denoiser:?}: {engine} differs from burn by {diff}"
                 );
             }
-            let d = act_on_both_engines(&out, obs.len());
-            assert!(d <= 1e-4, "{encoder:?} + {method:?}: act differs by {d}");
+            if native {
+                let d = act_on_both_engines(&out, obs.len());
+                assert!(d <= 1e-4, "{encoder:?} + {method:?}: act differs by {d}");
+            } else {
+                let e = OnnxModel::load(&out, EngineChoice::Native)
+                    .expect_err("the native engine has no attention")
+                    .to_string();
+                assert!(e.contains("denoiser.onnx") && e.contains("MatMul"), "{e}");
+                let mut p = Policy::load(&out, EngineChoice::Tract).expect("tract runs it");
+                let a = p.act(&vec![0.5; obs.len()]).expect("act");
+                assert!(a.iter().all(|v| v.is_finite()));
+            }
             count += 1;
         }
     }

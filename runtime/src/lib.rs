@@ -10,6 +10,7 @@
 //! It also loads exported policy folders ([`manifest`], [`OnnxModel`]) and
 //! runs their graphs with tract ([`engine`]).
 
+pub mod decode;
 pub mod engine;
 pub mod golden;
 pub mod manifest;
@@ -21,6 +22,7 @@ pub mod policy;
 pub mod sampler;
 pub mod schedule;
 
+pub use decode::{ActionDecoder, Choice, DecodeScheme};
 pub use engine::ExecutionProvider;
 pub use normalize::{Normalizer, NormalizerError};
 pub use policy::{EngineChoice, OnnxModel, Policy, PolicyError, PolicyOptions};

@@ -6,13 +6,16 @@
 //! manifest.json   this file
 //! encoder.onnx    observation (with history, normalised) → embedding
 //! denoiser.onnx   diffusion: (embedding, a_τ, τ/T) → ε̂
-//!   or regressor.onnx  for a baseline: embedding → action
+//!   or regressor.onnx  for the MSE baseline: embedding → action
+//!   or classifier.onnx for the discrete baselines: embedding → scores,
+//!                      read by the manifest's `decoder`
 //! golden/         inputs and the outputs the trainer computed for them
 //! ```
 //!
 //! The runtime checks everything here (format, hashes, tensor names, shapes
 //! and types, schedule, normalisation sizes) before it runs anything.
 
+use crate::decode::ActionDecoder;
 use crate::normalize::Normalizer;
 use crate::sampler::SamplerConfig;
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,9 @@ pub enum HeadKind {
     Denoiser,
     /// A regressor: input `embedding`; output `action` (normalised units).
     Regressor,
+    /// A classifier: input `embedding`; output `scores`, turned into an
+    /// action by the manifest's [`ActionDecoder`].
+    Classifier,
 }
 
 /// Element type of a tensor.
@@ -236,6 +242,9 @@ pub struct Manifest {
     pub embedding_dim: usize,
     /// What the head computes.
     pub head_kind: HeadKind,
+    /// How a classifier head's scores become an action (classifiers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<ActionDecoder>,
     /// Normalisation statistics.
     pub normalization: NormalizationSpec,
     /// Noise schedule (denoisers).
@@ -266,6 +275,8 @@ pub mod names {
     pub const EPS: &str = "eps";
     /// Regressor output `[batch, action_dim]`.
     pub const ACTION: &str = "action";
+    /// Classifier output `[batch, decoder score width]`.
+    pub const SCORES: &str = "scores";
 }
 
 /// File names inside an exported folder.
@@ -276,11 +287,22 @@ pub mod files {
     pub const DENOISER: &str = "denoiser.onnx";
     /// Head graph of a regression baseline.
     pub const REGRESSOR: &str = "regressor.onnx";
+    /// Head graph of a discrete baseline.
+    pub const CLASSIFIER: &str = "classifier.onnx";
     /// Golden tensors folder.
     pub const GOLDEN: &str = "golden";
 }
 
 impl Manifest {
+    /// File name of the head graph for a head kind.
+    pub fn head_file(kind: HeadKind) -> &'static str {
+        match kind {
+            HeadKind::Denoiser => files::DENOISER,
+            HeadKind::Regressor => files::REGRESSOR,
+            HeadKind::Classifier => files::CLASSIFIER,
+        }
+    }
+
     /// Length of one executed action (`action_dim / chunk.horizon`).
     pub fn step_action_dim(&self) -> usize {
         self.action_dim / self.chunk.horizon.max(1)
@@ -312,6 +334,15 @@ impl Manifest {
             HeadKind::Regressor => (
                 vec![TensorSpec::batch_f32(names::EMBEDDING, self.embedding_dim)],
                 vec![TensorSpec::batch_f32(names::ACTION, self.action_dim)],
+            ),
+            HeadKind::Classifier => (
+                vec![TensorSpec::batch_f32(names::EMBEDDING, self.embedding_dim)],
+                vec![TensorSpec::batch_f32(
+                    names::SCORES,
+                    self.decoder
+                        .as_ref()
+                        .map_or(0, |d| d.score_width(self.action_dim)),
+                )],
             ),
         };
         (enc_in, enc_out, head_in, head_out)

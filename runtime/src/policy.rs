@@ -6,6 +6,7 @@
 //! load so that [`Policy::act`] allocates nothing at steady state (with an
 //! engine that does not allocate either: [`EngineChoice::Native`]).
 
+use crate::decode::Choice;
 use crate::engine::{
     Engine, EngineError, ExecutionProvider, GraphId, NativeEngine, TractEngine, TractGraph,
 };
@@ -213,6 +214,19 @@ pub fn read_manifest(dir: &Path) -> Result<(Manifest, NoiseSchedule), PolicyErro
             m.action_dim, m.chunk.horizon
         )));
     }
+    match (m.head_kind, &m.decoder) {
+        (HeadKind::Classifier, None) => {
+            return Err(bad("head_kind is classifier but decoder is missing".into()));
+        }
+        (HeadKind::Classifier, Some(d)) => d.validate(m.action_dim).map_err(bad)?,
+        (_, Some(_)) => {
+            return Err(bad(format!(
+                "decoder is only for classifier heads, this head is {:?}",
+                m.head_kind
+            )));
+        }
+        (_, None) => {}
+    }
     let (enc_in, enc_out, head_in, head_out) = m.expected_graphs();
     for (what, got, want) in [
         ("encoder.inputs", &m.encoder.inputs, &enc_in),
@@ -388,8 +402,9 @@ impl OnnxModel {
         Ok((worst, batches))
     }
 
-    /// Regressor heads: actions (normalised) for embeddings `[rows, E]`.
-    pub fn regress(&mut self, embeddings: &[f32], out: &mut [f32]) -> Result<(), EngineError> {
+    /// Regressor and classifier heads: the head's output rows (actions in
+    /// normalised units, or scores) for embeddings `[rows, E]`.
+    pub fn run_head(&mut self, embeddings: &[f32], out: &mut [f32]) -> Result<(), EngineError> {
         let rows = embeddings.len() / self.manifest.embedding_dim;
         self.engine.run(GraphId::Head, rows, &[embeddings], out)
     }
@@ -426,7 +441,10 @@ impl NoiseModel for OnnxModel {
         if self.manifest.head_kind != HeadKind::Denoiser {
             return Err(EngineError::Run {
                 graph: "head",
-                message: "this policy's head is a regressor, not a denoiser".into(),
+                message: format!(
+                    "this policy's head is a {:?}, not a denoiser",
+                    self.manifest.head_kind
+                ),
             });
         }
         let rows = actions.len() / self.manifest.action_dim;
@@ -493,7 +511,7 @@ pub fn flops_per_decision(
         HeadKind::Denoiser => {
             (sampler.network_calls(schedule) * sampler.rows_per_decision()) as u64
         }
-        HeadKind::Regressor => 1,
+        HeadKind::Regressor | HeadKind::Classifier => 1,
     };
     Some(enc.flops_per_row() + head_calls * head.flops_per_row())
 }
@@ -518,6 +536,10 @@ pub struct Policy {
     /// Encoder input, oldest frame first.
     row: Vec<f32>,
     embedding: Vec<f32>,
+    /// A classifier head's output row.
+    scores: Vec<f32>,
+    /// How a classifier head's scores are turned into a choice.
+    choice: Choice,
     /// The last decision: one action, or a chunk of `chunk.horizon`.
     action: Vec<f32>,
     /// Actions of the chunk executed before the next decision.
@@ -560,6 +582,8 @@ impl Policy {
             frames: vec![0.0; frames * m.observation.frame_len()],
             row: vec![0.0; m.observation.input_len()],
             embedding: vec![0.0; m.embedding_dim],
+            scores: vec![0.0; m.head.outputs.first().map_or(0, |o| o.row_len())],
+            choice: m.decoder.as_ref().map(|d| d.choice).unwrap_or_default(),
             action: vec![0.0; m.action_dim],
             execute: m.chunk.execute,
             cursor: m.chunk.execute,
@@ -633,9 +657,30 @@ impl Policy {
         self.model.engine_name()
     }
 
-    /// Whether the head regresses the action (no denoising loop, no sampler).
-    pub fn is_regressor(&self) -> bool {
-        self.model.manifest.head_kind == HeadKind::Regressor
+    /// Whether the head decides directly (a regressor or a classifier: no
+    /// denoising loop, the sampler is not used).
+    pub fn is_direct(&self) -> bool {
+        self.model.manifest.head_kind != HeadKind::Denoiser
+    }
+
+    /// What makes the decision, for tables: the sampler's label for a
+    /// denoiser, `-` for a regressor, the choice rule for a classifier.
+    pub fn decision_label(&self) -> String {
+        match self.model.manifest.head_kind {
+            HeadKind::Denoiser => self.sampler.config().label(),
+            HeadKind::Regressor => "-".into(),
+            HeadKind::Classifier => self.choice.name().into(),
+        }
+    }
+
+    /// How a classifier head chooses (ignored by other heads).
+    pub fn choice(&self) -> Choice {
+        self.choice
+    }
+
+    /// Switch how a classifier head chooses: sample from its softmax, or argmax.
+    pub fn set_choice(&mut self, choice: Choice) {
+        self.choice = choice;
     }
 
     /// Values in one observation frame.
@@ -712,7 +757,14 @@ impl Policy {
             }
             HeadKind::Regressor => {
                 self.model.encode(&self.row, &mut self.embedding)?;
-                self.model.regress(&self.embedding, &mut self.action)?;
+                self.model.run_head(&self.embedding, &mut self.action)?;
+            }
+            HeadKind::Classifier => {
+                self.model.encode(&self.row, &mut self.embedding)?;
+                self.model.run_head(&self.embedding, &mut self.scores)?;
+                if let Some(d) = &self.model.manifest.decoder {
+                    d.decode(&self.scores, self.choice, &mut self.rng, &mut self.action);
+                }
             }
         }
         self.model

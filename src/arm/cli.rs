@@ -72,6 +72,12 @@ fn export_options() -> diffbc_export::ExportOptions {
     }
 }
 
+/// Export an arm checkpoint with the arm's defaults; returns `out`.
+pub(crate) fn export_model(checkpoint: &Path, out: &Path) -> Result<PathBuf> {
+    export(checkpoint, out)?;
+    Ok(out.to_path_buf())
+}
+
 fn export(checkpoint: &Path, out: &Path) -> Result<()> {
     diffbc_export::export_checkpoint::<Cpu>(
         checkpoint,
@@ -96,7 +102,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     let mut models = Vec::new();
     for ck in &a.checkpoints {
         let dir = exported(ck, scratch.path())?;
-        models.push((crate::exported::method_of(&dir)?, dir));
+        models.push((crate::exported::kind_of(&dir)?.method, dir));
     }
     let plan = EvalPlan {
         samplers: samplers(&a.sampler),
@@ -109,7 +115,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_and_report(
+pub(crate) fn run_and_report(
     task: &ArmTask,
     models: &[(String, PathBuf)],
     plan: &EvalPlan,

@@ -469,7 +469,7 @@ pub fn evaluate(
                 task.frame_len()
             );
         }
-        let regressor = policy.is_regressor();
+        let regressor = policy.is_direct();
         let samplers: Vec<Option<SamplerConfig>> = if regressor {
             vec![None]
         } else {
@@ -480,7 +480,7 @@ pub fn evaluate(
             if let Some(cfg) = s {
                 policy.set_sampler(*cfg)?;
             }
-            let label = s.map_or("-".to_string(), |c| c.label());
+            let label = policy.decision_label();
             let (results, dps) = rollouts_in_process(
                 task,
                 &mut policy,
@@ -524,11 +524,7 @@ pub fn evaluate(
             if !regressor && let Some(cfg) = bridge_sampler {
                 policy.set_sampler(cfg)?;
             }
-            let label = if regressor {
-                "-".to_string()
-            } else {
-                policy.sampler_config().label()
-            };
+            let label = policy.decision_label();
             let mut controller = PolicyController::new(policy);
             let (results, timing) = rollouts_bridge(
                 task,

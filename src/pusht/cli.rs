@@ -2,7 +2,7 @@
 
 use super::eval::{self, PushTRecord, RunSpec};
 use crate::EvalArgs;
-use crate::exported::{exported_with, method_of};
+use crate::exported::{exported_with, kind_of};
 use anyhow::{Context, Result};
 use diffbc_runtime::SamplerConfig;
 use std::path::Path;
@@ -59,42 +59,21 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         records.push(r.recorded);
         records.push(r.replayed);
     }
-    for ck in &a.checkpoints {
-        let dir = exported_with(ck, scratch.path(), &export_options())?;
-        let method = method_of(&dir)?;
-        let list: Vec<Option<SamplerConfig>> = if method == "mse" {
-            vec![None]
-        } else {
-            samplers(&a.sampler).into_iter().map(Some).collect()
-        };
-        for sampler in list {
-            let label = sampler.map(|s| s.label()).unwrap_or_else(|| "-".into());
-            let spec = RunSpec {
-                engine: a.engine,
-                sampler: sampler.unwrap_or_else(SamplerConfig::ddpm),
-                execute: a.execute,
-                episodes,
-                seed_base,
-                workers,
-            };
-            let pb = eval::progress(episodes, format!("{method} {label}"), true);
-            let (eps, rate, deployed) = eval::rollouts(&dir, &spec, &pb)?;
-            pb.finish_and_clear();
-            let r = eval::summarise(&method, &label, Some(&deployed), &eps, rate);
-            println!(
-                "{} {} (chunk {}/{}, {}): mean max coverage {:.3}, success {:.3} over {} episodes",
-                r.method,
-                r.sampler,
-                r.horizon,
-                r.execute,
-                r.engine,
-                r.mean_max_coverage,
-                r.success_rate,
-                r.episodes
-            );
-            records.push(r);
-        }
-    }
+    let models: Vec<(Option<String>, std::path::PathBuf)> =
+        a.checkpoints.iter().map(|c| (None, c.clone())).collect();
+    records.extend(evaluate_models(
+        &models,
+        scratch.path(),
+        &samplers(&a.sampler),
+        &RunSpec {
+            engine: a.engine,
+            sampler: SamplerConfig::ddpm(),
+            execute: a.execute,
+            episodes,
+            seed_base,
+            workers,
+        },
+    )?);
     write_outputs(
         &a.out,
         a.json.as_deref(),
@@ -132,4 +111,87 @@ fn write_outputs(
         println!("wrote {}", j.display());
     }
     Ok(())
+}
+
+/// Export (if needed) and evaluate each model: denoisers with each of
+/// `samplers`, direct heads once. `spec.sampler` is replaced per row. A model
+/// given a label is named by it in the records, else by its method.
+pub fn evaluate_models(
+    models: &[(Option<String>, std::path::PathBuf)],
+    scratch: &Path,
+    samplers: &[SamplerConfig],
+    spec: &RunSpec,
+) -> Result<Vec<PushTRecord>> {
+    let mut records = Vec::new();
+    for (name, ck) in models {
+        let dir = exported_with(ck, scratch, &export_options())?;
+        let kind = kind_of(&dir)?;
+        let method = name.clone().unwrap_or(kind.method);
+        let list: Vec<Option<SamplerConfig>> = if kind.direct.is_some() {
+            vec![None]
+        } else {
+            samplers.iter().copied().map(Some).collect()
+        };
+        for sampler in list {
+            let label = match (&kind.direct, sampler) {
+                (Some(l), _) => l.clone(),
+                (None, Some(s)) => s.label(),
+                (None, None) => "-".into(),
+            };
+            let spec = RunSpec {
+                sampler: sampler.unwrap_or_else(SamplerConfig::ddpm),
+                ..*spec
+            };
+            let pb = eval::progress(spec.episodes, format!("{method} {label}"), true);
+            let (eps, rate, deployed) = eval::rollouts(&dir, &spec, &pb)?;
+            pb.finish_and_clear();
+            let r = eval::summarise(&method, &label, Some(&deployed), &eps, rate);
+            println!(
+                "{} {} (chunk {}/{}, {}): mean max coverage {:.3}, success {:.3} over {} episodes",
+                r.method,
+                r.sampler,
+                r.horizon,
+                r.execute,
+                r.engine,
+                r.mean_max_coverage,
+                r.success_rate,
+                r.episodes
+            );
+            records.push(r);
+        }
+    }
+    Ok(records)
+}
+
+/// The default Push-T evaluation of `models` (labelled), for `diffbc report`:
+/// the default samplers, [`PUSHT_EPISODES`] seeded states from `seed`.
+pub fn evaluate_default(
+    models: &[(String, std::path::PathBuf)],
+    seed: u64,
+) -> Result<Vec<PushTRecord>> {
+    let scratch = tempfile::tempdir().context("creating a scratch folder")?;
+    let models: Vec<(Option<String>, std::path::PathBuf)> = models
+        .iter()
+        .map(|(l, p)| (Some(l.clone()), p.clone()))
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    evaluate_models(
+        &models,
+        scratch.path(),
+        &[
+            SamplerConfig::ddpm(),
+            SamplerConfig::diffusion_x(PUSHT_EXTRA_STEPS),
+            SamplerConfig::kde(PUSHT_KDE_CANDIDATES, crate::DEFAULT_KDE_BANDWIDTH),
+        ],
+        &RunSpec {
+            engine: diffbc_runtime::EngineChoice::Native,
+            sampler: SamplerConfig::ddpm(),
+            execute: None,
+            episodes: PUSHT_EPISODES,
+            seed_base: eval::EVAL_SEED_BASE + 1000 * seed,
+            workers,
+        },
+    )
 }

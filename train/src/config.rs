@@ -3,7 +3,7 @@
 //! offending field.
 
 use crate::error::TrainError;
-use crate::model::{DenoiserConfig, EncoderConfig, MseHeadConfig};
+use crate::model::{BaselineConfig, DenoiserConfig, EncoderConfig, MseHeadConfig};
 use crate::task::TaskKind;
 use diffbc_runtime::manifest::ActionChunk;
 use diffbc_runtime::{NoiseSchedule, ScheduleConfig};
@@ -17,19 +17,44 @@ pub enum Method {
     Diffusion,
     /// MSE regression of the action (the paper's main baseline).
     Mse,
+    /// Uniform bins per action value, independent cross-entropy.
+    Discretised,
+    /// Cross-entropy over K-means centres of the training actions.
+    #[serde(rename = "kmeans")]
+    KMeans,
+    /// K-means plus a regressed offset to the chosen centre (Behaviour Transformer).
+    #[serde(rename = "kmeans_residual")]
+    KMeansResidual,
 }
 
 impl Method {
     /// Every method, for harnesses that must cover them all (export tests,
     /// evaluation grids). The match in `name` is exhaustive, so a new variant
     /// must be named here too.
-    pub const ALL: [Method; 2] = [Method::Diffusion, Method::Mse];
+    pub const ALL: [Method; 5] = [
+        Method::Diffusion,
+        Method::Mse,
+        Method::Discretised,
+        Method::KMeans,
+        Method::KMeansResidual,
+    ];
+
+    /// The baselines the paper compares diffusion against.
+    pub const BASELINES: [Method; 4] = [
+        Method::Mse,
+        Method::Discretised,
+        Method::KMeans,
+        Method::KMeansResidual,
+    ];
 
     /// Lower-case name used in tables and file names.
     pub fn name(self) -> &'static str {
         match self {
             Self::Diffusion => "diffusion",
             Self::Mse => "mse",
+            Self::Discretised => "discretised",
+            Self::KMeans => "kmeans",
+            Self::KMeansResidual => "kmeans-residual",
         }
     }
 }
@@ -90,6 +115,10 @@ pub struct TrainConfig {
     pub denoiser: DenoiserConfig,
     /// Regression head (used when `method` is `mse`).
     pub mse_head: MseHeadConfig,
+    /// Discrete baseline heads (`discretised`, `kmeans`, `kmeans_residual`);
+    /// absent = the paper's sizes.
+    #[serde(default)]
+    pub baseline: BaselineConfig,
     /// Noise schedule (T, β range).
     pub diffusion: ScheduleConfig,
     /// Previous observations fed with the current one (k).
@@ -123,7 +152,9 @@ impl TrainConfig {
             // 3e-3 with warm-up and cosine decay: on the claw scenes it reached
             // at 8,000 steps what 1e-3 reached at 16,000.
             Method::Diffusion => (task.default_steps(), 3e-3),
-            Method::Mse => (task.default_steps() / 4, 3e-3),
+            Method::Mse | Method::Discretised | Method::KMeans | Method::KMeansResidual => {
+                (task.default_steps() / 4, 3e-3)
+            }
         };
         Self {
             task,
@@ -131,6 +162,7 @@ impl TrainConfig {
             encoder,
             denoiser: task.default_denoiser(),
             mse_head: MseHeadConfig::default(),
+            baseline: BaselineConfig::default(),
             diffusion: task.default_schedule(),
             history: task.default_history(),
             chunk: task.default_chunk(),
@@ -213,6 +245,7 @@ impl TrainConfig {
         self.encoder.validate()?;
         self.denoiser.validate()?;
         self.mse_head.validate()?;
+        self.baseline.validate()?;
         Ok(())
     }
 

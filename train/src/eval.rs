@@ -237,8 +237,11 @@ pub fn evaluate<A: Actor>(
     let cfg = sampler_config.unwrap_or(SamplerConfig::ddpm());
     let mut sampler =
         Sampler::new(schedule, cfg).map_err(|e| TrainError::Sampling(e.to_string()))?;
-    let label = if policy.is_regressor() {
-        "regression".to_string()
+    let label = if policy.is_direct() {
+        policy
+            .decoder()
+            .map_or("regression", |(_, c)| c.name())
+            .to_string()
     } else {
         cfg.label()
     };

@@ -7,6 +7,7 @@ use crate::config::Method;
 use crate::error::TrainError;
 use crate::model::{Policy, PolicySpec};
 use burn::prelude::*;
+use diffbc_runtime::decode::{ActionDecoder, Choice};
 use diffbc_runtime::manifest::HeadKind;
 use diffbc_runtime::{NoiseModel, NoiseSchedule, Normalizer, OnnxModel, Sampler};
 use rand::Rng;
@@ -39,6 +40,8 @@ pub struct BurnPolicy<B: Backend> {
     pub meta: CheckpointMeta,
     /// The network (EMA weights).
     pub policy: Policy<B>,
+    /// Overrides a classifier head's choice rule (`None` = the head's default).
+    pub choice: Option<Choice>,
     device: B::Device,
 }
 
@@ -57,6 +60,7 @@ impl<B: Backend> BurnPolicy<B> {
             spec,
             meta,
             policy,
+            choice: None,
             device: device.clone(),
         })
     }
@@ -72,6 +76,7 @@ impl<B: Backend> BurnPolicy<B> {
             spec,
             meta,
             policy,
+            choice: None,
             device,
         }
     }
@@ -105,8 +110,9 @@ impl<B: Backend> BurnPolicy<B> {
             .map_err(|e| TrainError::Sampling(e.to_string()))
     }
 
-    /// The regression head's action for embeddings `[rows, E]` (normalised units).
-    pub fn regress(&self, embeddings: &[f32]) -> Result<Vec<f32>, BurnModelError> {
+    /// A regression or classifier head's output (actions in normalised
+    /// units, or scores) for embeddings `[rows, E]`.
+    pub fn run_head(&self, embeddings: &[f32]) -> Result<Vec<f32>, BurnModelError> {
         let e = self.embedding_dim();
         let rows = self.rows("embeddings", embeddings.len(), e)?;
         let emb = Tensor::<B, 2>::from_data(
@@ -128,19 +134,23 @@ pub trait Actor: NoiseModel {
     fn method_name(&self) -> String;
     /// Which implementation runs the networks (`burn`, `onnx-tract`).
     fn backend_name(&self) -> String;
-    /// Whether the head regresses the action directly (no sampler).
-    fn is_regressor(&self) -> bool;
+    /// Whether the head decides directly (regressor or classifier: no sampler).
+    fn is_direct(&self) -> bool;
     /// Observation and action normalisers.
     fn normalizers(&self) -> (&Normalizer, &Normalizer);
     /// The noise schedule.
     fn schedule(&self) -> Result<NoiseSchedule, TrainError>;
-    /// Regressor heads: the action (normalised) for one embedding.
-    fn regress_embedded(&mut self, embedding: &[f32]) -> Result<Vec<f32>, TrainError>;
+    /// Direct heads: the head's output row for one embedding (the action in
+    /// normalised units, or a classifier's scores).
+    fn head_output(&mut self, embedding: &[f32]) -> Result<Vec<f32>, TrainError>;
+    /// Classifier heads: how the scores become an action, and the choice rule.
+    fn decoder(&self) -> Option<(ActionDecoder, Choice)>;
 
     /// Sample `n` actions for one raw observation (all history frames),
     /// encoding it once; returns `[n, action_dim]` in raw units. For a
-    /// regressor every row is the regressed action. Rows go through the
-    /// network `chunk` at a time.
+    /// regressor every row is the regressed action; a classifier decodes its
+    /// scores once per row (a fresh draw each when it samples). Rows go
+    /// through the network `chunk` at a time.
     fn act_repeated<R: Rng + ?Sized>(
         &mut self,
         observation: &[f32],
@@ -162,10 +172,14 @@ pub trait Actor: NoiseModel {
             .map_err(|e| TrainError::Sampling(e.to_string()))?;
         let a = self.action_dim();
         let mut out = vec![0.0f32; n * a];
-        if self.is_regressor() {
-            let one = self.regress_embedded(&emb)?;
+        if self.is_direct() {
+            let head = self.head_output(&emb)?;
+            let decoder = self.decoder();
             for row in out.chunks_exact_mut(a) {
-                row.copy_from_slice(&one);
+                match &decoder {
+                    Some((d, choice)) => d.decode(&head, *choice, rng, row),
+                    None => row.copy_from_slice(&head),
+                }
             }
         } else {
             let chunk = chunk.max(1);
@@ -191,8 +205,8 @@ impl<B: Backend> Actor for BurnPolicy<B> {
     fn backend_name(&self) -> String {
         "burn".into()
     }
-    fn is_regressor(&self) -> bool {
-        self.method() == Method::Mse
+    fn is_direct(&self) -> bool {
+        !self.policy.is_denoiser()
     }
     fn normalizers(&self) -> (&Normalizer, &Normalizer) {
         (&self.meta.obs_normalizer, &self.meta.action_normalizer)
@@ -201,9 +215,15 @@ impl<B: Backend> Actor for BurnPolicy<B> {
         NoiseSchedule::new(&self.spec.config.diffusion)
             .map_err(|e| TrainError::config("diffusion", e.to_string()))
     }
-    fn regress_embedded(&mut self, embedding: &[f32]) -> Result<Vec<f32>, TrainError> {
-        self.regress(embedding)
+    fn head_output(&mut self, embedding: &[f32]) -> Result<Vec<f32>, TrainError> {
+        self.run_head(embedding)
             .map_err(|e| TrainError::Sampling(e.to_string()))
+    }
+    fn decoder(&self) -> Option<(ActionDecoder, Choice)> {
+        self.policy.decoder().map(|d| {
+            let c = self.choice.unwrap_or(d.choice);
+            (d, c)
+        })
     }
 }
 
@@ -214,8 +234,8 @@ impl Actor for OnnxModel {
     fn backend_name(&self) -> String {
         format!("onnx-{}", self.engine_name())
     }
-    fn is_regressor(&self) -> bool {
-        self.manifest.head_kind == HeadKind::Regressor
+    fn is_direct(&self) -> bool {
+        self.manifest.head_kind != HeadKind::Denoiser
     }
     fn normalizers(&self) -> (&Normalizer, &Normalizer) {
         (
@@ -226,11 +246,23 @@ impl Actor for OnnxModel {
     fn schedule(&self) -> Result<NoiseSchedule, TrainError> {
         Ok(self.schedule.clone())
     }
-    fn regress_embedded(&mut self, embedding: &[f32]) -> Result<Vec<f32>, TrainError> {
-        let mut out = vec![0.0; self.manifest.action_dim];
-        self.regress(embedding, &mut out)
+    fn head_output(&mut self, embedding: &[f32]) -> Result<Vec<f32>, TrainError> {
+        let width = self
+            .manifest
+            .head
+            .outputs
+            .first()
+            .map_or(0, |o| o.row_len());
+        let mut out = vec![0.0; width];
+        self.run_head(embedding, &mut out)
             .map_err(|e| TrainError::Sampling(e.to_string()))?;
         Ok(out)
+    }
+    fn decoder(&self) -> Option<(ActionDecoder, Choice)> {
+        self.manifest.decoder.clone().map(|d| {
+            let c = d.choice;
+            (d, c)
+        })
     }
 }
 

@@ -310,3 +310,75 @@ pub fn paths_figure(
     }
     save(&img, path)
 }
+
+/// A scatter plot of labelled points `(label, x, y)` with a log-10 x axis
+/// (e.g. actions per second) and a linear y axis; each point is numbered and
+/// the legend lists the numbers with their labels.
+pub fn scatter_log_x(
+    path: &Path,
+    title: &str,
+    points: &[(String, f64, f64)],
+) -> Result<(), TrainError> {
+    let (left, top, plot_w, plot_h) = (60u32, 30u32, 520u32, 260u32);
+    let legend_h = 14 * points.len() as u32 + 8;
+    let (width, height) = (left + plot_w + 30, top + plot_h + 40 + legend_h);
+    let mut img = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    draw_text(&mut img, 6, 6, title, Rgb([0, 0, 0]));
+    let xs: Vec<f64> = points.iter().map(|p| p.1.max(1e-9).log10()).collect();
+    let (mut x0, mut x1) = xs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    if !(x0.is_finite() && x1.is_finite()) {
+        (x0, x1) = (0.0, 1.0);
+    }
+    (x0, x1) = (x0.floor(), x1.ceil().max(x0.floor() + 1.0));
+    let y1 = points.iter().map(|p| p.2).fold(0.0f64, f64::max).max(1e-9);
+    fill(&mut img, left - 2, top, 1, plot_h, Rgb([0, 0, 0]));
+    fill(
+        &mut img,
+        left - 2,
+        top + plot_h,
+        plot_w + 4,
+        1,
+        Rgb([0, 0, 0]),
+    );
+    draw_text(&mut img, 2, top - 2, &format!("{y1:.2}"), Rgb([0, 0, 0]));
+    draw_text(&mut img, 2, top + plot_h - 8, "0", Rgb([0, 0, 0]));
+    let decades = (x1 - x0).round() as u32;
+    for d in 0..=decades {
+        let px = left + (f64::from(d) / f64::from(decades.max(1)) * f64::from(plot_w)) as u32;
+        fill(&mut img, px, top + plot_h, 1, 4, Rgb([0, 0, 0]));
+        draw_text(
+            &mut img,
+            px.saturating_sub(8),
+            top + plot_h + 8,
+            &format!("{:.0}", 10f64.powf(x0 + f64::from(d))),
+            Rgb([0, 0, 0]),
+        );
+    }
+    for (k, ((label, _, y), x)) in points.iter().zip(&xs).enumerate() {
+        let px = left + (((x - x0) / (x1 - x0)).clamp(0.0, 1.0) * f64::from(plot_w - 6)) as u32;
+        let py = top + plot_h - ((y / y1).clamp(0.0, 1.0) * f64::from(plot_h - 6)) as u32 - 6;
+        let color = PALETTE[k % PALETTE.len()];
+        fill(&mut img, px, py, 6, 6, color);
+        draw_text(
+            &mut img,
+            px + 8,
+            py.saturating_sub(2),
+            &(k + 1).to_string(),
+            color,
+        );
+        let ly = top + plot_h + 30 + 14 * k as u32;
+        fill(&mut img, 8, ly, 10, 10, color);
+        draw_text(
+            &mut img,
+            24,
+            ly,
+            &format!("{} {label}", k + 1),
+            Rgb([0, 0, 0]),
+        );
+    }
+    save(&img, path)
+}

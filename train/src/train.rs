@@ -1,4 +1,5 @@
-//! The training loop: ε-prediction MSE (or action MSE for the baseline), Adam
+//! The training loop: ε-prediction MSE (action MSE or cross-entropy for the
+//! baselines), Adam
 //! with warm-up and cosine decay, an EMA of the weights, observation dropout
 //! for classifier-free guidance, checkpoints and exact resume.
 //!
@@ -7,7 +8,7 @@
 //! and noise of an uninterrupted one.
 
 use crate::checkpoint::{self, CheckpointMeta, files};
-use crate::config::{Method, TrainConfig};
+use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::error::TrainError;
 use crate::model::{Policy, PolicySpec};
@@ -204,15 +205,20 @@ fn batch_loss<B: Backend>(
     let tensor = |v: &Vec<f32>, cols: usize| {
         Tensor::<B, 2>::from_data(TensorData::new(v.clone(), [n, cols]), device)
     };
-    let (pred, target) = match spec.config.method {
-        Method::Diffusion => (
+    // The head decides the objective (the method chose the head).
+    if let Some(loss) = model.classifier_loss(emb.clone(), tensor(&batch.clean, a)) {
+        return loss;
+    }
+    let (pred, target) = if model.is_denoiser() {
+        (
             model.head_forward(emb, tensor(&batch.noisy, a), tensor(&batch.t, 1)),
             tensor(&batch.noise, a),
-        ),
-        Method::Mse => (
+        )
+    } else {
+        (
             model.head_forward(emb, tensor(&batch.clean, a), tensor(&batch.t, 1)),
             tensor(&batch.clean, a),
-        ),
+        )
     };
     (pred - target).powf_scalar(2.0).mean()
 }
@@ -366,6 +372,12 @@ pub fn train<B: AutodiffBackend>(
     };
     let train_p = Prepared::new(&train_set, &obs_norm, &act_norm)?;
     let test_p = Prepared::new(&test_set, &obs_norm, &act_norm)?;
+    if start == 0 {
+        // Bin ranges and K-means centres come from the training actions (a
+        // resumed run reads them from the checkpoint).
+        model = model.fit_to_actions(&train_p.actions, &config.baseline, config.seed);
+        ema = flat_params(&model.valid());
+    }
     let initial_test_loss = if start == 0 {
         split_loss(
             &model.valid(),
@@ -489,6 +501,7 @@ pub fn train<B: AutodiffBackend>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::config::Method;
     use crate::model::{ConvLayerConfig, DenoiserConfig, EncoderConfig, MlpSieveConfig};
     use crate::task::TaskKind;
     use crate::task::claw::ClawScenes;
@@ -544,11 +557,48 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_short_run_reduces_the_held_out_loss() {
-        for method in [Method::Diffusion, Method::Mse] {
+    fn every_method_and_architecture_reduces_the_held_out_loss() {
+        let mut configs = Vec::new();
+        for method in Method::ALL {
+            if method == Method::Diffusion {
+                for d in [
+                    DenoiserConfig::MlpSieve(MlpSieveConfig {
+                        embed: 16,
+                        hidden: 32,
+                        time_frequency: 1.0,
+                    }),
+                    DenoiserConfig::BasicMlp(crate::model::BasicMlpConfig {
+                        hidden: 32,
+                        layers: 3,
+                    }),
+                    DenoiserConfig::Transformer(crate::model::TransformerConfig {
+                        d_model: 16,
+                        heads: 4,
+                        blocks: 1,
+                        feed_forward: 32,
+                        time_frequency: 1.0,
+                    }),
+                ] {
+                    let mut c = tiny(method, 150);
+                    c.denoiser = d;
+                    configs.push(c);
+                }
+            } else {
+                let mut c = tiny(method, 150);
+                c.baseline.hidden = 32;
+                configs.push(c);
+            }
+        }
+        assert_eq!(configs.len(), Method::ALL.len() + 2);
+        for c in configs {
             let dir = tempfile::tempdir().expect("tmp");
-            let o = run(&tiny(method, 150), &dir.path().join("ck"), false, None);
-            assert!(o.test_loss < 0.9 * o.initial_test_loss, "{method:?}: {o:?}");
+            let o = run(&c, &dir.path().join("ck"), false, None);
+            assert!(
+                o.test_loss < 0.9 * o.initial_test_loss,
+                "{:?} {}: {o:?}",
+                c.method,
+                c.denoiser.name()
+            );
         }
     }
 
@@ -620,6 +670,7 @@ pub(crate) mod tests {
 mod checkpoint_tests {
     use super::tests::{tiny, tiny_data};
     use super::*;
+    use crate::config::Method;
     use crate::infer::BurnPolicy;
     use burn::backend::NdArray;
     use diffbc_runtime::NoiseModel;
@@ -700,6 +751,7 @@ mod checkpoint_tests {
 #[cfg(test)]
 mod unit_tests {
     use super::*;
+    use crate::config::Method;
     use crate::task::TaskKind;
 
     #[test]

@@ -5,21 +5,98 @@
 //! predicts ε for the diffusion sampler, or a baseline head. `export` walks
 //! these same modules to write ONNX graphs.
 
+mod basic;
+mod classify;
 mod encoder;
 mod mse;
 mod sieve;
+mod transformer;
 
+pub use basic::{BasicMlp, BasicMlpConfig};
+pub use classify::{BaselineConfig, BinsHead, CentresHead};
 pub use encoder::{
     CnnEncoder, ConvLayerConfig, Encoder, EncoderConfig, LAYER_NORM_EPS, LEAKY_SLOPE, MlpEncoder,
     PatchConv,
 };
 pub use mse::{MseHead, MseHeadConfig};
-pub use sieve::{DenoiserConfig, MlpSieve, MlpSieveConfig};
+pub use sieve::{MlpSieve, MlpSieveConfig};
+pub use transformer::{AttentionBlock, TransformerConfig, TransformerDenoiser};
 
 use crate::config::{Method, TrainConfig};
+use crate::error::TrainError;
 use crate::task::ObsSpec;
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::prelude::*;
+use diffbc_runtime::decode::ActionDecoder;
+use serde::{Deserialize, Serialize};
+
+/// Denoiser architecture (the three of the paper).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum DenoiserConfig {
+    /// The MLP Sieve: embeddings of o, τ, a_τ; residual blocks that
+    /// re-concatenate a_τ and τ.
+    MlpSieve(MlpSieveConfig),
+    /// The Basic MLP: `[a_τ, o, τ]` through plain hidden layers.
+    BasicMlp(BasicMlpConfig),
+    /// The Transformer: tokens for each observation frame, τ and a_τ.
+    Transformer(TransformerConfig),
+}
+
+impl Default for DenoiserConfig {
+    fn default() -> Self {
+        Self::MlpSieve(MlpSieveConfig::default())
+    }
+}
+
+impl DenoiserConfig {
+    /// The three architectures with their default sizes, for harnesses that
+    /// must cover them all. The match in `name` is exhaustive.
+    pub fn all() -> [DenoiserConfig; 3] {
+        [
+            Self::MlpSieve(MlpSieveConfig::default()),
+            Self::BasicMlp(BasicMlpConfig::default()),
+            Self::Transformer(TransformerConfig::default()),
+        ]
+    }
+
+    /// Short name for tables and folder names.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MlpSieve(_) => "sieve",
+            Self::BasicMlp(_) => "basic",
+            Self::Transformer(_) => "transformer",
+        }
+    }
+
+    /// Check sizes.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        match self {
+            Self::MlpSieve(c) => c.validate(),
+            Self::BasicMlp(c) => c.validate(),
+            Self::Transformer(c) => c.validate(),
+        }
+    }
+
+    /// Build for `frames` observation frames of `frame_embedding` values and
+    /// actions of length `action`.
+    pub fn init<B: Backend>(
+        &self,
+        frames: usize,
+        frame_embedding: usize,
+        action: usize,
+        device: &B::Device,
+    ) -> Head<B> {
+        let e = frames * frame_embedding;
+        match self {
+            Self::MlpSieve(c) => Head::Sieve(c.init(e, action, device)),
+            Self::BasicMlp(c) => Head::Basic(c.init(e, action, device)),
+            Self::Transformer(c) => {
+                Head::Transformer(c.init(frames, frame_embedding, action, device))
+            }
+        }
+    }
+}
 
 /// The network after the encoder.
 // A policy holds exactly one head; the size difference between variants is irrelevant.
@@ -28,8 +105,16 @@ use burn::prelude::*;
 pub enum Head<B: Backend> {
     /// MLP Sieve denoiser: (embedding, a_τ, τ/T) → ε̂.
     Sieve(MlpSieve<B>),
+    /// Basic MLP denoiser.
+    Basic(BasicMlp<B>),
+    /// Transformer denoiser.
+    Transformer(TransformerDenoiser<B>),
     /// MSE regression: embedding → action.
     Mse(MseHead<B>),
+    /// Discretised baseline: embedding → logits per bin per action value.
+    Bins(BinsHead<B>),
+    /// K-means (+ residual) baseline: embedding → logits per centre (+ offsets).
+    Centres(CentresHead<B>),
 }
 
 /// Encoder plus head.
@@ -92,9 +177,17 @@ impl PolicySpec {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Policy<B> {
         let encoder = self.config.encoder.init(self.obs, device);
         let e = self.embedding_dim();
+        let (a, b) = (self.action_dim, &self.config.baseline);
         let head = match self.config.method {
-            Method::Diffusion => Head::Sieve(self.config.denoiser.init(e, self.action_dim, device)),
-            Method::Mse => Head::Mse(self.config.mse_head.init(e, self.action_dim, device)),
+            Method::Diffusion => {
+                self.config
+                    .denoiser
+                    .init(self.frames(), self.frame_embedding(), a, device)
+            }
+            Method::Mse => Head::Mse(self.config.mse_head.init(e, a, device)),
+            Method::Discretised => Head::Bins(b.init_bins(e, a, device)),
+            Method::KMeans => Head::Centres(b.init_centres(e, a, false, device)),
+            Method::KMeansResidual => Head::Centres(b.init_centres(e, a, true, device)),
         };
         Policy { encoder, head }.map(&mut Renumber(0))
     }
@@ -125,8 +218,9 @@ impl<B: Backend> Policy<B> {
         per_frame.reshape([rows, frames * e])
     }
 
-    /// ε̂ (diffusion) or the action (MSE) from embeddings `[rows, E]`,
-    /// noisy actions `[rows, A]` and time inputs `[rows, 1]` (both ignored by MSE).
+    /// ε̂ (diffusion), the action (MSE) or the scores (discrete baselines)
+    /// from embeddings `[rows, E]`, noisy actions `[rows, A]` and time inputs
+    /// `[rows, 1]` (the last two are read by denoisers only).
     pub fn head_forward(
         &self,
         embedding: Tensor<B, 2>,
@@ -135,7 +229,64 @@ impl<B: Backend> Policy<B> {
     ) -> Tensor<B, 2> {
         match &self.head {
             Head::Sieve(s) => s.forward(embedding, actions, t),
+            Head::Basic(s) => s.forward(embedding, actions, t),
+            Head::Transformer(s) => s.forward(embedding, actions, t),
             Head::Mse(m) => m.forward(embedding),
+            Head::Bins(h) => h.forward(embedding),
+            Head::Centres(h) => h.forward(embedding),
+        }
+    }
+
+    /// Whether the head is a denoiser (sampled with the diffusion sampler).
+    pub fn is_denoiser(&self) -> bool {
+        matches!(
+            self.head,
+            Head::Sieve(_) | Head::Basic(_) | Head::Transformer(_)
+        )
+    }
+
+    /// How the runtime reads a discrete baseline's scores (`None` for
+    /// denoisers and the MSE regressor).
+    pub fn decoder(&self) -> Option<ActionDecoder> {
+        match &self.head {
+            Head::Bins(h) => Some(h.decoder()),
+            Head::Centres(h) => Some(h.decoder()),
+            Head::Sieve(_) | Head::Basic(_) | Head::Transformer(_) | Head::Mse(_) => None,
+        }
+    }
+
+    /// Fit what the discrete baselines take from the data before training
+    /// (bin ranges, K-means centres) on `actions` (`[rows, A]`, normalised).
+    /// Other heads are returned unchanged.
+    pub fn fit_to_actions(self, actions: &[f32], config: &BaselineConfig, seed: u64) -> Self {
+        let head = match self.head {
+            Head::Bins(h) => {
+                let a = h.low.val().dims()[0];
+                Head::Bins(h.fit(actions, a))
+            }
+            Head::Centres(h) => {
+                let a = h.centres.val().dims()[1];
+                Head::Centres(h.fit(actions, a, config.kmeans_iterations, seed))
+            }
+            other => other,
+        };
+        Self {
+            encoder: self.encoder,
+            head,
+        }
+    }
+
+    /// The discrete baselines' training loss for clean actions `[rows, A]`;
+    /// `None` for other heads.
+    pub fn classifier_loss(
+        &self,
+        embedding: Tensor<B, 2>,
+        clean: Tensor<B, 2>,
+    ) -> Option<Tensor<B, 1>> {
+        match &self.head {
+            Head::Bins(h) => Some(h.loss(embedding, clean)),
+            Head::Centres(h) => Some(h.loss(embedding, clean)),
+            Head::Sieve(_) | Head::Basic(_) | Head::Transformer(_) | Head::Mse(_) => None,
         }
     }
 }

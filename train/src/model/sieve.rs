@@ -6,41 +6,6 @@ use burn::prelude::*;
 use burn::tensor::activation::{gelu, leaky_relu};
 use serde::{Deserialize, Serialize};
 
-/// Denoiser architecture choice. More architectures slot in as variants.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
-pub enum DenoiserConfig {
-    /// The paper's MLP Sieve.
-    MlpSieve(MlpSieveConfig),
-}
-
-impl Default for DenoiserConfig {
-    fn default() -> Self {
-        Self::MlpSieve(MlpSieveConfig::default())
-    }
-}
-
-impl DenoiserConfig {
-    /// Check sizes.
-    pub fn validate(&self) -> Result<(), TrainError> {
-        match self {
-            Self::MlpSieve(c) => c.validate(),
-        }
-    }
-
-    /// Build for embeddings of length `embedding` and actions of length `action`.
-    pub fn init<B: Backend>(
-        &self,
-        embedding: usize,
-        action: usize,
-        device: &B::Device,
-    ) -> MlpSieve<B> {
-        match self {
-            Self::MlpSieve(c) => c.init(embedding, action, device),
-        }
-    }
-}
-
 /// MLP Sieve sizes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
