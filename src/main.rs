@@ -5,6 +5,7 @@ mod arm;
 mod bench;
 mod exported;
 mod pusht;
+mod report;
 
 /// KDE bandwidth in normalised action units (the paper's 0.1).
 const DEFAULT_KDE_BANDWIDTH: f32 = 0.1;
@@ -62,6 +63,9 @@ enum Command {
     SimArm(SimArmArgs),
     /// Drive an arm (real or emulated) with an exported policy over a serial port.
     Run(RunArgs),
+    /// The paper's comparison: every method, architecture and sampler on the
+    /// claw scenes and the arm task (Push-T on request) -> REPORT.md, figures, JSON.
+    Report(report::ReportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -531,6 +535,7 @@ fn main() -> Result<()> {
         Command::Reference(a) => cmd_reference(a),
         Command::SimArm(a) => cmd_sim_arm(a),
         Command::Run(a) => cmd_run(a),
+        Command::Report(a) => report::run(&a),
     }
 }
 

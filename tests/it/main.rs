@@ -6,4 +6,5 @@ mod bench;
 mod claw;
 mod hil;
 mod pusht;
+mod report;
 mod support;
