@@ -130,20 +130,40 @@ pub struct AttentionBlock<B: Backend> {
 
 impl<B: Backend> AttentionBlock<B> {
     /// `[rows, tokens, d]` → `[rows, tokens, d]`.
+    ///
+    /// Linear layers run on `[rows · tokens, d]` (one matrix product, not one
+    /// per row), and the attention products over the few tokens are
+    /// broadcast multiply-and-sum rather than batched matrix products of
+    /// 3 × 4 blocks, which burn's CPU backend runs one block at a time. The
+    /// exported graph computes the same thing with `MatMul`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [n, tokens, d] = x.dims();
         let (h, dh) = (self.heads, d / self.heads);
-        let split = |t: Tensor<B, 3>| t.reshape([n, tokens, h, dh]).swap_dims(1, 2);
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone())).swap_dims(2, 3);
-        let v = split(self.value.forward(x.clone()));
-        let weights = softmax(q.matmul(k).mul_scalar(1.0 / (dh as f32).sqrt()), 3);
-        let attended = weights.matmul(v).swap_dims(1, 2).reshape([n, tokens, d]);
+        let flat = x.clone().reshape([n * tokens, d]);
+        // [n, tokens, h, dh]: heads are split without moving data.
+        let split = |t: Tensor<B, 2>| t.reshape([n, tokens, h, dh]);
+        let q = split(self.query.forward(flat.clone()));
+        let k = split(self.key.forward(flat.clone()));
+        let v = split(self.value.forward(flat));
+        // scores[n, i, j, h] = Σ_c q[n, i, h, c] · k[n, j, h, c]
+        let scores = (q.unsqueeze_dim::<5>(2) * k.unsqueeze_dim::<5>(1))
+            .sum_dim(4)
+            .reshape([n, tokens, tokens, h])
+            .mul_scalar(1.0 / (dh as f32).sqrt());
+        let weights = softmax(scores, 2);
+        // out[n, i, h, c] = Σ_j w[n, i, j, h] · v[n, j, h, c]
+        let attended = (weights.unsqueeze_dim::<5>(4) * v.unsqueeze_dim::<5>(1))
+            .sum_dim(2)
+            .reshape([n * tokens, d]);
         let s = std::f32::consts::FRAC_1_SQRT_2;
         let x = self
             .norm1
-            .forward((x + self.proj.forward(attended)).mul_scalar(s));
-        let f = self.ff2.forward(gelu(self.ff1.forward(x.clone())));
+            .forward((x + self.proj.forward(attended).reshape([n, tokens, d])).mul_scalar(s));
+        let flat = x.clone().reshape([n * tokens, d]);
+        let f = self
+            .ff2
+            .forward(gelu(self.ff1.forward(flat)))
+            .reshape([n, tokens, d]);
         self.norm2.forward((x + f).mul_scalar(s))
     }
 }
@@ -185,7 +205,8 @@ impl<B: Backend> TransformerDenoiser<B> {
         let d = self.action_in.weight.dims()[1];
         let obs = self
             .obs_in
-            .forward(embedding.reshape([n, self.frames, e / self.frames]));
+            .forward(embedding.reshape([n * self.frames, e / self.frames]))
+            .reshape([n, self.frames, d]);
         let time = self
             .time_out
             .forward(self.time_freq.forward(t).sin())
