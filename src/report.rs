@@ -252,6 +252,66 @@ fn train_cell(
     ))
 }
 
+/// Train `cells` into `dir/<label>`, `workers` at a time (a training run
+/// keeps about one core busy); returns the checkpoint folders in cell order
+/// and appends one table line per cell to `training`, in cell order.
+fn train_all(
+    cells: &[&Cell],
+    a: &ReportArgs,
+    data_dir: &Path,
+    demos: Option<&diffbc_train::episodes::Episodes>,
+    dir: &Path,
+    training: &mut String,
+) -> Result<Vec<PathBuf>> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 2);
+    // Longest first (the Transformer trains ~4× slower per step), so the two
+    // workers finish together.
+    let cost = |c: &Cell| {
+        let per_step = match &c.denoiser {
+            Some(DenoiserConfig::Transformer(_)) if c.method == Method::Diffusion => 4,
+            _ => 1,
+        };
+        c.steps * per_step
+    };
+    let mut order: Vec<usize> = (0..cells.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(cost(cells[i])));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<String>>>> =
+        cells.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(&i) = order.get(k) else { break };
+                    let c = cells[i];
+                    let r = train_cell(c, a, data_dir, demos, &dir.join(c.label()));
+                    let failed = r.is_err();
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                    if failed {
+                        // Stop handing out work; the first error is reported.
+                        next.store(cells.len(), std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let mut out = Vec::new();
+    for (c, r) in cells.iter().zip(results) {
+        let line = r
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .with_context(|| format!("{} was not trained", c.label()))??;
+        training.push_str(&line);
+        training.push('\n');
+        out.push(dir.join(c.label()));
+    }
+    Ok(out)
+}
+
 /// Everything the report measured.
 #[derive(Debug, Serialize)]
 struct Records {
@@ -296,13 +356,11 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     .clone()
                     .unwrap_or_else(|| PathBuf::from(task.default_data_dir()));
                 let scenes = ClawScenes::load(&data)?;
-                let mut checkpoints = Vec::new();
-                for c in &task_cells {
-                    let ck = dir.join(c.label());
-                    training.push_str(&train_cell(c, a, &data, None, &ck)?);
-                    training.push('\n');
-                    checkpoints.push((c.label(), ck));
-                }
+                let checkpoints: Vec<(String, PathBuf)> = task_cells
+                    .iter()
+                    .map(|c| c.label())
+                    .zip(train_all(&task_cells, a, &data, None, &dir, &mut training)?)
+                    .collect();
                 let samplers = [
                     SamplerConfig::ddpm(),
                     SamplerConfig::diffusion_x(8),
@@ -369,11 +427,16 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                 let scratch = dir.join("models");
                 let mut models = Vec::new();
                 let mut guided = None;
-                for c in &task_cells {
-                    let ck = dir.join(c.label());
-                    training.push_str(&train_cell(c, a, Path::new(""), Some(&demos), &ck)?);
-                    training.push('\n');
-                    let exported = arm::cli::export_model(&ck, &scratch.join(c.label()))?;
+                let cks = train_all(
+                    &task_cells,
+                    a,
+                    Path::new(""),
+                    Some(&demos),
+                    &dir,
+                    &mut training,
+                )?;
+                for (c, ck) in task_cells.iter().zip(&cks) {
+                    let exported = arm::cli::export_model(ck, &scratch.join(c.label()))?;
                     if c.obs_dropout > 0.0 {
                         guided = Some((c.label(), exported));
                     } else {
@@ -460,13 +523,11 @@ pub fn run(a: &ReportArgs) -> Result<()> {
             }
             TaskKind::PushT => {
                 let data = PathBuf::from(task.default_data_dir());
-                let mut dirs = Vec::new();
-                for c in &task_cells {
-                    let ck = dir.join(c.label());
-                    training.push_str(&train_cell(c, a, &data, None, &ck)?);
-                    training.push('\n');
-                    dirs.push((c.label(), ck));
-                }
+                let dirs: Vec<(String, PathBuf)> = task_cells
+                    .iter()
+                    .map(|c| c.label())
+                    .zip(train_all(&task_cells, a, &data, None, &dir, &mut training)?)
+                    .collect();
                 let rows = crate::pusht::cli::evaluate_default(&dirs, a.seed)?;
                 let _ = writeln!(
                     sections,

@@ -25,6 +25,9 @@ use rand_distr::StandardNormal;
 use std::path::Path;
 use std::time::Instant;
 
+/// Serialises seeding the backend and initialising weights (see [`train`]).
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOutcome {
@@ -330,8 +333,14 @@ pub fn train<B: AutodiffBackend>(
     };
     spec.validate()?;
 
-    B::seed(device, config.seed);
-    let mut model: Policy<B> = spec.init(device);
+    let mut model: Policy<B> = {
+        // The backend's random generator is process-wide: seeding and drawing
+        // the initial weights happen under one lock, so runs trained on
+        // several threads at once start from the same weights as alone.
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        B::seed(device, config.seed);
+        spec.init(device)
+    };
     let mut optim = AdamConfig::new()
         .with_grad_clipping(config.optim.grad_clip.map(GradientClippingConfig::Norm))
         .init::<B, Policy<B>>();
@@ -611,8 +620,17 @@ pub(crate) mod tests {
             dir.path().join("b"),
             dir.path().join("r"),
         );
+        let mut other = c.clone();
+        other.seed = 43;
+        let o = dir.path().join("o");
         run(&c, &a, false, None);
-        run(&c, &b, false, None);
+        // The twin trains beside a run with another seed (as `diffbc report`
+        // trains two cells at once): the shared backend generator must not
+        // leak between them.
+        std::thread::scope(|s| {
+            s.spawn(|| run(&c, &b, false, None));
+            s.spawn(|| run(&other, &o, false, None));
+        });
         run(&c, &r, false, Some(12));
         let meta: CheckpointMeta = crate::error::read_json(&r.join(files::META)).expect("meta");
         assert_eq!(meta.step, 12);
@@ -628,10 +646,6 @@ pub(crate) mod tests {
                 "{f} differs between a resumed and an uninterrupted run"
             );
         }
-        let mut other = c.clone();
-        other.seed = 43;
-        let o = dir.path().join("o");
-        run(&other, &o, false, None);
         assert_ne!(
             std::fs::read(a.join("model.mpk")).expect("a"),
             std::fs::read(o.join("model.mpk")).expect("o")
