@@ -4,7 +4,6 @@
 
 use crate::{ExportError, ExportOptions, export_policy};
 use burn::backend::NdArray;
-use burn::prelude::*;
 use diffbc_runtime::manifest::Manifest;
 use diffbc_runtime::{Normalizer, SamplerConfig};
 use diffbc_train::checkpoint::{CHECKPOINT_FORMAT, CheckpointMeta};
@@ -83,8 +82,7 @@ pub fn export_reference(
 ) -> Result<Manifest, ExportError> {
     let spec = reference.spec();
     let device = Default::default();
-    <NdArray<f32> as Backend>::seed(&device, seed);
-    let policy = spec.init::<NdArray<f32>>(&device);
+    let policy = spec.init_seeded::<NdArray<f32>>(&device, seed);
     let meta = CheckpointMeta {
         format_version: CHECKPOINT_FORMAT,
         crate_version: env!("CARGO_PKG_VERSION").into(),

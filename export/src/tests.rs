@@ -3,7 +3,6 @@
 
 use crate::{ExportError, ExportOptions, export_checkpoint, export_policy};
 use burn::backend::NdArray;
-use burn::prelude::*;
 use diffbc_runtime::manifest::files;
 use diffbc_runtime::{EngineChoice, Normalizer, OnnxModel, Policy, PolicyOptions};
 use diffbc_train::checkpoint::{CHECKPOINT_FORMAT, CheckpointMeta};
@@ -189,8 +188,7 @@ fn every_architecture_and_encoder_exports_and_tract_matches_burn() {
         for (method, denoiser) in heads() {
             let spec = spec(encoder.clone(), obs, history, method, denoiser.clone());
             spec.validate().expect("valid example");
-            <Nb as Backend>::seed(&device, 3);
-            let policy = spec.init::<Nb>(&device);
+            let policy = spec.init_seeded::<Nb>(&device, 3);
             let dir = tempfile::tempdir().expect("tmp");
             let out = dir.path().join("model");
             let m = export_policy(

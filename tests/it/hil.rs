@@ -378,7 +378,6 @@ fn the_bridge_reconnects_when_the_port_vanishes_and_keeps_its_log() {
 /// Export a small policy for the 4-joint arm (observation: joint positions)
 /// with seeded weights through the real export path.
 fn export_arm_policy(dir: &std::path::Path) -> std::path::PathBuf {
-    use burn::prelude::Backend;
     use diffbc_train::config::{Method, TrainConfig};
     use diffbc_train::model::{DenoiserConfig, EncoderConfig, MlpSieveConfig, PolicySpec};
     use diffbc_train::task::{ObsSpec, TaskKind};
@@ -401,8 +400,7 @@ fn export_arm_policy(dir: &std::path::Path) -> std::path::PathBuf {
         action_dim: 4,
     };
     let device = Default::default();
-    <B as Backend>::seed(&device, 5);
-    let policy = spec.init::<B>(&device);
+    let policy = spec.init_seeded::<B>(&device, 5);
     let meta = diffbc_train::checkpoint::CheckpointMeta {
         format_version: diffbc_train::checkpoint::CHECKPOINT_FORMAT,
         crate_version: "test".into(),

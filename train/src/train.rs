@@ -25,9 +25,6 @@ use rand_distr::StandardNormal;
 use std::path::Path;
 use std::time::Instant;
 
-/// Serialises seeding the backend and initialising weights (see [`train`]).
-static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOutcome {
@@ -333,14 +330,7 @@ pub fn train<B: AutodiffBackend>(
     };
     spec.validate()?;
 
-    let mut model: Policy<B> = {
-        // The backend's random generator is process-wide: seeding and drawing
-        // the initial weights happen under one lock, so runs trained on
-        // several threads at once start from the same weights as alone.
-        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        B::seed(device, config.seed);
-        spec.init(device)
-    };
+    let mut model: Policy<B> = spec.init_seeded(device, config.seed);
     let mut optim = AdamConfig::new()
         .with_grad_clipping(config.optim.grad_clip.map(GradientClippingConfig::Norm))
         .init::<B, Policy<B>>();
@@ -702,11 +692,9 @@ mod checkpoint_tests {
             action_dim: 2,
         };
         let device = Default::default();
-        <Nb as Backend>::seed(&device, 1);
-        let original: Policy<Nb> = spec.init(&device);
+        let original: Policy<Nb> = spec.init_seeded(&device, 1);
         checkpoint::save_module(original.clone(), dir.path(), "m").expect("save");
-        <Nb as Backend>::seed(&device, 2);
-        let fresh: Policy<Nb> = spec.init(&device);
+        let fresh: Policy<Nb> = spec.init_seeded(&device, 2);
         let loaded =
             checkpoint::load_module(fresh.clone(), dir.path(), "m", &device).expect("load");
         let x = Tensor::<Nb, 2>::from_data(

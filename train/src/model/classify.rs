@@ -402,7 +402,10 @@ mod tests {
             ..BaselineConfig::default()
         };
         let (_, act) = clustered(200, 4);
-        let head = cfg.init_bins::<NdArray<f32>>(4, 2, &device).fit(&act, 2);
+        let head = crate::model::with_backend_rng::<NdArray<f32>, _>(&device, 0, || {
+            cfg.init_bins::<NdArray<f32>>(4, 2, &device)
+        })
+        .fit(&act, 2);
         let decoder = head.decoder();
         let DecodeScheme::Bins { low, high, bins } = &decoder.scheme else {
             panic!("bins head decodes bins")

@@ -172,9 +172,16 @@ impl PolicySpec {
         self.frames() * self.frame_embedding()
     }
 
-    /// Build the policy with freshly initialised weights. Parameter ids are
-    /// numbered in visiting order so that records are byte-reproducible.
+    /// Build the policy with freshly initialised weights (drawn from the
+    /// backend's generator, under the lock of [`with_backend_rng`]).
+    /// Parameter ids are numbered in visiting order so that records are
+    /// byte-reproducible.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Policy<B> {
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        self.build(device)
+    }
+
+    fn build<B: Backend>(&self, device: &B::Device) -> Policy<B> {
         let encoder = self.config.encoder.init(self.obs, device);
         let e = self.embedding_dim();
         let (a, b) = (self.action_dim, &self.config.baseline);
@@ -190,6 +197,28 @@ impl PolicySpec {
             Method::KMeansResidual => Head::Centres(b.init_centres(e, a, true, device)),
         };
         Policy { encoder, head }.map(&mut Renumber(0))
+    }
+}
+
+/// Serialises every use of the backend's random generator (see
+/// [`with_backend_rng`]).
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Seed the backend's generator with `seed` and run `f`, with no other
+/// thread drawing from it meanwhile. burn's generator is process-wide, so two
+/// threads initialising networks at once (two trainings of `diffbc report`,
+/// parallel tests) would otherwise draw each other's numbers.
+pub fn with_backend_rng<B: Backend, R>(device: &B::Device, seed: u64, f: impl FnOnce() -> R) -> R {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    B::seed(device, seed);
+    f()
+}
+
+impl PolicySpec {
+    /// Seed the backend with `seed` and build the policy, as one step (see
+    /// [`with_backend_rng`]).
+    pub fn init_seeded<B: Backend>(&self, device: &B::Device, seed: u64) -> Policy<B> {
+        with_backend_rng::<B, _>(device, seed, || self.build(device))
     }
 }
 
