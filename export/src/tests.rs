@@ -215,6 +215,9 @@ fn every_architecture_and_encoder_exports_and_tract_matches_burn() {
                     "{encoder:?} + {method:?} {denoiser:?}: {engine} differs from burn by {diff}"
                 );
             }
+            if m.decoder.is_some() {
+                decoder_mismatches_are_named(&out);
+            }
             if native {
                 let d = act_on_both_engines(&out, obs.len());
                 assert!(d <= 1e-4, "{encoder:?} + {method:?}: act differs by {d}");
@@ -231,6 +234,33 @@ fn every_architecture_and_encoder_exports_and_tract_matches_burn() {
         }
     }
     assert_eq!(count, encoders().len() * heads().len());
+}
+
+/// A classifier's manifest without its decoder, or with centres / bins that
+/// do not fit the action, is refused with the field named (checked on a copy).
+fn decoder_mismatches_are_named(dir: &Path) {
+    let text = std::fs::read_to_string(dir.join("manifest.json")).expect("manifest");
+    let good: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let copy = tempfile::tempdir().expect("tmp");
+    for f in std::fs::read_dir(dir).expect("ls").flatten() {
+        if f.path().is_file() {
+            std::fs::copy(f.path(), copy.path().join(f.file_name())).expect("copy");
+        }
+    }
+    let mut missing = good.clone();
+    missing.as_object_mut().expect("object").remove("decoder");
+    let mut short = good.clone();
+    match short["decoder"]["scheme"]["kind"].as_str() {
+        Some("bins") => short["decoder"]["scheme"]["low"] = serde_json::json!([0.0]),
+        _ => short["decoder"]["scheme"]["centres"] = serde_json::json!([0.0]),
+    }
+    for (bad, want) in [(missing, "decoder is missing"), (short, "decoder.scheme.")] {
+        std::fs::write(copy.path().join("manifest.json"), bad.to_string()).expect("write");
+        let e = OnnxModel::load(copy.path(), EngineChoice::Tract)
+            .expect_err("a mismatched decoder is refused")
+            .to_string();
+        assert!(e.contains(want) && e.contains("manifest.json"), "{e}");
+    }
 }
 
 fn tiny_checkpoint(dir: &Path) -> std::path::PathBuf {
