@@ -364,7 +364,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                 let samplers = [
                     SamplerConfig::ddpm(),
                     SamplerConfig::diffusion_x(8),
-                    SamplerConfig::kde(50, 0.1),
+                    SamplerConfig::kde(50, crate::DEFAULT_KDE_BANDWIDTH),
                 ];
                 let paths: Vec<PathBuf> = checkpoints.iter().map(|(_, p)| p.clone()).collect();
                 let (mut rows, points) = evaluate_all(
@@ -453,7 +453,11 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                         }
                     })
                     .collect();
-                sweep.extend(SWEEP_KDE.iter().map(|&n| SamplerConfig::kde(n, 0.1)));
+                sweep.extend(
+                    SWEEP_KDE
+                        .iter()
+                        .map(|&n| SamplerConfig::kde(n, crate::DEFAULT_KDE_BANDWIDTH)),
+                );
                 let plan = arm::eval::EvalPlan {
                     samplers: sweep,
                     episodes: a.arm_episodes,
@@ -646,12 +650,13 @@ fn arm_bars(rows: &[arm::eval::ArmRecord]) -> String {
 
 fn guidance_table(rows: &[arm::eval::ArmRecord]) -> String {
     let mut s = String::from(
-        "| sampler | all-targets | targets reached | collisions | order entropy (bits) | most common first target | least common first target |\n|---|---|---|---|---|---|---|\n",
+        "| rows | sampler | all-targets | targets reached | collisions | order entropy (bits) | most common first target | least common first target |\n|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {:.3} | {:.2} | {:.3} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {:.3} | {:.2} | {:.3} | {:.2} | {:.2} | {:.2} |",
+            r.method,
             r.sampler,
             r.all_targets_rate,
             r.tasks_completed_mean,

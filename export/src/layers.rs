@@ -150,12 +150,23 @@ impl<B: Backend> ToOnnx for Encoder<B> {
     }
 }
 
+/// Two Linear + GELU layers: the trunk shared by the MSE and discrete
+/// baseline heads.
+fn gelu_trunk<B: Backend>(
+    g: &mut GraphBuilder,
+    fc1: &Linear<B>,
+    fc2: &Linear<B>,
+    input: &str,
+) -> String {
+    let h = fc1.emit(g, input);
+    let h = gelu(g, &h);
+    let h = fc2.emit(g, &h);
+    gelu(g, &h)
+}
+
 impl<B: Backend> ToOnnx for MseHead<B> {
     fn emit(&self, g: &mut GraphBuilder, input: &str) -> String {
-        let h = self.fc1.emit(g, input);
-        let h = gelu(g, &h);
-        let h = self.fc2.emit(g, &h);
-        let h = gelu(g, &h);
+        let h = gelu_trunk(g, &self.fc1, &self.fc2, input);
         self.fc3.emit(g, &h)
     }
 }
@@ -198,10 +209,7 @@ pub fn emit_sieve<B: Backend>(
 impl<B: Backend> ToOnnx for BinsHead<B> {
     /// The logits; the bin ranges go to the manifest's decoder.
     fn emit(&self, g: &mut GraphBuilder, input: &str) -> String {
-        let h = self.fc1.emit(g, input);
-        let h = gelu(g, &h);
-        let h = self.fc2.emit(g, &h);
-        let h = gelu(g, &h);
+        let h = gelu_trunk(g, &self.fc1, &self.fc2, input);
         self.fc3.emit(g, &h)
     }
 }
@@ -210,10 +218,7 @@ impl<B: Backend> ToOnnx for CentresHead<B> {
     /// The logits, then the offsets when residual; the centres go to the
     /// manifest's decoder.
     fn emit(&self, g: &mut GraphBuilder, input: &str) -> String {
-        let h = self.fc1.emit(g, input);
-        let h = gelu(g, &h);
-        let h = self.fc2.emit(g, &h);
-        let h = gelu(g, &h);
+        let h = gelu_trunk(g, &self.fc1, &self.fc2, input);
         let logits = self.logits.emit(g, &h);
         match &self.offsets {
             Some(o) => {
