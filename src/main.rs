@@ -453,6 +453,10 @@ struct EvalArgs {
     /// Arm: the emulated arm's device seconds per wall second on the bridge.
     #[arg(long, default_value_t = 5.0)]
     time_scale: f64,
+    /// Claw and arm: evaluation workers, each with its own copy of the
+    /// policy (default: every core). The results do not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Push-T: engine that runs the exported graphs (tract, native, ort-cpu, …).
     #[arg(long, default_value = "native")]
     engine: diffbc_runtime::EngineChoice,
@@ -803,7 +807,11 @@ fn sample_with<A: Actor>(
     Ok(policy.act_repeated(observation, n, &mut sampler, rng, 1000)?)
 }
 
-/// Evaluate every checkpoint with every sampler (MSE once), plus the ground-truth row.
+/// Evaluate every checkpoint with every sampler (direct heads once), plus
+/// the ground-truth row, on `threads` workers. Rows come back in table
+/// order (checkpoint, then sampler) whatever `threads` is: each job loads
+/// its own copy of the policy and `eval::evaluate` seeds every scene from
+/// `seed`, so a row does not depend on which worker ran it or when.
 fn evaluate_all(
     checkpoints: &[PathBuf],
     samplers: &[SamplerConfig],
@@ -811,11 +819,18 @@ fn evaluate_all(
     samples: usize,
     kde_samples: usize,
     seed: u64,
+    threads: usize,
 ) -> Result<(Vec<ClawRecord>, Vec<ScenePoints>)> {
     let (truth, truth_points) = eval::ground_truth_record(scenes, samples, seed);
-    let mut records = vec![truth];
-    let mut points = vec![truth_points];
-    for ck in checkpoints {
+    let count = |cfg: Option<SamplerConfig>| match cfg.map(|c| c.selection) {
+        Some(diffbc_runtime::Selection::Kde { .. }) => kde_samples,
+        _ => samples,
+    };
+    // Jobs in table order, each with a cost estimate: the time of 1 % of
+    // its samples on the first scene (KDE on the Transformer costs 100×
+    // DDPM on the sieve; the longest jobs start first).
+    let mut jobs: Vec<(usize, Option<SamplerConfig>, f64)> = Vec::new();
+    for (i, ck) in checkpoints.iter().enumerate() {
         let mut policy = LoadedPolicy::load(ck)?;
         let cfgs: Vec<Option<SamplerConfig>> = if policy.is_direct() {
             vec![None]
@@ -823,18 +838,87 @@ fn evaluate_all(
             samplers.iter().copied().map(Some).collect()
         };
         for cfg in cfgs {
-            let n = match cfg.map(|c| c.selection) {
-                Some(diffbc_runtime::Selection::Kde { .. }) => kde_samples,
-                _ => samples,
+            let cost = match cfg {
+                None => 0.0,
+                Some(c) => {
+                    let mut rng =
+                        <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+                    let probe = (count(cfg) / 100).max(1);
+                    let t0 = std::time::Instant::now();
+                    match &mut policy {
+                        LoadedPolicy::Burn(p) => {
+                            sample_with(p.as_mut(), c, &scenes.scenes[0].image, probe, &mut rng)?
+                        }
+                        LoadedPolicy::Onnx(p) => {
+                            sample_with(p.as_mut(), c, &scenes.scenes[0].image, probe, &mut rng)?
+                        }
+                    };
+                    t0.elapsed().as_secs_f64()
+                }
             };
-            let (r, p) = match &mut policy {
-                LoadedPolicy::Burn(pol) => eval::evaluate(pol.as_mut(), cfg, scenes, n, seed)?,
-                LoadedPolicy::Onnx(pol) => eval::evaluate(pol.as_mut(), cfg, scenes, n, seed)?,
-            };
-            tracing::info!(method = %r.method, sampler = %r.sampler, precision = r.on_object_precision, "evaluated");
-            records.push(r);
-            points.push(p);
+            jobs.push((i, cfg, cost));
         }
+    }
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by(|&a, &b| jobs[b].2.total_cmp(&jobs[a].2));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    type Done = Result<(ClawRecord, ScenePoints)>;
+    let mut done: Vec<Option<Done>> = (0..jobs.len()).map(|_| None).collect();
+    let finished: Vec<(usize, Done)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.clamp(1, jobs.len().max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&j) = order.get(k) else { break };
+                        let (i, cfg, _) = jobs[j];
+                        let run = || -> Done {
+                            let n = count(cfg);
+                            let (r, p) = match &mut LoadedPolicy::load(&checkpoints[i])? {
+                                LoadedPolicy::Burn(pol) => {
+                                    eval::evaluate(pol.as_mut(), cfg, scenes, n, seed)?
+                                }
+                                LoadedPolicy::Onnx(pol) => {
+                                    eval::evaluate(pol.as_mut(), cfg, scenes, n, seed)?
+                                }
+                            };
+                            tracing::info!(method = %r.method, sampler = %r.sampler, precision = r.on_object_precision, "evaluated");
+                            Ok((r, p))
+                        };
+                        let result = run().with_context(|| format!("evaluating {}", checkpoints[i].display()));
+                        mine.push((j, result));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![(
+                        usize::MAX,
+                        Err(anyhow::anyhow!("an evaluation worker panicked")),
+                    )]
+                })
+            })
+            .collect()
+    });
+    for (j, result) in finished {
+        let Some(slot) = done.get_mut(j) else {
+            return Err(result
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("an evaluation worker panicked")));
+        };
+        *slot = Some(result);
+    }
+    let mut records = vec![truth];
+    let mut points = vec![truth_points];
+    for slot in done {
+        let (r, p) = slot.context("an evaluation job did not run")??;
+        records.push(r);
+        points.push(p);
     }
     Ok((records, points))
 }
@@ -898,6 +982,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         a.samples,
         a.kde_samples,
         a.seed,
+        a.threads.unwrap_or_else(arm::eval::default_threads),
     )?;
     write_report(&a.out, &records, &points, &scenes, a.json.as_deref(), "")?;
     if let Some(j) = &a.json {
@@ -954,6 +1039,7 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
         a.samples,
         a.samples / 5,
         a.seed,
+        arm::eval::default_threads(),
     )?;
     let preamble = format!(
         "Data: `{}` ({} scenes), seed {}. Training on CPU:\n\n{lines}\nTotal wall time {:.0} s.\n",

@@ -374,6 +374,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     a.claw_samples,
                     (a.claw_samples / 5).max(1),
                     a.seed,
+                    arm::eval::default_threads(),
                 )?;
                 // evaluate_all labels rows by method; name the architecture.
                 let mut k = 1; // row 0 is the ground truth
@@ -458,13 +459,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                         .iter()
                         .map(|&n| SamplerConfig::kde(n, crate::DEFAULT_KDE_BANDWIDTH)),
                 );
-                let plan = arm::eval::EvalPlan {
-                    samplers: sweep,
-                    episodes: a.arm_episodes,
-                    bridge_episodes: 0,
-                    time_scale: 1.0,
-                    progress: true,
-                };
+                let plan = arm::eval::EvalPlan::in_process(sweep, a.arm_episodes);
                 let rows = arm::cli::run_and_report(
                     &arm_task,
                     &models,
@@ -493,19 +488,16 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                 );
                 records.arm = rows;
                 if let Some((label, dir_g)) = guided {
-                    let plan = arm::eval::EvalPlan {
-                        samplers: GUIDANCE
+                    let plan = arm::eval::EvalPlan::in_process(
+                        GUIDANCE
                             .iter()
                             .map(|&w| {
                                 SamplerConfig::diffusion_x(arm::cli::ARM_EXTRA_STEPS)
                                     .with_guidance(w)
                             })
                             .collect(),
-                        episodes: a.arm_episodes,
-                        bridge_episodes: 0,
-                        time_scale: 1.0,
-                        progress: true,
-                    };
+                        a.arm_episodes,
+                    );
                     let rows = arm::cli::run_and_report(
                         &arm_task,
                         &[(label, dir_g)],

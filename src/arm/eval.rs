@@ -262,34 +262,70 @@ pub(crate) fn bar(len: usize, label: String) -> ProgressBar {
         .with_message(label)
 }
 
-/// Episodes `EVAL_SEED_BASE + i` in-process; returns the
-/// results and decisions per second.
+/// Episodes `EVAL_SEED_BASE + i` for `i` in `0..episodes`, in-process, on
+/// `threads` workers that each load the exported policy in `dir` (with
+/// `sampler`, or the manifest's when `None`) and run a contiguous share of
+/// the seeds. Every episode reseeds the policy from its own seed, so the
+/// results — returned in seed order — do not depend on `threads`. The
+/// decision rate is ticks over the workers' summed busy time: what one core
+/// sustains, not the pool's throughput.
 pub fn rollouts_in_process(
     task: &ArmTask,
-    policy: &mut Policy,
+    dir: &Path,
+    sampler: Option<SamplerConfig>,
     episodes: usize,
-    label: &str,
-    progress: bool,
+    threads: usize,
+    pb: &ProgressBar,
 ) -> Result<(Vec<EpisodeResult>, f64)> {
-    let pb = if progress {
-        bar(episodes, label.to_string())
-    } else {
-        ProgressBar::hidden()
-    };
-    let mut driver = PolicyDriver { policy };
+    let threads = threads.clamp(1, episodes.max(1));
+    let per = episodes.div_ceil(threads);
+    let parts: Vec<Result<(Vec<EpisodeResult>, usize, f64)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|w| {
+                let seeds = (w * per).min(episodes)..((w + 1) * per).min(episodes);
+                let pb = pb.clone();
+                scope.spawn(move || -> Result<(Vec<EpisodeResult>, usize, f64)> {
+                    let mut policy = Policy::load(dir, diffbc_runtime::EngineChoice::Native)
+                        .with_context(|| format!("loading {}", dir.display()))?;
+                    if let Some(cfg) = sampler {
+                        policy.set_sampler(cfg)?;
+                    }
+                    let mut driver = PolicyDriver {
+                        policy: &mut policy,
+                    };
+                    let t0 = Instant::now();
+                    let mut out = Vec::with_capacity(seeds.len());
+                    let mut ticks = 0;
+                    for e in seeds {
+                        let seed = EVAL_SEED_BASE + e as u64;
+                        let r = run_episode(task, seed, &mut driver, None)
+                            .with_context(|| format!("episode with seed {seed}"))?;
+                        ticks += r.ticks;
+                        out.push(r);
+                        pb.inc(1);
+                    }
+                    Ok((out, ticks, t0.elapsed().as_secs_f64()))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("an evaluation worker panicked")))
+            })
+            .collect()
+    });
     let mut out = Vec::with_capacity(episodes);
-    let t0 = Instant::now();
-    let mut ticks = 0;
-    for e in 0..episodes {
-        let seed = EVAL_SEED_BASE + e as u64;
-        let r = run_episode(task, seed, &mut driver, None)
-            .with_context(|| format!("episode with seed {seed}"))?;
-        ticks += r.ticks;
-        out.push(r);
-        pb.inc(1);
+    let (mut ticks, mut busy) = (0, 0.0);
+    for part in parts {
+        let (results, t, secs) = part?;
+        out.extend(results);
+        ticks += t;
+        busy += secs;
     }
     pb.finish_and_clear();
-    Ok((out, ticks as f64 / t0.elapsed().as_secs_f64().max(1e-9)))
+    Ok((out, ticks as f64 / f64::max(busy, 1e-9)))
 }
 
 /// The same episodes through the serial bridge: for each, an emulated arm
@@ -416,6 +452,28 @@ pub struct EvalPlan {
     pub time_scale: f64,
     /// Draw progress bars.
     pub progress: bool,
+    /// In-process workers (each loads its own copy of the policy); the
+    /// results do not depend on it.
+    pub threads: usize,
+}
+
+impl EvalPlan {
+    /// In-process episodes only, on every core, with progress bars.
+    pub fn in_process(samplers: Vec<SamplerConfig>, episodes: usize) -> Self {
+        Self {
+            samplers,
+            episodes,
+            bridge_episodes: 0,
+            time_scale: 1.0,
+            progress: true,
+            threads: default_threads(),
+        }
+    }
+}
+
+/// The cores this process may use (1 if unknown).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The demonstrations' reference row: their own figures, and as
@@ -481,13 +539,13 @@ pub fn evaluate(
                 policy.set_sampler(*cfg)?;
             }
             let label = policy.decision_label();
-            let (results, dps) = rollouts_in_process(
-                task,
-                &mut policy,
-                plan.episodes,
-                &format!("{method} {label}"),
-                plan.progress,
-            )?;
+            let pb = if plan.progress {
+                bar(plan.episodes, format!("{method} {label}"))
+            } else {
+                ProgressBar::hidden()
+            };
+            let (results, dps) =
+                rollouts_in_process(task, dir, *s, plan.episodes, plan.threads, &pb)?;
             let mut r = summarise(
                 task,
                 method,

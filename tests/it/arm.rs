@@ -144,6 +144,51 @@ fn pipeline_trains_exports_and_runs_closed_loop_in_process_and_over_a_pty() {
     for m in ["diffusion", "mse"] {
         assert!(out.join("models").join(m).join("manifest.json").is_file());
     }
+
+    // In-process evaluation split over workers gives the same episodes as
+    // one worker: every episode reseeds the policy from its own seed.
+    let eval_with = |threads: &str| {
+        let json = dir.path().join(format!("eval-{threads}.json"));
+        ok(&[
+            "eval",
+            "--task",
+            "arm",
+            out.join("models")
+                .join("diffusion")
+                .to_str()
+                .expect("utf-8"),
+            "--demos",
+            out.join("arm.demos").to_str().expect("utf-8"),
+            "--episodes",
+            "5",
+            "--bridge-episodes",
+            "0",
+            "--sampler",
+            "kde",
+            "--threads",
+            threads,
+            "--out",
+            dir.path()
+                .join(format!("eval-{threads}"))
+                .to_str()
+                .expect("utf-8"),
+            "--json",
+            json.to_str().expect("utf-8"),
+        ]);
+        let mut rows: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
+        for r in &mut rows {
+            let rate = r["decisions_per_second"].take();
+            assert!(
+                r["path"] != "in_process" || rate.as_f64().is_some_and(|v| v > 0.0),
+                "{r}"
+            );
+        }
+        rows
+    };
+    let (one, three) = (eval_with("1"), eval_with("3"));
+    assert_eq!(one.len(), 2, "{one:#?}");
+    assert_eq!(one, three);
 }
 
 #[test]

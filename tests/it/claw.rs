@@ -72,29 +72,54 @@ fn train_sample_eval_end_to_end_with_reproducible_samples() {
         );
     }
 
-    let json = tmp.path().join("eval.json");
+    let eval_with = |threads: &str, name: &str| {
+        let json = tmp.path().join(format!("{name}.json"));
+        ok(&[
+            "eval",
+            ck,
+            s(&checkpoints[1]),
+            "--data",
+            s(&data),
+            "--samples",
+            "40",
+            "--kde-samples",
+            "10",
+            "--threads",
+            threads,
+            "--out",
+            s(&tmp.path().join(name)),
+            "--json",
+            s(&json),
+        ]);
+        let records: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+        records.as_array().expect("a list of records").clone()
+    };
+    let records = eval_with("3", "report");
     let report = tmp.path().join("report");
-    ok(&[
-        "eval",
-        ck,
-        s(&checkpoints[1]),
-        "--data",
-        s(&data),
-        "--samples",
-        "40",
-        "--kde-samples",
-        "10",
-        "--out",
-        s(&report),
-        "--json",
-        s(&json),
-    ]);
-    let records: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
-    let records = records.as_array().expect("a list of records");
-    // ground truth + 3 diffusion samplers + MSE.
-    assert_eq!(records.len(), 5);
-    for r in records {
+    // ground truth + 3 diffusion samplers + MSE, in table order.
+    let order: Vec<String> = records
+        .iter()
+        .map(|r| format!("{} {}", r["method"], r["sampler"]))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            r#""ground_truth" "true-distribution""#,
+            r#""diffusion" "ddpm""#,
+            r#""diffusion" "diffusion-x(M=8)""#,
+            r#""diffusion" "kde(N=50)""#,
+            r#""mse" "regression""#,
+        ]
+    );
+    // Jobs spread over workers give the rows one worker gives.
+    let mut one = eval_with("1", "one-worker");
+    let mut three = records.clone();
+    for r in one.iter_mut().chain(three.iter_mut()) {
+        r["actions_per_second"].take();
+    }
+    assert_eq!(one, three);
+    for r in &records {
         for key in [
             "method",
             "sampler",
