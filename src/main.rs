@@ -4,6 +4,7 @@ mod alloc_count;
 mod arm;
 mod bench;
 mod exported;
+mod pool;
 mod pusht;
 mod report;
 
@@ -859,64 +860,23 @@ fn evaluate_all(
             jobs.push((i, cfg, cost));
         }
     }
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by(|&a, &b| jobs[b].2.total_cmp(&jobs[a].2));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    type Done = Result<(ClawRecord, ScenePoints)>;
-    let mut done: Vec<Option<Done>> = (0..jobs.len()).map(|_| None).collect();
-    let finished: Vec<(usize, Done)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.clamp(1, jobs.len().max(1)))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&j) = order.get(k) else { break };
-                        let (i, cfg, _) = jobs[j];
-                        let run = || -> Done {
-                            let n = count(cfg);
-                            let (r, p) = match &mut LoadedPolicy::load(&checkpoints[i])? {
-                                LoadedPolicy::Burn(pol) => {
-                                    eval::evaluate(pol.as_mut(), cfg, scenes, n, seed)?
-                                }
-                                LoadedPolicy::Onnx(pol) => {
-                                    eval::evaluate(pol.as_mut(), cfg, scenes, n, seed)?
-                                }
-                            };
-                            tracing::info!(method = %r.method, sampler = %r.sampler, precision = r.on_object_precision, "evaluated");
-                            Ok((r, p))
-                        };
-                        let result = run().with_context(|| format!("evaluating {}", checkpoints[i].display()));
-                        mine.push((j, result));
-                    }
-                    mine
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    vec![(
-                        usize::MAX,
-                        Err(anyhow::anyhow!("an evaluation worker panicked")),
-                    )]
-                })
-            })
-            .collect()
-    });
-    for (j, result) in finished {
-        let Some(slot) = done.get_mut(j) else {
-            return Err(result
-                .err()
-                .unwrap_or_else(|| anyhow::anyhow!("an evaluation worker panicked")));
+    let costs: Vec<f64> = jobs.iter().map(|j| j.2).collect();
+    let rows = pool::longest_first(&costs, threads, |j| {
+        let (i, cfg, _) = jobs[j];
+        let run = || -> Result<(ClawRecord, ScenePoints)> {
+            let n = count(cfg);
+            let (r, p) = match &mut LoadedPolicy::load(&checkpoints[i])? {
+                LoadedPolicy::Burn(pol) => eval::evaluate(pol.as_mut(), cfg, scenes, n, seed)?,
+                LoadedPolicy::Onnx(pol) => eval::evaluate(pol.as_mut(), cfg, scenes, n, seed)?,
+            };
+            tracing::info!(method = %r.method, sampler = %r.sampler, precision = r.on_object_precision, "evaluated");
+            Ok((r, p))
         };
-        *slot = Some(result);
-    }
+        run().with_context(|| format!("evaluating {}", checkpoints[i].display()))
+    })?;
     let mut records = vec![truth];
     let mut points = vec![truth_points];
-    for slot in done {
-        let (r, p) = slot.context("an evaluation job did not run")??;
+    for (r, p) in rows {
         records.push(r);
         points.push(p);
     }
@@ -982,7 +942,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         a.samples,
         a.kde_samples,
         a.seed,
-        a.threads.unwrap_or_else(arm::eval::default_threads),
+        a.threads.unwrap_or_else(crate::pool::default_threads),
     )?;
     write_report(&a.out, &records, &points, &scenes, a.json.as_deref(), "")?;
     if let Some(j) = &a.json {
@@ -1039,7 +999,7 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
         a.samples,
         a.samples / 5,
         a.seed,
-        arm::eval::default_threads(),
+        crate::pool::default_threads(),
     )?;
     let preamble = format!(
         "Data: `{}` ({} scenes), seed {}. Training on CPU:\n\n{lines}\nTotal wall time {:.0} s.\n",

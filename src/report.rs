@@ -263,48 +263,24 @@ fn train_all(
     dir: &Path,
     training: &mut String,
 ) -> Result<Vec<PathBuf>> {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 2);
-    // Longest first (the Transformer trains ~4× slower per step), so the two
-    // workers finish together.
-    let cost = |c: &Cell| {
-        let per_step = match &c.denoiser {
-            Some(DenoiserConfig::Transformer(_)) if c.method == Method::Diffusion => 4,
-            _ => 1,
-        };
-        c.steps * per_step
-    };
-    let mut order: Vec<usize> = (0..cells.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(cost(cells[i])));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<String>>>> =
-        cells.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(&i) = order.get(k) else { break };
-                    let c = cells[i];
-                    let r = train_cell(c, a, data_dir, demos, &dir.join(c.label()));
-                    let failed = r.is_err();
-                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-                    if failed {
-                        // Stop handing out work; the first error is reported.
-                        next.store(cells.len(), std::sync::atomic::Ordering::SeqCst);
-                    }
-                }
-            });
-        }
-    });
+    let workers = crate::pool::default_threads().min(2);
+    // The Transformer trains ~4× slower per step.
+    let costs: Vec<f64> = cells
+        .iter()
+        .map(|c| {
+            let per_step = match &c.denoiser {
+                Some(DenoiserConfig::Transformer(_)) if c.method == Method::Diffusion => 4,
+                _ => 1,
+            };
+            (c.steps * per_step) as f64
+        })
+        .collect();
+    let lines = crate::pool::longest_first(&costs, workers, |i| {
+        let c = cells[i];
+        train_cell(c, a, data_dir, demos, &dir.join(c.label()))
+    })?;
     let mut out = Vec::new();
-    for (c, r) in cells.iter().zip(results) {
-        let line = r
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .with_context(|| format!("{} was not trained", c.label()))??;
+    for (c, line) in cells.iter().zip(lines) {
         training.push_str(&line);
         training.push('\n');
         out.push(dir.join(c.label()));
@@ -374,7 +350,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     a.claw_samples,
                     (a.claw_samples / 5).max(1),
                     a.seed,
-                    arm::eval::default_threads(),
+                    crate::pool::default_threads(),
                 )?;
                 // evaluate_all labels rows by method; name the architecture.
                 let mut k = 1; // row 0 is the ground truth

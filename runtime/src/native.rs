@@ -885,9 +885,9 @@ fn unary(op: Unary, x: &[f32], y: &mut [f32]) {
 }
 
 /// erf by Abramowitz & Stegun 7.1.28: `1 − (1 + a₁|x| + … + a₆|x|⁶)⁻¹⁶`,
-/// odd in x; absolute error below 2e-6 in f32 (3e-7 in exact arithmetic). No branch and no libm call,
-/// so the loop over a buffer vectorises (libm's `erff` was a sixth of a KDE
-/// decision on the arm policy).
+/// odd in x; absolute error below 2e-6 in f32 (3e-7 in exact arithmetic).
+/// No branch and no libm call, so the loop over a buffer vectorises (libm's
+/// `erff` was a sixth of a KDE decision on the arm policy).
 #[inline(always)]
 fn erf(x: f32) -> f32 {
     const A: [f32; 6] = [
@@ -981,9 +981,6 @@ fn fma_available() -> bool {
 mod simd {
     use std::arch::x86_64::*;
 
-    /// Rows whose inputs stay in L1 while a block of weight rows passes.
-    const ROW_BLOCK: usize = 8;
-
     /// Sum of the 8 lanes.
     #[target_feature(enable = "avx2,fma")]
     fn hsum(v: __m256) -> f32 {
@@ -1061,22 +1058,19 @@ mod simd {
         let rows = x.len() / k;
         let row = |r: usize| &x[r * k..(r + 1) * k];
         let wrow = |j: usize| &w_t[j * k..(j + 1) * k];
-        // Pairs of rows share each weight load. The weight-row block is the
-        // outer loop so that, with many rows (KDE), a block of 4 weight rows
-        // stays in L1 while every row pair passes over it; every output is
-        // still one `tile` dot product in the same order, so results do not
-        // depend on the batch size.
+        // Pairs of rows share each weight load. The block of 4 weight rows
+        // is the outer loop, so with many rows (KDE) it stays in L1 while
+        // every row pair passes over it. Each output is the same sequence of
+        // operations whichever tile computes it, so results do not depend on
+        // the batch size.
         let pairs = rows / 2 * 2;
         let full4 = n / 4 * 4;
-        for block in (0..pairs).step_by(ROW_BLOCK) {
-            let end = (block + ROW_BLOCK).min(pairs);
-            for j in (0..full4).step_by(4) {
-                let ws = [wrow(j), wrow(j + 1), wrow(j + 2), wrow(j + 3)];
-                for r in (block..end).step_by(2) {
-                    let o = tile::<2, 4>([row(r), row(r + 1)], ws);
-                    y[r * n + j..r * n + j + 4].copy_from_slice(&o[0]);
-                    y[(r + 1) * n + j..(r + 1) * n + j + 4].copy_from_slice(&o[1]);
-                }
+        for j in (0..full4).step_by(4) {
+            let ws = [wrow(j), wrow(j + 1), wrow(j + 2), wrow(j + 3)];
+            for r in (0..pairs).step_by(2) {
+                let o = tile::<2, 4>([row(r), row(r + 1)], ws);
+                y[r * n + j..r * n + j + 4].copy_from_slice(&o[0]);
+                y[(r + 1) * n + j..(r + 1) * n + j + 4].copy_from_slice(&o[1]);
             }
         }
         for r in 0..pairs {

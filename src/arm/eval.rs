@@ -466,14 +466,9 @@ impl EvalPlan {
             bridge_episodes: 0,
             time_scale: 1.0,
             progress: true,
-            threads: default_threads(),
+            threads: crate::pool::default_threads(),
         }
     }
-}
-
-/// The cores this process may use (1 if unknown).
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The demonstrations' reference row: their own figures, and as

@@ -1,0 +1,95 @@
+//! The one work queue the binary's long jobs share (the report's trainings,
+//! the claw evaluation's rows): a few threads take jobs most costly first,
+//! and the results come back in job order.
+
+use anyhow::{Result, anyhow};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The cores this process may use (1 if unknown).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Run jobs `0..costs.len()` on `workers` threads, the highest `costs`
+/// first, so that the workers finish together; returns the results in job
+/// order. After a job fails no further job starts, and the first failure
+/// (in job order) is returned.
+pub fn longest_first<T: Send>(
+    costs: &[f64],
+    workers: usize,
+    run: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let mut order: Vec<usize> = (0..costs.len()).collect();
+    order.sort_by(|&a, &b| costs[b].total_cmp(&costs[a]));
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<Result<T>>>> = costs.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, costs.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&j) = order.get(k) else { break };
+                    let r = run(j);
+                    let failed = r.is_err();
+                    *slots[j].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                    if failed {
+                        next.store(order.len(), Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let done: Vec<Option<Result<T>>> = slots
+        .into_iter()
+        .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    if done.iter().any(|d| matches!(d, Some(Err(_)))) {
+        let first = done.into_iter().find_map(|d| d.and_then(Result::err));
+        return Err(first.unwrap_or_else(|| anyhow!("a job failed")));
+    }
+    done.into_iter()
+        .enumerate()
+        .map(|(j, d)| d.ok_or_else(|| anyhow!("job {j} did not run"))?)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_come_back_in_job_order_and_the_costliest_start_first() {
+        let started = Mutex::new(Vec::new());
+        let costs = [1.0, 5.0, 3.0, 0.5];
+        let out = longest_first(&costs, 1, |j| {
+            started.lock().expect("lock").push(j);
+            Ok(j * 10)
+        })
+        .expect("all run");
+        assert_eq!(out, [0, 10, 20, 30]);
+        assert_eq!(*started.lock().expect("lock"), [1, 2, 0, 3]);
+        let two = longest_first(&costs, 2, |j| Ok(j * 10)).expect("all run");
+        assert_eq!(two, out);
+    }
+
+    #[test]
+    fn the_first_failure_is_returned_and_stops_new_jobs() {
+        let ran = AtomicUsize::new(0);
+        let e = longest_first(&[4.0, 3.0, 2.0, 1.0], 1, |j| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            if j == 1 {
+                Err(anyhow!("job 1 broke"))
+            } else {
+                Ok(())
+            }
+        })
+        .expect_err("a job failed");
+        assert_eq!(e.to_string(), "job 1 broke");
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            2,
+            "no job starts after the failure"
+        );
+    }
+}
