@@ -3,6 +3,7 @@
 mod alloc_count;
 mod arm;
 mod bench;
+mod bridge_bench;
 mod exported;
 mod pool;
 mod pusht;
@@ -58,6 +59,8 @@ enum Command {
     Export(ExportArgs),
     /// Latency and throughput of an exported policy per engine × sampler × threads.
     Bench(BenchArgs),
+    /// The serial control loop's timing (jitter, missed deadlines, delivery) against its targets.
+    BenchBridge(bridge_bench::BenchBridgeArgs),
     /// Export a reference policy with seeded weights (e.g. models/bench-sieve).
     Reference(ReferenceArgs),
     /// The emulated arm firmware on a pseudo-terminal (prints the path to open).
@@ -537,6 +540,7 @@ fn main() -> Result<()> {
         Command::Demos(a) => cmd_demos(a),
         Command::Export(a) => cmd_export(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::BenchBridge(a) => bridge_bench::run(&a),
         Command::Reference(a) => cmd_reference(a),
         Command::SimArm(a) => cmd_sim_arm(a),
         Command::Run(a) => cmd_run(a),

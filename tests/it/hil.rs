@@ -7,7 +7,7 @@
 
 use diffbc_bridge::bridge::Controller;
 use diffbc_bridge::sim::SimHandle;
-use diffbc_bridge::{Bridge, LoopConfig, RunReport, SimConfig};
+use diffbc_bridge::{Bridge, LoopConfig, RunReport, SimConfig, Sweep};
 use diffbc_protocol::{Frame, Handshake, Telemetry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -57,37 +57,39 @@ thread_local! {
     static WATCHDOG_TEST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Moves smoothly between the emulated arm's targets; optionally emits NaN.
-struct Sweep {
+/// The bridge's reference sweep, with faults a policy could have: every
+/// `nan_every`-th action carries a NaN; every `slow_every`-th call takes
+/// `slow` (longer than the tick's deadline).
+#[derive(Default)]
+struct Faulty {
+    sweep: Sweep,
     calls: u64,
-    nan_every: u64,
     joints: usize,
+    nan_every: u64,
+    slow_every: u64,
+    slow: Duration,
 }
 
-impl Sweep {
+impl Faulty {
     fn new() -> Self {
-        Self {
-            calls: 0,
-            nan_every: 0,
-            joints: 0,
-        }
+        Self::default()
     }
 }
 
-impl Controller for Sweep {
+impl Controller for Faulty {
     fn start(&mut self, h: &Handshake) -> Result<(), String> {
         self.joints = h.joints.len();
-        Ok(())
+        self.sweep.start(h)
     }
 
     fn act(&mut self, t: &Telemetry, action: &mut [f32]) -> Result<(), String> {
         self.calls += 1;
-        let phase = t.device_time_us as f32 * 1e-6;
-        for (j, a) in action.iter_mut().enumerate() {
-            *a = 0.6 * (phase * 1.3 + j as f32).sin();
-        }
+        self.sweep.act(t, action)?;
         if self.nan_every > 0 && self.calls.is_multiple_of(self.nan_every) {
             action[self.calls as usize % self.joints] = f32::NAN;
+        }
+        if self.slow_every > 0 && self.calls.is_multiple_of(self.slow_every) {
+            std::thread::sleep(self.slow);
         }
         Ok(())
     }
@@ -141,10 +143,16 @@ fn received(sim: &SimHandle, n: usize) -> Vec<diffbc_protocol::Command> {
     }
 }
 
+/// The closed-loop bar. What the wall clock allows on a shared
+/// machine is printed, not asserted (tick jitter and misses measure the host:
+/// `diffbc bench-bridge` reports them against the targets p99 ≤ 1 ms and zero
+/// misses); what is asserted holds however loaded the host is: the loop keeps
+/// its schedule (late ticks run at once), and the arm receives exactly the
+/// logged commands, in order.
 #[test]
 fn closed_loop_at_100_hz_for_10_s_delivers_every_command_in_order() {
     let dev = device();
-    let report = run(&dev, &mut Sweep::new(), &config(100.0, 10.0));
+    let report = run(&dev, &mut Faulty::new(), &config(100.0, 10.0));
     assert_eq!(report.outcome, Ok(()));
     let s = &report.stats;
     println!(
@@ -159,18 +167,18 @@ fn closed_loop_at_100_hz_for_10_s_delivers_every_command_in_order() {
         "{} commands in 10 s at 100 Hz",
         report.log.len()
     );
-    assert!(
-        s.jitter.quantile_us(0.99) < 10_000,
-        "jitter p99 {} µs",
-        s.jitter.quantile_us(0.99)
-    );
-    assert!(
-        s.missed_deadlines * 100 <= s.ticks,
-        "{} misses in {} ticks",
+    assert_eq!(s.jitter.count(), s.ticks, "every tick's lateness recorded");
+    assert_eq!(
+        report.log.iter().filter(|l| l.late).count() as u64,
         s.missed_deadlines,
-        s.ticks
+        "each miss is one logged tick"
     );
     assert!(s.rtt.count() > 100, "round trips measured");
+    let seqs: Vec<u32> = report.log.iter().map(|l| l.command.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "sequence numbers"
+    );
     let Some(sim) = &dev.sim else { return };
     let got = received(sim, report.log.len());
     let sent: Vec<_> = report.log.iter().map(|l| l.command.clone()).collect();
@@ -180,6 +188,55 @@ fn closed_loop_at_100_hz_for_10_s_delivers_every_command_in_order() {
         "the arm received exactly the logged commands, in order"
     );
     assert_eq!(sim.shared.bad_frames.load(Ordering::Relaxed), 0);
+}
+
+/// A controller slower than the deadline never stalls the loop: each late
+/// tick is counted, sends the last safe command again, and the rate holds.
+#[test]
+fn a_late_action_is_a_counted_miss_and_the_last_command_is_held() {
+    let dev = device();
+    // Every 10th call takes 3.5 periods (the deadline is 0.6 of one).
+    let mut c = Faulty {
+        slow_every: 10,
+        slow: Duration::from_millis(35),
+        ..Faulty::new()
+    };
+    let report = run(&dev, &mut c, &config(100.0, 2.0));
+    assert_eq!(report.outcome, Ok(()));
+    let s = &report.stats;
+    let slow_calls = c.calls / 10;
+    assert!(slow_calls >= 3, "{} controller calls", c.calls);
+    assert!(
+        s.missed_deadlines >= slow_calls,
+        "{} misses for {slow_calls} slow calls",
+        s.missed_deadlines
+    );
+    assert!(
+        report.log.len() >= 195,
+        "the loop kept its rate: {} commands in 2 s at 100 Hz",
+        report.log.len()
+    );
+    let late: Vec<usize> = (0..report.log.len())
+        .filter(|&i| report.log[i].late)
+        .collect();
+    assert_eq!(late.len() as u64, s.missed_deadlines);
+    // (A first tick that is late holds the measured start pose.)
+    for &i in late.iter().filter(|&&i| i > 0) {
+        assert_eq!(
+            report.log[i].command.targets,
+            report.log[i - 1].command.targets,
+            "late tick {i} holds the last safe command"
+        );
+    }
+    let fresh_moves = report
+        .log
+        .windows(2)
+        .filter(|w| w[1].command.targets != w[0].command.targets)
+        .count();
+    assert!(
+        fresh_moves > 20,
+        "the sweep still moves the arm: {fresh_moves}"
+    );
 }
 
 /// Run 2 s at 100 Hz while the emulated arm corrupts every `every`-th
@@ -192,7 +249,7 @@ fn corrupted_telemetry(switch: fn(&diffbc_bridge::sim::Faults) -> &std::sync::at
         return;
     };
     switch(&sim.faults).store(5, Ordering::Relaxed);
-    let report = run(&dev, &mut Sweep::new(), &config(100.0, 2.0));
+    let report = run(&dev, &mut Faulty::new(), &config(100.0, 2.0));
     assert_eq!(report.outcome, Ok(()));
     let corrupted = sim.shared.corrupted.load(Ordering::Relaxed);
     assert!(corrupted > 20, "{corrupted} corrupted frames");
@@ -227,8 +284,10 @@ fn truncated_frames_are_counted_and_the_decoder_resynchronises() {
 #[test]
 fn a_nan_action_is_never_sent() {
     let dev = device();
-    let mut c = Sweep::new();
-    c.nan_every = 5;
+    let mut c = Faulty {
+        nan_every: 5,
+        ..Faulty::new()
+    };
     let report = run(&dev, &mut c, &config(100.0, 1.0));
     assert_eq!(report.outcome, Ok(()));
     assert!(
@@ -259,7 +318,7 @@ fn a_silent_device_stops_the_bridge_safely() {
         return;
     };
     let t = flip_after(500, sim.faults.clone(), |f| &f.silent);
-    let report = run(&dev, &mut Sweep::new(), &config(100.0, 5.0));
+    let report = run(&dev, &mut Faulty::new(), &config(100.0, 5.0));
     t.join().expect("thread");
     let e = report.outcome.expect_err("must stop");
     assert!(e.contains("went silent"), "{e}");
@@ -330,7 +389,7 @@ fn a_device_fault_stops_the_bridge_and_is_reported() {
         return;
     };
     let t = flip_after(300, sim.faults.clone(), |f| &f.overload);
-    let report = run(&dev, &mut Sweep::new(), &config(100.0, 5.0));
+    let report = run(&dev, &mut Faulty::new(), &config(100.0, 5.0));
     t.join().expect("thread");
     let e = report.outcome.expect_err("fault stops the run");
     assert!(e.contains("Overload"), "{e}");
@@ -350,7 +409,7 @@ fn the_bridge_reconnects_when_the_port_vanishes_and_keeps_its_log() {
     };
     sim.faults.replug_ms.store(150, Ordering::Relaxed);
     let t = flip_after(600, sim.faults.clone(), |f| &f.unplug);
-    let report = run(&dev, &mut Sweep::new(), &config(100.0, 2.0));
+    let report = run(&dev, &mut Faulty::new(), &config(100.0, 2.0));
     t.join().expect("thread");
     assert_eq!(report.outcome, Ok(()));
     assert_eq!(report.stats.reconnects, 1);
@@ -535,4 +594,56 @@ fn ctrl_c_sends_a_stop_frame_before_exiting() {
         1,
         "one stop frame after Ctrl-C"
     );
+}
+
+/// `diffbc bench-bridge` runs the loop against a fresh emulated arm and
+/// reports its timing against the targets; the figures are the host's, so
+/// only their presence and the delivery check are asserted.
+#[test]
+fn bench_bridge_reports_the_loop_against_its_targets() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let json = tmp.path().join("bridge.json");
+    let out = crate::support::ok(&[
+        "bench-bridge",
+        // The suite shares two cores: a 1 s watchdog, as for `device()`.
+        "--watchdog-ms",
+        "1000",
+        "--rate",
+        "100",
+        "--seconds",
+        "1",
+        "--json",
+        json.to_str().expect("utf-8"),
+    ]);
+    for row in [
+        "| tick jitter p50 / p99 / max |",
+        "| p99 ≤ 1000 µs |",
+        "| missed deadlines |",
+        "| the host's timer alone (same schedule, no I/O) p99 / max |",
+        "| commands received, in order |",
+    ] {
+        assert!(out.contains(row), "{row} missing from\n{out}");
+    }
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let ticks = r["ticks"].as_u64().expect("ticks");
+    assert!(
+        (95..=110).contains(&ticks),
+        "{ticks} ticks in 1 s at 100 Hz"
+    );
+    assert_eq!(r["received_in_order"], r["sent"], "{r}");
+    assert!(r["sent"].as_u64().expect("sent") + 2 >= ticks, "{r}");
+    assert!(r["jitter_p99_us"].as_u64().expect("p99") <= r["jitter_max_us"].as_u64().expect("max"));
+    assert!(
+        r["timer_p99_us"].as_u64().expect("timer p99")
+            <= r["timer_max_us"].as_u64().expect("timer max")
+    );
+    assert_eq!(r["controller"], "sweep");
+    assert_eq!(r["emulated"], true);
+
+    let e = crate::support::error_line(&["bench-bridge", "--seconds", "0"]);
+    assert!(e.contains("--seconds must be positive"), "{e}");
 }

@@ -94,6 +94,44 @@ pub trait Controller: Send {
     fn act(&mut self, telemetry: &Telemetry, action: &mut [f32]) -> Result<(), String>;
 }
 
+impl<C: Controller + ?Sized> Controller for Box<C> {
+    fn start(&mut self, handshake: &Handshake) -> Result<(), String> {
+        (**self).start(handshake)
+    }
+
+    fn act(&mut self, telemetry: &Telemetry, action: &mut [f32]) -> Result<(), String> {
+        (**self).act(telemetry, action)
+    }
+}
+
+/// A reference controller that sweeps every joint smoothly over the middle
+/// quarter of its range (one joint a phase apart from the next), timed by
+/// the device clock. It costs microseconds, so a run with it measures the
+/// loop and the link rather than a policy (`diffbc bench-bridge`, HIL tests).
+#[derive(Debug, Clone, Default)]
+pub struct Sweep {
+    centre: [f32; MAX_JOINTS],
+    half: [f32; MAX_JOINTS],
+}
+
+impl Controller for Sweep {
+    fn start(&mut self, handshake: &Handshake) -> Result<(), String> {
+        for (j, l) in handshake.joints.iter().enumerate() {
+            self.centre[j] = 0.5 * (l.min + l.max);
+            self.half[j] = 0.125 * (l.max - l.min);
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, telemetry: &Telemetry, action: &mut [f32]) -> Result<(), String> {
+        let phase = telemetry.device_time_us as f32 * 1e-6;
+        for (j, a) in action.iter_mut().enumerate() {
+            *a = self.centre[j] + self.half[j] * (phase * 1.3 + j as f32).sin();
+        }
+        Ok(())
+    }
+}
+
 /// Reconnection after the port vanishes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reconnect {
@@ -159,6 +197,9 @@ pub struct LoggedCommand {
     pub command: Command,
     /// When it was written (since the loop started).
     pub at: Duration,
+    /// The controller missed this tick's deadline, so the last safe command
+    /// was sent again (counted in [`RunStats::missed_deadlines`]).
+    pub late: bool,
 }
 
 /// The result of a run.
@@ -290,6 +331,26 @@ fn sleep_until(start: Instant, deadline: Duration) {
         } else {
             std::hint::spin_loop();
         }
+    }
+}
+
+/// The host's timer alone: run the loop's schedule (the same sleep, then
+/// spin) at `rate_hz` for `duration` with no I/O and no controller, and
+/// record each tick's lateness. What the loop's jitter cannot beat on this
+/// host; `diffbc bench-bridge` prints it beside the loop's.
+pub fn timer_jitter(rate_hz: f64, duration: Duration) -> crate::Histogram {
+    let mut h = crate::Histogram::new();
+    let period = Duration::from_secs_f64(1.0 / rate_hz.clamp(1.0, 10_000.0));
+    let start = Instant::now();
+    let mut tick: u32 = 0;
+    loop {
+        tick += 1;
+        let scheduled = period * tick;
+        if scheduled > duration {
+            return h;
+        }
+        sleep_until(start, scheduled);
+        h.record(start.elapsed().saturating_sub(scheduled));
     }
 }
 
@@ -518,6 +579,7 @@ impl Bridge {
                     fresh = false;
                 }
                 let mut action = None;
+                let mut late = false;
                 if busy {
                     let wait = (scheduled + deadline).saturating_sub(start.elapsed());
                     match from_worker.recv_timeout(wait) {
@@ -525,7 +587,10 @@ impl Bridge {
                             busy = false;
                             action = Some(a);
                         }
-                        Err(mpsc::RecvTimeoutError::Timeout) => stats.missed_deadlines += 1,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            stats.missed_deadlines += 1;
+                            late = true;
+                        }
                         Err(mpsc::RecvTimeoutError::Disconnected) => {
                             return Err(BridgeError::Controller(
                                 "the controller thread ended".into(),
@@ -565,6 +630,7 @@ impl Bridge {
                         log.push(LoggedCommand {
                             command,
                             at: start.elapsed(),
+                            late,
                         });
                     }
                     Err(e) => {

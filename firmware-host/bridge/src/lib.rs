@@ -14,7 +14,7 @@ pub mod safety;
 pub mod sim;
 pub mod stats;
 
-pub use bridge::{Bridge, BridgeError, Controller, LoopConfig, Reconnect, RunReport};
+pub use bridge::{Bridge, BridgeError, Controller, LoopConfig, Reconnect, RunReport, Sweep};
 pub use safety::SafetyLayer;
 pub use sim::{Obstacle, SimConfig, SimHandle, spawn_pty};
 pub use stats::{Histogram, RunStats};

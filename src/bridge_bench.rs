@@ -1,0 +1,273 @@
+//! `diffbc bench-bridge`: the fixed-rate loop's timing over a serial link,
+//! measured against its targets (tick jitter p99 ≤ 1 ms, no missed
+//! deadline). Timing is a property of the host, so it is measured here and
+//! printed as a table, never asserted by a test (`tests/it/hil.rs` asserts
+//! what holds on any host: every command arrives, in order).
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use diffbc_bridge::{Bridge, Controller, LoopConfig, RunReport, Sweep};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Tick jitter p99 target (µs).
+pub const JITTER_P99_TARGET_US: u64 = 1_000;
+
+/// `diffbc bench-bridge` arguments.
+#[derive(Args, Debug)]
+pub struct BenchBridgeArgs {
+    /// Exported policy to run in the loop (default: the bridge's reference
+    /// sweep, which costs microseconds, so the figures are the loop's own).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Engine for `--model`.
+    #[arg(long, default_value = "native")]
+    engine: diffbc_runtime::EngineChoice,
+    /// Serial port of a real arm (default: the emulated arm on a pseudo-terminal).
+    #[arg(long)]
+    port: Option<String>,
+    /// Baud rate (ignored by pseudo-terminals).
+    #[arg(long, default_value_t = 1_000_000)]
+    baud: u32,
+    /// The emulated arm's world: `arm` (the arm task, for policies trained on it) or `none`.
+    #[arg(long, value_enum, default_value = "none")]
+    task: crate::SimTaskArg,
+    /// The emulated arm's command watchdog (ms; default: the arm's own, 250).
+    #[arg(long)]
+    watchdog_ms: Option<u64>,
+    /// Control rate (Hz).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Noise seed for `--model`.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the figures as one JSON record here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BridgeBenchRecord {
+    /// `sweep`, or the policy folder.
+    pub controller: String,
+    /// The port (the pty's stable link for the emulated arm).
+    pub port: String,
+    /// Whether the device was the emulated arm.
+    pub emulated: bool,
+    /// Control rate (Hz).
+    pub rate_hz: f64,
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Ticks run.
+    pub ticks: u64,
+    /// Ticks whose action missed its deadline.
+    pub missed_deadlines: u64,
+    /// Tick lateness p50 (µs).
+    pub jitter_p50_us: u64,
+    /// Tick lateness p99 (µs).
+    pub jitter_p99_us: u64,
+    /// Largest tick lateness (µs).
+    pub jitter_max_us: u64,
+    /// Command → acknowledging telemetry p50 (µs; telemetry read once per tick).
+    pub ack_p50_us: u64,
+    /// Same, p99.
+    pub ack_p99_us: u64,
+    /// Commands sent.
+    pub sent: u64,
+    /// Logged commands the emulated arm received, equal and in order, from
+    /// the first (None on a real port).
+    pub received_in_order: Option<u64>,
+    /// Telemetry frames that failed to decode.
+    pub frames_bad: u64,
+    /// The host's timer alone (the loop's sleep + spin, no I/O), same rate
+    /// and length, measured just before: lateness p99 (µs).
+    pub timer_p99_us: u64,
+    /// Same, largest (µs).
+    pub timer_max_us: u64,
+}
+
+impl BridgeBenchRecord {
+    fn new(
+        a: &BenchBridgeArgs,
+        port: &str,
+        report: &RunReport,
+        received: Option<u64>,
+        timer: &diffbc_bridge::Histogram,
+    ) -> Self {
+        let s = &report.stats;
+        Self {
+            controller: a
+                .model
+                .as_ref()
+                .map_or_else(|| "sweep".into(), |m| m.display().to_string()),
+            port: port.into(),
+            emulated: a.port.is_none(),
+            rate_hz: a.rate,
+            seconds: a.seconds,
+            ticks: s.ticks,
+            missed_deadlines: s.missed_deadlines,
+            jitter_p50_us: s.jitter.quantile_us(0.5),
+            jitter_p99_us: s.jitter.quantile_us(0.99),
+            jitter_max_us: s.jitter.max_us(),
+            ack_p50_us: s.rtt.quantile_us(0.5),
+            ack_p99_us: s.rtt.quantile_us(0.99),
+            sent: s.frames_sent,
+            received_in_order: received,
+            frames_bad: s.frames_bad,
+            timer_p99_us: timer.quantile_us(0.99),
+            timer_max_us: timer.max_us(),
+        }
+    }
+
+    /// The figures against their targets, as Markdown.
+    pub fn markdown(&self) -> String {
+        let met = |ok: bool| if ok { "met" } else { "not met" };
+        let mut out = format!(
+            "{} at {} Hz for {} s on {} ({}):\n\n| figure | measured | target | |\n|---|---|---|---|\n",
+            self.controller,
+            self.rate_hz,
+            self.seconds,
+            self.port,
+            if self.emulated {
+                "emulated arm"
+            } else {
+                "real port"
+            }
+        );
+        out += &format!(
+            "| tick jitter p50 / p99 / max | {} / {} / {} µs | p99 ≤ {JITTER_P99_TARGET_US} µs | {} |\n",
+            self.jitter_p50_us,
+            self.jitter_p99_us,
+            self.jitter_max_us,
+            met(self.jitter_p99_us <= JITTER_P99_TARGET_US)
+        );
+        out += &format!(
+            "| the host's timer alone (same schedule, no I/O) p99 / max | {} / {} µs | — | |\n",
+            self.timer_p99_us, self.timer_max_us
+        );
+        out += &format!(
+            "| missed deadlines | {} of {} ticks | 0 | {} |\n",
+            self.missed_deadlines,
+            self.ticks,
+            met(self.missed_deadlines == 0)
+        );
+        if let Some(r) = self.received_in_order {
+            out += &format!(
+                "| commands received, in order | {r} of {} | all | {} |\n",
+                self.sent,
+                met(r == self.sent)
+            );
+        }
+        out += &format!(
+            "| ack latency p50 / p99 (read once per tick) | {} / {} µs | — | |\n| bad telemetry frames | {} | 0 | {} |\n",
+            self.ack_p50_us,
+            self.ack_p99_us,
+            self.frames_bad,
+            met(self.frames_bad == 0)
+        );
+        out
+    }
+}
+
+/// Run the benchmark and print its table.
+pub fn run(a: &BenchBridgeArgs) -> Result<()> {
+    if !(a.seconds.is_finite() && a.seconds > 0.0) {
+        bail!("--seconds must be positive, got {}", a.seconds);
+    }
+    let stop = crate::interrupt_flag()?;
+    let dir = tempfile::tempdir().context("temporary folder for the pty link")?;
+    let sim = match &a.port {
+        Some(_) => None,
+        None => {
+            let mut config = match a.task {
+                crate::SimTaskArg::Arm => {
+                    crate::arm::ArmTask::default().sim_config(crate::arm::eval::EVAL_SEED_BASE)
+                }
+                crate::SimTaskArg::None => diffbc_bridge::SimConfig::default_arm(),
+            };
+            if let Some(ms) = a.watchdog_ms {
+                config.watchdog = Duration::from_millis(ms);
+            }
+            let link = dir.path().join("arm");
+            Some(
+                diffbc_bridge::spawn_pty(config, &link)
+                    .context("opening a pseudo-terminal for the emulated arm")?,
+            )
+        }
+    };
+    let port = match (&a.port, &sim) {
+        (Some(p), _) => p.clone(),
+        (None, Some(s)) => s.path.display().to_string(),
+        (None, None) => unreachable!("a port or the emulated arm"),
+    };
+    let mut controller: Box<dyn Controller> = match &a.model {
+        None => Box::new(Sweep::default()),
+        Some(model) => {
+            let policy = diffbc_runtime::Policy::load_with(
+                model,
+                &diffbc_runtime::PolicyOptions {
+                    engine: a.engine,
+                    seed: a.seed,
+                    ..Default::default()
+                },
+            )?;
+            Box::new(diffbc_bridge::policy::PolicyController::new(policy))
+        }
+    };
+    let config = LoopConfig {
+        rate_hz: a.rate,
+        duration: Some(Duration::from_secs_f64(a.seconds)),
+        ..LoopConfig::default()
+    };
+    tracing::info!("timing the host's timer alone for {} s", a.seconds);
+    let timer = diffbc_bridge::bridge::timer_jitter(a.rate, Duration::from_secs_f64(a.seconds));
+    let mut bridge = Bridge::connect(&port, a.baud, config.handshake_timeout)?;
+    let report = bridge.run(&mut controller, &config, &stop);
+    drop(bridge);
+    print!("{}", report.stats.markdown());
+    // Delivery is checked however the run ended (a fault ends it early).
+    let received = sim.as_ref().map(|sim| {
+        let want: Vec<_> = report.log.iter().map(|l| l.command.clone()).collect();
+        let start = Instant::now();
+        let got = loop {
+            let got = sim
+                .shared
+                .commands
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default();
+            if got.len() >= want.len() || start.elapsed() > Duration::from_secs(5) {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Count the logged commands the arm received equal and in order.
+        want.iter().zip(&got).take_while(|(w, g)| w == g).count() as u64
+    });
+    let record = BridgeBenchRecord::new(a, &port, &report, received, &timer);
+    println!();
+    print!("{}", record.markdown());
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&record)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(sim) = sim {
+        sim.shutdown();
+    }
+    if let Err(e) = &report.outcome {
+        bail!("the run ended early after {} ticks: {e}", record.ticks);
+    }
+    if record.received_in_order.is_some_and(|r| r != record.sent) {
+        bail!(
+            "the emulated arm received {} of the {} logged commands equal and in order",
+            record.received_in_order.unwrap_or(0),
+            record.sent
+        );
+    }
+    Ok(())
+}
