@@ -2,7 +2,6 @@
 //! batch 1 for each engine × sampler × thread count, with FLOPs counted from
 //! the graphs, and allocations per action counted by the binary's allocator.
 
-use crate::alloc_count;
 use anyhow::Result;
 use diffbc_runtime::policy::flops_per_decision;
 use diffbc_runtime::{EngineChoice, Policy, PolicyOptions, SamplerConfig};
@@ -99,7 +98,7 @@ fn measure(
         i += 1;
     }
     let mut times = Vec::with_capacity(plan.min_iterations.max(1024));
-    let allocs_before = alloc_count::allocations();
+    let allocs_before = diffbc_alloc_count::allocations();
     let start = Instant::now();
     let budget = Duration::from_secs_f64(plan.seconds);
     let mut n = 0;
@@ -115,7 +114,7 @@ fn measure(
         }
     }
     let total = start.elapsed().as_secs_f64();
-    let allocs = alloc_count::allocations() - allocs_before;
+    let allocs = diffbc_alloc_count::allocations() - allocs_before;
     times.sort_by(f64::total_cmp);
     let actions_per_s = n as f64 / total;
     Ok(BenchRecord {

@@ -181,8 +181,8 @@ pub fn run(a: &BenchBridgeArgs) -> Result<()> {
     }
     let stop = crate::interrupt_flag()?;
     let dir = tempfile::tempdir().context("temporary folder for the pty link")?;
-    let sim = match &a.port {
-        Some(_) => None,
+    let (port, sim) = match &a.port {
+        Some(port) => (port.clone(), None),
         None => {
             let mut config = match a.task {
                 crate::SimTaskArg::Arm => {
@@ -194,16 +194,10 @@ pub fn run(a: &BenchBridgeArgs) -> Result<()> {
                 config.watchdog = Duration::from_millis(ms);
             }
             let link = dir.path().join("arm");
-            Some(
-                diffbc_bridge::spawn_pty(config, &link)
-                    .context("opening a pseudo-terminal for the emulated arm")?,
-            )
+            let sim = diffbc_bridge::spawn_pty(config, &link)
+                .context("opening a pseudo-terminal for the emulated arm")?;
+            (sim.path.display().to_string(), Some(sim))
         }
-    };
-    let port = match (&a.port, &sim) {
-        (Some(p), _) => p.clone(),
-        (None, Some(s)) => s.path.display().to_string(),
-        (None, None) => unreachable!("a port or the emulated arm"),
     };
     let mut controller: Box<dyn Controller> = match &a.model {
         None => Box::new(Sweep::default()),

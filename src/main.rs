@@ -1,6 +1,5 @@
 //! `diffbc`: train, sample and evaluate diffusion policies.
 
-mod alloc_count;
 mod arm;
 mod bench;
 mod bridge_bench;
@@ -13,7 +12,7 @@ mod report;
 const DEFAULT_KDE_BANDWIDTH: f32 = 0.1;
 
 #[global_allocator]
-static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
+static ALLOCATOR: diffbc_alloc_count::Counting = diffbc_alloc_count::Counting;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -2,62 +2,13 @@
 //! every sampler, proven with a counting global allocator. (tract and ONNX
 //! Runtime allocate inside their own run calls; `diffbc bench` reports how
 //! much, in its allocs/act column.)
-#![allow(unsafe_code)]
 
+use diffbc_alloc_count::count;
 use diffbc_runtime::{EngineChoice, Policy, PolicyOptions, SamplerConfig};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::PathBuf;
 
-thread_local! {
-    /// Allocations made by this thread while counting is on.
-    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-struct Counting;
-
-fn note() {
-    // `try_with`: the allocator may run while thread-locals are torn down.
-    let _ = COUNT.try_with(|c| {
-        if let Some(n) = c.get() {
-            c.set(Some(n + 1));
-        }
-    });
-}
-
-// SAFETY: forwards every call to `System` unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: forwarded.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Allocations this thread makes while running `f`.
-fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
-    COUNT.with(|c| c.set(Some(0)));
-    let r = f();
-    let n = COUNT.with(|c| c.replace(None)).unwrap_or(0);
-    (r, n)
-}
+static ALLOCATOR: diffbc_alloc_count::Counting = diffbc_alloc_count::Counting;
 
 fn model(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,57 +1,18 @@
 //! The control loop does not allocate at steady state: after a warm-up run,
 //! the loop thread's allocations over a 0.4 s run and a 2 s run over the
-//! emulated arm are the same (each run's set-up allocates; ticks must not). Counted with a global allocator
-//! that counts only on the thread that opts in (the loop runs on the
-//! caller's thread; the emulated arm's thread is not counted).
-#![allow(unsafe_code)]
+//! emulated arm are the same (each run's set-up allocates; ticks must not).
+//! Counted on the calling thread only (`diffbc_alloc_count::count`): the
+//! loop runs there; the emulated arm's and the controller's threads are not
+//! counted.
 
 use diffbc_bridge::bridge::Controller;
 use diffbc_bridge::{Bridge, LoopConfig, SimConfig};
 use diffbc_protocol::Telemetry;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-thread_local! {
-    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-struct Counting;
-
-fn note() {
-    let _ = COUNT.try_with(|c| {
-        if let Some(n) = c.get() {
-            c.set(Some(n + 1));
-        }
-    });
-}
-
-// SAFETY: forwards every call to `System` unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: forwarded.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: diffbc_alloc_count::Counting = diffbc_alloc_count::Counting;
 
 struct Hold;
 
@@ -73,9 +34,7 @@ fn loop_allocations(bridge: &mut Bridge, seconds: f64) -> (u64, u64) {
     };
     let stop = AtomicBool::new(false);
     let mut c = Hold;
-    COUNT.with(|c| c.set(Some(0)));
-    let report = bridge.run(&mut c, &config, &stop);
-    let n = COUNT.with(|c| c.replace(None)).unwrap_or(0);
+    let (report, n) = diffbc_alloc_count::count(|| bridge.run(&mut c, &config, &stop));
     assert_eq!(report.outcome, Ok(()));
     (n, report.stats.ticks)
 }
@@ -98,9 +57,8 @@ fn the_control_loop_does_not_allocate_per_tick() {
         "{long_ticks} vs {short_ticks} ticks"
     );
     // The counter works.
-    COUNT.with(|c| c.set(Some(0)));
-    std::hint::black_box(vec![0u8; 8]);
-    assert_eq!(COUNT.with(|c| c.replace(None)), Some(1));
+    let (_, one) = diffbc_alloc_count::count(|| std::hint::black_box(vec![0u8; 8]));
+    assert_eq!(one, 1);
     assert_eq!(
         long, short,
         "{long_ticks} ticks allocated {long} times, {short_ticks} ticks {short} times: ticks allocate"
