@@ -555,8 +555,8 @@ pub(crate) mod tests {
         .expect("train")
     }
 
-    #[test]
-    fn every_method_and_architecture_reduces_the_held_out_loss() {
+    /// Every method at test size, the diffusion one with each denoiser.
+    fn tiny_grid(steps: usize) -> Vec<TrainConfig> {
         let mut configs = Vec::new();
         for method in Method::ALL {
             if method == Method::Diffusion {
@@ -578,16 +578,22 @@ pub(crate) mod tests {
                         time_frequency: 1.0,
                     }),
                 ] {
-                    let mut c = tiny(method, 150);
+                    let mut c = tiny(method, steps);
                     c.denoiser = d;
                     configs.push(c);
                 }
             } else {
-                let mut c = tiny(method, 150);
+                let mut c = tiny(method, steps);
                 c.baseline.hidden = 32;
                 configs.push(c);
             }
         }
+        configs
+    }
+
+    #[test]
+    fn every_method_and_architecture_reduces_the_held_out_loss() {
+        let configs = tiny_grid(150);
         assert_eq!(configs.len(), Method::ALL.len() + 2);
         for c in configs {
             let dir = tempfile::tempdir().expect("tmp");
@@ -648,31 +654,8 @@ pub(crate) mod tests {
     /// moved to `exact_log_softmax`.
     #[test]
     fn every_method_and_denoiser_is_byte_reproducible() {
-        let mut configs: Vec<TrainConfig> = Method::ALL
-            .into_iter()
-            .map(|m| {
-                let mut c = tiny(m, 3);
-                c.baseline.hidden = 32;
-                c
-            })
-            .collect();
-        for d in [
-            DenoiserConfig::BasicMlp(crate::model::BasicMlpConfig {
-                hidden: 32,
-                layers: 3,
-            }),
-            DenoiserConfig::Transformer(crate::model::TransformerConfig {
-                d_model: 16,
-                heads: 4,
-                blocks: 1,
-                feed_forward: 32,
-                time_frequency: 1.0,
-            }),
-        ] {
-            let mut c = tiny(Method::Diffusion, 3);
-            c.denoiser = d;
-            configs.push(c);
-        }
+        let configs = tiny_grid(3);
+        assert_eq!(configs.len(), Method::ALL.len() + 2);
         for c in configs {
             let dir = tempfile::tempdir().expect("tmp");
             let (a, b) = (dir.path().join("a"), dir.path().join("b"));
