@@ -297,10 +297,9 @@ impl<B: Backend> CentresHead<B> {
 /// exact and the same in every run.
 ///
 /// burn's `log_softmax` ends in a `log`, whose gradient multiplies by the
-/// reciprocal of its input; burn-ndarray 0.21 computes a reciprocal with the
-/// SIMD estimate `_mm256_rcp_ps` (relative error up to 2.4e-4 measured) on
-/// some calls and exactly on others, and which one a training step gets
-/// varied between runs with the same seed. Here the log-sum-exp is computed
+/// reciprocal of its input; burn-ndarray 0.21's SIMD reciprocal is the
+/// estimate `_mm256_rcp_ps` (relative error up to 2.4e-4, measured), and
+/// that gradient differed between two training runs with the same seed. Here the log-sum-exp is computed
 /// on detached values and re-attached through its first-order term
 /// `Σ p·(x − x̄)` (zero in value, gradient the softmax `p`), so the backward
 /// pass is subtractions, products and sums only.
