@@ -9,7 +9,7 @@ use clap::Args;
 use diffbc_bridge::{Bridge, Controller, LoopConfig, RunReport, Sweep};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Tick jitter p99 target (µs).
 pub const JITTER_P99_TARGET_US: u64 = 1_000;
@@ -226,22 +226,14 @@ pub fn run(a: &BenchBridgeArgs) -> Result<()> {
     print!("{}", report.stats.markdown());
     // Delivery is checked however the run ended (a fault ends it early).
     let received = sim.as_ref().map(|sim| {
-        let want: Vec<_> = report.log.iter().map(|l| l.command.clone()).collect();
-        let start = Instant::now();
-        let got = loop {
-            let got = sim
-                .shared
-                .commands
-                .lock()
-                .map(|c| c.clone())
-                .unwrap_or_default();
-            if got.len() >= want.len() || start.elapsed() > Duration::from_secs(5) {
-                break got;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let got = sim.commands_when(report.log.len(), Duration::from_secs(5));
         // Count the logged commands the arm received equal and in order.
-        want.iter().zip(&got).take_while(|(w, g)| w == g).count() as u64
+        report
+            .log
+            .iter()
+            .zip(&got)
+            .take_while(|(l, g)| l.command == **g)
+            .count() as u64
     });
     let record = BridgeBenchRecord::new(a, &port, &report, received, &timer);
     println!();

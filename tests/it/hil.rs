@@ -131,18 +131,6 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(300));
 }
 
-/// Wait until the emulated arm has received `n` commands (or 5 s passed).
-fn received(sim: &SimHandle, n: usize) -> Vec<diffbc_protocol::Command> {
-    let start = std::time::Instant::now();
-    loop {
-        let got = sim.shared.commands.lock().expect("log").clone();
-        if got.len() >= n || start.elapsed() > Duration::from_secs(5) {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The closed-loop bar. What the wall clock allows on a shared
 /// machine is printed, not asserted (tick jitter and misses measure the host:
 /// `diffbc bench-bridge` reports them against the targets p99 ≤ 1 ms and zero
@@ -152,7 +140,7 @@ fn received(sim: &SimHandle, n: usize) -> Vec<diffbc_protocol::Command> {
 #[test]
 fn closed_loop_at_100_hz_for_10_s_delivers_every_command_in_order() {
     let dev = device();
-    let report = run(&dev, &mut Faulty::new(), &config(100.0, 10.0));
+    let report = run(&dev, &mut Sweep::default(), &config(100.0, 10.0));
     assert_eq!(report.outcome, Ok(()));
     let s = &report.stats;
     println!(
@@ -180,7 +168,7 @@ fn closed_loop_at_100_hz_for_10_s_delivers_every_command_in_order() {
         "sequence numbers"
     );
     let Some(sim) = &dev.sim else { return };
-    let got = received(sim, report.log.len());
+    let got = sim.commands_when(report.log.len(), Duration::from_secs(5));
     let sent: Vec<_> = report.log.iter().map(|l| l.command.clone()).collect();
     assert_eq!(got.len(), sent.len(), "received vs sent");
     assert_eq!(
@@ -249,7 +237,7 @@ fn corrupted_telemetry(switch: fn(&diffbc_bridge::sim::Faults) -> &std::sync::at
         return;
     };
     switch(&sim.faults).store(5, Ordering::Relaxed);
-    let report = run(&dev, &mut Faulty::new(), &config(100.0, 2.0));
+    let report = run(&dev, &mut Sweep::default(), &config(100.0, 2.0));
     assert_eq!(report.outcome, Ok(()));
     let corrupted = sim.shared.corrupted.load(Ordering::Relaxed);
     assert!(corrupted > 20, "{corrupted} corrupted frames");
@@ -261,7 +249,7 @@ fn corrupted_telemetry(switch: fn(&diffbc_bridge::sim::Faults) -> &std::sync::at
     assert!(report.stats.frames_received > 100);
     let t = report.last_telemetry.expect("telemetry");
     assert!(t.positions.iter().all(|p| p.is_finite() && p.abs() < 3.0));
-    let got = received(sim, report.log.len());
+    let got = sim.commands_when(report.log.len(), Duration::from_secs(5));
     let sent: Vec<_> = report.log.iter().map(|l| l.command.clone()).collect();
     assert_eq!(got, sent, "host → device stream stays intact");
 }
@@ -318,7 +306,7 @@ fn a_silent_device_stops_the_bridge_safely() {
         return;
     };
     let t = flip_after(500, sim.faults.clone(), |f| &f.silent);
-    let report = run(&dev, &mut Faulty::new(), &config(100.0, 5.0));
+    let report = run(&dev, &mut Sweep::default(), &config(100.0, 5.0));
     t.join().expect("thread");
     let e = report.outcome.expect_err("must stop");
     assert!(e.contains("went silent"), "{e}");
@@ -389,7 +377,7 @@ fn a_device_fault_stops_the_bridge_and_is_reported() {
         return;
     };
     let t = flip_after(300, sim.faults.clone(), |f| &f.overload);
-    let report = run(&dev, &mut Faulty::new(), &config(100.0, 5.0));
+    let report = run(&dev, &mut Sweep::default(), &config(100.0, 5.0));
     t.join().expect("thread");
     let e = report.outcome.expect_err("fault stops the run");
     assert!(e.contains("Overload"), "{e}");
@@ -409,7 +397,7 @@ fn the_bridge_reconnects_when_the_port_vanishes_and_keeps_its_log() {
     };
     sim.faults.replug_ms.store(150, Ordering::Relaxed);
     let t = flip_after(600, sim.faults.clone(), |f| &f.unplug);
-    let report = run(&dev, &mut Faulty::new(), &config(100.0, 2.0));
+    let report = run(&dev, &mut Sweep::default(), &config(100.0, 2.0));
     t.join().expect("thread");
     assert_eq!(report.outcome, Ok(()));
     assert_eq!(report.stats.reconnects, 1);

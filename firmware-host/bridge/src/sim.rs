@@ -420,6 +420,24 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
+    /// The commands received so far, once there are at least `n` of them or
+    /// `timeout` has passed (bytes a host wrote may still be in the pty).
+    pub fn commands_when(&self, n: usize, timeout: std::time::Duration) -> Vec<Command> {
+        let start = std::time::Instant::now();
+        loop {
+            let got = self
+                .shared
+                .commands
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_else(|e| e.into_inner().clone());
+            if got.len() >= n || start.elapsed() > timeout {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Stop the firmware thread (closes the pty).
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::Relaxed);
