@@ -28,6 +28,17 @@ impl GraphId {
     }
 }
 
+/// A graph's bytes as the loader read them (from inside the model folder,
+/// size-capped, hash-checked), with the path that names them in errors.
+/// Engines parse these bytes; none opens the graph file again.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphBytes<'a> {
+    /// Where the bytes came from (for messages only).
+    pub path: &'a Path,
+    /// The serialised ONNX model.
+    pub bytes: &'a [u8],
+}
+
 /// Errors of an engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -137,25 +148,28 @@ pub struct TractGraph {
     plan: Arc<TypedRunnableModel>,
     fixed: Vec<(usize, Arc<TypedRunnableModel>)>,
     path: PathBuf,
+    bytes: Arc<[u8]>,
     widths: Vec<usize>,
     name: &'static str,
 }
 
 impl TractGraph {
-    /// Load `path`, declare every input `[batch, width]` f32, check the graph's
-    /// input and output names against `inputs` / `outputs`, and optimise once.
+    /// Parse `source`, declare every input `[batch, width]` f32, check the
+    /// graph's input and output names against `inputs` / `outputs`, and
+    /// optimise once. The graph must be self-contained (no external data).
     pub fn load(
-        path: &Path,
+        source: GraphBytes<'_>,
         graph: GraphId,
         inputs: &[TensorSpec],
         outputs: &[TensorSpec],
     ) -> Result<Self, EngineError> {
+        let path = source.path;
         let err = |message: String| EngineError::Load {
             path: path.to_path_buf(),
             message,
         };
         let model = tract_onnx::onnx()
-            .model_for_path(path)
+            .model_for_read(&mut &source.bytes[..])
             .map_err(|e| err(format!("not a readable ONNX graph: {e}")))?;
         let names: Vec<String> = model
             .input_outlets()
@@ -193,6 +207,7 @@ impl TractGraph {
             plan,
             fixed: Vec::new(),
             path: path.to_path_buf(),
+            bytes: source.bytes.into(),
             widths,
             name: graph.name(),
         })
@@ -225,7 +240,7 @@ impl TractGraph {
             message,
         };
         let model = tract_onnx::onnx()
-            .model_for_path(&self.path)
+            .model_for_read(&mut &self.bytes[..])
             .map_err(|e| err(e.to_string()))?;
         let plan = Self::prepare(model, rows.into(), &self.widths).map_err(err)?;
         self.fixed.push((rows, plan));
@@ -356,7 +371,10 @@ pub struct NativeEngine {
 
 impl NativeEngine {
     /// Compile both graphs; widths are the per-row input widths in graph order.
-    pub fn load(encoder: (&Path, &[usize]), head: (&Path, &[usize])) -> Result<Self, EngineError> {
+    pub fn load(
+        encoder: (GraphBytes<'_>, &[usize]),
+        head: (GraphBytes<'_>, &[usize]),
+    ) -> Result<Self, EngineError> {
         Ok(Self {
             encoder: NativeGraph::load(encoder.0, GraphId::Encoder.name(), encoder.1)?,
             head: NativeGraph::load(head.0, GraphId::Head.name(), head.1)?,

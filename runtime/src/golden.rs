@@ -43,6 +43,9 @@ pub enum GoldenError {
         /// The cause.
         cause: std::io::Error,
     },
+    /// Refused before reading (not a regular file, too large).
+    #[error(transparent)]
+    File(#[from] crate::fs::FileError),
     /// Malformed file.
     #[error("{path}: {message}")]
     Format {
@@ -85,10 +88,7 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), GoldenError> {
         path: path.to_path_buf(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|cause| GoldenError::Io {
-        path: path.to_path_buf(),
-        cause,
-    })?;
+    let bytes = crate::fs::read(path, crate::fs::limits::NPY)?;
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" || bytes[6] != 1 {
         return Err(bad("not an .npy file (version 1)".into()));
     }

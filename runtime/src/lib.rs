@@ -12,6 +12,7 @@
 
 pub mod decode;
 pub mod engine;
+pub mod fs;
 pub mod golden;
 pub mod manifest;
 pub mod native;
@@ -24,6 +25,7 @@ pub mod schedule;
 
 pub use decode::{ActionDecoder, Choice, DecodeScheme};
 pub use engine::ExecutionProvider;
+pub use fs::FileError;
 pub use normalize::{Normalizer, NormalizerError};
 pub use policy::{EngineChoice, OnnxModel, Policy, PolicyError, PolicyOptions};
 pub use sampler::{NoiseModel, Sampler, SamplerConfig, SamplerError, Selection, StepRule};

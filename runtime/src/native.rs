@@ -14,10 +14,9 @@
 //! Mul, Div, Concat on axis 1, Reshape, Flatten, Identity. Every tensor is
 //! `[batch, …]`; constants broadcast over the batch.
 
-use crate::engine::EngineError;
+use crate::engine::{EngineError, GraphBytes};
 use prost::Message;
 use std::collections::HashMap;
-use std::path::Path;
 use tract_onnx::pb;
 
 /// A batched value: its buffer, the elements it holds per batch row of the
@@ -562,19 +561,18 @@ impl Compiler {
 }
 
 impl NativeGraph {
-    /// Compile `path`. `input_widths` are the per-row widths the manifest
+    /// Compile `source`. `input_widths` are the per-row widths the manifest
     /// declares, in graph order.
     pub fn load(
-        path: &Path,
+        source: GraphBytes<'_>,
         name: &'static str,
         input_widths: &[usize],
     ) -> Result<Self, EngineError> {
         let err = |message: String| EngineError::Load {
-            path: path.to_path_buf(),
+            path: source.path.to_path_buf(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let model = pb::ModelProto::decode(bytes.as_slice())
+        let model = pb::ModelProto::decode(source.bytes)
             .map_err(|e| err(format!("not a readable ONNX graph: {e}")))?;
         let graph = model
             .graph

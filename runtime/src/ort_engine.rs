@@ -5,7 +5,7 @@
 //! provider is the user's choice; if it cannot be registered the load fails —
 //! there is no silent fallback to the CPU.
 
-use crate::engine::{Engine, EngineError, ExecutionProvider, GraphId};
+use crate::engine::{Engine, EngineError, ExecutionProvider, GraphBytes, GraphId};
 use crate::manifest::TensorSpec;
 use ort::environment::Environment;
 use ort::ep;
@@ -77,14 +77,14 @@ impl std::fmt::Debug for OrtEngine {
 }
 
 fn session(
-    path: &Path,
+    source: GraphBytes<'_>,
     inputs: &[TensorSpec],
     provider: ExecutionProvider,
     threads: usize,
 ) -> Result<Session, EngineError> {
     let env = environment()?;
     let err = |message: String| EngineError::Load {
-        path: path.to_path_buf(),
+        path: source.path.to_path_buf(),
         message,
     };
     let mut builder = Session::builder(env)
@@ -129,7 +129,7 @@ fn session(
         }
     }
     let session = builder
-        .commit_from_file(path)
+        .commit_from_memory(source.bytes)
         .map_err(|e| err(e.to_string()))?;
     let names: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
     let expected: Vec<&str> = inputs.iter().map(|s| s.name.as_str()).collect();
@@ -144,8 +144,8 @@ fn session(
 impl OrtEngine {
     /// Create both sessions on `provider` with `threads` intra-op threads.
     pub fn load(
-        encoder: (&Path, &[TensorSpec]),
-        head: (&Path, &[TensorSpec]),
+        encoder: (GraphBytes<'_>, &[TensorSpec]),
+        head: (GraphBytes<'_>, &[TensorSpec]),
         provider: ExecutionProvider,
         threads: usize,
     ) -> Result<Self, EngineError> {

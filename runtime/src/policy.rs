@@ -8,8 +8,10 @@
 
 use crate::decode::Choice;
 use crate::engine::{
-    Engine, EngineError, ExecutionProvider, GraphId, NativeEngine, TractEngine, TractGraph,
+    Engine, EngineError, ExecutionProvider, GraphBytes, GraphId, NativeEngine, TractEngine,
+    TractGraph,
 };
+use crate::fs::{self as userfs, FileError, limits};
 use crate::manifest::{self, HeadKind, MANIFEST_FORMAT, Manifest};
 use crate::native::NativeGraph;
 use crate::sampler::{NoiseModel, Sampler, SamplerConfig, SamplerError};
@@ -81,6 +83,20 @@ pub enum PolicyError {
         /// The cause.
         cause: std::io::Error,
     },
+    /// A file of the folder was refused (not a regular file, too large, or
+    /// outside the folder).
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A file a manifest field names was refused.
+    #[error("{path}: field {field}: {source}")]
+    FieldFile {
+        /// The manifest (or golden index) naming the file.
+        path: PathBuf,
+        /// The field, e.g. `encoder.file`.
+        field: String,
+        /// Why the file was refused.
+        source: FileError,
+    },
     /// The manifest is malformed or inconsistent.
     #[error("{path}: {message}")]
     Manifest {
@@ -151,13 +167,37 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Read the graph the manifest's `<field>.file` names: inside `dir` (no
+/// absolute path, no `..`, no symlink out), a regular file within the ONNX
+/// size limit, and with the SHA-256 the manifest records. Engines parse these
+/// bytes; nothing opens the file again, so what runs is what was checked.
+fn read_graph(
+    dir: &Path,
+    field: &str,
+    spec: &manifest::GraphSpec,
+) -> Result<(PathBuf, Vec<u8>), PolicyError> {
+    let in_field = |source| PolicyError::FieldFile {
+        path: dir.join(manifest::MANIFEST_FILE),
+        field: format!("{field}.file"),
+        source,
+    };
+    let path = userfs::within(dir, &spec.file).map_err(in_field)?;
+    let bytes = userfs::read(&path, limits::GRAPH).map_err(in_field)?;
+    let actual = sha256_hex(&bytes);
+    if actual != spec.sha256 {
+        return Err(PolicyError::Hash {
+            path,
+            expected: spec.sha256.clone(),
+            actual,
+        });
+    }
+    Ok((path, bytes))
+}
+
 /// Read and check a manifest (everything that needs no graph).
 pub fn read_manifest(dir: &Path) -> Result<(Manifest, NoiseSchedule), PolicyError> {
     let path = dir.join(manifest::MANIFEST_FILE);
-    let bytes = std::fs::read(&path).map_err(|cause| PolicyError::Io {
-        path: path.clone(),
-        cause,
-    })?;
+    let bytes = userfs::read(&path, limits::JSON)?;
     let bad = |message: String| PolicyError::Manifest {
         path: path.clone(),
         message,
@@ -258,35 +298,26 @@ impl OnnxModel {
         threads: usize,
     ) -> Result<Self, PolicyError> {
         let (manifest, schedule) = read_manifest(dir)?;
-        for g in [&manifest.encoder, &manifest.head] {
-            let path = dir.join(&g.file);
-            let bytes = std::fs::read(&path).map_err(|cause| PolicyError::Io {
-                path: path.clone(),
-                cause,
-            })?;
-            let actual = sha256_hex(&bytes);
-            if actual != g.sha256 {
-                return Err(PolicyError::Hash {
-                    path,
-                    expected: g.sha256.clone(),
-                    actual,
-                });
-            }
-        }
-        let (enc_path, head_path) = (
-            dir.join(&manifest.encoder.file),
-            dir.join(&manifest.head.file),
-        );
+        let (enc_path, enc_bytes) = read_graph(dir, "encoder", &manifest.encoder)?;
+        let (head_path, head_bytes) = read_graph(dir, "head", &manifest.head)?;
+        let enc = GraphBytes {
+            path: &enc_path,
+            bytes: &enc_bytes,
+        };
+        let head = GraphBytes {
+            path: &head_path,
+            bytes: &head_bytes,
+        };
         let engine: Box<dyn Engine> = match engine {
             EngineChoice::Tract => Box::new(TractEngine::new(
                 TractGraph::load(
-                    &enc_path,
+                    enc,
                     GraphId::Encoder,
                     &manifest.encoder.inputs,
                     &manifest.encoder.outputs,
                 )?,
                 TractGraph::load(
-                    &head_path,
+                    head,
                     GraphId::Head,
                     &manifest.head.inputs,
                     &manifest.head.outputs,
@@ -298,14 +329,14 @@ impl OnnxModel {
                     specs.iter().map(manifest::TensorSpec::row_len).collect()
                 };
                 Box::new(NativeEngine::load(
-                    (&enc_path, &widths(&manifest.encoder.inputs)),
-                    (&head_path, &widths(&manifest.head.inputs)),
+                    (enc, &widths(&manifest.encoder.inputs)),
+                    (head, &widths(&manifest.head.inputs)),
                 )?)
             }
             #[cfg(feature = "ort")]
             EngineChoice::Ort(provider) => Box::new(crate::ort_engine::OrtEngine::load(
-                (&enc_path, &manifest.encoder.inputs),
-                (&head_path, &manifest.head.inputs),
+                (enc, &manifest.encoder.inputs),
+                (head, &manifest.head.inputs),
                 provider,
                 threads,
             )?),
@@ -359,17 +390,19 @@ impl OnnxModel {
         use crate::golden::{GoldenCase, INDEX_FILE, read_npy};
         let gdir = dir.join(manifest::files::GOLDEN);
         let index = gdir.join(INDEX_FILE);
-        let text = std::fs::read_to_string(&index).map_err(|cause| PolicyError::Io {
-            path: index.clone(),
-            cause,
-        })?;
+        let text = userfs::read_to_string(&index, limits::JSON)?;
         let cases: Vec<GoldenCase> =
             serde_json::from_str(&text).map_err(|e| PolicyError::Manifest {
                 path: index.clone(),
                 message: e.to_string(),
             })?;
         let npy = |file: &str| {
-            read_npy(&gdir.join(file))
+            let path = userfs::within(&gdir, file).map_err(|source| PolicyError::FieldFile {
+                path: index.clone(),
+                field: "file".into(),
+                source,
+            })?;
+            read_npy(&path)
                 .map(|(_, v)| v)
                 .map_err(|e| PolicyError::Manifest {
                     path: gdir.join(file),
@@ -495,14 +528,22 @@ pub fn flops_per_decision(
     let widths = |specs: &[manifest::TensorSpec]| -> Vec<usize> {
         specs.iter().map(manifest::TensorSpec::row_len).collect()
     };
+    let (enc_path, enc_bytes) = read_graph(dir, "encoder", &manifest.encoder).ok()?;
+    let (head_path, head_bytes) = read_graph(dir, "head", &manifest.head).ok()?;
     let enc = NativeGraph::load(
-        &dir.join(&manifest.encoder.file),
+        GraphBytes {
+            path: &enc_path,
+            bytes: &enc_bytes,
+        },
         "encoder",
         &widths(&manifest.encoder.inputs),
     )
     .ok()?;
     let head = NativeGraph::load(
-        &dir.join(&manifest.head.file),
+        GraphBytes {
+            path: &head_path,
+            bytes: &head_bytes,
+        },
         "head",
         &widths(&manifest.head.inputs),
     )
@@ -772,6 +813,17 @@ impl Policy {
             .normalization
             .action
             .denormalize(&mut self.action);
+        // No non-finite action leaves the policy, whatever the head: a
+        // regressor or classifier fed an observation far outside its data
+        // can overflow, and so can de-normalisation.
+        if let Some(i) = self.action.iter().position(|v| !v.is_finite()) {
+            // The next tick decides afresh instead of handing out this chunk.
+            self.cursor = self.execute;
+            return Err(PolicyError::Sampler(format!(
+                "action value {i} is {} (the observation is probably far outside the training data); nothing to execute",
+                self.action[i]
+            )));
+        }
         self.cursor = 1;
         Ok(&self.action[..d])
     }

@@ -48,8 +48,7 @@ fn samplers(a: &crate::SamplerArgs) -> Vec<diffbc_runtime::SamplerConfig> {
 
 /// A JSON [`ArmTask`] (unknown fields are errors naming the field).
 pub fn read_task(path: &Path) -> Result<ArmTask> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = diffbc_runtime::fs::read_to_string(path, diffbc_runtime::fs::limits::JSON)?;
     let task: ArmTask = serde_json::from_str(&text)
         .with_context(|| format!("{}: not an arm task", path.display()))?;
     task.validate()
@@ -326,7 +325,7 @@ pub fn pipeline(a: &PipelineArgs) -> Result<()> {
         let data = demos.to_dataset(config.history);
         let ck = out.join(format!("arm-{}", method.name()));
         let ts = std::time::Instant::now();
-        let o = train_on_device(&config, &data, &ck, false, None, DeviceArg::Cpu)?;
+        let o = train_on_device(&config, &data, &ck, false, true, None, DeviceArg::Cpu)?;
         let model = out.join("models").join(method.name());
         export(&ck, &model)?;
         let _ = writeln!(

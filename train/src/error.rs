@@ -14,6 +14,10 @@ pub enum TrainError {
         /// The cause (part of the message, so the error prints as one line).
         cause: std::io::Error,
     },
+    /// A user-named file was refused before reading (not a regular file,
+    /// too large, or outside the folder it belongs to).
+    #[error(transparent)]
+    Input(#[from] diffbc_runtime::FileError),
     /// A JSON file is malformed or has unknown / missing fields.
     #[error("{path}: {message}")]
     Json {
@@ -81,7 +85,7 @@ impl TrainError {
 
 /// Read and parse a JSON file, naming the file in any error.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, TrainError> {
-    let text = std::fs::read_to_string(path).map_err(TrainError::io(path))?;
+    let text = diffbc_runtime::fs::read_to_string(path, diffbc_runtime::fs::limits::JSON)?;
     serde_json::from_str(&text).map_err(|e| TrainError::Json {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -76,7 +76,7 @@ pub struct ClawScenes {
 }
 
 fn load_png(path: &Path) -> Result<image::DynamicImage, TrainError> {
-    let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
+    let bytes = diffbc_runtime::fs::read(path, diffbc_runtime::fs::limits::IMAGE)?;
     let img =
         image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|e| {
             TrainError::Image {
