@@ -155,7 +155,8 @@ struct ReferenceArgs {
     /// Seed of the weights and golden inputs.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Replace the output folder if it exists.
+    /// Replace the exported model already in the output folder (a folder
+    /// that is not an exported model is never replaced).
     #[arg(long)]
     force: bool,
 }
@@ -167,7 +168,8 @@ struct ExportArgs {
     /// Output folder, e.g. models/claw.
     #[arg(long)]
     out: PathBuf,
-    /// Replace the output folder if it exists.
+    /// Replace the exported model already in the output folder (a folder
+    /// that is not an exported model is never replaced).
     #[arg(long)]
     force: bool,
     /// Actions executed per predicted chunk, written to the manifest
@@ -224,6 +226,10 @@ struct DemosArgs {
     /// Output file.
     #[arg(long, default_value = "data/arm.demos")]
     out: PathBuf,
+    /// Replace the demonstrations file already at --out (a file that is not a
+    /// `.demos` file is never replaced).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,8 +390,12 @@ struct TrainArgs {
     #[arg(long)]
     execute: Option<usize>,
     /// Continue training from the checkpoint in --out.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "force")]
     resume: bool,
+    /// Replace the checkpoint already in --out (a folder that is not a
+    /// diffbc checkpoint is never replaced).
+    #[arg(long)]
+    force: bool,
     /// Stop (with a checkpoint) after this many steps; `--resume` continues exactly.
     #[arg(long)]
     stop_at: Option<usize>,
@@ -651,11 +661,14 @@ fn load_dataset(config: &TrainConfig, data: &Path) -> Result<diffbc_train::data:
     }
 }
 
+/// Train into `out`. `force` replaces a checkpoint already there (never a
+/// folder or file that is not a checkpoint); `resume` continues it.
 fn train_on_device(
     config: &TrainConfig,
     data: &diffbc_train::data::Dataset,
     out: &Path,
     resume: bool,
+    force: bool,
     stop_at: Option<usize>,
     device: DeviceArg,
 ) -> Result<train::TrainOutcome> {
@@ -663,6 +676,7 @@ fn train_on_device(
         resume,
         progress: true,
         stop_at,
+        force,
     };
     let outcome = match device {
         DeviceArg::Cpu => {
@@ -723,9 +737,13 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             config.method.name()
         ))
     });
+    if !a.resume {
+        // Refuse a foreign output before the data are loaded.
+        diffbc_train::checkpoint::claim(&out, a.force)?;
+    }
     let dir = data_dir(config.task, &a.data);
     let data = load_dataset(&config, &dir)?;
-    let o = train_on_device(&config, &data, &out, a.resume, a.stop_at, a.device)?;
+    let o = train_on_device(&config, &data, &out, a.resume, a.force, a.stop_at, a.device)?;
     println!(
         "trained {} {} for {} steps ({:.1} steps/s): train loss {:.4}, test loss {:.4} (untrained {:.4}) -> {}",
         config.task.name(),
@@ -978,7 +996,9 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
         let ck = out.join(format!("{}-{}", task.name(), method.name()));
         let ts = std::time::Instant::now();
         let data = load_dataset(&config, &dir)?;
-        let o = train_on_device(&config, &data, &ck, false, None, DeviceArg::Cpu)?;
+        // The pipeline's own checkpoints: replaced on a re-run (a folder that
+        // is not a checkpoint is still refused).
+        let o = train_on_device(&config, &data, &ck, false, true, None, DeviceArg::Cpu)?;
         lines.push_str(&format!(
             "- {}: {} steps in {:.0} s ({:.1} steps/s), test loss {:.4} (untrained {:.4})\n",
             method.name(),
@@ -1022,6 +1042,7 @@ fn cmd_demos(a: DemosArgs) -> Result<()> {
         Some(p) => arm::cli::read_task(p)?,
         None => arm::ArmTask::default(),
     };
+    diffbc_runtime::fs::claim_output(&a.out, &diffbc_train::episodes::KIND, a.force)?;
     let t0 = std::time::Instant::now();
     let demos = arm::generate(&task, a.episodes, a.seed, true)?;
     demos.save(&a.out)?;

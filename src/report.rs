@@ -240,7 +240,7 @@ fn train_cell(
         None => load_dataset(&config, data_dir)?,
     };
     let t = Instant::now();
-    let o = train_on_device(&config, &data, dir, false, None, DeviceArg::Cpu)?;
+    let o = train_on_device(&config, &data, dir, false, true, None, DeviceArg::Cpu)?;
     Ok(format!(
         "| {} | {} | {} | {:.0} | {:.4} | {:.4} |",
         cell.task.name(),

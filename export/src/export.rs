@@ -31,6 +31,10 @@ pub enum ExportError {
         /// The folder.
         path: PathBuf,
     },
+    /// The output path holds something that is not an exported model (a
+    /// user's folder or file): refused whatever `force` says.
+    #[error(transparent)]
+    Output(diffbc_runtime::FileError),
     /// The policy has a part that cannot be exported.
     #[error("cannot export {what}: {why}")]
     Unsupported {
@@ -47,6 +51,45 @@ pub enum ExportError {
         /// What went wrong.
         message: String,
     },
+}
+
+/// What an exported folder may hold, and how one is recognised (its
+/// `manifest.json` is JSON with a `format_version`, any version). Only such a
+/// folder is ever replaced, and only with `force`.
+pub const KIND: diffbc_runtime::fs::OutputKind = diffbc_runtime::fs::OutputKind {
+    what: "an exported diffbc model",
+    is_dir: true,
+    entries: &[
+        manifest::MANIFEST_FILE,
+        files::ENCODER,
+        files::DENOISER,
+        files::REGRESSOR,
+        files::CLASSIFIER,
+        files::GOLDEN,
+    ],
+    recognise: is_exported_model,
+};
+
+fn is_exported_model(dir: &Path) -> bool {
+    diffbc_runtime::fs::read(
+        &dir.join(manifest::MANIFEST_FILE),
+        diffbc_runtime::fs::limits::JSON,
+    )
+    .ok()
+    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    .is_some_and(|v| {
+        v.get("format_version")
+            .is_some_and(serde_json::Value::is_u64)
+    })
+}
+
+/// Whether `out` may receive an export: absent, empty, or an exported model
+/// with `force`.
+fn claim(out: &Path, force: bool) -> Result<(), ExportError> {
+    diffbc_runtime::fs::claim_output(out, &KIND, force).map_err(|e| match e {
+        diffbc_runtime::FileError::Exists { path, .. } => ExportError::Exists { path },
+        other => ExportError::Output(other),
+    })
 }
 
 /// Export options.
@@ -325,11 +368,7 @@ pub fn export_policy<B: Backend>(
     options: &ExportOptions,
     device: &B::Device,
 ) -> Result<Manifest, ExportError> {
-    if out.exists() && !options.force {
-        return Err(ExportError::Exists {
-            path: out.to_path_buf(),
-        });
-    }
+    claim(out, options.force)?;
     let mut chunk = spec.config.chunk;
     if let Some(e) = options.execute {
         chunk.execute = e;
@@ -422,48 +461,30 @@ pub fn export_policy<B: Backend>(
         outputs: head_out,
     };
 
-    // Write everything into a sibling temporary folder, then rename.
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(write_err(parent))?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let tmp = parent.join(format!(".{name}.export-tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(write_err(&tmp))?;
-    }
-    let result = (|| {
-        std::fs::create_dir_all(tmp.join(files::GOLDEN)).map_err(write_err(&tmp))?;
-        std::fs::write(tmp.join(files::ENCODER), &encoder)
-            .map_err(write_err(&tmp.join(files::ENCODER)))?;
-        std::fs::write(tmp.join(head_file), &head).map_err(write_err(&tmp.join(head_file)))?;
-        write_golden(
-            policy,
-            &m,
-            &tmp.join(files::GOLDEN),
-            &options.golden_batches,
-            options.seed,
-            device,
-        )?;
-        let mpath = tmp.join(manifest::MANIFEST_FILE);
-        let text = serde_json::to_string_pretty(&m).map_err(|e| ExportError::Write {
-            path: mpath.clone(),
-            message: e.to_string(),
-        })?;
-        std::fs::write(&mpath, text + "\n").map_err(write_err(&mpath))?;
-        if out.exists() {
-            std::fs::remove_dir_all(out).map_err(write_err(out))?;
-        }
-        std::fs::rename(&tmp, out).map_err(write_err(out))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result.map(|()| m)
+    // Write everything into a sibling temporary folder, then rename; the
+    // staging folder is removed on any error.
+    let staged = diffbc_runtime::fs::staging_dir(out).map_err(ExportError::Output)?;
+    let tmp = staged.path();
+    std::fs::create_dir_all(tmp.join(files::GOLDEN)).map_err(write_err(tmp))?;
+    std::fs::write(tmp.join(files::ENCODER), &encoder)
+        .map_err(write_err(&tmp.join(files::ENCODER)))?;
+    std::fs::write(tmp.join(head_file), &head).map_err(write_err(&tmp.join(head_file)))?;
+    write_golden(
+        policy,
+        &m,
+        &tmp.join(files::GOLDEN),
+        &options.golden_batches,
+        options.seed,
+        device,
+    )?;
+    let mpath = tmp.join(manifest::MANIFEST_FILE);
+    let text = serde_json::to_string_pretty(&m).map_err(|e| ExportError::Write {
+        path: mpath.clone(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&mpath, text + "\n").map_err(write_err(&mpath))?;
+    diffbc_runtime::fs::replace_dir(staged, out, &KIND).map_err(ExportError::Output)?;
+    Ok(m)
 }
 
 /// Export the EMA weights of a checkpoint folder into `out`.
@@ -473,11 +494,7 @@ pub fn export_checkpoint<B: Backend>(
     options: &ExportOptions,
     device: &B::Device,
 ) -> Result<Manifest, ExportError> {
-    if out.exists() && !options.force {
-        return Err(ExportError::Exists {
-            path: out.to_path_buf(),
-        });
-    }
+    claim(out, options.force)?;
     let (spec, meta, policy) = checkpoint::load_policy::<B>(checkpoint_dir, device)?;
     export_policy(&spec, &meta, &policy, out, options, device)
 }

@@ -90,7 +90,14 @@ impl Normalizer {
                 let m = s / count;
                 ((q / count - m * m).max(0.0).sqrt() as f32).max(MIN_STD)
             })
-            .collect();
+            .collect::<Vec<f32>>();
+        // Values near f32's range give statistics that overflow it.
+        if let Some(g) = (0..groups).find(|&g| !(mean[g].is_finite() && std[g].is_finite())) {
+            return Err(NormalizerError::Invalid(format!(
+                "feature group {g}: mean {} / std {} overflow f32; the data hold values too large to standardise",
+                mean[g], std[g]
+            )));
+        }
         Ok(Self { mean, std, group })
     }
 

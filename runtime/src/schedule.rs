@@ -50,6 +50,17 @@ pub enum ScheduleError {
         /// β at τ = T.
         max: f64,
     },
+    /// ᾱ falls below [`MIN_ALPHA_BAR`]: every β is valid on its own, but
+    /// together they destroy the signal and the reverse process explodes.
+    #[error(
+        "alpha_bar reaches {alpha_bar:e} at step {tau} (below {MIN_ALPHA_BAR:e}): the betas together leave no signal and sampling would amplify noise beyond f32; use smaller betas or fewer steps"
+    )]
+    AlphaBarUnderflow {
+        /// The first step τ (1-based) where ᾱ_τ is below the bound.
+        tau: usize,
+        /// ᾱ_τ there.
+        alpha_bar: f64,
+    },
     /// Explicit β values that are empty or out of range.
     #[error("schedule beta[{index}] = {value} is not in (0, 1)")]
     BadBeta {
@@ -59,6 +70,14 @@ pub enum ScheduleError {
         value: f64,
     },
 }
+
+/// The smallest ᾱ_T a schedule may reach. Sampling divides by √ᾱ (DDPM's
+/// steps multiply by 1/√α_τ, whose product over the chain is 1/√ᾱ_T; DDIM
+/// and the clean-action estimate divide by √ᾱ_τ directly), so a schedule
+/// whose ᾱ underflows turns a unit of noise into ~1e23 action units. At this
+/// bound the amplification is at most ~3·10⁴; every published DDPM schedule
+/// (linear to 0.02 over 1000 steps: ᾱ_T ≈ 4·10⁻⁵) stays well above it.
+pub const MIN_ALPHA_BAR: f64 = 1e-9;
 
 /// A precomputed noise schedule.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +134,16 @@ impl NoiseSchedule {
         for b in &beta {
             acc *= 1.0 - b;
             alpha_bar.push(acc);
+        }
+        if let Some((i, &ab)) = alpha_bar
+            .iter()
+            .enumerate()
+            .find(|&(_, &ab)| ab.is_nan() || ab < MIN_ALPHA_BAR)
+        {
+            return Err(ScheduleError::AlphaBarUnderflow {
+                tau: i + 1,
+                alpha_bar: ab,
+            });
         }
         Ok(Self { beta, alpha_bar })
     }
@@ -258,5 +287,37 @@ mod tests {
         .unwrap_err();
         assert!(matches!(e, ScheduleError::BetaOrder { .. }));
         assert!(NoiseSchedule::from_betas(vec![0.1, f64::NAN]).is_err());
+    }
+
+    #[test]
+    fn schedules_whose_alpha_bar_underflows_are_rejected_naming_the_step() {
+        // Each β is in (0, 1), but ᾱ collapses: 1e-6 per step from step 1.
+        let e = NoiseSchedule::from_betas(vec![0.999_999; 50]).unwrap_err();
+        assert_eq!(
+            e,
+            ScheduleError::AlphaBarUnderflow {
+                tau: 2,
+                alpha_bar: (1.0f64 - 0.999_999) * (1.0 - 0.999_999),
+            }
+        );
+        assert!(e.to_string().contains("alpha_bar") && e.to_string().contains("step 2"));
+        // A linear config that ends near 1 over many steps is refused too.
+        let e = NoiseSchedule::new(&ScheduleConfig {
+            steps: 1000,
+            beta_min: 1e-4,
+            beta_max: 0.9,
+        })
+        .unwrap_err();
+        assert!(matches!(e, ScheduleError::AlphaBarUnderflow { .. }), "{e}");
+        // Published schedules pass: DDPM's linear 1e-4 → 0.02 over 1000 steps
+        // (ᾱ_T ≈ 4e-5), and a single large step.
+        let ddpm = NoiseSchedule::new(&ScheduleConfig {
+            steps: 1000,
+            beta_min: 1e-4,
+            beta_max: 0.02,
+        })
+        .expect("DDPM's schedule");
+        assert!((ddpm.alpha_bar(1000) - 4.0e-5).abs() < 1e-5);
+        NoiseSchedule::from_betas(vec![0.999]).expect("ᾱ = 1e-3");
     }
 }

@@ -376,7 +376,8 @@ mod tests {
         .expect("shared Push-T data");
         let data = demos.to_chunked_dataset(c.history, c.chunk.horizon);
         let ck = dir.join("ck");
-        crate::train_on_device(&c, &data, &ck, false, None, crate::DeviceArg::Cpu).expect("train");
+        crate::train_on_device(&c, &data, &ck, false, false, None, crate::DeviceArg::Cpu)
+            .expect("train");
         let model = dir.join("model");
         diffbc_export::export_checkpoint::<crate::Cpu>(
             &ck,

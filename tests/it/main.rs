@@ -5,6 +5,7 @@ mod arm;
 mod bench;
 mod claw;
 mod hil;
+mod hostile;
 mod pusht;
 mod report;
 mod support;

@@ -77,44 +77,50 @@ pub mod files {
     pub const OPTIM: &str = "optim";
 }
 
+/// What a checkpoint folder may hold, and how one is recognised (its
+/// `meta.json` parses as [`CheckpointMeta`] and its `config.json` as a
+/// [`TrainConfig`]). Only such a folder is ever replaced by a training run.
+pub const KIND: diffbc_runtime::fs::OutputKind = diffbc_runtime::fs::OutputKind {
+    what: "a diffbc checkpoint",
+    is_dir: true,
+    entries: &[
+        files::CONFIG,
+        files::META,
+        "model.mpk",
+        "raw.mpk",
+        "optim.mpk",
+    ],
+    recognise: is_checkpoint,
+};
+
+fn is_checkpoint(dir: &Path) -> bool {
+    read_meta(dir).is_ok()
+}
+
+/// Whether a new training run may write its checkpoint into `dir`: absent,
+/// empty, or a checkpoint with `force`. A user's folder or file is refused
+/// whatever `force` says; nothing is deleted here.
+pub fn claim(dir: &Path, force: bool) -> Result<(), TrainError> {
+    Ok(diffbc_runtime::fs::claim_output(dir, &KIND, force)?)
+}
+
 /// Write a complete checkpoint atomically into `dir`.
 ///
 /// `write_weights` is called with a fresh temporary folder and must write the
-/// weight files into it.
+/// weight files into it. An existing `dir` is replaced only if it is a
+/// checkpoint ([`KIND`]); the caller decides about `force` with [`claim`]
+/// before training.
 pub fn save(
     dir: &Path,
     config: &TrainConfig,
     meta: &CheckpointMeta,
     write_weights: impl FnOnce(&Path) -> Result<(), TrainError>,
 ) -> Result<(), TrainError> {
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(TrainError::io(parent))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoint".into());
-    let tmp = parent.join(format!(".{name}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(TrainError::io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(TrainError::io(&tmp))?;
-    write_json(&tmp.join(files::CONFIG), config)?;
-    write_json(&tmp.join(files::META), meta)?;
-    write_weights(&tmp)?;
-    let old = parent.join(format!(".{name}.old"));
-    if dir.exists() {
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(TrainError::io(&old))?;
-        }
-        std::fs::rename(dir, &old).map_err(TrainError::io(dir))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(TrainError::io(dir))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(TrainError::io(&old))?;
-    }
+    let staged = diffbc_runtime::fs::staging_dir(dir)?;
+    write_json(&staged.path().join(files::CONFIG), config)?;
+    write_json(&staged.path().join(files::META), meta)?;
+    write_weights(staged.path())?;
+    diffbc_runtime::fs::replace_dir(staged, dir, &KIND)?;
     Ok(())
 }
 

@@ -16,6 +16,12 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+/// The largest magnitude a recorded value may have. Joint angles, pixels,
+/// millimetres and servo ticks sit far below; a value beyond it is a unit
+/// mistake or corruption, and one such value makes its channel's
+/// standardisation useless (every other sample normalises to ~0).
+pub const MAX_ABS_VALUE: f32 = 1e6;
+
 /// Demonstrations as (observation with history, action) pairs.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -81,12 +87,21 @@ impl Dataset {
                 self.frame_index[i]
             )));
         }
-        if let Some(i) = self.actions.iter().position(|v| !v.is_finite()) {
-            return Err(TrainError::Data(format!("action value {i} is not finite")));
-        }
-        if let Some(i) = self.frames.iter().position(|v| !v.is_finite()) {
+        let plausible = |v: &f32| v.is_finite() && v.abs() <= MAX_ABS_VALUE;
+        if let Some(i) = self.actions.iter().position(|v| !plausible(v)) {
             return Err(TrainError::Data(format!(
-                "observation value {i} is not finite"
+                "sample {} action value {}: {} is not finite or beyond ±{MAX_ABS_VALUE:e}",
+                i / self.action_dim,
+                i % self.action_dim,
+                self.actions[i]
+            )));
+        }
+        if let Some(i) = self.frames.iter().position(|v| !plausible(v)) {
+            return Err(TrainError::Data(format!(
+                "frame {} value {}: {} is not finite or beyond ±{MAX_ABS_VALUE:e}",
+                i / fl,
+                i % fl,
+                self.frames[i]
             )));
         }
         Ok(())

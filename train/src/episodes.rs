@@ -29,6 +29,25 @@ use std::path::Path;
 pub const MAGIC: &[u8; 8] = b"DIFFBCD1";
 /// Version written into the header.
 pub const FORMAT_VERSION: u32 = 1;
+pub use crate::data::MAX_ABS_VALUE;
+
+/// A `.demos` file as an output: recognised by its magic, so a save never
+/// overwrites a file of any other kind.
+pub const KIND: diffbc_runtime::fs::OutputKind = diffbc_runtime::fs::OutputKind {
+    what: "a diffbc demonstrations file",
+    is_dir: false,
+    entries: &[],
+    recognise: has_magic,
+};
+
+fn has_magic(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head == MAGIC
+}
 
 /// The JSON header of a `.demos` file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,19 +216,28 @@ impl Episodes {
                 ));
             }
         }
-        for (what, v, dim) in [
-            ("observation", &self.obs, self.obs_dim),
-            ("action", &self.actions, self.action_dim),
+        for (what, v, dim, names) in [
+            ("observation", &self.obs, self.obs_dim, &self.obs_names),
+            ("action", &self.actions, self.action_dim, &self.action_names),
         ] {
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            if let Some(i) = v
+                .iter()
+                .position(|x| !(x.is_finite() && x.abs() <= MAX_ABS_VALUE))
+            {
+                let (row, col) = (i / dim, i % dim);
+                let channel = names
+                    .get(col)
+                    .map_or_else(|| format!("channel {col}"), |n| format!("channel {n:?}"));
+                let why = if v[i].is_finite() {
+                    format!(
+                        "beyond ±{MAX_ABS_VALUE:e}, implausible for a recorded {what} (check the units, or a corrupt recording); it would swamp the channel's normalisation"
+                    )
+                } else {
+                    "not finite".to_string()
+                };
                 return Err(data_err(
                     origin,
-                    format!(
-                        "{what} row {} value {} is {} (not finite)",
-                        i / dim,
-                        i % dim,
-                        v[i]
-                    ),
+                    format!("{what} row {row} value {col}, {channel}: {} is {why}", v[i]),
                 ));
             }
         }
@@ -264,7 +292,9 @@ impl Episodes {
         out
     }
 
-    /// Write a `.demos` file (atomically: a temporary file, then rename).
+    /// Write a `.demos` file (atomically: a temporary file, then rename). An
+    /// existing file at `path` is replaced only if it is a `.demos` file
+    /// ([`KIND`]); callers that honour `--force` claim it first.
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
         self.validate(path)?;
         let payload = self.payload();
@@ -285,12 +315,8 @@ impl Episodes {
         bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&json);
         bytes.extend_from_slice(&payload);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| data_err(parent, e.to_string()))?;
-        }
-        let tmp = path.with_extension("demos.partial");
-        std::fs::write(&tmp, &bytes).map_err(|e| data_err(&tmp, e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| data_err(path, e.to_string()))
+        diffbc_runtime::fs::replace_file(path, &bytes, &KIND)?;
+        Ok(())
     }
 
     /// Read a `.demos` file, or a Diffusion Policy zarr folder (observation
@@ -299,7 +325,7 @@ impl Episodes {
         if path.is_dir() {
             return Self::load_zarr(path, "state", "action");
         }
-        let bytes = std::fs::read(path).map_err(|e| data_err(path, e.to_string()))?;
+        let bytes = diffbc_runtime::fs::read(path, diffbc_runtime::fs::limits::DEMOS)?;
         Self::from_bytes(&bytes, path)
     }
 
@@ -448,6 +474,7 @@ mod zarr {
     use std::sync::Arc;
     use zarrs::array::{Array, ArraySubset};
     use zarrs::filesystem::FilesystemStore;
+    use zarrs::storage::ReadableStorageTraits;
 
     pub(super) struct Read<T> {
         pub shape: Vec<usize>,
@@ -467,15 +494,75 @@ mod zarr {
             .map_err(|e| data_err(&root.join(name), format!("cannot open the zarr array: {e}")))
     }
 
+    /// The most bytes one array may declare (the data are read into memory).
+    const MAX_BYTES: u64 = diffbc_runtime::fs::limits::DEMOS;
+
     fn read<T: zarrs::array::ElementOwned>(root: &Path, name: &str) -> Result<Read<T>, TrainError> {
         let a = open(root, name)?;
+        let at = root.join(name);
         let shape: Vec<usize> = a.shape().iter().map(|&d| d as usize).collect();
         if shape.is_empty() || shape[0] == 0 {
-            return Err(data_err(&root.join(name), "the array is empty"));
+            return Err(data_err(&at, "the array is empty"));
+        }
+        // The declared shape, before anything is allocated for it.
+        let bytes = a
+            .shape()
+            .iter()
+            .try_fold(std::mem::size_of::<T>() as u64, |acc, &d| {
+                acc.checked_mul(d)
+            });
+        if bytes.is_none_or(|b| b > MAX_BYTES) {
+            return Err(data_err(
+                &at,
+                format!(
+                    "the declared shape {:?} holds {} bytes, more than the {MAX_BYTES} a data array may hold",
+                    a.shape(),
+                    bytes.map_or("over 2^64".to_string(), |b| b.to_string())
+                ),
+            ));
+        }
+        // Every chunk the shape needs must be stored: zarr reads a missing
+        // chunk as its fill value, which would train on invented zeros.
+        let store = a.storage();
+        let grid = a.chunk_grid_shape().to_vec();
+        let mut index = vec![0u64; grid.len()];
+        if grid.iter().all(|&g| g > 0) {
+            loop {
+                let key = a.chunk_key(&index);
+                let size = store
+                    .size_key(&key)
+                    .map_err(|e| data_err(&at, format!("cannot look up chunk {key}: {e}")))?;
+                if size.is_none() {
+                    return Err(data_err(
+                        &at,
+                        format!(
+                            "chunk {key} is missing (the declared shape {:?} needs {} chunks); zarr would read it as zeros",
+                            a.shape(),
+                            grid.iter().product::<u64>()
+                        ),
+                    ));
+                }
+                // Next chunk index, last axis fastest.
+                let mut d = grid.len();
+                loop {
+                    if d == 0 {
+                        break;
+                    }
+                    d -= 1;
+                    index[d] += 1;
+                    if index[d] < grid[d] {
+                        break;
+                    }
+                    index[d] = 0;
+                }
+                if index.iter().all(|&i| i == 0) {
+                    break;
+                }
+            }
         }
         let data = a
             .retrieve_array_subset::<Vec<T>>(&ArraySubset::new_with_shape(a.shape().to_vec()))
-            .map_err(|e| data_err(&root.join(name), format!("reading a chunk failed: {e}")))?;
+            .map_err(|e| data_err(&at, format!("reading a chunk failed: {e}")))?;
         Ok(Read { shape, data })
     }
 
@@ -642,6 +729,131 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("data/action") && e.contains("chunk"), "{e}");
+    }
+
+    /// A copy of Push-T's small arrays (state, action, episode ends).
+    fn pusht_copy(dir: &Path) -> PathBuf {
+        let root = dir.join("copy.zarr");
+        for sub in ["data/state", "data/action", "meta/episode_ends"] {
+            let from = pusht().join(sub);
+            let to = root.join(sub);
+            std::fs::create_dir_all(&to).expect("mkdir");
+            for f in std::fs::read_dir(&from).expect("ls").flatten() {
+                std::fs::copy(f.path(), to.join(f.file_name())).expect("copy");
+            }
+        }
+        for g in ["", "data", "meta"] {
+            let z = pusht().join(g).join(".zgroup");
+            if z.is_file() {
+                std::fs::copy(&z, root.join(g).join(".zgroup")).expect("copy");
+            }
+        }
+        root
+    }
+
+    #[test]
+    fn a_missing_zarr_chunk_is_an_error_not_zeros() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = pusht_copy(dir.path());
+        Episodes::load_zarr(&root, "state", "action").expect("the copy reads");
+        // A chunk in the middle, the last one, and one of episode_ends.
+        for (array, chunk) in [
+            ("data/action", "3.0"),
+            ("data/state", "159.0"),
+            ("meta/episode_ends", "0"),
+        ] {
+            let root = pusht_copy(&dir.path().join(chunk));
+            std::fs::remove_file(root.join(array).join(chunk)).expect("rm");
+            let e = Episodes::load_zarr(&root, "state", "action")
+                .expect_err("a missing chunk is an error")
+                .to_string();
+            assert!(
+                e.contains(array) && e.contains(chunk) && e.contains("missing"),
+                "{array}/{chunk}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zarr_shape_the_chunks_do_not_back_is_an_error_not_an_abort() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for rows in ["1000000000000000", "30000", "4000000000"] {
+            let root = pusht_copy(&dir.path().join(rows));
+            let meta = root.join("data/action/.zarray");
+            let text = std::fs::read_to_string(&meta).expect("read");
+            let edited = text.replacen("25650", rows, 1);
+            assert_ne!(text, edited);
+            std::fs::write(&meta, edited).expect("write");
+            let e = Episodes::load_zarr(&root, "state", "action")
+                .expect_err("an unbacked shape is an error")
+                .to_string();
+            assert!(
+                e.contains("data/action") && e.contains("shape"),
+                "{rows}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn implausible_values_are_named_with_their_channel() {
+        let p = Path::new("mem.demos");
+        // One action of 3e38 would make that joint's normaliser useless.
+        let mut e = sample();
+        e.actions[3] = 3e38;
+        let m = e.validate(p).expect_err("3e38").to_string();
+        assert!(
+            m.contains("mem.demos") && m.contains("action") && m.contains("\"y\""),
+            "{m}"
+        );
+        assert!(m.contains("row 1"), "{m}");
+        let mut e = sample();
+        e.obs[2] = -1e12;
+        let m = e.validate(p).expect_err("-1e12").to_string();
+        assert!(m.contains("observation") && m.contains("\"c\""), "{m}");
+        // Unnamed channels are named by index.
+        let mut e = sample();
+        e.action_names.clear();
+        e.actions[0] = f32::MAX;
+        let m = e.validate(p).expect_err("max").to_string();
+        assert!(m.contains("channel 0"), "{m}");
+        // Large but plausible values (pixels, encoder ticks) are fine.
+        let mut e = sample();
+        e.obs[0] = 4095.0;
+        e.actions[1] = -512.0;
+        e.validate(p).expect("plausible");
+        // And a file that holds them is refused at load, naming the file.
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("x.demos");
+        let mut e = sample();
+        e.obs_names.clear();
+        e.action_names.clear();
+        let good = {
+            e.save(&f).expect("save");
+            std::fs::read(&f).expect("read")
+        };
+        let mut e2 = e.clone();
+        e2.actions[3] = 3e38;
+        let bytes = {
+            // Written around `save`'s check: the payload is patched by hand.
+            let mut b = good.clone();
+            let at = b.len() - 4;
+            b[at..].copy_from_slice(&3e38f32.to_le_bytes());
+            let h = u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize;
+            let mut header: DemosHeader = serde_json::from_slice(&b[12..12 + h]).expect("header");
+            header.payload_sha256 = hex(&Sha256::digest(&b[12 + h..]));
+            let json = serde_json::to_vec(&header).expect("json");
+            let mut out = Vec::new();
+            out.extend_from_slice(MAGIC);
+            out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+            out.extend_from_slice(&json);
+            out.extend_from_slice(&b[12 + h..]);
+            out
+        };
+        let m = Episodes::from_bytes(&bytes, &f)
+            .expect_err("3e38 in a file")
+            .to_string();
+        assert!(m.contains("x.demos") && m.contains("action"), "{m}");
+        assert!(e2.validate(&f).is_err());
     }
 
     #[test]

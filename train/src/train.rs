@@ -50,6 +50,9 @@ pub struct RunOptions {
     /// Stop (and checkpoint) after this step even if `optim.steps` is larger;
     /// a later `resume` continues exactly where this run stopped.
     pub stop_at: Option<usize>,
+    /// Replace a checkpoint already in the output folder (never anything
+    /// else: see [`checkpoint::claim`]).
+    pub force: bool,
 }
 
 /// A data set in normalised units, ready for batching.
@@ -320,8 +323,27 @@ pub fn train<B: AutodiffBackend>(
     let schedule = NoiseSchedule::new(&config.diffusion)
         .map_err(|e| TrainError::config("diffusion", e.to_string()))?;
     let (train_set, test_set) = data.split(config.data.test_fraction, config.seed);
-    if train_set.is_empty() {
-        return Err(TrainError::Data("the training split is empty".into()));
+    if train_set.is_empty() || test_set.is_empty() {
+        return Err(TrainError::Data(format!(
+            "{} samples are too few: with data.test_fraction {} the {} split is empty (the held-out loss would be NaN); record more demonstrations",
+            data.len(),
+            config.data.test_fraction,
+            if train_set.is_empty() {
+                "training"
+            } else {
+                "held-out"
+            }
+        )));
+    }
+    if data.len() < 100 {
+        tracing::warn!(
+            samples = data.len(),
+            "very few training samples: the policy will mostly memorise them"
+        );
+    }
+    if !options.resume {
+        // Before any work: an output that is not ours is never replaced.
+        checkpoint::claim(out, options.force)?;
     }
     let spec = PolicySpec {
         config: config.clone(),
@@ -550,6 +572,7 @@ pub(crate) mod tests {
                 resume,
                 progress: false,
                 stop_at,
+                force: false,
             },
         )
         .expect("train")
@@ -672,6 +695,36 @@ pub(crate) mod tests {
                     c.denoiser.name()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn too_few_samples_for_a_held_out_split_are_refused_before_training() {
+        // A vector task with a handful of rows: one row, and a few rows whose
+        // 10 % test split rounds to nothing, must not train to a NaN test loss.
+        let mut c = TrainConfig::for_task(TaskKind::Arm, Method::Diffusion);
+        c.optim.steps = 2;
+        c.checkpoint_every = 0;
+        for rows in [1usize, 2, 4] {
+            let mut e = crate::episodes::Episodes::new(3, 2);
+            let obs: Vec<f32> = (0..rows * 3).map(|i| i as f32).collect();
+            let act: Vec<f32> = (0..rows * 2).map(|i| i as f32 * 0.1).collect();
+            e.push_episode(&obs, &act).expect("episode");
+            let data = e.to_chunked_dataset(c.history, c.chunk.horizon);
+            let dir = tempfile::tempdir().expect("tmp");
+            let err = train::<Tb>(
+                &c,
+                &data,
+                &dir.path().join("ck"),
+                &Default::default(),
+                RunOptions::default(),
+            )
+            .expect_err("too few samples")
+            .to_string();
+            assert!(
+                err.contains("samples") && err.contains("test_fraction"),
+                "{rows} rows: {err}"
+            );
         }
     }
 
