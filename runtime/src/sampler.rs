@@ -652,46 +652,103 @@ mod tests {
             assert_eq!(step(&m.calls[k].2), m.calls[k + 1].2, "extra step {k}");
         }
         assert_eq!(step(&m.calls[14].2), out);
-        // M = 0 is plain DDPM, bit for bit.
-        let a = run(
-            SamplerConfig::diffusion_x(0),
-            &mut Mock {
-                scale: 0.3,
-                ..Default::default()
-            },
-            3,
-            2,
-        );
-        let b = run(
-            SamplerConfig::ddpm(),
-            &mut Mock {
-                scale: 0.3,
-                ..Default::default()
-            },
-            3,
-            2,
-        );
-        assert_eq!(a, b);
+    }
+
+    /// The standard normals a ChaCha8 stream seeded with `seed` yields, in
+    /// order: the draws the sampler makes (initial actions, then the noise
+    /// of each step above τ = 1), taken as given inputs.
+    fn normals(seed: u64, n: usize) -> Vec<f64> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| f64::from(rng.sample::<f32, _>(StandardNormal)))
+            .collect()
+    }
+
+    /// The DDPM chain of a two-step schedule written out by hand, from the
+    /// paper's update a_{τ−1} = (a_τ − β_τ/√(1−ᾱ_τ) ε̂)/√α_τ + √β_τ z (no z
+    /// at τ = 1), with β = (0.1, 0.2): α = (0.9, 0.8), ᾱ = (0.9, 0.72). The
+    /// mock's ε̂ = s·a + g·e for a conditional row and s·a for the
+    /// unconditional (zero) row, and guidance w gives ε̂ = (1+w)ε_c − w ε_u.
+    /// Then M noiseless extra steps at τ = 1.
+    fn two_step_by_hand(s: f64, g: f64, e: f64, w: f64, m: usize, z: &[f64]) -> [f64; 2] {
+        let eps = |a: f64| (1.0 + w) * (s * a + g * e) - w * (s * a);
+        let mut out = [0.0; 2];
+        for d in 0..2 {
+            let a2 = z[d];
+            let a1 =
+                (a2 - 0.2 / 0.28f64.sqrt() * eps(a2)) / 0.8f64.sqrt() + 0.2f64.sqrt() * z[2 + d];
+            let mut a0 = (a1 - 0.1 / 0.1f64.sqrt() * eps(a1)) / 0.9f64.sqrt();
+            for _ in 0..m {
+                a0 = (a0 - 0.1 / 0.1f64.sqrt() * eps(a0)) / 0.9f64.sqrt();
+            }
+            out[d] = a0;
+        }
+        out
+    }
+
+    fn two_step(config: SamplerConfig, model: &mut Mock, seed: u64, obs0: f32) -> Vec<f32> {
+        let sched = NoiseSchedule::from_betas(vec![0.1, 0.2]).expect("valid");
+        let mut s = Sampler::new(sched, config).expect("valid");
+        let mut out = vec![0.0; 2];
+        s.sample(
+            model,
+            &[obs0, 0.0, 0.0],
+            &mut ChaCha8Rng::seed_from_u64(seed),
+            &mut out,
+        )
+        .expect("sample");
+        out
     }
 
     #[test]
-    fn kde_picks_the_densest_candidate() {
-        // Three points in a tight cluster, one far away.
-        let c = [0.0, 0.0, 5.0, 5.0, 0.1, 0.0, 0.0, 0.1];
-        let i = kde_densest(&c, 2, 0.5);
-        assert!(i == 0, "the cluster centre (0,0) is densest, got {i}");
-        // Brute-force check against every candidate.
-        let density = |k: usize| -> f32 {
-            (0..4)
-                .map(|j| {
-                    let d2 = (c[2 * k] - c[2 * j]).powi(2) + (c[2 * k + 1] - c[2 * j + 1]).powi(2);
-                    (-d2 / (2.0 * 0.25)).exp()
-                })
-                .sum()
-        };
-        for k in 0..4 {
-            assert!(density(i) >= density(k));
+    fn ddpm_diffusion_x_and_guidance_match_the_chain_computed_by_hand() {
+        let z = normals(21, 4);
+        for (w, m, config) in [
+            (0.0, 0, SamplerConfig::ddpm()),
+            (0.0, 0, SamplerConfig::ddpm().with_guidance(0.0)),
+            (0.0, 0, SamplerConfig::diffusion_x(0)),
+            (0.0, 3, SamplerConfig::diffusion_x(3)),
+            (2.0, 0, SamplerConfig::ddpm().with_guidance(2.0)),
+            (2.0, 2, SamplerConfig::diffusion_x(2).with_guidance(2.0)),
+        ] {
+            let mut mock = Mock {
+                scale: 0.3,
+                emb_gain: 0.5,
+                ..Default::default()
+            };
+            let got = two_step(config, &mut mock, 21, 0.8);
+            let want = two_step_by_hand(0.3, 0.5, 0.8, w, m, &z);
+            for (g, h) in got.iter().zip(want) {
+                assert!(
+                    (f64::from(*g) - h).abs() < 1e-5,
+                    "{}: sampler {got:?}, by hand {want:?}",
+                    config.label()
+                );
+            }
+            // Network calls: T = 2, plus M.
+            assert_eq!(mock.calls.len(), 2 + m, "{}", config.label());
         }
+    }
+
+    #[test]
+    fn kde_picks_the_densest_candidate_of_a_1d_case_known_by_hand() {
+        // 1-D candidates 0, 0.1, 0.2 and 3 with h = 0.5, density(x) =
+        // Σ_j exp(−(x − x_j)² / (2h²)) = Σ_j exp(−2 (x − x_j)²):
+        //   x = 0:   1 + e^−0.02 + e^−0.08 + e^−18    = 2.9033
+        //   x = 0.1: 1 + 2 e^−0.02 + e^−16.82         = 2.9604  (densest)
+        //   x = 0.2: 1 + e^−0.02 + e^−0.08 + e^−15.68 = 2.9033
+        //   x = 3:   1 + e^−18 + e^−16.82 + e^−15.68  = 1.0000
+        assert_eq!(kde_densest(&[0.0, 0.1, 0.2, 3.0], 1, 0.5), 1);
+        // Order does not matter; the lone far point never wins.
+        assert_eq!(kde_densest(&[3.0, 0.2, 0.0, 0.1], 1, 0.5), 3);
+        // Two clusters: the one with three points beats the one with two.
+        assert_eq!(kde_densest(&[5.0, 5.1, -1.0, -1.05, -0.95], 1, 0.2), 2);
+        // 2-D: three points in a tight cluster, one far away; (0, 0) sits
+        // 0.1 from each of the other two, so it is densest.
+        assert_eq!(
+            kde_densest(&[0.0, 0.0, 5.0, 5.0, 0.1, 0.0, 0.0, 0.1], 2, 0.5),
+            0
+        );
     }
 
     #[test]
@@ -711,34 +768,30 @@ mod tests {
         .expect("sample");
         // One batch of 20 rows per network call.
         assert!(m.calls.iter().all(|c| c.2.len() == 40));
-        let cands = s.last_candidates().to_vec();
-        let best = kde_densest(&cands, 2, 0.1);
-        assert_eq!(&cands[best * 2..best * 2 + 2], &out[..]);
-    }
-
-    #[test]
-    fn zero_guidance_equals_plain_ddpm() {
-        let a = run(
-            SamplerConfig::ddpm().with_guidance(0.0),
-            &mut Mock {
-                scale: 0.2,
-                emb_gain: 1.0,
-                ..Default::default()
-            },
-            11,
-            3,
-        );
-        let b = run(
-            SamplerConfig::ddpm(),
-            &mut Mock {
-                scale: 0.2,
-                emb_gain: 1.0,
-                ..Default::default()
-            },
-            11,
-            3,
-        );
-        assert_eq!(a, b);
+        // The density of every candidate, computed here in f64 from the
+        // definition, is highest at the one returned.
+        let c = s.last_candidates().to_vec();
+        let density = |k: usize| -> f64 {
+            (0..20)
+                .map(|j| {
+                    let d2: f64 = (0..2)
+                        .map(|d| f64::from(c[2 * k + d] - c[2 * j + d]).powi(2))
+                        .sum();
+                    (-d2 / (2.0 * 0.01)).exp()
+                })
+                .sum()
+        };
+        let picked = (0..20)
+            .find(|&k| c[2 * k..2 * k + 2] == out[..])
+            .expect("the output is one of the candidates");
+        for k in 0..20 {
+            assert!(
+                density(picked) >= density(k) - 1e-9,
+                "candidate {k} is denser"
+            );
+        }
+        // And the candidates differ, so the choice was a real one.
+        assert!((0..20).any(|k| density(k) < density(picked) - 1e-3));
     }
 
     #[test]

@@ -164,18 +164,26 @@ fn a_bad_observation_is_refused_and_leaves_the_history_untouched() {
     );
 }
 
+#[cfg(not(feature = "ort"))]
 #[test]
-fn ort_without_the_feature_or_library_is_a_clear_error() {
+fn ort_without_the_feature_is_a_clear_error() {
     let e = Policy::load(
         &model("bench-sieve"),
         EngineChoice::Ort(ExecutionProvider::Cpu),
-    );
-    if cfg!(feature = "ort") {
-        // With the feature, the outcome depends on ORT_DYLIB_PATH; tests/ort.rs covers it.
-        return;
-    }
-    let e = e.expect_err("no ort in this build").to_string();
+    )
+    .expect_err("no ort in this build")
+    .to_string();
     assert!(e.contains("--features ort"), "{e}");
+}
+
+#[cfg(feature = "ort")]
+#[test]
+fn ort_with_a_missing_library_is_a_clear_error_naming_it() {
+    let missing = Path::new("/nonexistent/libonnxruntime.so.1");
+    let e = diffbc_runtime::ort_engine::load_library(missing)
+        .expect_err("no library there")
+        .to_string();
+    assert!(e.contains("/nonexistent/libonnxruntime.so.1"), "{e}");
 }
 
 #[test]
@@ -207,8 +215,10 @@ fn engine_names_parse_and_print() {
     );
 }
 
-/// Random manifests: every mutation of a valid manifest is either accepted
-/// (and then loads) or refused with a `Manifest` error; nothing panics.
+/// Random manifests: every mutation of a valid manifest is either refused
+/// with a `Manifest` error or accepted — and an accepted one then loads on
+/// the native engine, or is refused there with a typed error (a changed
+/// hash or tensor spec is only visible beside the graphs); nothing panics.
 #[test]
 fn random_manifests_never_panic() {
     let src = model("bench-sieve");
@@ -220,7 +230,7 @@ fn random_manifests_never_panic() {
         std::fs::copy(src.join(f), dir.join(f)).expect("copy");
     }
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let mut refused = 0;
+    let (mut refused, mut loaded) = (0, 0);
     for _ in 0..300 {
         let mut v = base.clone();
         for _ in 0..rng.random_range(1..4) {
@@ -228,7 +238,18 @@ fn random_manifests_never_panic() {
         }
         std::fs::write(dir.join("manifest.json"), v.to_string()).expect("write");
         match std::panic::catch_unwind(|| read_manifest(dir).map(|_| ())) {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                match std::panic::catch_unwind(|| OnnxModel::load(dir, EngineChoice::Native)) {
+                    Ok(Ok(_)) => loaded += 1,
+                    Ok(Err(
+                        PolicyError::Hash { .. }
+                        | PolicyError::FieldFile { .. }
+                        | PolicyError::Engine(_),
+                    )) => {}
+                    Ok(Err(e)) => panic!("unexpected error kind loading {v}: {e}"),
+                    Err(_) => panic!("OnnxModel::load panicked on {v}"),
+                }
+            }
             Ok(Err(PolicyError::Manifest { path, message })) => {
                 assert!(path.ends_with("manifest.json"));
                 assert!(!message.is_empty());
@@ -242,6 +263,9 @@ fn random_manifests_never_panic() {
         refused > 100,
         "the mutations should mostly be caught ({refused})"
     );
+    // Mutations of fields the runtime does not depend on (provenance, …)
+    // are accepted and the folder still runs.
+    assert!(loaded > 0, "no accepted manifest loaded");
     // Plain garbage too.
     for bytes in [
         &b""[..],
@@ -336,7 +360,7 @@ fn random_observations_never_panic() {
             });
         }
         match p.act(&o) {
-            Ok(a) => assert!(a.iter().all(|v| v.is_finite()) || o.iter().any(|v| v.abs() > 1e20)),
+            Ok(a) => assert!(a.iter().all(|v| v.is_finite()), "{a:?} for {o:?}"),
             Err(PolicyError::Observation(_) | PolicyError::Sampler(_)) => {}
             Err(e) => panic!("unexpected error kind: {e}"),
         }
