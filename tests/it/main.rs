@@ -5,6 +5,7 @@ mod arm;
 mod bench;
 mod claw;
 mod hil;
+mod hostile_bridge;
 mod pusht;
 mod report;
 mod support;
