@@ -37,10 +37,10 @@ pub struct BenchBridgeArgs {
     #[arg(long)]
     watchdog_ms: Option<u64>,
     /// Control rate (Hz, 1–500).
-    #[arg(long, default_value = "100", value_parser = diffbc_bridge::checked::flag::rate_hz, allow_negative_numbers = true)]
+    #[arg(long, default_value = "100", value_parser = diffbc_bridge::checked::flag::rate_hz, allow_hyphen_values = true)]
     rate: f64,
     /// Measured seconds (positive, at most a year).
-    #[arg(long, default_value = "10", value_parser = diffbc_bridge::checked::flag::seconds, allow_negative_numbers = true)]
+    #[arg(long, default_value = "10", value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
     seconds: Duration,
     /// Noise seed for `--model`.
     #[arg(long, default_value_t = 0)]

@@ -80,14 +80,14 @@ struct SimArmArgs {
     #[arg(long, default_value_t = arm::eval::EVAL_SEED_BASE)]
     seed: u64,
     /// Device seconds per wall-clock second (a host must scale its rate by the same factor; at most 1000).
-    #[arg(long, default_value = "1", value_parser = diffbc_bridge::checked::flag::time_scale, allow_negative_numbers = true)]
+    #[arg(long, default_value = "1", value_parser = diffbc_bridge::checked::flag::time_scale, allow_hyphen_values = true)]
     time_scale: f64,
     /// Stable path for hosts to open (a symlink to the pty slave). Must not
     /// exist, or be a symlink into /dev (a stale link); anything else is refused.
     #[arg(long, default_value = "/tmp/diffbc-arm")]
     link: PathBuf,
     /// Stop after this many seconds (default: until Ctrl-C).
-    #[arg(long, value_parser = diffbc_bridge::checked::flag::seconds, allow_negative_numbers = true)]
+    #[arg(long, value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
     seconds: Option<std::time::Duration>,
 }
 
@@ -102,13 +102,13 @@ struct RunArgs {
     #[arg(long, default_value_t = 1_000_000)]
     baud: u32,
     /// Control rate (Hz, 1–500).
-    #[arg(long, default_value = "50", value_parser = diffbc_bridge::checked::flag::rate_hz, allow_negative_numbers = true)]
+    #[arg(long, default_value = "50", value_parser = diffbc_bridge::checked::flag::rate_hz, allow_hyphen_values = true)]
     rate: f64,
     /// Stop after this many seconds (default: until Ctrl-C).
-    #[arg(long, value_parser = diffbc_bridge::checked::flag::seconds, allow_negative_numbers = true)]
+    #[arg(long, value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
     seconds: Option<std::time::Duration>,
     /// Largest change of a joint target per tick relative to the measured position (rad, > 0).
-    #[arg(long, default_value = "0.2", value_parser = diffbc_bridge::checked::flag::max_step, allow_negative_numbers = true)]
+    #[arg(long, default_value = "0.2", value_parser = diffbc_bridge::checked::flag::max_step, allow_hyphen_values = true)]
     max_step: f32,
     /// Engine (native allocates nothing at steady state; tract, ort-cpu, ort-cuda[:N], …).
     #[arg(long, default_value = "native")]
@@ -133,7 +133,7 @@ struct BenchArgs {
     #[arg(long = "threads")]
     threads: Vec<usize>,
     /// Timed seconds per row.
-    #[arg(long, default_value = "1", value_parser = diffbc_bridge::checked::flag::seconds, allow_negative_numbers = true)]
+    #[arg(long, default_value = "1", value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
     seconds: std::time::Duration,
     /// Fewest timed actions per row.
     #[arg(long, default_value_t = 20)]

@@ -218,8 +218,9 @@ fn a_late_action_is_a_counted_miss_and_the_last_command_is_held() {
     }
     let fresh_moves = report
         .log
-        .windows(2)
-        .filter(|w| w[1].command.targets != w[0].command.targets)
+        .iter()
+        .zip(report.log.iter().skip(1))
+        .filter(|(a, b)| b.command.targets != a.command.targets)
         .count();
     assert!(
         fresh_moves > 20,
