@@ -49,8 +49,8 @@ pub struct BenchPlan {
     pub threads: Vec<usize>,
     /// Samplers.
     pub samplers: Vec<SamplerConfig>,
-    /// Timed seconds per row (after warm-up).
-    pub seconds: f64,
+    /// Timed time per row (after warm-up).
+    pub seconds: Duration,
     /// Fewest timed actions per row.
     pub min_iterations: usize,
 }
@@ -100,7 +100,7 @@ fn measure(
     let mut times = Vec::with_capacity(plan.min_iterations.max(1024));
     let allocs_before = diffbc_alloc_count::allocations();
     let start = Instant::now();
-    let budget = Duration::from_secs_f64(plan.seconds);
+    let budget = plan.seconds;
     let mut n = 0;
     while n < plan.min_iterations || start.elapsed() < budget {
         let t = Instant::now();

@@ -36,12 +36,12 @@ pub struct BenchBridgeArgs {
     /// The emulated arm's command watchdog (ms; default: the arm's own, 250).
     #[arg(long)]
     watchdog_ms: Option<u64>,
-    /// Control rate (Hz).
-    #[arg(long, default_value_t = 100.0)]
+    /// Control rate (Hz, 1–500).
+    #[arg(long, default_value = "100", value_parser = diffbc_bridge::checked::flag::rate_hz, allow_hyphen_values = true)]
     rate: f64,
-    /// Measured seconds.
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
+    /// Measured seconds (positive, at most a year).
+    #[arg(long, default_value = "10", value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
+    seconds: Duration,
     /// Noise seed for `--model`.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -108,7 +108,7 @@ impl BridgeBenchRecord {
             port: port.into(),
             emulated: a.port.is_none(),
             rate_hz: a.rate,
-            seconds: a.seconds,
+            seconds: a.seconds.as_secs_f64(),
             ticks: s.ticks,
             missed_deadlines: s.missed_deadlines,
             jitter_p50_us: s.jitter.quantile_us(0.5),
@@ -176,9 +176,8 @@ impl BridgeBenchRecord {
 
 /// Run the benchmark and print its table.
 pub fn run(a: &BenchBridgeArgs) -> Result<()> {
-    if !(a.seconds.is_finite() && a.seconds > 0.0) {
-        bail!("--seconds must be positive, got {}", a.seconds);
-    }
+    // Both logs hold the whole run, so delivery is checked command by command.
+    let ticks = (a.seconds.as_secs_f64() * a.rate).min(f64::from(1u32 << 22)) as usize + 64;
     let stop = crate::interrupt_flag()?;
     let dir = tempfile::tempdir().context("temporary folder for the pty link")?;
     let (port, sim) = match &a.port {
@@ -190,6 +189,7 @@ pub fn run(a: &BenchBridgeArgs) -> Result<()> {
                 }
                 crate::SimTaskArg::None => diffbc_bridge::SimConfig::default_arm(),
             };
+            config.command_log = ticks;
             if let Some(ms) = a.watchdog_ms {
                 config.watchdog = Duration::from_millis(ms);
             }
@@ -215,18 +215,22 @@ pub fn run(a: &BenchBridgeArgs) -> Result<()> {
     };
     let config = LoopConfig {
         rate_hz: a.rate,
-        duration: Some(Duration::from_secs_f64(a.seconds)),
+        duration: Some(a.seconds),
+        log_capacity: ticks,
         ..LoopConfig::default()
     };
-    tracing::info!("timing the host's timer alone for {} s", a.seconds);
-    let timer = diffbc_bridge::bridge::timer_jitter(a.rate, Duration::from_secs_f64(a.seconds));
+    tracing::info!(
+        "timing the host's timer alone for {} s",
+        a.seconds.as_secs_f64()
+    );
+    let timer = diffbc_bridge::bridge::timer_jitter(a.rate, a.seconds);
     let mut bridge = Bridge::connect(&port, a.baud, config.handshake_timeout)?;
     let report = bridge.run(&mut controller, &config, &stop);
     drop(bridge);
     print!("{}", report.stats.markdown());
     // Delivery is checked however the run ended (a fault ends it early).
     let received = sim.as_ref().map(|sim| {
-        let got = sim.commands_when(report.log.len(), Duration::from_secs(5));
+        let got = sim.commands_when(report.log.total(), Duration::from_secs(5));
         // Count the logged commands the arm received equal and in order.
         report
             .log

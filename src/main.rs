@@ -79,15 +79,16 @@ struct SimArmArgs {
     /// Episode seed (start pose).
     #[arg(long, default_value_t = arm::eval::EVAL_SEED_BASE)]
     seed: u64,
-    /// Device seconds per wall-clock second (a host must scale its rate by the same factor).
-    #[arg(long, default_value_t = 1.0)]
+    /// Device seconds per wall-clock second (a host must scale its rate by the same factor; at most 1000).
+    #[arg(long, default_value = "1", value_parser = diffbc_bridge::checked::flag::time_scale, allow_hyphen_values = true)]
     time_scale: f64,
-    /// Stable path for hosts to open (a symlink to the pty slave).
+    /// Stable path for hosts to open (a symlink to the pty slave). Must not
+    /// exist, or be a symlink into /dev (a stale link); anything else is refused.
     #[arg(long, default_value = "/tmp/diffbc-arm")]
     link: PathBuf,
     /// Stop after this many seconds (default: until Ctrl-C).
-    #[arg(long)]
-    seconds: Option<f64>,
+    #[arg(long, value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
+    seconds: Option<std::time::Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -100,14 +101,14 @@ struct RunArgs {
     /// Baud rate (ignored by pseudo-terminals).
     #[arg(long, default_value_t = 1_000_000)]
     baud: u32,
-    /// Control rate (Hz, up to 500).
-    #[arg(long, default_value_t = 50.0)]
+    /// Control rate (Hz, 1–500).
+    #[arg(long, default_value = "50", value_parser = diffbc_bridge::checked::flag::rate_hz, allow_hyphen_values = true)]
     rate: f64,
     /// Stop after this many seconds (default: until Ctrl-C).
-    #[arg(long)]
-    seconds: Option<f64>,
-    /// Largest change of a joint target per tick relative to the measured position (rad).
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
+    seconds: Option<std::time::Duration>,
+    /// Largest change of a joint target per tick relative to the measured position (rad, > 0).
+    #[arg(long, default_value = "0.2", value_parser = diffbc_bridge::checked::flag::max_step, allow_hyphen_values = true)]
     max_step: f32,
     /// Engine (native allocates nothing at steady state; tract, ort-cpu, ort-cuda[:N], …).
     #[arg(long, default_value = "native")]
@@ -132,8 +133,8 @@ struct BenchArgs {
     #[arg(long = "threads")]
     threads: Vec<usize>,
     /// Timed seconds per row.
-    #[arg(long, default_value_t = 1.0)]
-    seconds: f64,
+    #[arg(long, default_value = "1", value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
+    seconds: std::time::Duration,
     /// Fewest timed actions per row.
     #[arg(long, default_value_t = 20)]
     min_iterations: usize,
@@ -573,9 +574,6 @@ fn cmd_sim_arm(a: SimArmArgs) -> Result<()> {
         SimTaskArg::Arm => arm::ArmTask::default().sim_config(a.seed),
         SimTaskArg::None => diffbc_bridge::SimConfig::default_arm(),
     };
-    if !(a.time_scale.is_finite() && a.time_scale > 0.0) {
-        bail!("--time-scale must be positive, got {}", a.time_scale);
-    }
     config.time_scale = a.time_scale;
     let sim = diffbc_bridge::spawn_pty(config.clone(), &a.link)
         .with_context(|| format!("opening a pseudo-terminal at {}", a.link.display()))?;
@@ -587,12 +585,10 @@ fn cmd_sim_arm(a: SimArmArgs) -> Result<()> {
         sim.path.display()
     );
     let start = std::time::Instant::now();
-    while !stop.load(Ordering::Relaxed)
-        && a.seconds.is_none_or(|s| start.elapsed().as_secs_f64() < s)
-    {
+    while !stop.load(Ordering::Relaxed) && a.seconds.is_none_or(|s| start.elapsed() < s) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let received = sim.shared.commands.lock().map(|c| c.len()).unwrap_or(0);
+    let received = sim.shared.commands_total();
     let reached = sim.shared.reached.load(Ordering::Relaxed);
     sim.shutdown();
     println!("commands received: {received}; targets reached (bits): {reached:b}");
@@ -620,7 +616,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let mut controller = diffbc_bridge::policy::PolicyController::new(policy);
     let config = diffbc_bridge::LoopConfig {
         rate_hz: a.rate,
-        duration: a.seconds.map(std::time::Duration::from_secs_f64),
+        duration: a.seconds,
         max_step: a.max_step,
         ..Default::default()
     };

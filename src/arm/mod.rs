@@ -272,7 +272,7 @@ pub fn run_episode(
     mut record: Option<&mut Vec<(Vec<f32>, [f32; JOINTS])>>,
 ) -> Result<EpisodeResult> {
     let config = task.sim_config(seed);
-    let safety = SafetyLayer::new(&config.limits, task.max_step);
+    let safety = SafetyLayer::new(&config.limits, task.max_step)?;
     let mut arm = SimArm::new(config);
     let layout = task.layout();
     let mut frame = vec![0.0f32; layout.len()];

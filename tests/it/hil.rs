@@ -168,7 +168,7 @@ fn closed_loop_at_100_hz_for_10_s_delivers_every_command_in_order() {
         "sequence numbers"
     );
     let Some(sim) = &dev.sim else { return };
-    let got = sim.commands_when(report.log.len(), Duration::from_secs(5));
+    let got = sim.commands_when(report.log.total(), Duration::from_secs(5));
     let sent: Vec<_> = report.log.iter().map(|l| l.command.clone()).collect();
     assert_eq!(got.len(), sent.len(), "received vs sent");
     assert_eq!(
@@ -218,8 +218,9 @@ fn a_late_action_is_a_counted_miss_and_the_last_command_is_held() {
     }
     let fresh_moves = report
         .log
-        .windows(2)
-        .filter(|w| w[1].command.targets != w[0].command.targets)
+        .iter()
+        .zip(report.log.iter().skip(1))
+        .filter(|(a, b)| b.command.targets != a.command.targets)
         .count();
     assert!(
         fresh_moves > 20,
@@ -249,7 +250,7 @@ fn corrupted_telemetry(switch: fn(&diffbc_bridge::sim::Faults) -> &std::sync::at
     assert!(report.stats.frames_received > 100);
     let t = report.last_telemetry.expect("telemetry");
     assert!(t.positions.iter().all(|p| p.is_finite() && p.abs() < 3.0));
-    let got = sim.commands_when(report.log.len(), Duration::from_secs(5));
+    let got = sim.commands_when(report.log.total(), Duration::from_secs(5));
     let sent: Vec<_> = report.log.iter().map(|l| l.command.clone()).collect();
     assert_eq!(got, sent, "host → device stream stays intact");
 }
@@ -632,6 +633,12 @@ fn bench_bridge_reports_the_loop_against_its_targets() {
     assert_eq!(r["controller"], "sweep");
     assert_eq!(r["emulated"], true);
 
-    let e = crate::support::error_line(&["bench-bridge", "--seconds", "0"]);
-    assert!(e.contains("--seconds must be positive"), "{e}");
+    // A bad flag is a usage error naming it (clap's exit code 2).
+    let out = crate::support::diffbc(&["bench-bridge", "--seconds", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("--seconds") && e.contains("must be positive"),
+        "{e}"
+    );
 }

@@ -6,6 +6,7 @@ mod bench;
 mod claw;
 mod hil;
 mod hostile;
+mod hostile_bridge;
 mod pusht;
 mod report;
 mod support;

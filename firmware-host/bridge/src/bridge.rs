@@ -6,9 +6,18 @@
 //! action is counted as a miss and the last safe command is sent again, so
 //! inference never stalls the loop. The loop does not allocate at steady
 //! state (frames encoded into a stack buffer, telemetry passed by value
-//! through bounded channels, histograms sized at start, the command log
-//! reserved for the run's length); `tests/no_alloc.rs` counts.
+//! through bounded channels, histograms sized at start, the command log a
+//! ring reserved at start); `tests/no_alloc.rs` counts.
+//!
+//! Every way out of [`Bridge::run`] sends one stop frame: the end of the run,
+//! the stop flag, a device fault, silence, a controller error or panic, a
+//! configuration refused before anything moved, and a panic in the loop
+//! itself (the frame goes out, then the panic continues). A device whose
+//! handshake carries unusable limits gets a stop frame from
+//! [`Bridge::connect`], which refuses it.
 
+use crate::checked::{self, ValueError};
+use crate::ring::Ring;
 use crate::safety::{SafetyError, SafetyLayer};
 use crate::stats::RunStats;
 use diffbc_protocol::{
@@ -17,6 +26,7 @@ use diffbc_protocol::{
 };
 use serialport::SerialPort;
 use std::io::Read;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -173,6 +183,40 @@ pub struct LoopConfig {
     pub handshake_timeout: Duration,
     /// End the run (normally) once telemetry reports `TASK_DONE`.
     pub stop_when_task_done: bool,
+    /// Most commands kept in [`RunReport::log`] (the newest; the total is
+    /// counted). The default holds 131 s at 500 Hz.
+    pub log_capacity: usize,
+}
+
+/// [`LoopConfig::log_capacity`]'s default: 2^16 commands, 131 s at 500 Hz.
+pub const DEFAULT_LOG_CAPACITY: usize = 1 << 16;
+
+impl LoopConfig {
+    /// Every number usable before anything moves: rate finite in 1..=500 Hz,
+    /// `deadline_fraction` in (0, 1), timeouts and back-offs positive,
+    /// `max_step` finite and positive, a duration (if any) positive and at
+    /// most [`checked::MAX_SECONDS`].
+    pub fn validate(&self) -> Result<(), ValueError> {
+        checked::rate_hz("rate_hz", self.rate_hz)?;
+        let f = checked::positive_finite("deadline_fraction", self.deadline_fraction)?;
+        if f >= 1.0 {
+            return Err(ValueError::OutOfRange {
+                name: "deadline_fraction",
+                value: f,
+                min: 0.0,
+                max: 1.0,
+            });
+        }
+        if let Some(d) = self.duration {
+            checked::seconds("duration", d.as_secs_f64())?;
+        }
+        checked::positive_duration("telemetry_timeout", self.telemetry_timeout)?;
+        checked::positive_duration("handshake_timeout", self.handshake_timeout)?;
+        checked::positive_duration("reconnect.initial", self.reconnect.initial)?;
+        checked::positive_duration("reconnect.max", self.reconnect.max)?;
+        checked::max_step("max_step", self.max_step)?;
+        Ok(())
+    }
 }
 
 impl Default for LoopConfig {
@@ -186,6 +230,7 @@ impl Default for LoopConfig {
             reconnect: Reconnect::default(),
             handshake_timeout: Duration::from_secs(2),
             stop_when_task_done: false,
+            log_capacity: DEFAULT_LOG_CAPACITY,
         }
     }
 }
@@ -207,8 +252,9 @@ pub struct LoggedCommand {
 pub struct RunReport {
     /// Statistics.
     pub stats: RunStats,
-    /// Every command sent, in order.
-    pub log: Vec<LoggedCommand>,
+    /// The commands sent, in order: the newest [`LoopConfig::log_capacity`]
+    /// of them; `log.total()` counts all.
+    pub log: Ring<LoggedCommand>,
     /// The last telemetry received.
     pub last_telemetry: Option<Telemetry>,
     /// How the run ended (Ok) or the error that stopped it.
@@ -317,6 +363,51 @@ fn handshake(
     })
 }
 
+/// Check the limits a device reported before anything uses them: every joint
+/// limit finite with `min < max`, speeds positive, 1..=`MAX_JOINTS` joints.
+/// An unusable handshake gets a stop frame (the device may be enabled from
+/// an earlier session) and an error naming the joint and field.
+fn refuse_unusable(
+    path: &str,
+    port: &mut dyn SerialPort,
+    h: &Handshake,
+) -> Result<(), BridgeError> {
+    if let Err(e) = checked::joint_limits(&h.joints) {
+        let _ = write_frame(
+            port,
+            &Frame::Stop {
+                reason: StopReason::HostError,
+            },
+        );
+        return Err(BridgeError::Protocol {
+            port: path.into(),
+            message: format!("the device reported unusable limits: {e}; stop sent"),
+        });
+    }
+    Ok(())
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".into()
+    }
+}
+
+/// The stop reason for how a run ended.
+fn stop_reason(outcome: &Result<(), BridgeError>, stop: &AtomicBool) -> StopReason {
+    match outcome {
+        Ok(()) if stop.load(Ordering::Relaxed) => StopReason::Operator,
+        Ok(()) => StopReason::EndOfRun,
+        Err(BridgeError::DeviceFault { .. }) => StopReason::DeviceFault,
+        Err(_) => StopReason::HostError,
+    }
+}
+
 /// Sleep until `deadline`: coarse sleep, then spin the last stretch.
 fn sleep_until(start: Instant, deadline: Duration) {
     const SPIN: Duration = Duration::from_micros(400);
@@ -365,6 +456,7 @@ impl Bridge {
         let mut port = open(path, baud)?;
         let mut decoder = Decoder::new();
         let handshake = handshake(path, port.as_mut(), &mut decoder, timeout)?;
+        refuse_unusable(path, port.as_mut(), &handshake)?;
         tracing::info!(
             port = path,
             joints = handshake.joints.len(),
@@ -406,6 +498,7 @@ impl Bridge {
                     Duration::from_millis(500),
                 )
             {
+                refuse_unusable(&self.path, port.as_mut(), &h)?;
                 if h.joints.len() != self.handshake.joints.len() {
                     return Err(BridgeError::Protocol {
                         port: self.path.clone(),
@@ -440,16 +533,32 @@ impl Bridge {
         stop: &AtomicBool,
     ) -> RunReport {
         let mut stats = RunStats::new();
-        let mut log = Vec::new();
+        let mut log = Ring::new(config.log_capacity);
         let mut last = None;
-        let outcome = self.run_inner(controller, config, stop, &mut stats, &mut log, &mut last);
-        let reason = match &outcome {
-            Ok(()) if stop.load(Ordering::Relaxed) => StopReason::Operator,
-            Ok(()) => StopReason::EndOfRun,
-            Err(BridgeError::DeviceFault { .. }) => StopReason::DeviceFault,
-            Err(_) => StopReason::HostError,
+        let mut stopped = false;
+        // A panic anywhere in the loop still stops the arm, then continues.
+        let outcome = match catch_unwind(AssertUnwindSafe(|| {
+            self.run_inner(
+                controller,
+                config,
+                stop,
+                &mut stats,
+                &mut log,
+                &mut last,
+                &mut stopped,
+            )
+        })) {
+            Ok(outcome) => outcome,
+            Err(payload) => {
+                if !stopped {
+                    self.stop(StopReason::HostError);
+                }
+                resume_unwind(payload)
+            }
         };
-        self.stop(reason);
+        if !stopped {
+            self.stop(stop_reason(&outcome, stop));
+        }
         RunReport {
             stats,
             log,
@@ -458,31 +567,49 @@ impl Bridge {
         }
     }
 
-    #[allow(clippy::too_many_lines)]
+    /// Validate, start the controller, and run the loop. Sets `stopped` once
+    /// it has sent the stop frame itself (when the loop ends, before waiting
+    /// for the controller's thread, which may be stuck in `act`).
+    #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
     fn run_inner<C: Controller>(
         &mut self,
         controller: &mut C,
         config: &LoopConfig,
         stop: &AtomicBool,
         stats: &mut RunStats,
-        log: &mut Vec<LoggedCommand>,
+        log: &mut Ring<LoggedCommand>,
         last: &mut Option<Telemetry>,
+        stopped: &mut bool,
     ) -> Result<(), BridgeError> {
+        config
+            .validate()
+            .map_err(|e| BridgeError::Config(e.to_string()))?;
         let h = self.handshake.clone();
         let joints = h.joints.len();
-        if !(1.0..=500.0).contains(&config.rate_hz) || config.rate_hz > f64::from(h.max_rate_hz) {
+        if config.rate_hz > f64::from(h.max_rate_hz) {
             return Err(BridgeError::Config(format!(
                 "rate {} Hz is outside 1..=min(500, device max {})",
                 config.rate_hz, h.max_rate_hz
             )));
         }
-        controller.start(&h).map_err(BridgeError::Controller)?;
-        let safety = SafetyLayer::new(&h.joints, config.max_step);
+        let safety = SafetyLayer::new(&h.joints, config.max_step)
+            .map_err(|e| BridgeError::Config(e.to_string()))?;
+        match catch_unwind(AssertUnwindSafe(|| controller.start(&h))) {
+            Ok(r) => r.map_err(BridgeError::Controller)?,
+            Err(p) => {
+                return Err(BridgeError::Controller(format!(
+                    "controller panicked: {}",
+                    panic_message(p.as_ref())
+                )));
+            }
+        }
         let period = Duration::from_secs_f64(1.0 / config.rate_hz);
         let deadline = period.mul_f64(config.deadline_fraction.clamp(0.05, 0.95));
-        if let Some(d) = config.duration {
-            log.reserve((d.as_secs_f64() * config.rate_hz) as usize + 8);
-        }
+        // Room for the whole run (or the whole ring), so ticks do not allocate.
+        let expected = config.duration.map_or(usize::MAX, |d| {
+            (d.as_secs_f64() * config.rate_hz).min(1e12) as usize + 8
+        });
+        log.reserve(expected);
         let mut sent_at = [Duration::ZERO; 256];
 
         std::thread::scope(|scope| -> Result<(), BridgeError> {
@@ -491,18 +618,81 @@ impl Bridge {
             scope.spawn(move || {
                 while let Ok(t) = worker_rx.recv() {
                     let mut values = [0.0; MAX_JOINTS];
-                    let error = controller.act(&t, &mut values[..joints]).err();
-                    if worker_tx.send(Action { values, error }).is_err() {
+                    // A panicking controller is an error of the run, not of
+                    // the host: the loop stops the arm and reports it.
+                    let error = match catch_unwind(AssertUnwindSafe(|| {
+                        controller.act(&t, &mut values[..joints])
+                    })) {
+                        Ok(r) => r.err(),
+                        Err(p) => Some(format!(
+                            "controller panicked: {}",
+                            panic_message(p.as_ref())
+                        )),
+                    };
+                    let panicked = error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("controller panicked"));
+                    if worker_tx.send(Action { values, error }).is_err() || panicked {
                         break;
                     }
                 }
             });
+            let body = catch_unwind(AssertUnwindSafe(|| {
+                self.control_loop(
+                    config,
+                    stop,
+                    stats,
+                    log,
+                    last,
+                    &safety,
+                    &to_worker,
+                    &from_worker,
+                    &mut sent_at,
+                    period,
+                    deadline,
+                    joints,
+                )
+            }));
+            // Stop before the scope joins the controller's thread (which may
+            // be stuck in `act`): the arm must not wait on it.
+            let reason = match &body {
+                Ok(outcome) => stop_reason(outcome, stop),
+                Err(_) => StopReason::HostError,
+            };
+            self.stop(reason);
+            *stopped = true;
+            drop(to_worker);
+            match body {
+                Ok(outcome) => outcome,
+                Err(payload) => resume_unwind(payload),
+            }
+        })
+    }
+
+    /// The fixed-rate loop: from the first telemetry until the run ends.
+    #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
+    fn control_loop(
+        &mut self,
+        config: &LoopConfig,
+        stop: &AtomicBool,
+        stats: &mut RunStats,
+        log: &mut Ring<LoggedCommand>,
+        last: &mut Option<Telemetry>,
+        safety: &SafetyLayer,
+        to_worker: &mpsc::SyncSender<Telemetry>,
+        from_worker: &mpsc::Receiver<Action>,
+        sent_at: &mut [Duration; 256],
+        period: Duration,
+        deadline: Duration,
+        joints: usize,
+    ) -> Result<(), BridgeError> {
+        {
             let start = Instant::now();
             // Wait for the first telemetry to know where the arm is.
             let mut latest: Option<Telemetry> = None;
             let mut last_telemetry_at = start.elapsed();
             while latest.is_none() {
-                self.poll(stats, &mut latest, &sent_at, start)?;
+                self.poll(stats, &mut latest, sent_at, start)?;
                 if latest.is_none() {
                     if start.elapsed() > config.telemetry_timeout {
                         return Err(BridgeError::Silent {
@@ -533,7 +723,7 @@ impl Bridge {
                     return Ok(());
                 }
                 // 1. Latest telemetry (reconnecting if the port vanished).
-                match self.poll(stats, &mut latest, &sent_at, start) {
+                match self.poll(stats, &mut latest, sent_at, start) {
                     Ok(got) => {
                         if got {
                             last_telemetry_at = now;
@@ -547,7 +737,7 @@ impl Bridge {
                         // The arm may have moved or reset: hold where it is.
                         latest = None;
                         while latest.is_none() {
-                            self.poll(stats, &mut latest, &sent_at, start)?;
+                            self.poll(stats, &mut latest, sent_at, start)?;
                             if start.elapsed() - last_telemetry_at > config.telemetry_timeout {
                                 return Err(BridgeError::Silent {
                                     ms: (start.elapsed() - last_telemetry_at).as_millis() as u64,
@@ -641,7 +831,7 @@ impl Bridge {
                 }
                 *last = latest.clone();
             }
-        })
+        }
     }
 
     /// Drain the port; keep the newest telemetry. Ok(true) if telemetry arrived.

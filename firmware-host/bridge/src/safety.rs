@@ -1,5 +1,6 @@
 //! The safety layer between a policy and the arm: every command passes here.
 
+use crate::checked::{self, ValueError};
 use diffbc_protocol::JointLimit;
 
 /// Why an action was not sent.
@@ -41,12 +42,17 @@ pub struct SafetyLayer {
 }
 
 impl SafetyLayer {
-    /// `max_step` in radians per tick.
-    pub fn new(limits: &[JointLimit], max_step: f32) -> Self {
-        Self {
+    /// `max_step` in radians per tick. Refuses a bound that would switch
+    /// the layer off or invert it: `max_step` must be finite and positive,
+    /// and every joint limit finite with `min < max`
+    /// ([`checked::joint_limits`]).
+    pub fn new(limits: &[JointLimit], max_step: f32) -> Result<Self, ValueError> {
+        checked::joint_limits(limits)?;
+        let max_step = checked::max_step("max_step", max_step)?;
+        Ok(Self {
             limits: limits.to_vec(),
-            max_step: max_step.abs(),
-        }
+            max_step,
+        })
     }
 
     /// Joint count.
@@ -105,7 +111,42 @@ mod tests {
             max_velocity: 2.0,
             max_acceleration: 10.0,
         };
-        SafetyLayer::new(&[l, l], 0.1)
+        SafetyLayer::new(&[l, l], 0.1).expect("valid")
+    }
+
+    fn limit(min: f32, max: f32) -> JointLimit {
+        JointLimit {
+            min,
+            max,
+            max_velocity: 2.0,
+            max_acceleration: 10.0,
+        }
+    }
+
+    #[test]
+    fn a_bound_that_would_switch_the_layer_off_is_refused() {
+        let l = limit(-1.0, 1.0);
+        for step in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.1, 0.0] {
+            let e = SafetyLayer::new(&[l], step).expect_err("refused");
+            assert!(e.to_string().contains("max_step"), "{step}: {e}");
+        }
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let e = SafetyLayer::new(&[l, limit(-1.0, bad)], 0.1).expect_err("limit");
+            assert!(e.to_string().contains("joint 1"), "{e}");
+            assert!(SafetyLayer::new(&[limit(bad, 1.0)], 0.1).is_err());
+        }
+        // min > max would make f32::clamp panic in `apply`; min == max is no range.
+        for (lo, hi) in [(1.0, -1.0), (0.3, 0.3)] {
+            let e = SafetyLayer::new(&[limit(lo, hi)], 0.1).expect_err("range");
+            assert!(e.to_string().contains("joint 0"), "{e}");
+        }
+        assert!(SafetyLayer::new(&[], 0.1).is_err(), "no joints");
+    }
+
+    #[test]
+    fn a_negative_step_is_not_made_positive() {
+        // Before: `.abs()` turned -0.1 into a working 0.1 bound silently.
+        assert!(SafetyLayer::new(&[limit(-1.0, 1.0)], -0.1).is_err());
     }
 
     #[test]

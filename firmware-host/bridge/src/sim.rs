@@ -5,6 +5,7 @@
 //! any clock); [`spawn_pty`] runs it on a pty against the wall clock, the way
 //! `diffbc sim-arm` does.
 
+use crate::ring::Ring;
 use diffbc_protocol::{
     Command, Decoder, EXTRA_CHANNELS, Fault, FaultCode, Frame, Handshake, JointLimit, Joints,
     MAX_FRAME, PROTOCOL_VERSION, StopReason, Telemetry, encode, status,
@@ -51,7 +52,14 @@ pub struct SimConfig {
     /// host that scales its control rate by the same factor sees exactly the
     /// real-time dynamics, only sooner.
     pub time_scale: f64,
+    /// Most received commands kept (the newest) in [`SimArm::commands`] and
+    /// [`SimShared::commands`]; the total is counted.
+    pub command_log: usize,
 }
+
+/// [`SimConfig::command_log`]'s default: 2^16 commands, 131 s at 500 Hz
+/// (about 2.6 MB per log).
+pub const DEFAULT_COMMAND_LOG: usize = 1 << 16;
 
 /// A fixed object: a disc in the plane of joints 0 and 1 (the arm's
 /// shoulder plane), touched when those two joints come within `radius` of
@@ -98,6 +106,7 @@ impl SimConfig {
             obstacles: Vec::new(),
             initial: vec![0.0; 4],
             time_scale: 1.0,
+            command_log: DEFAULT_COMMAND_LOG,
         }
     }
 
@@ -128,8 +137,9 @@ pub struct SimArm {
     reached: [bool; EXTRA_CHANNELS],
     order: heapless::Vec<u8, EXTRA_CHANNELS>,
     pending: Option<Frame>,
-    /// Every command applied, in arrival order.
-    pub commands: Vec<Command>,
+    /// The commands applied, in arrival order: the newest
+    /// [`SimConfig::command_log`]; `commands.total()` counts all.
+    pub commands: Ring<Command>,
 }
 
 fn joints(v: &[f32]) -> Joints {
@@ -168,7 +178,7 @@ impl SimArm {
             reached: [false; EXTRA_CHANNELS],
             order: heapless::Vec::new(),
             pending: None,
-            commands: Vec::new(),
+            commands: Ring::new(config.command_log),
             config,
         }
     }
@@ -386,10 +396,11 @@ pub struct Faults {
 }
 
 /// What the emulated arm saw, shared with the test or CLI that runs it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SimShared {
-    /// Every command applied, in arrival order, across reconnections.
-    pub commands: Mutex<Vec<Command>>,
+    /// The commands applied, in arrival order, across reconnections: the
+    /// newest [`SimConfig::command_log`]; `total()` counts all.
+    pub commands: Mutex<Ring<Command>>,
     /// Faults the arm reported.
     pub faults: Mutex<Vec<Fault>>,
     /// Bad frames received.
@@ -404,6 +415,47 @@ pub struct SimShared {
     pub replugs: AtomicU32,
     /// Stop frames received.
     pub stops: AtomicU32,
+    /// The reason carried by the last stop frame received.
+    pub last_stop: Mutex<Option<StopReason>>,
+    /// The pty slave `link` points at now (what `link` must still point at
+    /// for the emulator to remove or replace it).
+    pub pty: Mutex<PathBuf>,
+}
+
+impl SimShared {
+    /// Nothing seen yet; keeps the newest `command_log` commands.
+    pub fn new(command_log: usize) -> Self {
+        Self {
+            commands: Mutex::new(Ring::new(command_log)),
+            faults: Mutex::default(),
+            bad_frames: AtomicU32::default(),
+            corrupted: AtomicU32::default(),
+            reached: AtomicU32::default(),
+            order: Mutex::default(),
+            replugs: AtomicU32::default(),
+            stops: AtomicU32::default(),
+            last_stop: Mutex::default(),
+            pty: Mutex::default(),
+        }
+    }
+
+    /// The reason of the last stop frame received, if any.
+    pub fn last_stop(&self) -> Option<StopReason> {
+        *self.last_stop.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commands received in all (kept or not).
+    pub fn commands_total(&self) -> u64 {
+        self.commands
+            .lock()
+            .map_or_else(|e| e.into_inner().total(), |c| c.total())
+    }
+}
+
+impl Default for SimShared {
+    fn default() -> Self {
+        Self::new(DEFAULT_COMMAND_LOG)
+    }
 }
 
 /// A running emulated arm on a pseudo-terminal.
@@ -420,18 +472,21 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
-    /// The commands received so far, once there are at least `n` of them or
-    /// `timeout` has passed (bytes a host wrote may still be in the pty).
-    pub fn commands_when(&self, n: usize, timeout: std::time::Duration) -> Vec<Command> {
+    /// The commands kept so far (the newest [`SimConfig::command_log`]),
+    /// once at least `n` have been received in all or `timeout` has passed
+    /// (bytes a host wrote may still be in the pty).
+    pub fn commands_when(&self, n: u64, timeout: std::time::Duration) -> Vec<Command> {
         let start = std::time::Instant::now();
         loop {
-            let got = self
-                .shared
-                .commands
-                .lock()
-                .map(|c| c.clone())
-                .unwrap_or_else(|e| e.into_inner().clone());
-            if got.len() >= n || start.elapsed() > timeout {
+            let got = {
+                let c = self
+                    .shared
+                    .commands
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                (c.total() >= n || start.elapsed() > timeout).then(|| c.to_vec())
+            };
+            if let Some(got) = got {
                 return got;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -444,7 +499,13 @@ impl SimHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        let ours = self
+            .shared
+            .pty
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        remove_our_link(&self.path, &ours);
     }
 }
 
@@ -457,24 +518,111 @@ impl Drop for SimHandle {
     }
 }
 
-/// Open a pty pair and point `link` at its slave.
-fn open_pty(link: &Path) -> std::io::Result<(TTYPort, TTYPort)> {
+/// Whether `link` may be (re)pointed at a pty: it does not exist, or it is
+/// a symlink into `/dev/` (a pty or tty, e.g. one a crashed emulator left).
+/// Anything else — a regular file, a folder, a symlink to a user's file — is
+/// refused with an error naming the path; nothing is deleted.
+fn check_link(link: &Path) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    let meta = match std::fs::symlink_metadata(link) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::new(e.kind(), format!("{}: {e}", link.display()))),
+    };
+    let what = if meta.file_type().is_symlink() {
+        match std::fs::read_link(link) {
+            Ok(target) if target.starts_with("/dev/") => return Ok(()),
+            Ok(target) => format!("a symlink to {}, not to a pty", target.display()),
+            Err(e) => format!("an unreadable symlink ({e})"),
+        }
+    } else if meta.is_dir() {
+        "a folder".to_string()
+    } else if meta.is_file() {
+        "a regular file".to_string()
+    } else {
+        "not a symlink".to_string()
+    };
+    Err(Error::new(
+        ErrorKind::AlreadyExists,
+        format!(
+            "{}: exists and is {what}; refusing to replace it with the emulated arm's link (choose another --link)",
+            link.display()
+        ),
+    ))
+}
+
+/// Remove `link` only if it is still a symlink to `ours` (our pty slave).
+fn remove_our_link(link: &Path, ours: &Path) {
+    if !ours.as_os_str().is_empty() && std::fs::read_link(link).is_ok_and(|t| t == ours) {
+        let _ = std::fs::remove_file(link);
+    }
+}
+
+/// Open a pty pair and point `link` at its slave. `link` must not exist or
+/// be a symlink into `/dev/` ([`check_link`]); the new symlink is made under
+/// a fresh name beside it (never deleting anything) and renamed over it.
+fn open_pty(link: &Path) -> std::io::Result<(TTYPort, TTYPort, PathBuf)> {
+    check_link(link)?;
     let (master, slave) = TTYPort::pair().map_err(std::io::Error::other)?;
     let name = slave
         .name()
         .ok_or_else(|| std::io::Error::other("the pty slave has no name"))?;
-    let tmp = link.with_extension("new");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&name, &tmp)?;
-    std::fs::rename(&tmp, link)?;
-    Ok((master, slave))
+    let dir = link
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "link".into());
+    let mut attempt = 0u32;
+    let tmp = loop {
+        let tmp = dir.join(format!(
+            ".{base}.{}.{attempt}.diffbc-tmp",
+            std::process::id()
+        ));
+        match std::os::unix::fs::symlink(&name, &tmp) {
+            Ok(()) => break tmp,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", tmp.display()),
+                ));
+            }
+        }
+    };
+    // Checked again just before the rename: a file that appeared meanwhile
+    // is not replaced.
+    if let Err(e) = check_link(link).and_then(|()| std::fs::rename(&tmp, link)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok((master, slave, PathBuf::from(name)))
 }
 
 /// Run the emulated arm on a new pty; hosts open `link` (a symlink to the
 /// pty slave, replaced on replug like a udev by-id link).
+///
+/// Refuses limits the firmware could not run with (each joint finite with
+/// `min < max`, speeds positive), a time scale outside (0,
+/// [`crate::checked::MAX_TIME_SCALE`]], and a `link` that exists and is not
+/// a symlink into `/dev/` (nothing is deleted).
 pub fn spawn_pty(config: SimConfig, link: &Path) -> std::io::Result<SimHandle> {
-    let (master, slave) = open_pty(link)?;
-    let shared = Arc::new(SimShared::default());
+    let invalid = |e: crate::ValueError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    crate::checked::joint_limits(&config.limits).map_err(invalid)?;
+    crate::checked::positive_finite("time_scale", config.time_scale)
+        .and_then(|v| {
+            crate::checked::in_range("time_scale", v, 0.0, crate::checked::MAX_TIME_SCALE)
+        })
+        .map_err(invalid)?;
+    let (master, slave, pty) = open_pty(link)?;
+    let shared = Arc::new(SimShared::new(config.command_log));
+    if let Ok(mut p) = shared.pty.lock() {
+        *p = pty;
+    }
     let faults = Arc::new(Faults::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (s2, f2, st2, link2) = (
@@ -514,7 +662,11 @@ fn run(
     } else {
         1.0
     };
-    let mut arm = SimArm::new(config.clone());
+    // The arm's own log keeps only the newest command (copied to `shared`).
+    let mut arm = SimArm::new(SimConfig {
+        command_log: 1,
+        ..config.clone()
+    });
     let mut decoder = Decoder::new();
     let mut buf = [0u8; 512];
     let mut out = [0u8; MAX_FRAME + 64];
@@ -528,12 +680,17 @@ fn run(
         if faults.unplug.swap(false, Ordering::Relaxed) {
             drop(_slave.take());
             drop(master);
-            let _ = std::fs::remove_file(link);
+            // Remove the link only while it is still ours.
+            let ours = shared.pty.lock().map(|p| p.clone()).unwrap_or_default();
+            remove_our_link(link, &ours);
             std::thread::sleep(Duration::from_millis(u64::from(
                 faults.replug_ms.load(Ordering::Relaxed),
             )));
             match open_pty(link) {
-                Ok((m, s)) => {
+                Ok((m, s, pty)) => {
+                    if let Ok(mut p) = shared.pty.lock() {
+                        *p = pty;
+                    }
                     master = m;
                     let _ = master.set_timeout(Duration::from_millis(1));
                     _slave = Some(s);
@@ -558,14 +715,23 @@ fn run(
             while !rest.is_empty() {
                 let (frame, tail) = decoder.feed(rest);
                 rest = tail;
+                // A stop frame is recorded even while silent: a device whose
+                // sending side failed still receives (and obeys) it.
+                if let Some(Ok(Frame::Stop { reason })) = &frame {
+                    if let Ok(mut l) = shared.last_stop.lock() {
+                        *l = Some(*reason);
+                    }
+                    shared.stops.fetch_add(1, Ordering::Relaxed);
+                    if silent {
+                        arm.on_frame(Frame::Stop { reason: *reason }, now);
+                    }
+                }
                 match frame {
                     Some(Ok(f)) if !silent => {
                         if matches!(f, Frame::Hello { .. }) {
                             session = true;
                         }
-                        if matches!(f, Frame::Stop { .. }) {
-                            shared.stops.fetch_add(1, Ordering::Relaxed);
-                        }
+                        let applied = arm.commands.total();
                         if let Some(reply) = arm.on_frame(f, now) {
                             if let Frame::Fault(fault) = reply
                                 && let Ok(mut v) = shared.faults.lock()
@@ -574,10 +740,11 @@ fn run(
                             }
                             send(&mut master, &reply, &mut out);
                         }
-                        if let Some(c) = arm.commands.pop()
+                        if arm.commands.total() > applied
+                            && let Some(c) = arm.commands.last()
                             && let Ok(mut v) = shared.commands.lock()
                         {
-                            v.push(c);
+                            v.push(c.clone());
                         }
                     }
                     Some(Ok(_)) => {}
