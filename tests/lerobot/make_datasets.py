@@ -271,6 +271,7 @@ def bad_sets():
     # Episode 1's rows are split by a row of episode 0: not contiguous.
     cols = frames([3, 2])
     cols["episode_index"] = np.array([0, 0, 1, 0, 1], dtype=np.int64)
+    cols["frame_index"] = np.array([0, 1, 0, 2, 1], dtype=np.int64)
     bad("interleaved_episodes", table(cols, rows))
     # Episodes 0 and 2 but no 1.
     cols = frames([3, 2])

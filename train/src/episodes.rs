@@ -293,11 +293,24 @@ impl Episodes {
         std::fs::rename(&tmp, path).map_err(|e| data_err(path, e.to_string()))
     }
 
-    /// Read a `.demos` file, or a Diffusion Policy zarr folder (observation
+    /// Read a `.demos` file, a LeRobot dataset folder (`meta/info.json`, see
+    /// [`crate::lerobot`]) or a Diffusion Policy zarr folder (observation
     /// array `data/state`, see [`Episodes::load_zarr`]).
     pub fn load(path: &Path) -> Result<Self, TrainError> {
+        Self::load_with(path, &crate::keys::FeatureKeys::default())
+    }
+
+    /// As [`Episodes::load`], with `keys` choosing the observation and action
+    /// features of a folder (a `.demos` file has exactly one of each).
+    pub fn load_with(path: &Path, keys: &crate::keys::FeatureKeys) -> Result<Self, TrainError> {
         if path.is_dir() {
-            return Self::load_zarr(path, "state", "action");
+            return crate::keys::load_folder(path, keys);
+        }
+        if !keys.is_default() {
+            return Err(data_err(
+                path,
+                "a .demos file stores one observation and one action: --obs-keys / --action-key apply to LeRobot and zarr folders",
+            ));
         }
         let bytes = std::fs::read(path).map_err(|e| data_err(path, e.to_string()))?;
         Self::from_bytes(&bytes, path)
