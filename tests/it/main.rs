@@ -5,6 +5,7 @@ mod arm;
 mod bench;
 mod claw;
 mod hil;
+mod lerobot;
 mod pusht;
 mod report;
 mod support;
