@@ -148,7 +148,15 @@ pub fn read(root: &Path, keys: &FeatureKeys) -> Result<Episodes, TrainError> {
     let obs_keys = keys.obs_or(DEFAULT_OBS);
     let action_key = keys.action_or(DEFAULT_ACTION);
     let mut wanted = Vec::new();
-    for key in obs_keys.iter().copied().chain([action_key]) {
+    for (i, key) in obs_keys.iter().copied().chain([action_key]).enumerate() {
+        if obs_keys[..i.min(obs_keys.len())].contains(&key) {
+            return Err(err(
+                &info_path,
+                format!(
+                    "feature {key} is chosen twice (--obs-keys / --action-key name each feature once)"
+                ),
+            ));
+        }
         let f = info.features.get(key).ok_or_else(|| {
             err(
                 &info_path,
@@ -1092,6 +1100,11 @@ mod tests {
                 && m.contains("observation.state"),
             "{m}"
         );
+        let m = error(
+            &fixture("so100_v30"),
+            &keys(&["observation.state"], Some("observation.state")),
+        );
+        assert!(m.contains("chosen twice"), "{m}");
         let m = error(
             &fixture("so100_v30"),
             &keys(&["timestamp"], Some("frame_index")),
