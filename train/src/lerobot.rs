@@ -205,6 +205,7 @@ pub fn read(root: &Path, keys: &FeatureKeys) -> Result<Episodes, TrainError> {
         return Err(err(&root.join("data"), "the data files hold no frames"));
     }
     let episode_ends = table.episode_ends()?;
+    check_episode_meta(root, &episode_ends)?;
     for (what, total, found) in [
         ("total_frames", info.total_frames, table.episode.len()),
         ("total_episodes", info.total_episodes, episode_ends.len()),
@@ -271,6 +272,107 @@ pub fn read(root: &Path, keys: &FeatureKeys) -> Result<Episodes, TrainError> {
     };
     ep.validate(root)?;
     Ok(ep)
+}
+
+/// LeRobot finds an episode's frames through its metadata (v3.0:
+/// `meta/episodes/*/*.parquet`, v2.x: `meta/episodes.jsonl`); where that is
+/// present, its lengths must be the boundaries read from the data, so both
+/// tools see the same episodes.
+fn check_episode_meta(root: &Path, ends: &[usize]) -> Result<(), TrainError> {
+    let lengths: Vec<usize> = ends
+        .iter()
+        .scan(0, |start, &end| {
+            let n = end - *start;
+            *start = end;
+            Some(n)
+        })
+        .collect();
+    let mut meta: Vec<(PathBuf, i64, i64)> = Vec::new();
+    let jsonl = root.join("meta/episodes.jsonl");
+    let dir = root.join("meta/episodes");
+    if dir.is_dir() {
+        for file in data_files(&dir)? {
+            check_magic(&file)?;
+            let f = std::fs::File::open(&file).map_err(TrainError::io(&file))?;
+            let reader = SerializedFileReader::new(f)
+                .map_err(|e| err(&file, format!("not a readable parquet file: {e}")))?;
+            let schema = reader.metadata().file_metadata().schema();
+            let mut fields = Vec::new();
+            for name in ["episode_index", "length"] {
+                let t = schema
+                    .get_fields()
+                    .iter()
+                    .find(|f| f.name() == name)
+                    .ok_or_else(|| err(&file, format!("column {name} is not in this file")))?;
+                fields.push(t.clone());
+            }
+            let projection = Type::group_type_builder(schema.name())
+                .with_fields(fields)
+                .build()
+                .map_err(|e| err(&file, format!("selecting columns: {e}")))?;
+            let rows = reader
+                .get_row_iter(Some(projection))
+                .map_err(|e| err(&file, format!("reading rows: {e}")))?;
+            for (r, row) in rows.enumerate() {
+                let row = row.map_err(|e| err(&file, format!("row {r}: {e}")))?;
+                let mut v = [0i64; 2];
+                for (k, (name, field)) in row.get_column_iter().enumerate() {
+                    v[k] = match field {
+                        Field::Long(x) => *x,
+                        Field::Int(x) => i64::from(*x),
+                        other => {
+                            return Err(err(
+                                &file,
+                                format!("column {name}, row {r}: {other} is not an integer"),
+                            ));
+                        }
+                    };
+                }
+                meta.push((file.clone(), v[0], v[1]));
+            }
+        }
+    } else if jsonl.is_file() {
+        let text = std::fs::read_to_string(&jsonl).map_err(TrainError::io(&jsonl))?;
+        for (line, l) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .map_err(|e| err(&jsonl, format!("line {}: {e}", line + 1)))?;
+            let field = |name: &str| {
+                v[name].as_i64().ok_or_else(|| {
+                    err(
+                        &jsonl,
+                        format!("line {}: {name} is not an integer", line + 1),
+                    )
+                })
+            };
+            meta.push((jsonl.clone(), field("episode_index")?, field("length")?));
+        }
+    }
+    meta.sort_by_key(|m| m.1);
+    if !meta.is_empty() && meta.len() != lengths.len() {
+        return Err(err(
+            &meta[0].0,
+            format!(
+                "the metadata lists {} episodes, the data files hold {}",
+                meta.len(),
+                lengths.len()
+            ),
+        ));
+    }
+    for (e, ((file, index, length), &n)) in meta.iter().zip(&lengths).enumerate() {
+        if *index != e as i64 || *length != n as i64 {
+            return Err(err(
+                file,
+                format!(
+                    "episode_index {index}: length {length} in the metadata, but episode {e} has {n} frames in the data files"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn float_features(info: &Info) -> Vec<String> {
@@ -1152,6 +1254,33 @@ mod tests {
         let m = error(&fixture("bad/missing_episode"), &FeatureKeys::default());
         assert!(
             m.contains("column episode_index, row 3") && m.contains("episode 1 is missing"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn episode_metadata_must_agree_with_the_data() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().join("ds");
+        copy_dir(&fixture("koch_v21"), &root);
+        let jsonl = root.join("meta/episodes.jsonl");
+        let text = std::fs::read_to_string(&jsonl).expect("read");
+        std::fs::write(&jsonl, text.replace("\"length\": 6", "\"length\": 5")).expect("write");
+        let m = error(&root, &FeatureKeys::default());
+        assert!(
+            m.contains("episodes.jsonl")
+                && m.contains("length 5 in the metadata")
+                && m.contains("6 frames"),
+            "{m}"
+        );
+        // v3.0: the episodes parquet of another data set (3 episodes) on a
+        // 2-episode one.
+        let root = dir.path().join("v30");
+        copy_dir(&fixture("so100_v30"), &root);
+        std::fs::remove_file(root.join("data/chunk-000/file-001.parquet")).expect("rm");
+        let m = error(&root, &FeatureKeys::default());
+        assert!(
+            m.contains("meta/episodes") && m.contains("lists 3 episodes"),
             "{m}"
         );
     }
