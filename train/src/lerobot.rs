@@ -21,7 +21,9 @@
 //! The reader takes the rows of every data file in path order, so frames are
 //! in dataset order for both versions, and derives the episode boundaries
 //! from `episode_index`, which must run 0, 1, 2, … with each episode's rows
-//! together and `frame_index` counting from 0 inside each. The parquet files
+//! together and `frame_index` counting from 0 inside each; where the episode
+//! metadata is present its lengths must agree, so LeRobot and diffbc see the
+//! same episodes. The parquet files
 //! are read with the `parquet` crate's record API (no arrow): it reads the
 //! few columns needed here, and the crate builds in a fraction of the time
 //! its `arrow` feature takes.
