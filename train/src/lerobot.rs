@@ -23,10 +23,9 @@
 //! from `episode_index`, which must run 0, 1, 2, … with each episode's rows
 //! together and `frame_index` counting from 0 inside each; where the episode
 //! metadata is present its lengths must agree, so LeRobot and diffbc see the
-//! same episodes. The parquet files
-//! are read with the `parquet` crate's record API (no arrow): it reads the
-//! few columns needed here, and the crate builds in a fraction of the time
-//! its `arrow` feature takes.
+//! same episodes. The parquet files are read with the `parquet` crate's
+//! record API: it reads the few columns needed here without the arrow-*
+//! crates that the crate's `arrow` feature adds to every build.
 //!
 //! The writer produces v3.0 (one data file, snappy, as LeRobot writes it)
 //! into a temporary sibling folder renamed into place, and never replaces a
