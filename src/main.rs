@@ -21,6 +21,7 @@ use diffbc_runtime::SamplerConfig;
 use diffbc_train::config::{Method, TrainConfig};
 use diffbc_train::eval::{self, ClawRecord, ScenePoints};
 use diffbc_train::infer::{Actor, BurnPolicy};
+use diffbc_train::keys::FeatureKeys;
 use diffbc_train::task::TaskKind;
 use diffbc_train::task::claw::ClawScenes;
 use diffbc_train::train::{self, RunOptions};
@@ -224,13 +225,25 @@ struct DemosArgs {
     /// A JSON ArmTask (world, rules, demonstrator); default: the built-in task.
     #[arg(long)]
     task_config: Option<PathBuf>,
-    /// Output file.
+    /// Output file or, with `--format lerobot`, folder (a `.demos` extension
+    /// is dropped there, so the default becomes `data/arm`).
     #[arg(long, default_value = "data/arm.demos")]
     out: PathBuf,
     /// Replace the demonstrations file already at --out (a file that is not a
-    /// `.demos` file is never replaced).
+    /// `.demos` file is never replaced; a LeRobot folder is never replaced).
     #[arg(long)]
     force: bool,
+    /// File format: diffbc's `.demos` file, or a LeRobot v3.0 dataset folder.
+    #[arg(long, value_enum, default_value = "demos")]
+    format: DemosFormatArg,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum DemosFormatArg {
+    /// One `.demos` file.
+    Demos,
+    /// A LeRobot v3.0 dataset folder (parquet + JSON), refused if it exists.
+    Lerobot,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,6 +416,13 @@ struct TrainArgs {
     /// Training device.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
+    /// Observation features of a LeRobot or zarr data set, comma-separated,
+    /// concatenated in order (default: `observation.state` / `state`).
+    #[arg(long, value_delimiter = ',')]
+    obs_keys: Vec<String>,
+    /// Action feature of a LeRobot or zarr data set (default: `action`).
+    #[arg(long)]
+    action_key: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -634,8 +654,23 @@ fn cmd_run(a: RunArgs) -> Result<()> {
 
 /// The training samples of `config.task` from `data` (a folder or file).
 fn load_dataset(config: &TrainConfig, data: &Path) -> Result<diffbc_train::data::Dataset> {
+    load_dataset_with(config, data, &FeatureKeys::default())
+}
+
+/// As [`load_dataset`], with `keys` choosing the features of a LeRobot or
+/// zarr data set.
+fn load_dataset_with(
+    config: &TrainConfig,
+    data: &Path,
+    keys: &FeatureKeys,
+) -> Result<diffbc_train::data::Dataset> {
     match config.task {
         TaskKind::Claw => {
+            if !keys.is_default() {
+                bail!(
+                    "--obs-keys / --action-key choose features of LeRobot or zarr data; the claw scenes have none"
+                );
+            }
             let scenes = ClawScenes::load(data)?;
             Ok(scenes.dataset(config.data.samples, config.seed))
         }
@@ -647,11 +682,11 @@ fn load_dataset(config: &TrainConfig, data: &Path) -> Result<diffbc_train::data:
                     data.display()
                 );
             }
-            let episodes = diffbc_train::episodes::Episodes::load(data)?;
+            let episodes = diffbc_train::episodes::Episodes::load_with(data, keys)?;
             Ok(episodes.to_chunked_dataset(config.history, config.chunk.horizon))
         }
         TaskKind::PushT => {
-            let episodes = pusht::load_demos(data)?;
+            let episodes = pusht::load_demos_with(data, keys)?;
             Ok(episodes.to_chunked_dataset(config.history, config.chunk.horizon))
         }
     }
@@ -738,7 +773,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         diffbc_train::checkpoint::claim(&out, a.force)?;
     }
     let dir = data_dir(config.task, &a.data);
-    let data = load_dataset(&config, &dir)?;
+    let keys = FeatureKeys::new(&a.obs_keys, a.action_key.as_deref());
+    let data = load_dataset_with(&config, &dir, &keys)?;
     let o = train_on_device(&config, &data, &out, a.resume, a.force, a.stop_at, a.device)?;
     println!(
         "trained {} {} for {} steps ({:.1} steps/s): train loss {:.4}, test loss {:.4} (untrained {:.4}) -> {}",
@@ -1038,10 +1074,42 @@ fn cmd_demos(a: DemosArgs) -> Result<()> {
         Some(p) => arm::cli::read_task(p)?,
         None => arm::ArmTask::default(),
     };
-    diffbc_runtime::fs::claim_output(&a.out, &diffbc_train::episodes::KIND, a.force)?;
+    // Where it goes, claimed before the (long) generation.
+    let out = match a.format {
+        DemosFormatArg::Demos => {
+            diffbc_runtime::fs::claim_output(&a.out, &diffbc_train::episodes::KIND, a.force)?;
+            a.out.clone()
+        }
+        DemosFormatArg::Lerobot => {
+            let out = if a.out.extension().is_some_and(|e| e == "demos") {
+                a.out.with_extension("")
+            } else {
+                a.out.clone()
+            };
+            // A LeRobot folder is written once: absent or empty only.
+            const NEW_FOLDER: diffbc_runtime::fs::OutputKind = diffbc_runtime::fs::OutputKind {
+                what: "an empty folder for a new LeRobot dataset",
+                is_dir: true,
+                entries: &[],
+                recognise: |_| false,
+            };
+            diffbc_runtime::fs::claim_output(&out, &NEW_FOLDER, false)?;
+            out
+        }
+    };
     let t0 = std::time::Instant::now();
     let demos = arm::generate(&task, a.episodes, a.seed, true)?;
-    demos.save(&a.out)?;
+    match a.format {
+        DemosFormatArg::Demos => demos.save(&out)?,
+        DemosFormatArg::Lerobot => {
+            let options = diffbc_train::lerobot::WriteOptions {
+                fps: task.control_hz,
+                robot_type: Some("diffbc_sim_arm".into()),
+                task: "diffbc arm task: reach the targets".into(),
+            };
+            demos.save_lerobot(&out, &options)?;
+        }
+    }
     let orders = arm::orders_from_episodes(&task, &demos);
     println!(
         "{} episodes, {} steps, {} distinct task orders (entropy {:.2} bits) in {:.1} s -> {}",
@@ -1053,7 +1121,7 @@ fn cmd_demos(a: DemosArgs) -> Result<()> {
             .len(),
         arm::eval::entropy_bits(&orders),
         t0.elapsed().as_secs_f64(),
-        a.out.display()
+        out.display()
     );
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod geometry;
 
 use anyhow::{Context, Result, bail};
 use diffbc_train::episodes::Episodes;
+use diffbc_train::keys::FeatureKeys;
 use std::path::Path;
 
 /// Read the Push-T demonstrations (`data/state`, `data/action`,
@@ -16,6 +17,12 @@ use std::path::Path;
 /// that holds exactly one `*.zarr` folder (such as `../shared/data/pusht`)
 /// stands for it.
 pub fn load_demos(path: &Path) -> Result<Episodes> {
+    load_demos_with(path, &FeatureKeys::default())
+}
+
+/// As [`load_demos`], with `keys` choosing the arrays or columns (a LeRobot
+/// dataset folder is read too).
+pub fn load_demos_with(path: &Path, keys: &FeatureKeys) -> Result<Episodes> {
     let inner = zarr_inside(path);
     let path = inner.as_deref().unwrap_or(path);
     if !path.exists() {
@@ -24,7 +31,8 @@ pub fn load_demos(path: &Path) -> Result<Episodes> {
             path.display()
         );
     }
-    let e = Episodes::load(path).with_context(|| format!("reading {}", path.display()))?;
+    let e =
+        Episodes::load_with(path, keys).with_context(|| format!("reading {}", path.display()))?;
     if e.obs_dim != env::OBS_DIM || e.action_dim != env::ACTION_DIM {
         bail!(
             "{}: {}-value states and {}-value actions; Push-T from state has {} and {}",

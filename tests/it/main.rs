@@ -7,6 +7,7 @@ mod claw;
 mod hil;
 mod hostile;
 mod hostile_bridge;
+mod lerobot;
 mod pusht;
 mod report;
 mod support;

@@ -319,11 +319,24 @@ impl Episodes {
         Ok(())
     }
 
-    /// Read a `.demos` file, or a Diffusion Policy zarr folder (observation
+    /// Read a `.demos` file, a LeRobot dataset folder (`meta/info.json`, see
+    /// [`crate::lerobot`]) or a Diffusion Policy zarr folder (observation
     /// array `data/state`, see [`Episodes::load_zarr`]).
     pub fn load(path: &Path) -> Result<Self, TrainError> {
+        Self::load_with(path, &crate::keys::FeatureKeys::default())
+    }
+
+    /// As [`Episodes::load`], with `keys` choosing the observation and action
+    /// features of a folder (a `.demos` file has exactly one of each).
+    pub fn load_with(path: &Path, keys: &crate::keys::FeatureKeys) -> Result<Self, TrainError> {
         if path.is_dir() {
-            return Self::load_zarr(path, "state", "action");
+            return crate::keys::load_folder(path, keys);
+        }
+        if !keys.is_default() {
+            return Err(data_err(
+                path,
+                "a .demos file stores one observation and one action: --obs-keys / --action-key apply to LeRobot and zarr folders",
+            ));
         }
         let bytes = diffbc_runtime::fs::read(path, diffbc_runtime::fs::limits::DEMOS)?;
         Self::from_bytes(&bytes, path)
