@@ -203,41 +203,26 @@ fn special_files_as_inputs_are_refused_without_hanging() {
     assert!(status.success());
     let limit = Duration::from_secs(30);
     let (x, y) = (dir.path().join("x"), dir.path().join("y"));
-    // A config that is a FIFO, and one that is a device.
-    for config in [s(&fifo), "/dev/zero"] {
-        let args = [
-            "train",
-            "--task",
-            "claw",
-            "--config",
-            config,
-            "--out",
-            s(&x),
-        ];
-        let err = refused(&diffbc_within(&args, limit), &args);
-        assert!(
-            err.contains(config) && err.contains("not a regular file"),
-            "{err}"
-        );
-    }
-    // Demonstrations that are a FIFO, and a device.
-    for data in [s(&fifo), "/dev/zero"] {
-        let args = [
-            "train",
-            "--task",
-            "arm",
-            "--steps",
-            "1",
-            "--data",
-            data,
-            "--out",
-            s(&y),
-        ];
-        let err = refused(&diffbc_within(&args, limit), &args);
-        assert!(
-            err.contains(data) && err.contains("not a regular file"),
-            "{err}"
-        );
+    // A config, then demonstrations, that are a FIFO or a device.
+    for (task, flag, out) in [("claw", "--config", &x), ("arm", "--data", &y)] {
+        for input in [s(&fifo), "/dev/zero"] {
+            let args = [
+                "train",
+                "--task",
+                task,
+                "--steps",
+                "1",
+                flag,
+                input,
+                "--out",
+                s(out),
+            ];
+            let err = refused(&diffbc_within(&args, limit), &args);
+            assert!(
+                err.contains(input) && err.contains("not a regular file"),
+                "{err}"
+            );
+        }
     }
     // A model folder whose manifest is a FIFO.
     let model = dir.path().join("model");

@@ -721,21 +721,7 @@ mod tests {
     fn a_corrupt_zarr_chunk_is_named() {
         // A copy of Push-T's small arrays with one chunk overwritten.
         let dir = tempfile::tempdir().expect("tmp");
-        let root = dir.path().join("copy.zarr");
-        for sub in ["data/state", "data/action", "meta/episode_ends"] {
-            let from = pusht().join(sub);
-            let to = root.join(sub);
-            std::fs::create_dir_all(&to).expect("mkdir");
-            for f in std::fs::read_dir(&from).expect("ls").flatten() {
-                std::fs::copy(f.path(), to.join(f.file_name())).expect("copy");
-            }
-        }
-        for g in ["", "data", "meta"] {
-            let z = pusht().join(g).join(".zgroup");
-            if z.is_file() {
-                std::fs::copy(&z, root.join(g).join(".zgroup")).expect("copy");
-            }
-        }
+        let root = pusht_copy(dir.path());
         Episodes::load_zarr(&root, "state", "action").expect("the copy reads");
         std::fs::write(root.join("data/action/3.0"), b"not blosc at all").expect("write");
         let e = Episodes::load_zarr(&root, "state", "action")

@@ -1332,7 +1332,7 @@ mod tests {
         e.push_episode(&[0., 1., 2., 3., 4., 5.], &[0.5, 0.6, 0.7, 0.8])
             .expect("ep");
         e.push_episode(&[6., 7., 8.], &[0.9, 1.0]).expect("ep");
-        e.push_episode(&[-1.5, 1e-7, 3e9], &[f32::MIN_POSITIVE, -0.0])
+        e.push_episode(&[-1.5, 1e-7, 3.5e5], &[f32::MIN_POSITIVE, -0.0])
             .expect("ep");
         e
     }
