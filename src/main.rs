@@ -485,7 +485,7 @@ struct EvalArgs {
     #[arg(long, default_value_t = 30)]
     bridge_episodes: usize,
     /// Arm: the emulated arm's device seconds per wall second on the bridge.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value = "5", value_parser = diffbc_bridge::checked::flag::time_scale, allow_hyphen_values = true)]
     time_scale: f64,
     /// Claw and arm: evaluation workers, each with its own copy of the
     /// policy (default: every core). The results do not depend on it.
@@ -532,7 +532,7 @@ struct PipelineArgs {
     #[arg(long, default_value_t = 30)]
     bridge_episodes: usize,
     /// Arm: the emulated arm's device seconds per wall second on the bridge.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value = "5", value_parser = diffbc_bridge::checked::flag::time_scale, allow_hyphen_values = true)]
     time_scale: f64,
     /// Seed of data, training and evaluation.
     #[arg(long, default_value_t = 0)]

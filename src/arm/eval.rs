@@ -342,9 +342,7 @@ pub fn rollouts_bridge(
     label: &str,
     progress: bool,
 ) -> Result<(Vec<EpisodeResult>, BridgeTiming)> {
-    if !(time_scale.is_finite() && time_scale > 0.0) {
-        bail!("--time-scale must be positive, got {time_scale}");
-    }
+    diffbc_bridge::checked::time_scale("--time-scale", time_scale)?;
     let dir = tempfile::tempdir().context("creating a folder for the pty links")?;
     let pb = if progress {
         bar(episodes, label.to_string())
@@ -364,7 +362,10 @@ pub fn rollouts_bridge(
             .with_context(|| format!("opening the emulated arm at {}", link.display()))?;
         let loop_config = LoopConfig {
             rate_hz: wire_rate,
-            duration: Some(Duration::from_secs_f64(task.max_seconds / time_scale)),
+            duration: Some(diffbc_bridge::checked::seconds(
+                "the episode's wall-clock length",
+                task.max_seconds / time_scale,
+            )?),
             max_step: task.max_step,
             stop_when_task_done: true,
             telemetry_timeout: Duration::from_millis(500),

@@ -62,6 +62,10 @@ fn bench_bridge_and_sim_arm_refuse_bad_numbers() {
         ("sim-arm", "--time-scale", "NaN"),
         ("sim-arm", "--time-scale", "-2"),
         ("sim-arm", "--time-scale", "1e300"),
+        ("eval", "--time-scale", "NaN"),
+        ("eval", "--time-scale", "0"),
+        ("pipeline", "--time-scale", "-5"),
+        ("pipeline", "--time-scale", "inf"),
     ] {
         let args = [cmd, flag, value];
         assert_refused(&diffbc(&args), flag, &args);

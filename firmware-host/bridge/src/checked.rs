@@ -126,6 +126,12 @@ pub fn in_range(name: &'static str, v: f64, min: f64, max: f64) -> Result<f64, V
     }
 }
 
+/// An emulated device's time scale (device seconds per wall second):
+/// finite, positive and at most [`MAX_TIME_SCALE`].
+pub fn time_scale(name: &'static str, v: f64) -> Result<f64, ValueError> {
+    in_range(name, positive_finite(name, v)?, 0.0, MAX_TIME_SCALE)
+}
+
 /// `v` seconds as a [`Duration`]: finite, positive and at most
 /// [`MAX_SECONDS`] (so `Duration::from_secs_f64` cannot panic).
 pub fn seconds(name: &'static str, v: f64) -> Result<Duration, ValueError> {
@@ -212,7 +218,7 @@ pub fn joint_limits(limits: &[JointLimit]) -> Result<(), ValueError> {
 /// diffbc_bridge::checked::flag::seconds)]`. A bad value is a usage error
 /// (exit code 2) that names the flag (clap adds it) and the value.
 pub mod flag {
-    use super::{MAX_TIME_SCALE, ValueError};
+    use super::ValueError;
     use std::time::Duration;
 
     fn number(text: &str) -> Result<f64, ValueError> {
@@ -240,10 +246,9 @@ pub mod flag {
     }
 
     /// The emulated arm's time scale: finite, positive, at most
-    /// [`MAX_TIME_SCALE`].
+    /// [`super::MAX_TIME_SCALE`].
     pub fn time_scale(text: &str) -> Result<f64, ValueError> {
-        let v = super::positive_finite("the time scale", number(text)?)?;
-        super::in_range("the time scale", v, 0.0, MAX_TIME_SCALE)
+        super::time_scale("the time scale", number(text)?)
     }
 
     /// A finite positive number.

@@ -613,11 +613,7 @@ fn open_pty(link: &Path) -> std::io::Result<(TTYPort, TTYPort, PathBuf)> {
 pub fn spawn_pty(config: SimConfig, link: &Path) -> std::io::Result<SimHandle> {
     let invalid = |e: crate::ValueError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     crate::checked::joint_limits(&config.limits).map_err(invalid)?;
-    crate::checked::positive_finite("time_scale", config.time_scale)
-        .and_then(|v| {
-            crate::checked::in_range("time_scale", v, 0.0, crate::checked::MAX_TIME_SCALE)
-        })
-        .map_err(invalid)?;
+    crate::checked::time_scale("time_scale", config.time_scale).map_err(invalid)?;
     let (master, slave, pty) = open_pty(link)?;
     let shared = Arc::new(SimShared::new(config.command_log));
     if let Ok(mut p) = shared.pty.lock() {
