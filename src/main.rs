@@ -1086,14 +1086,7 @@ fn cmd_demos(a: DemosArgs) -> Result<()> {
             } else {
                 a.out.clone()
             };
-            // A LeRobot folder is written once: absent or empty only.
-            const NEW_FOLDER: diffbc_runtime::fs::OutputKind = diffbc_runtime::fs::OutputKind {
-                what: "an empty folder for a new LeRobot dataset",
-                is_dir: true,
-                entries: &[],
-                recognise: |_| false,
-            };
-            diffbc_runtime::fs::claim_output(&out, &NEW_FOLDER, false)?;
+            diffbc_runtime::fs::claim_output(&out, &diffbc_train::lerobot::KIND, false)?;
             out
         }
     };

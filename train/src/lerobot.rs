@@ -333,7 +333,7 @@ fn check_episode_meta(root: &Path, ends: &[usize]) -> Result<(), TrainError> {
             }
         }
     } else if jsonl.is_file() {
-        let text = std::fs::read_to_string(&jsonl).map_err(TrainError::io(&jsonl))?;
+        let text = diffbc_runtime::fs::read_to_string(&jsonl, diffbc_runtime::fs::limits::JSON)?;
         for (line, l) in text
             .lines()
             .enumerate()
@@ -483,6 +483,8 @@ impl Table {
 /// The last four bytes of a parquet file are its magic `PAR1`; a file cut
 /// short loses them first, so check them before the footer is parsed.
 fn check_magic(path: &Path) -> Result<(), TrainError> {
+    // A regular file (a FIFO would block the open), as every user file is.
+    diffbc_runtime::fs::regular_file_size(path)?;
     let mut f = std::fs::File::open(path).map_err(TrainError::io(path))?;
     let len = f.metadata().map_err(TrainError::io(path))?.len();
     let mut head = [0u8; 4];
@@ -711,42 +713,27 @@ pub fn write(episodes: &Episodes, dir: &Path, options: &WriteOptions) -> Result<
             format!("fps {} is not a positive rate", options.fps),
         ));
     }
-    if dir.exists() {
-        let empty = dir.is_dir()
-            && std::fs::read_dir(dir)
-                .map_err(TrainError::io(dir))?
-                .next()
-                .is_none();
-        if !empty {
-            return Err(err(
-                dir,
-                "already exists and is not empty: a dataset is never replaced; choose a new folder or remove this one",
-            ));
-        }
-    }
-    let name = dir
-        .file_name()
-        .ok_or_else(|| err(dir, "not a folder name"))?
-        .to_string_lossy()
-        .into_owned();
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(TrainError::io(parent))?;
-    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(TrainError::io(&tmp))?;
-    }
-    let written = write_into(episodes, &tmp, options).and_then(|()| {
-        std::fs::rename(&tmp, dir)
-            .map_err(|e| err(dir, format!("moving {} into place: {e}", tmp.display())))
-    });
-    if written.is_err() {
-        // Best effort: the error that matters is the one returned.
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    written
+    // Claimed as a new folder (absent or empty), staged under a unique
+    // sibling name and renamed into place: diffbc_runtime::fs, as for every
+    // other output.
+    diffbc_runtime::fs::claim_output(dir, &KIND, false)?;
+    let staged = diffbc_runtime::fs::staging_dir(dir)?;
+    write_into(episodes, staged.path(), options)?;
+    diffbc_runtime::fs::replace_dir(staged, dir, &KIND)?;
+    Ok(())
+}
+
+/// A LeRobot dataset as an output: written once into an absent or empty
+/// folder; an existing dataset (or anything else) is never replaced.
+pub const KIND: diffbc_runtime::fs::OutputKind = diffbc_runtime::fs::OutputKind {
+    what: "empty (a LeRobot dataset folder is written once, never replaced)",
+    is_dir: true,
+    entries: &[],
+    recognise: never_ours,
+};
+
+fn never_ours(_: &Path) -> bool {
+    false
 }
 
 fn write_into(ep: &Episodes, root: &Path, options: &WriteOptions) -> Result<(), TrainError> {

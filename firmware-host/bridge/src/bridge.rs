@@ -620,18 +620,18 @@ impl Bridge {
                     let mut values = [0.0; MAX_JOINTS];
                     // A panicking controller is an error of the run, not of
                     // the host: the loop stops the arm and reports it.
-                    let error = match catch_unwind(AssertUnwindSafe(|| {
+                    let (error, panicked) = match catch_unwind(AssertUnwindSafe(|| {
                         controller.act(&t, &mut values[..joints])
                     })) {
-                        Ok(r) => r.err(),
-                        Err(p) => Some(format!(
-                            "controller panicked: {}",
-                            panic_message(p.as_ref())
-                        )),
+                        Ok(r) => (r.err(), false),
+                        Err(p) => (
+                            Some(format!(
+                                "controller panicked: {}",
+                                panic_message(p.as_ref())
+                            )),
+                            true,
+                        ),
                     };
-                    let panicked = error
-                        .as_deref()
-                        .is_some_and(|e| e.starts_with("controller panicked"));
                     if worker_tx.send(Action { values, error }).is_err() || panicked {
                         break;
                     }

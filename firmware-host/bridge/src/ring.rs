@@ -3,19 +3,18 @@
 //! ([`crate::RunReport::log`]) and the commands the emulated arm received, so
 //! neither grows without limit on a run of unbounded length.
 
+use std::collections::VecDeque;
 use std::ops::Index;
 
 /// Iterator over a [`Ring`]'s kept items, oldest first.
-pub type Iter<'a, T> = std::iter::Chain<std::slice::Iter<'a, T>, std::slice::Iter<'a, T>>;
+pub type Iter<'a, T> = std::collections::vec_deque::Iter<'a, T>;
 
 /// The last `capacity` items pushed, oldest first, and how many were pushed
-/// in all. Once the storage is reserved ([`Ring::reserve`]) a push never
-/// allocates: when full it overwrites the oldest item.
+/// in all: a `VecDeque` that drops its front when full, plus a counter. Once
+/// the storage is reserved ([`Ring::reserve`]) a push never allocates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ring<T> {
-    items: Vec<T>,
-    /// Index in `items` of the oldest item once full.
-    head: usize,
+    items: VecDeque<T>,
     capacity: usize,
     total: u64,
 }
@@ -25,8 +24,7 @@ impl<T> Ring<T> {
     /// until [`Ring::reserve`] or the first push.
     pub fn new(capacity: usize) -> Self {
         Self {
-            items: Vec::new(),
-            head: 0,
+            items: VecDeque::new(),
             capacity,
             total: 0,
         }
@@ -52,12 +50,10 @@ impl<T> Ring<T> {
         if self.capacity == 0 {
             return;
         }
-        if self.items.len() < self.capacity {
-            self.items.push(item);
-        } else {
-            self.items[self.head] = item;
-            self.head = (self.head + 1) % self.capacity;
+        if self.items.len() == self.capacity {
+            self.items.pop_front();
         }
+        self.items.push_back(item);
     }
 
     /// Items kept (at most the capacity).
@@ -88,28 +84,22 @@ impl<T> Ring<T> {
 
     /// The `i`-th kept item, oldest first.
     pub fn get(&self, i: usize) -> Option<&T> {
-        if i >= self.items.len() {
-            return None;
-        }
-        let n = self.items.len();
-        self.items.get((self.head + i) % n)
+        self.items.get(i)
     }
 
     /// The newest item.
     pub fn last(&self) -> Option<&T> {
-        self.items.len().checked_sub(1).and_then(|i| self.get(i))
+        self.items.back()
     }
 
     /// The kept items, oldest first.
     pub fn iter(&self) -> Iter<'_, T> {
-        let (newer, older) = self.items.split_at(self.head);
-        older.iter().chain(newer.iter())
+        self.items.iter()
     }
 
     /// Forget every item and reset the total; the storage is kept.
     pub fn clear(&mut self) {
         self.items.clear();
-        self.head = 0;
         self.total = 0;
     }
 }

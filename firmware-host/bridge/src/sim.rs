@@ -653,11 +653,8 @@ fn run(
     let mut _slave = Some(slave);
     let _ = master.set_timeout(Duration::from_millis(1));
     let start = Instant::now();
-    let scale = if config.time_scale.is_finite() && config.time_scale > 0.0 {
-        config.time_scale
-    } else {
-        1.0
-    };
+    // Checked by `spawn_pty` (checked::time_scale) before this thread starts.
+    let scale = config.time_scale;
     // The arm's own log keeps only the newest command (copied to `shared`).
     let mut arm = SimArm::new(SimConfig {
         command_log: 1,
