@@ -102,15 +102,22 @@ struct RunArgs {
     /// Baud rate (ignored by pseudo-terminals).
     #[arg(long, default_value_t = 1_000_000)]
     baud: u32,
-    /// Control rate (Hz, 1–500).
-    #[arg(long, default_value = "50", value_parser = diffbc_bridge::checked::flag::rate_hz, allow_hyphen_values = true)]
-    rate: f64,
+    /// Control rate (Hz, 1–500); default: the rate the policy was trained at
+    /// (manifest `deployment.control_hz`). Another rate needs `--force`.
+    #[arg(long, value_parser = diffbc_bridge::checked::flag::rate_hz, allow_hyphen_values = true)]
+    rate: Option<f64>,
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long, value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
     seconds: Option<std::time::Duration>,
-    /// Largest change of a joint target per tick relative to the measured position (rad, > 0).
-    #[arg(long, default_value = "0.2", value_parser = diffbc_bridge::checked::flag::max_step, allow_hyphen_values = true)]
-    max_step: f32,
+    /// Largest change of a joint target per tick relative to the measured
+    /// position (rad, > 0); default: the largest the demonstrations show
+    /// (manifest `deployment.max_step`), else 0.2. A tighter bound than the
+    /// demonstrations' clips moves the policy learned and needs `--force`.
+    #[arg(long, value_parser = diffbc_bridge::checked::flag::max_step, allow_hyphen_values = true)]
+    max_step: Option<f32>,
+    /// Run at a rate or step bound that contradicts the manifest.
+    #[arg(long)]
+    force: bool,
     /// Engine (native allocates nothing at steady state; tract, ort-cpu, ort-cuda[:N], …).
     #[arg(long, default_value = "native")]
     engine: diffbc_runtime::EngineChoice,
@@ -165,11 +172,21 @@ struct ReferenceArgs {
 
 #[derive(Args, Debug)]
 struct ExportArgs {
-    /// Checkpoint folder.
+    /// Checkpoint folder (with `--upgrade`: the format-1 exported folder).
     checkpoint: PathBuf,
-    /// Output folder, e.g. models/claw.
+    /// Output folder, e.g. models/claw (with `--upgrade`, default: in place).
+    #[arg(long, required_unless_present = "upgrade")]
+    out: Option<PathBuf>,
+    /// Upgrade a format-1 exported folder to the current manifest format:
+    /// the graphs stay, the channels and deployment settings are read from
+    /// `--data`, the end-to-end golden episodes are recorded.
+    #[arg(long, requires = "data")]
+    upgrade: bool,
+    /// The training data (as `diffbc train --data` took it), read for the
+    /// channels' names, units, ranges and the control rate: needed by
+    /// `--upgrade` and by checkpoints trained before these were recorded.
     #[arg(long)]
-    out: PathBuf,
+    data: Option<PathBuf>,
     /// Replace the exported model already in the output folder (a folder
     /// that is not an exported model is never replaced).
     #[arg(long)]
@@ -633,11 +650,21 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         policy.engine_name(),
         policy.sampler_config().label()
     );
+    let (rate_hz, max_step) =
+        run_settings(&policy.manifest().deployment, a.rate, a.max_step, a.force)?;
+    println!(
+        "control at {rate_hz} Hz, joint targets at most {max_step} from the measured positions{}",
+        if a.rate.is_none() {
+            " (rate from the manifest)"
+        } else {
+            ""
+        }
+    );
     let mut controller = diffbc_bridge::policy::PolicyController::new(policy);
     let config = diffbc_bridge::LoopConfig {
-        rate_hz: a.rate,
+        rate_hz,
         duration: a.seconds,
-        max_step: a.max_step,
+        max_step,
         ..Default::default()
     };
     let mut bridge = diffbc_bridge::Bridge::connect(&a.port, a.baud, config.handshake_timeout)?;
@@ -650,6 +677,41 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         );
     }
     report.outcome.map_err(anyhow::Error::msg)
+}
+
+/// The step bound `diffbc run` uses when neither flag nor manifest gives one.
+const FALLBACK_MAX_STEP: f32 = 0.2;
+
+/// `diffbc run`'s control rate and step bound: the flags, else the manifest's
+/// deployment settings. A rate other than the trained one, or a step bound
+/// tighter than the demonstrations', is refused unless `force`.
+fn run_settings(
+    d: &diffbc_runtime::manifest::Deployment,
+    rate: Option<f64>,
+    max_step: Option<f32>,
+    force: bool,
+) -> Result<(f64, f32)> {
+    let rate_hz = match (rate, d.control_hz) {
+        (Some(r), Some(trained)) if (r - trained).abs() > 1e-9 * trained && !force => bail!(
+            "--rate {r} Hz contradicts the rate the policy was trained at ({trained} Hz, manifest deployment.control_hz): \
+             its actions are tied to that rate; drop --rate, or pass --force to run at {r} Hz anyway"
+        ),
+        (Some(r), _) => r,
+        (None, Some(trained)) => trained,
+        (None, None) => {
+            bail!("the manifest records no control rate (deployment.control_hz): pass --rate")
+        }
+    };
+    let max_step = match (max_step, d.max_step) {
+        (Some(s), Some(seen)) if s < seen && !force => bail!(
+            "--max-step {s} is tighter than the demonstrations' largest step ({seen}, manifest deployment.max_step): \
+             the safety layer would clip moves the policy learned; pass --force to run with it anyway"
+        ),
+        (Some(s), _) => s,
+        (None, Some(seen)) if seen > 0.0 => seen,
+        (None, _) => FALLBACK_MAX_STEP,
+    };
+    Ok((rate_hz, max_step))
 }
 
 /// The training samples of `config.task` from `data` (a folder or file).
@@ -1120,15 +1182,29 @@ fn cmd_demos(a: DemosArgs) -> Result<()> {
 }
 
 fn cmd_export(a: ExportArgs) -> Result<()> {
+    if a.upgrade {
+        return cmd_upgrade(&a);
+    }
+    let out = a.out.clone().context("--out is required")?;
+    // Channels from the data when given, else the checkpoint's record.
+    let interface = match &a.data {
+        Some(data) => {
+            let config =
+                TrainConfig::load(&a.checkpoint.join(diffbc_train::checkpoint::files::CONFIG))?;
+            Some(data_interface(&config, data)?)
+        }
+        None => None,
+    };
     let options = diffbc_export::ExportOptions {
         force: a.force,
         sampler: a.sampler.configs(&[SamplerKindArg::DiffusionX])[0],
         execute: a.execute,
+        interface,
         ..Default::default()
     };
     let m = diffbc_export::export_checkpoint::<Cpu>(
         &a.checkpoint,
-        &a.out,
+        &out,
         &options,
         &Default::default(),
     )?;
@@ -1136,11 +1212,68 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
         "exported {} ({}) -> {}: {} [{}], {} [{}]",
         a.checkpoint.display(),
         m.provenance.architecture,
-        a.out.display(),
+        out.display(),
         m.encoder.file,
         &m.encoder.sha256[..12],
         m.head.file,
         &m.head.sha256[..12]
+    );
+    Ok(())
+}
+
+/// The channels and deployment settings of the data `config` trains on.
+fn data_interface(
+    config: &TrainConfig,
+    data: &Path,
+) -> Result<diffbc_runtime::manifest::Interface> {
+    load_dataset(config, data)?.interface.with_context(|| {
+        format!(
+            "{}: this data set records no channels (synthetic data)",
+            data.display()
+        )
+    })
+}
+
+/// `diffbc export --upgrade DIR --data DATA [--out OUT]`.
+fn cmd_upgrade(a: &ExportArgs) -> Result<()> {
+    let dir = &a.checkpoint;
+    let data = a.data.as_deref().context("--upgrade needs --data")?;
+    let text = diffbc_runtime::fs::read_to_string(
+        &dir.join(diffbc_runtime::manifest::MANIFEST_FILE),
+        diffbc_runtime::fs::limits::JSON,
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: manifest.json is not JSON", dir.display()))?;
+    let task_name = v["provenance"]["task"].as_str().unwrap_or_default();
+    let task = TaskKind::ALL
+        .into_iter()
+        .find(|t| t.name() == task_name)
+        .with_context(|| {
+            format!(
+                "{}: provenance.task is {task_name:?}, not one of diffbc's tasks, so its data cannot be read; re-export it instead",
+                dir.display()
+            )
+        })?;
+    let mut config = TrainConfig::for_task(task, Method::Diffusion);
+    config.history = v["observation"]["history"]
+        .as_u64()
+        .context("observation.history is missing")? as usize;
+    if let Some(h) = v["chunk"]["horizon"].as_u64() {
+        config.chunk.horizon = h as usize;
+    }
+    let interface = data_interface(&config, data)?;
+    let out = a.out.clone().unwrap_or_else(|| dir.clone());
+    let m = diffbc_export::upgrade(dir, &out, interface, a.force)?;
+    println!(
+        "upgraded {} -> {} (format {}, {} observation and {} action channels, control rate {})",
+        dir.display(),
+        out.display(),
+        m.format_version,
+        m.channels.observation.len(),
+        m.channels.action.len(),
+        m.deployment
+            .control_hz
+            .map_or_else(|| "none".to_string(), |hz| format!("{hz} Hz"))
     );
     Ok(())
 }

@@ -5,10 +5,12 @@ use crate::layers::{ToOnnx, emit_basic, emit_sieve, emit_transformer};
 use burn::prelude::*;
 use diffbc_runtime::golden::{self, GoldenCase, GoldenTensor};
 use diffbc_runtime::manifest::{
-    self, GraphSpec, HeadKind, IR_VERSION, MANIFEST_FORMAT, Manifest, NormalizationSpec, OPSET,
-    ObservationSpec, Provenance, ScheduleSpec, UnconditionalEmbedding, files, names,
+    self, Conventions, GraphSpec, HeadKind, IR_VERSION, Interface, MANIFEST_FORMAT, Manifest,
+    NormalizationSpec, OPSET, ObservationSpec, Provenance, ScheduleSpec, UnconditionalEmbedding,
+    files, names,
 };
 use diffbc_runtime::policy::sha256_hex;
+use diffbc_runtime::replay::{self, RecordPlan};
 use diffbc_runtime::{NoiseSchedule, SamplerConfig};
 use diffbc_train::checkpoint::{self, CheckpointMeta};
 use diffbc_train::model::{Head, Policy, PolicySpec};
@@ -17,6 +19,7 @@ use prost::Message;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Why an export failed. Nothing is left in the output folder when it does.
@@ -109,6 +112,48 @@ pub struct ExportOptions {
     /// Overrides the actions executed per chunk (`chunk.execute`); the
     /// horizon is what the head was trained to predict and stays.
     pub execute: Option<usize>,
+    /// Channels and deployment settings; `None` takes the checkpoint's
+    /// (recorded from its training data).
+    pub interface: Option<Interface>,
+    /// Named alternative samplers for the manifest; `None` takes
+    /// [`default_samplers`] (denoisers only).
+    pub samplers: Option<BTreeMap<String, SamplerConfig>>,
+    /// Seed of the end-to-end golden episodes.
+    pub episode_seed: u64,
+}
+
+/// The alternatives a denoiser's manifest names beside its default sampler:
+/// plain DDPM, Diffusion-KDE (N = 8, h = 0.1), DDIM with 10 steps and
+/// classifier-free guidance (w = 1) on the default; each gets end-to-end
+/// golden cases, so a re-implementation is checked on every part of the
+/// sampling procedure.
+pub fn default_samplers(default: SamplerConfig, steps: usize) -> BTreeMap<String, SamplerConfig> {
+    let mut m = BTreeMap::new();
+    if default != SamplerConfig::ddpm() {
+        m.insert("ddpm".to_string(), SamplerConfig::ddpm());
+    }
+    m.insert("kde".to_string(), SamplerConfig::kde(8, 0.1));
+    m.insert("ddim".to_string(), SamplerConfig::ddim(10.min(steps)));
+    m.insert("guided".to_string(), default.with_guidance(1.0));
+    m
+}
+
+/// End-to-end episodes recorded at export: short for large frames (an
+/// image), so the golden folder stays small.
+pub fn episode_plan(frame_len: usize, seed: u64) -> RecordPlan {
+    if frame_len > 1024 {
+        RecordPlan {
+            episodes: 1,
+            ticks: 2,
+            seed,
+        }
+    } else {
+        RecordPlan {
+            episodes: 2,
+            ticks: 6,
+            seed,
+        }
+    }
 }
 
 impl Default for ExportOptions {
@@ -120,6 +165,9 @@ impl Default for ExportOptions {
             seed: 0,
             task_label: None,
             execute: None,
+            interface: None,
+            samplers: None,
+            episode_seed: 0,
         }
     }
 }
@@ -395,6 +443,21 @@ pub fn export_policy<B: Backend>(
         Head::Mse(_) => HeadKind::Regressor,
         Head::Bins(_) | Head::Centres(_) => HeadKind::Classifier,
     };
+    let interface = options
+        .interface
+        .clone()
+        .or_else(|| meta.interface.clone())
+        .ok_or_else(|| ExportError::Unsupported {
+            what: "the channels".into(),
+            why: "the checkpoint predates channel records (names, units, sources, control rate); \
+                  pass its training data (`diffbc export --data`) or re-train"
+                .into(),
+        })?;
+    let samplers = match (&options.samplers, head_kind) {
+        (Some(s), _) => s.clone(),
+        (None, HeadKind::Denoiser) => default_samplers(options.sampler, schedule.steps()),
+        (None, _) => BTreeMap::new(),
+    };
     let placeholder = GraphSpec {
         file: String::new(),
         sha256: String::new(),
@@ -423,6 +486,10 @@ pub fn export_policy<B: Backend>(
             betas: schedule.betas().to_vec(),
         },
         sampler: options.sampler,
+        samplers,
+        conventions: Conventions::default(),
+        channels: interface.channels,
+        deployment: interface.deployment,
         unconditional_embedding: UnconditionalEmbedding::Zeros,
         encoder: placeholder.clone(),
         head: placeholder,
@@ -483,8 +550,22 @@ pub fn export_policy<B: Backend>(
         message: e.to_string(),
     })?;
     std::fs::write(&mpath, text + "\n").map_err(write_err(&mpath))?;
+    record_episodes(tmp, &m, options.episode_seed)?;
     diffbc_runtime::fs::replace_dir(staged, out, &KIND).map_err(ExportError::Output)?;
     Ok(m)
+}
+
+/// Check the written folder as the runtime will load it and record its
+/// end-to-end golden episodes (with tract, the reference engine).
+pub fn record_episodes(dir: &Path, m: &Manifest, seed: u64) -> Result<(), ExportError> {
+    let plan = episode_plan(m.observation.frame_len(), seed);
+    replay::record(dir, diffbc_runtime::EngineChoice::Tract, &plan).map_err(|e| {
+        ExportError::Write {
+            path: dir.join(files::GOLDEN).join(files::EPISODES),
+            message: e.to_string(),
+        }
+    })?;
+    Ok(())
 }
 
 /// Export the EMA weights of a checkpoint folder into `out`.
@@ -497,4 +578,103 @@ pub fn export_checkpoint<B: Backend>(
     claim(out, options.force)?;
     let (spec, meta, policy) = checkpoint::load_policy::<B>(checkpoint_dir, device)?;
     export_policy(&spec, &meta, &policy, out, options, device)
+}
+
+/// Upgrade a format-1 exported folder `dir` to the current format, into
+/// `out` (which may be `dir` itself): the graphs and per-graph golden tensors
+/// are kept byte for byte; the manifest gains the conventions, `interface`
+/// (channels and deployment settings, read from the training data by the
+/// caller) and the named samplers; the end-to-end golden episodes are
+/// recorded. `out` other than `dir` follows the usual rules (absent, empty,
+/// or an exported model with `force`).
+pub fn upgrade(
+    dir: &Path,
+    out: &Path,
+    interface: Interface,
+    force: bool,
+) -> Result<Manifest, ExportError> {
+    let same = out == dir || (out.exists() && dir.canonicalize().ok() == out.canonicalize().ok());
+    if !same {
+        claim(out, force)?;
+    }
+    let mpath = dir.join(manifest::MANIFEST_FILE);
+    let bad = |message: String| ExportError::Unsupported {
+        what: mpath.display().to_string(),
+        why: message,
+    };
+    let bytes = diffbc_runtime::fs::read(&mpath, diffbc_runtime::fs::limits::JSON)
+        .map_err(ExportError::Output)?;
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    match value
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64)
+    {
+        Some(1) => {}
+        Some(v) if v == u64::from(MANIFEST_FORMAT) => {
+            return Err(bad(format!(
+                "already format {MANIFEST_FORMAT}; nothing to upgrade"
+            )));
+        }
+        other => {
+            return Err(bad(format!(
+                "format_version {other:?}: only format 1 is upgraded"
+            )));
+        }
+    }
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| bad("not a JSON object".into()))?;
+    obj.insert("format_version".into(), MANIFEST_FORMAT.into());
+    let to_value = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| bad(e.to_string()));
+    obj.insert(
+        "conventions".into(),
+        to_value(serde_json::to_value(Conventions::default()))?,
+    );
+    obj.insert(
+        "channels".into(),
+        to_value(serde_json::to_value(&interface.channels))?,
+    );
+    obj.insert(
+        "deployment".into(),
+        to_value(serde_json::to_value(&interface.deployment))?,
+    );
+    obj.insert("samplers".into(), serde_json::json!({}));
+    let mut m: Manifest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    if m.head_kind == HeadKind::Denoiser {
+        m.samplers = default_samplers(m.sampler, m.schedule.steps);
+    }
+    m.interface()
+        .validate(m.observation.frame_len(), m.step_action_dim())
+        .map_err(|e| bad(format!("the data's channels do not fit this policy: {e}")))?;
+
+    let staged = diffbc_runtime::fs::staging_dir(out).map_err(ExportError::Output)?;
+    let tmp = staged.path();
+    let copy = |name: &str| -> Result<(), ExportError> {
+        let from = diffbc_runtime::fs::within(dir, name).map_err(ExportError::Output)?;
+        let bytes = diffbc_runtime::fs::read(&from, diffbc_runtime::fs::limits::GRAPH)
+            .map_err(ExportError::Output)?;
+        let to = tmp.join(name);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(write_err(parent))?;
+        }
+        std::fs::write(&to, bytes).map_err(write_err(&to))
+    };
+    copy(&m.encoder.file)?;
+    copy(&m.head.file)?;
+    let golden = dir.join(files::GOLDEN);
+    let entries = std::fs::read_dir(&golden).map_err(write_err(&golden))?;
+    for entry in entries {
+        let entry = entry.map_err(write_err(&golden))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().map_err(write_err(&golden))?.is_file() && name != files::EPISODES {
+            copy(&format!("{}/{name}", files::GOLDEN))?;
+        }
+    }
+    let out_manifest = tmp.join(manifest::MANIFEST_FILE);
+    let text = serde_json::to_string_pretty(&m).map_err(|e| bad(e.to_string()))?;
+    std::fs::write(&out_manifest, text + "\n").map_err(write_err(&out_manifest))?;
+    record_episodes(tmp, &m, 0)?;
+    diffbc_runtime::fs::replace_dir(staged, out, &KIND).map_err(ExportError::Output)?;
+    Ok(m)
 }

@@ -15,10 +15,13 @@ mod graph;
 mod layers;
 mod reference;
 
-pub use export::{ExportError, ExportOptions, export_checkpoint, export_policy};
+pub use export::{
+    ExportError, ExportOptions, default_samplers, episode_plan, export_checkpoint, export_policy,
+    record_episodes, upgrade,
+};
 pub use graph::GraphBuilder;
 pub use layers::ToOnnx;
-pub use reference::{Reference, export_reference};
+pub use reference::{Reference, export_reference, synthetic_interface};
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,9 @@
 use crate::{ExportError, ExportOptions, export_policy};
 use burn::backend::NdArray;
 use diffbc_runtime::manifest::Manifest;
+use diffbc_runtime::manifest::{
+    ActionChannel, ActionKind, Channels, Deployment, Interface, ObservationChannel,
+};
 use diffbc_runtime::{Normalizer, SamplerConfig};
 use diffbc_train::checkpoint::{CHECKPOINT_FORMAT, CheckpointMeta};
 use diffbc_train::config::{Method, TrainConfig};
@@ -92,6 +95,7 @@ pub fn export_reference(
         obs_normalizer: Normalizer::identity(spec.obs.len()),
         action_normalizer: Normalizer::identity(spec.action_dim),
         train_loss: 0.0,
+        interface: Some(synthetic_interface(spec.obs.len(), spec.action_dim)),
     };
     let options = ExportOptions {
         force,
@@ -103,6 +107,43 @@ pub fn export_reference(
             reference.name()
         )),
         execute: None,
+        interface: None,
+        samplers: None,
+        episode_seed: seed,
     };
     export_policy(&spec, &meta, &policy, out, &options, &device)
+}
+
+/// Channels of a model no data set trained: positional names, unknown units,
+/// host-side sources, the range of a standard normal's bulk (±3, the
+/// identity normaliser's units), no control rate.
+pub fn synthetic_interface(frame_len: usize, action_dim: usize) -> Interface {
+    let observation = (0..frame_len)
+        .map(|i| ObservationChannel {
+            name: format!("observation[{i}]"),
+            unit: "unknown".into(),
+            source: format!("observation[{i}]"),
+            shape: Vec::new(),
+            min: -3.0,
+            max: 3.0,
+        })
+        .collect();
+    let action = (0..action_dim)
+        .map(|i| ActionChannel {
+            name: format!("action[{i}]"),
+            unit: "unknown".into(),
+            target: format!("action[{i}]"),
+            kind: ActionKind::Absolute,
+            min: -3.0,
+            max: 3.0,
+            max_step: None,
+        })
+        .collect();
+    Interface {
+        channels: Channels {
+            observation,
+            action,
+        },
+        deployment: Deployment::default(),
+    }
 }

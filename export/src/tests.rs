@@ -137,6 +137,7 @@ fn meta(spec: &PolicySpec) -> CheckpointMeta {
         obs_normalizer: Normalizer::identity(spec.obs.len()),
         action_normalizer: Normalizer::identity(spec.action_dim),
         train_loss: 0.0,
+        interface: Some(crate::synthetic_interface(spec.obs.len(), spec.action_dim)),
     }
 }
 

@@ -7,7 +7,7 @@
 //! action units, allocates nothing, and draws its randomness from the caller's
 //! seeded stream.
 
-use rand::Rng;
+use crate::sampler::Noise;
 use serde::{Deserialize, Serialize};
 
 /// How a discrete choice is made from the scores.
@@ -141,11 +141,11 @@ impl ActionDecoder {
     /// Decode one row of `scores` into `out` (normalised units) with `choice`.
     /// `out.len()` is the action length; `scores.len()` must be
     /// [`Self::score_width`] of it (checked by the caller once, at load).
-    pub fn decode<R: Rng + ?Sized>(
+    pub fn decode<N: Noise + ?Sized>(
         &self,
         scores: &[f32],
         choice: Choice,
-        rng: &mut R,
+        rng: &mut N,
         out: &mut [f32],
     ) {
         let a = out.len();
@@ -192,7 +192,7 @@ pub fn bin_index(low: f32, high: f32, bins: usize, v: f32) -> usize {
 
 /// Index chosen from logits: the largest, or a draw from their softmax
 /// (inverse CDF over exp(l − max), no allocation).
-fn pick<R: Rng + ?Sized>(logits: &[f32], choice: Choice, rng: &mut R) -> usize {
+fn pick<N: Noise + ?Sized>(logits: &[f32], choice: Choice, rng: &mut N) -> usize {
     let (best, max) =
         logits
             .iter()
@@ -204,7 +204,7 @@ fn pick<R: Rng + ?Sized>(logits: &[f32], choice: Choice, rng: &mut R) -> usize {
         Choice::Argmax => best,
         Choice::Sample => {
             let total: f32 = logits.iter().map(|l| (l - max).exp()).sum();
-            let mut u = rng.random::<f32>() * total;
+            let mut u = rng.uniform() * total;
             for (i, l) in logits.iter().enumerate() {
                 u -= (l - max).exp();
                 if u <= 0.0 {

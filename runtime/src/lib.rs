@@ -20,6 +20,7 @@ pub mod normalize;
 #[cfg(feature = "ort")]
 pub mod ort_engine;
 pub mod policy;
+pub mod replay;
 pub mod sampler;
 pub mod schedule;
 
@@ -28,5 +29,8 @@ pub use engine::ExecutionProvider;
 pub use fs::FileError;
 pub use normalize::{Normalizer, NormalizerError};
 pub use policy::{EngineChoice, OnnxModel, Policy, PolicyError, PolicyOptions};
-pub use sampler::{NoiseModel, Sampler, SamplerConfig, SamplerError, Selection, StepRule};
+pub use sampler::{
+    Noise, NoiseModel, NoiseRecorder, NoiseTape, Sampler, SamplerConfig, SamplerError, Selection,
+    StepRule,
+};
 pub use schedule::{NoiseSchedule, ScheduleConfig, ScheduleError};

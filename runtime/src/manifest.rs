@@ -19,9 +19,12 @@ use crate::decode::ActionDecoder;
 use crate::normalize::Normalizer;
 use crate::sampler::SamplerConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-/// Version of the manifest format written by this build.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Version of the manifest format written by this build. Format 1 (before
+/// channels, deployment settings, explicit conventions and end-to-end golden
+/// cases) is refused with the command that upgrades it.
+pub const MANIFEST_FORMAT: u32 = 2;
 /// ONNX opset the graphs use.
 pub const OPSET: i64 = 17;
 /// ONNX IR version of the graphs (IR 8 goes with opset 17; read by tract and ONNX Runtime).
@@ -220,6 +223,339 @@ pub struct Provenance {
     pub crate_version: String,
 }
 
+/// The network's time input: `t = τ / T` for step τ in 1…T (never τ, never
+/// (τ − 1) / T).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TimeInput {
+    /// τ / T.
+    #[default]
+    #[serde(rename = "tau_over_steps")]
+    TauOverSteps,
+}
+
+/// The variance of the noise a DDPM step adds: σ_τ² = β_τ, and none at τ = 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DdpmVariance {
+    /// σ_τ = √β_τ.
+    #[default]
+    #[serde(rename = "beta")]
+    Beta,
+}
+
+/// Whether sampled values are clipped anywhere (the predicted clean action,
+/// the sample, the action): never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Clipping {
+    /// Nothing is clipped.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+}
+
+/// How the observation history is filled at an episode's first tick: every
+/// slot holds the first frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum HistoryPadding {
+    /// Repeat the first frame.
+    #[default]
+    #[serde(rename = "repeat_first_frame")]
+    RepeatFirstFrame,
+}
+
+/// When the observation history advances: on every control tick, including
+/// ticks that only hand out the next action of a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum HistoryAdvance {
+    /// Every tick.
+    #[default]
+    #[serde(rename = "every_tick")]
+    EveryTick,
+}
+
+/// Layout of a chunk in the action vector: `[a0[0], a0[1], …, a1[0], …]`,
+/// the action for the deciding tick first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ChunkLayout {
+    /// Time-major.
+    #[default]
+    #[serde(rename = "time_major")]
+    TimeMajor,
+}
+
+/// The sampling and control conventions, written out so that a reader never
+/// has to guess them. Each has one value in format 2; a runtime refuses a
+/// value it does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conventions {
+    /// The denoiser's `t` input.
+    pub time_input: TimeInput,
+    /// The DDPM step variance.
+    pub ddpm_variance: DdpmVariance,
+    /// Clipping.
+    pub clip: Clipping,
+    /// History at an episode's first tick.
+    pub history_padding: HistoryPadding,
+    /// When the history advances.
+    pub history_advance: HistoryAdvance,
+    /// Chunk layout.
+    pub chunk_layout: ChunkLayout,
+}
+
+/// Where a value of the observation comes from at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `joint.position[i]`: the arm's measured position of joint i (telemetry).
+    JointPosition(usize),
+    /// `joint.velocity[i]`: the arm's measured velocity of joint i (telemetry).
+    JointVelocity(usize),
+    /// `device.extra[i]`: the device's extra telemetry channel i.
+    DeviceExtra(usize),
+    /// Anything else: supplied by the integrator's host-side source under this
+    /// key (task state, a camera, a tracker).
+    Host(String),
+}
+
+impl Source {
+    /// Parse a `source` (or an action's `target`) string.
+    pub fn parse(s: &str) -> Self {
+        let indexed = |prefix: &str| {
+            s.strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('['))
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|i| i.parse::<usize>().ok())
+        };
+        if let Some(i) = indexed("joint.position") {
+            Self::JointPosition(i)
+        } else if let Some(i) = indexed("joint.velocity") {
+            Self::JointVelocity(i)
+        } else if let Some(i) = indexed("device.extra") {
+            Self::DeviceExtra(i)
+        } else {
+            Self::Host(s.to_string())
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::JointPosition(i) => write!(f, "joint.position[{i}]"),
+            Self::JointVelocity(i) => write!(f, "joint.velocity[{i}]"),
+            Self::DeviceExtra(i) => write!(f, "device.extra[{i}]"),
+            Self::Host(k) => f.write_str(k),
+        }
+    }
+}
+
+/// One named part of the observation frame, in frame order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservationChannel {
+    /// Name in the data set it was trained on (`joint.position[2]`,
+    /// `block.angle`, `observation.image`).
+    pub name: String,
+    /// Unit (`rad`, `rad/s`, `px`, `1` for flags and intensities), or
+    /// `unknown` when the data set did not say.
+    pub unit: String,
+    /// Where the value comes from at run time ([`Source`]).
+    pub source: String,
+    /// Shape of a multi-value channel (`[3, 64, 64]` for an image), values
+    /// row-major; absent for a single value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shape: Vec<usize>,
+    /// Smallest value seen in the training data.
+    pub min: f32,
+    /// Largest value seen in the training data.
+    pub max: f32,
+}
+
+impl ObservationChannel {
+    /// Values in this channel.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the channel holds no value (a zero in its shape).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The parsed source.
+    pub fn source(&self) -> Source {
+        Source::parse(&self.source)
+    }
+}
+
+/// What an action value means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// The value to go to (a joint position target, a commanded position).
+    Absolute,
+    /// A change to add to the current value.
+    Delta,
+}
+
+/// One value of one executed action, in action order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionChannel {
+    /// Name in the data set it was trained on.
+    pub name: String,
+    /// Unit, or `unknown`.
+    pub unit: String,
+    /// What it drives: `joint.position[i]` (a position target for joint i,
+    /// sent to the arm) or a host-side key.
+    pub target: String,
+    /// Absolute target or delta.
+    pub kind: ActionKind,
+    /// Smallest value seen in the training data.
+    pub min: f32,
+    /// Largest value seen in the training data.
+    pub max: f32,
+    /// Largest change between consecutive ticks of an episode seen in the
+    /// training data; absent when the data has no episodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step: Option<f32>,
+}
+
+impl ActionChannel {
+    /// The parsed target.
+    pub fn target(&self) -> Source {
+        Source::parse(&self.target)
+    }
+}
+
+/// The observation and action channels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channels {
+    /// The frame's values, in order (their lengths add up to the frame length).
+    pub observation: Vec<ObservationChannel>,
+    /// One executed action's values, in order.
+    pub action: Vec<ActionChannel>,
+}
+
+/// How the policy was trained to be run, recorded at export from the
+/// training data.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    /// Control rate of the demonstrations (Hz); absent for data without time
+    /// (the claw scenes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_hz: Option<f64>,
+    /// Joints the action drives (actions targeting `joint.position[i]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joints: Option<usize>,
+    /// Largest |joint target − measured joint position| seen in the training
+    /// data (the quantity the bridge's safety layer bounds per tick,
+    /// `diffbc run --max-step`); absent unless the data records both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step: Option<f32>,
+    /// Largest joint speed seen in the observations (`joint.velocity` channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_velocity: Option<f32>,
+}
+
+/// Channels and deployment settings: what the data set says about the
+/// policy's inputs and outputs. Built from the data at training time, stored
+/// in the checkpoint and written into the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    /// The channels.
+    pub channels: Channels,
+    /// The deployment settings.
+    pub deployment: Deployment,
+}
+
+impl Interface {
+    /// Check the interface against the frame and action lengths; the message
+    /// names the field.
+    pub fn validate(&self, frame_len: usize, step_action_dim: usize) -> Result<(), String> {
+        let c = &self.channels;
+        let total: usize = c.observation.iter().map(ObservationChannel::len).sum();
+        if total != frame_len {
+            return Err(format!(
+                "channels.observation describe {total} values, the frame has {frame_len}"
+            ));
+        }
+        if c.action.len() != step_action_dim {
+            return Err(format!(
+                "channels.action has {} entries, one action has {step_action_dim} values",
+                c.action.len()
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (what, name, min, max) in c
+            .observation
+            .iter()
+            .map(|o| ("observation", &o.name, o.min, o.max))
+            .chain(c.action.iter().map(|a| ("action", &a.name, a.min, a.max)))
+        {
+            if name.is_empty() {
+                return Err(format!("channels.{what}: a channel has no name"));
+            }
+            if !seen.insert((what, name)) {
+                return Err(format!("channels.{what}: {name:?} appears twice"));
+            }
+            if !(min.is_finite() && max.is_finite() && min <= max) {
+                return Err(format!(
+                    "channels.{what} {name:?}: min {min} and max {max} must be finite with min ≤ max"
+                ));
+            }
+        }
+        for o in &c.observation {
+            if o.is_empty() {
+                return Err(format!(
+                    "channels.observation {:?}: shape {:?} holds no value",
+                    o.name, o.shape
+                ));
+            }
+        }
+        for a in &c.action {
+            if let Some(s) = a.max_step
+                && !(s.is_finite() && s >= 0.0)
+            {
+                return Err(format!(
+                    "channels.action {:?}: max_step {s} must be finite and ≥ 0",
+                    a.name
+                ));
+            }
+        }
+        let d = &self.deployment;
+        if let Some(hz) = d.control_hz
+            && !(hz.is_finite() && hz > 0.0)
+        {
+            return Err(format!(
+                "deployment.control_hz {hz} must be a positive number"
+            ));
+        }
+        let joints = c
+            .action
+            .iter()
+            .filter(|a| matches!(a.target(), Source::JointPosition(_)))
+            .count();
+        if let Some(j) = d.joints
+            && j != joints
+        {
+            return Err(format!(
+                "deployment.joints is {j} but {joints} action channels target joint.position"
+            ));
+        }
+        for (field, v) in [("max_step", d.max_step), ("max_velocity", d.max_velocity)] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(format!("deployment.{field} {v} must be finite and ≥ 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -251,6 +587,16 @@ pub struct Manifest {
     pub schedule: ScheduleSpec,
     /// Default sampler.
     pub sampler: SamplerConfig,
+    /// Other samplers the policy was evaluated with, by name (`ddpm`,
+    /// `kde`, …); the end-to-end golden cases cover each of them.
+    #[serde(default)]
+    pub samplers: BTreeMap<String, SamplerConfig>,
+    /// The sampling and control conventions.
+    pub conventions: Conventions,
+    /// What the observation and action values are.
+    pub channels: Channels,
+    /// Control rate and limits seen in the training data.
+    pub deployment: Deployment,
     /// The unconditional embedding for guidance.
     pub unconditional_embedding: UnconditionalEmbedding,
     /// Encoder graph.
@@ -291,6 +637,8 @@ pub mod files {
     pub const CLASSIFIER: &str = "classifier.onnx";
     /// Golden tensors folder.
     pub const GOLDEN: &str = "golden";
+    /// Index of the end-to-end golden episodes, inside `golden/`.
+    pub const EPISODES: &str = "episodes.json";
 }
 
 impl Manifest {
@@ -300,6 +648,14 @@ impl Manifest {
             HeadKind::Denoiser => files::DENOISER,
             HeadKind::Regressor => files::REGRESSOR,
             HeadKind::Classifier => files::CLASSIFIER,
+        }
+    }
+
+    /// The channels and deployment settings.
+    pub fn interface(&self) -> Interface {
+        Interface {
+            channels: self.channels.clone(),
+            deployment: self.deployment.clone(),
         }
     }
 

@@ -14,7 +14,7 @@ use crate::engine::{
 use crate::fs::{self as userfs, FileError, limits};
 use crate::manifest::{self, HeadKind, MANIFEST_FORMAT, Manifest};
 use crate::native::NativeGraph;
-use crate::sampler::{NoiseModel, Sampler, SamplerConfig, SamplerError};
+use crate::sampler::{Noise, NoiseModel, Sampler, SamplerConfig, SamplerError};
 use crate::schedule::NoiseSchedule;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -210,6 +210,15 @@ pub fn read_manifest(dir: &Path) -> Result<(Manifest, NoiseSchedule), PolicyErro
         .and_then(serde_json::Value::as_u64)
     {
         Some(v) if v == MANIFEST_FORMAT as u64 => {}
+        Some(1) => {
+            return Err(bad(format!(
+                "format_version 1 predates the model contract (format {MANIFEST_FORMAT}: channels, \
+                 deployment settings, sampling conventions, end-to-end golden cases); upgrade the \
+                 folder with `diffbc export --upgrade {dir} --data <its training data>` or \
+                 re-export its checkpoint with `diffbc export <checkpoint> --out {dir} --force`",
+                dir = dir.display()
+            )));
+        }
         Some(v) => {
             return Err(bad(format!(
                 "format_version {v} is not supported (this runtime reads {MANIFEST_FORMAT})"
@@ -248,6 +257,11 @@ pub fn read_manifest(dir: &Path) -> Result<(Manifest, NoiseSchedule), PolicyErro
         ));
     }
     m.chunk.validate().map_err(bad)?;
+    for (name, sampler) in &m.samplers {
+        sampler
+            .validate(&schedule)
+            .map_err(|e| bad(format!("samplers.{name}: {e}")))?;
+    }
     if !m.action_dim.is_multiple_of(m.chunk.horizon) {
         return Err(bad(format!(
             "action_dim {} is not a whole number of chunk.horizon {} actions",
@@ -267,6 +281,9 @@ pub fn read_manifest(dir: &Path) -> Result<(Manifest, NoiseSchedule), PolicyErro
         }
         (_, None) => {}
     }
+    m.interface()
+        .validate(frame_len, m.step_action_dim())
+        .map_err(bad)?;
     let (enc_in, enc_out, head_in, head_out) = m.expected_graphs();
     for (what, got, want) in [
         ("encoder.inputs", &m.encoder.inputs, &enc_in),
@@ -746,6 +763,34 @@ impl Policy {
     /// action (the observation still enters the history). A rejected
     /// observation leaves the history and the chunk as they were.
     pub fn act(&mut self, observation: &[f32]) -> Result<&[f32], PolicyError> {
+        // The stream is copied out and back (no allocation) so that `step`
+        // can borrow the rest of the policy.
+        let mut rng = self.rng.clone();
+        let result = self.step(observation, &mut rng);
+        self.rng = rng;
+        let range = result?;
+        Ok(&self.action[range])
+    }
+
+    /// [`Policy::act`] drawing its randomness from `noise` instead of the
+    /// policy's seeded stream (which is left untouched): replaying the draws
+    /// a [`crate::NoiseRecorder`] kept reproduces the actions exactly, on any
+    /// engine and outside Rust (the end-to-end golden cases, `docs/manifest.md`).
+    pub fn act_with_noise<N: Noise + ?Sized>(
+        &mut self,
+        observation: &[f32],
+        noise: &mut N,
+    ) -> Result<&[f32], PolicyError> {
+        let range = self.step(observation, noise)?;
+        Ok(&self.action[range])
+    }
+
+    /// One tick; returns where in `self.action` the action to execute is.
+    fn step<N: Noise + ?Sized>(
+        &mut self,
+        observation: &[f32],
+        rng: &mut N,
+    ) -> Result<std::ops::Range<usize>, PolicyError> {
         let f = self.frame_len();
         if observation.len() != f {
             return Err(PolicyError::Observation(format!(
@@ -785,7 +830,7 @@ impl Policy {
         if self.cursor < self.execute {
             let k = self.cursor;
             self.cursor += 1;
-            return Ok(&self.action[k * d..(k + 1) * d]);
+            return Ok(k * d..(k + 1) * d);
         }
         for i in 0..slots {
             let src = (newest + 1 + i) % slots;
@@ -794,7 +839,7 @@ impl Policy {
         match self.model.manifest.head_kind {
             HeadKind::Denoiser => {
                 self.sampler
-                    .sample(&mut self.model, &self.row, &mut self.rng, &mut self.action)?;
+                    .sample(&mut self.model, &self.row, rng, &mut self.action)?;
             }
             HeadKind::Regressor => {
                 self.model.encode(&self.row, &mut self.embedding)?;
@@ -804,7 +849,7 @@ impl Policy {
                 self.model.encode(&self.row, &mut self.embedding)?;
                 self.model.run_head(&self.embedding, &mut self.scores)?;
                 if let Some(d) = &self.model.manifest.decoder {
-                    d.decode(&self.scores, self.choice, &mut self.rng, &mut self.action);
+                    d.decode(&self.scores, self.choice, rng, &mut self.action);
                 }
             }
         }
@@ -825,6 +870,6 @@ impl Policy {
             )));
         }
         self.cursor = 1;
-        Ok(&self.action[..d])
+        Ok(0..d)
     }
 }

@@ -25,6 +25,130 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
+/// Where a sampler's (and a classifier decoder's) randomness comes from.
+///
+/// Every seeded random number generator is one (a blanket implementation
+/// draws `StandardNormal` values one after the other, and `random::<f32>()`
+/// for uniforms). A [`NoiseTape`] replays recorded draws and a
+/// [`NoiseRecorder`] records them, so a decision can be reproduced outside
+/// Rust from the draws alone: `docs/manifest.md` states the order in which
+/// the sampler consumes them.
+pub trait Noise {
+    /// Fill `out` with independent standard normal draws, in order.
+    fn normal(&mut self, out: &mut [f32]);
+    /// One uniform draw in [0, 1).
+    fn uniform(&mut self) -> f32;
+}
+
+impl<R: Rng + ?Sized> Noise for R {
+    fn normal(&mut self, out: &mut [f32]) {
+        for v in out {
+            *v = self.sample(StandardNormal);
+        }
+    }
+
+    fn uniform(&mut self) -> f32 {
+        self.random::<f32>()
+    }
+}
+
+/// Recorded draws, replayed in order. Running past the end yields NaN (and
+/// sets [`NoiseTape::overrun`]), which the sampler reports as a non-finite
+/// action rather than inventing numbers.
+#[derive(Debug, Clone)]
+pub struct NoiseTape<'a> {
+    normal: &'a [f32],
+    uniform: &'a [f32],
+    used_normal: usize,
+    used_uniform: usize,
+    overrun: bool,
+}
+
+impl<'a> NoiseTape<'a> {
+    /// A tape over recorded normal and uniform draws.
+    pub fn new(normal: &'a [f32], uniform: &'a [f32]) -> Self {
+        Self {
+            normal,
+            uniform,
+            used_normal: 0,
+            used_uniform: 0,
+            overrun: false,
+        }
+    }
+
+    /// Draws consumed so far: (normal, uniform).
+    pub fn used(&self) -> (usize, usize) {
+        (self.used_normal, self.used_uniform)
+    }
+
+    /// Whether more draws were asked for than the tape holds.
+    pub fn overrun(&self) -> bool {
+        self.overrun
+    }
+}
+
+impl Noise for NoiseTape<'_> {
+    fn normal(&mut self, out: &mut [f32]) {
+        let left = &self.normal[self.used_normal.min(self.normal.len())..];
+        if left.len() < out.len() {
+            self.overrun = true;
+            out.fill(f32::NAN);
+            self.used_normal = self.normal.len();
+        } else {
+            out.copy_from_slice(&left[..out.len()]);
+            self.used_normal += out.len();
+        }
+    }
+
+    fn uniform(&mut self) -> f32 {
+        match self.uniform.get(self.used_uniform) {
+            Some(&u) => {
+                self.used_uniform += 1;
+                u
+            }
+            None => {
+                self.overrun = true;
+                f32::NAN
+            }
+        }
+    }
+}
+
+/// Draws from `inner`, keeping a copy of every value in order.
+#[derive(Debug, Clone)]
+pub struct NoiseRecorder<N> {
+    /// Where the draws come from.
+    pub inner: N,
+    /// Every normal draw so far.
+    pub normal: Vec<f32>,
+    /// Every uniform draw so far.
+    pub uniform: Vec<f32>,
+}
+
+impl<N: Noise> NoiseRecorder<N> {
+    /// Record the draws of `inner`.
+    pub fn new(inner: N) -> Self {
+        Self {
+            inner,
+            normal: Vec::new(),
+            uniform: Vec::new(),
+        }
+    }
+}
+
+impl<N: Noise> Noise for NoiseRecorder<N> {
+    fn normal(&mut self, out: &mut [f32]) {
+        self.inner.normal(out);
+        self.normal.extend_from_slice(out);
+    }
+
+    fn uniform(&mut self) -> f32 {
+        let u = self.inner.uniform();
+        self.uniform.push(u);
+        u
+    }
+}
+
 /// What the sampler needs from a network: ε̂ for a batch of noisy actions.
 ///
 /// Implemented by `train` with burn modules and by the runtime with ONNX
@@ -306,6 +430,8 @@ pub struct Sampler {
     /// DDIM time steps, descending, ending at the first step above 0.
     ddim_taus: Vec<usize>,
     x: Vec<f32>,
+    /// The noise added at one DDPM step.
+    z: Vec<f32>,
     eps: Vec<f32>,
     model_x: Vec<f32>,
     model_eps: Vec<f32>,
@@ -333,6 +459,7 @@ impl Sampler {
             config,
             ddim_taus,
             x: Vec::new(),
+            z: Vec::new(),
             eps: Vec::new(),
             model_x: Vec::new(),
             model_eps: Vec::new(),
@@ -358,11 +485,11 @@ impl Sampler {
 
     /// Encode `observations` (`[rows, observation_dim]`, normalised) once, then
     /// sample one action per row into `out` (`[rows, action_dim]`, normalised).
-    pub fn sample<M: NoiseModel, R: Rng + ?Sized>(
+    pub fn sample<M: NoiseModel, N: Noise + ?Sized>(
         &mut self,
         model: &mut M,
         observations: &[f32],
-        rng: &mut R,
+        rng: &mut N,
         out: &mut [f32],
     ) -> Result<(), SamplerError<M::Error>> {
         let (od, ed) = (model.observation_dim(), model.embedding_dim());
@@ -386,11 +513,11 @@ impl Sampler {
 
     /// Sample one action per embedding row (`[rows, embedding_dim]`) into `out`
     /// (`[rows, action_dim]`, normalised units).
-    pub fn sample_embedded<M: NoiseModel, R: Rng + ?Sized>(
+    pub fn sample_embedded<M: NoiseModel, N: Noise + ?Sized>(
         &mut self,
         model: &mut M,
         embeddings: &[f32],
-        rng: &mut R,
+        rng: &mut N,
         out: &mut [f32],
     ) -> Result<(), SamplerError<M::Error>> {
         let (ad, ed) = (model.action_dim(), model.embedding_dim());
@@ -436,9 +563,8 @@ impl Sampler {
         self.eps.resize(n * ad, 0.0);
         self.model_x.resize(model_rows * ad, 0.0);
         self.model_eps.resize(model_rows * ad, 0.0);
-        for v in &mut self.x {
-            *v = rng.sample(StandardNormal);
-        }
+        self.z.resize(n * ad, 0.0);
+        rng.normal(&mut self.x);
 
         match self.config.rule {
             StepRule::Ddpm => {
@@ -449,8 +575,8 @@ impl Sampler {
                         *x = cx * (*x - ce * e);
                     }
                     if tau > 1 {
-                        for x in &mut self.x {
-                            let z: f32 = rng.sample(StandardNormal);
+                        rng.normal(&mut self.z);
+                        for (x, z) in self.x.iter_mut().zip(&self.z) {
                             *x += sigma * z;
                         }
                     }

@@ -50,6 +50,46 @@ fn shipped_models_match_their_manifests_and_golden_outputs() {
     }
 }
 
+/// The end-to-end contract: every shipped model's golden episodes (the
+/// observations, the recorded random draws, the actions) are reproduced by
+/// each engine within 1e-4 in the head's units, consuming every draw.
+#[test]
+fn shipped_models_reproduce_their_end_to_end_golden_episodes_on_every_engine() {
+    for dir in shipped() {
+        let m = diffbc_runtime::policy::read_manifest(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .0;
+        for engine in [EngineChoice::Tract, EngineChoice::Native] {
+            let r = diffbc_runtime::replay::replay(&dir, engine)
+                .unwrap_or_else(|e| panic!("{} on {engine}: {e}", dir.display()));
+            // The default sampler and every named one, each with episodes.
+            let (_, index) = diffbc_runtime::replay::read_index(&dir).expect("index");
+            let covered: std::collections::BTreeSet<&str> =
+                index.cases.iter().map(|c| c.sampler.as_str()).collect();
+            let named: std::collections::BTreeSet<&str> = std::iter::once("default")
+                .chain(m.samplers.keys().map(String::as_str))
+                .collect();
+            assert_eq!(covered, named, "{}: samplers with cases", dir.display());
+            assert_eq!(r.cases, index.cases.len(), "{}: cases", dir.display());
+            assert!(
+                r.worst_normalised <= 1e-4,
+                "{} on {engine}: actions off the golden episodes by {} (head units), {} raw",
+                dir.display(),
+                r.worst_normalised,
+                r.worst_raw
+            );
+            println!(
+                "{} {engine}: {} cases, {} ticks, worst {:.2e} (head units), {:.2e} raw",
+                dir.display(),
+                r.cases,
+                r.ticks,
+                r.worst_normalised,
+                r.worst_raw
+            );
+        }
+    }
+}
+
 /// Copy the shipped claw model into a temporary folder.
 fn scratch_copy() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -163,4 +203,88 @@ fn inconsistent_manifests_are_refused_naming_the_field() {
         e.contains("denoiser.onnx") && e.contains("graph inputs"),
         "{e}"
     );
+}
+
+#[test]
+fn a_format_1_folder_is_refused_with_the_command_that_upgrades_it() {
+    let (_tmp, dir) = scratch_copy();
+    edit_manifest(&dir, |v| {
+        v["format_version"] = 1.into();
+    });
+    let e = load_err(&dir);
+    assert!(
+        e.contains("format_version 1") && e.contains("diffbc export --upgrade"),
+        "{e}"
+    );
+}
+
+#[test]
+fn channels_that_do_not_describe_the_frame_are_refused_naming_the_field() {
+    let (_tmp, dir) = scratch_copy();
+    edit_manifest(&dir, |v| {
+        v["channels"]["observation"][0]["shape"] = serde_json::json!([3, 64, 63]);
+    });
+    let e = load_err(&dir);
+    assert!(
+        e.contains("channels.observation describe 12096 values, the frame has 12288"),
+        "{e}"
+    );
+    let (_tmp, dir) = scratch_copy();
+    edit_manifest(&dir, |v| {
+        v["deployment"]["control_hz"] = (-10.0).into();
+    });
+    let e = load_err(&dir);
+    assert!(e.contains("deployment.control_hz -10"), "{e}");
+}
+
+/// Copy a whole shipped folder (graphs, golden tensors and episodes).
+fn full_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dst = tmp.path().join(name);
+    let src = models_dir().join(name);
+    std::fs::create_dir_all(dst.join("golden")).expect("mkdir");
+    for sub in ["", "golden"] {
+        for e in std::fs::read_dir(src.join(sub)).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_file() {
+                std::fs::copy(&p, dst.join(sub).join(p.file_name().expect("name"))).expect("copy");
+            }
+        }
+    }
+    (tmp, dst)
+}
+
+/// The replay check can fail: other draws give other actions, and a draw
+/// order that leaves draws unused (or needs more) is an error, not a pass.
+#[test]
+fn replaying_other_draws_or_too_few_is_caught() {
+    use diffbc_runtime::golden::{read_npy, write_npy};
+    let (_tmp, dir) = full_copy("pusht-state");
+    let g = dir.join("golden");
+    let (shape, z) = read_npy(&g.join("ep-default-0.normal.npy")).expect("npy");
+    // (One changed starting value is washed out by Push-T's schedule, whose
+    // ᾱ_T is 0.007; flipping every draw is not.)
+    let flipped: Vec<f32> = z.iter().map(|v| -v).collect();
+    write_npy(&g.join("ep-default-0.normal.npy"), &shape, &flipped).expect("write");
+    let r = diffbc_runtime::replay::replay(&dir, EngineChoice::Native).expect("replays");
+    assert!(
+        r.worst_normalised > 1e-3,
+        "a changed draw changed nothing: {r:?}"
+    );
+    write_npy(&g.join("ep-default-0.normal.npy"), &[z.len() - 1], &z[1..]).expect("write");
+    let e = diffbc_runtime::replay::replay(&dir, EngineChoice::Native)
+        .expect_err("too few draws")
+        .to_string();
+    assert!(
+        e.contains("case default-0") && e.contains("asked for more"),
+        "{e}"
+    );
+    let mut longer = z.clone();
+    longer.push(0.5);
+    longer.push(0.5);
+    write_npy(&g.join("ep-default-0.normal.npy"), &[longer.len()], &longer).expect("write");
+    let e = diffbc_runtime::replay::replay(&dir, EngineChoice::Native)
+        .expect_err("unused draws")
+        .to_string();
+    assert!(e.contains(&format!("of the {}", longer.len())), "{e}");
 }

@@ -37,6 +37,34 @@ fn ort_reproduces_the_golden_outputs() {
     }
 }
 
+/// Every shipped model, end to end: ONNX Runtime reproduces the golden
+/// episodes' actions from the recorded draws within 1e-4 in the head's units.
+#[test]
+fn ort_reproduces_every_shipped_models_golden_episodes() {
+    require_library();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(model("")).expect("models/") {
+        let dir = entry.expect("entry").path();
+        if !dir.join("manifest.json").is_file() {
+            continue;
+        }
+        let r = diffbc_runtime::replay::replay(&dir, ORT)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert!(r.cases > 0, "{}: no cases", dir.display());
+        assert!(
+            r.worst_normalised <= 1e-4,
+            "{}: ort is off the golden episodes by {} (head units)",
+            dir.display(),
+            r.worst_normalised
+        );
+        seen += 1;
+    }
+    assert!(
+        seen >= 4,
+        "expected the four shipped models, replayed {seen}"
+    );
+}
+
 #[test]
 fn ort_and_tract_agree_on_act_for_the_same_seed() {
     require_library();

@@ -194,13 +194,25 @@ impl ArmTask {
         2 * JOINTS + self.sites
     }
 
-    /// The telemetry → frame mapping (the deployed controller's).
-    pub fn layout(&self) -> ObsLayout {
-        ObsLayout {
-            joints: JOINTS,
-            velocities: true,
-            extra: self.sites,
-        }
+    /// The telemetry → frame mapping (the deployed controller's, built from
+    /// the same channel sources the demonstrations record).
+    pub fn layout(&self) -> Result<ObsLayout> {
+        let channels: Vec<diffbc_runtime::manifest::ObservationChannel> = self
+            .obs_names()
+            .into_iter()
+            .zip(self.obs_sources())
+            .map(
+                |(name, source)| diffbc_runtime::manifest::ObservationChannel {
+                    name,
+                    unit: String::new(),
+                    source,
+                    shape: Vec::new(),
+                    min: 0.0,
+                    max: 0.0,
+                },
+            )
+            .collect();
+        ObsLayout::from_channels(&channels, JOINTS, None).map_err(anyhow::Error::msg)
     }
 
     /// Control ticks per episode at most.
@@ -241,12 +253,42 @@ impl ArmTask {
         c
     }
 
-    /// Observation channel names (the `.demos` header).
+    /// Observation channel names (the `.demos` header): what the deployed
+    /// controller reads from telemetry. The done flags arrive in the emulated
+    /// arm's extra channels (see [`ArmTask::obs_sources`]).
     pub fn obs_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = (0..JOINTS).map(|j| format!("q{j}")).collect();
-        v.extend((0..JOINTS).map(|j| format!("qd{j}")));
-        v.extend((0..self.sites).map(|i| format!("done{i}")));
+        let mut v: Vec<String> = (0..JOINTS)
+            .map(|j| format!("joint.position[{j}]"))
+            .collect();
+        v.extend((0..JOINTS).map(|j| format!("joint.velocity[{j}]")));
+        v.extend((0..self.sites).map(|i| format!("task.done[{i}]")));
         v
+    }
+
+    /// Where each observation value comes from at run time.
+    pub fn obs_sources(&self) -> Vec<String> {
+        let mut v: Vec<String> = (0..JOINTS)
+            .map(|j| format!("joint.position[{j}]"))
+            .collect();
+        v.extend((0..JOINTS).map(|j| format!("joint.velocity[{j}]")));
+        v.extend((0..self.sites).map(|i| format!("device.extra[{i}]")));
+        v
+    }
+
+    /// Units, sources, targets and control rate of the demonstrations.
+    pub fn channel_hints(&self) -> diffbc_train::interface::ChannelHints {
+        let mut obs_units = vec!["rad".to_string(); JOINTS];
+        obs_units.extend(std::iter::repeat_n("rad/s".to_string(), JOINTS));
+        obs_units.extend(std::iter::repeat_n("1".to_string(), self.sites));
+        diffbc_train::interface::ChannelHints {
+            obs_units,
+            obs_sources: self.obs_sources(),
+            action_units: vec!["rad".into(); JOINTS],
+            action_targets: (0..JOINTS)
+                .map(|j| format!("joint.position[{j}]"))
+                .collect(),
+            control_hz: Some(self.control_hz),
+        }
     }
 }
 
@@ -274,7 +316,7 @@ pub fn run_episode(
     let config = task.sim_config(seed);
     let safety = SafetyLayer::new(&config.limits, task.max_step)?;
     let mut arm = SimArm::new(config);
-    let layout = task.layout();
+    let layout = task.layout()?;
     let mut frame = vec![0.0f32; layout.len()];
     let dt = 1.0 / task.control_hz;
     let physics_steps = (1000.0 * dt).round() as usize;
@@ -295,7 +337,7 @@ pub fn run_episode(
         }
         let now = Duration::from_secs_f64(tick as f64 * dt);
         let t = arm.telemetry(now);
-        layout.write(&t, &mut frame);
+        layout.write(&t, &[], &mut frame);
         driver.act(&t, &frame, &mut raw)?;
         measured.copy_from_slice(&arm.positions()[..JOINTS]);
         let mut safe = [0.0f32; JOINTS];
@@ -635,7 +677,8 @@ pub fn generate(task: &ArmTask, episodes: usize, seed: u64, progress: bool) -> R
     ensure!(episodes > 0, "--episodes must be at least 1");
     let mut out = Episodes::new(task.frame_len(), JOINTS);
     out.obs_names = task.obs_names();
-    out.action_names = (0..JOINTS).map(|j| format!("target{j}")).collect();
+    out.action_names = (0..JOINTS).map(|j| format!("joint.target[{j}]")).collect();
+    out.hints = task.channel_hints();
     let mut demo = Demonstrator::new(task);
     let bar = if progress {
         ProgressBar::new(episodes as u64).with_style(

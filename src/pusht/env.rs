@@ -48,6 +48,8 @@ pub const K_V: f32 = 20.0;
 pub const DT: f32 = 0.01;
 /// Physics steps per control step (10 Hz control).
 pub const SUBSTEPS: usize = 10;
+/// Control rate (Hz): one action every `SUBSTEPS · DT` seconds.
+pub const CONTROL_HZ: f64 = 10.0;
 /// Control steps per episode at most.
 pub const MAX_STEPS: usize = 300;
 /// Coverage above which an episode succeeds (and ends).

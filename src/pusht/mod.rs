@@ -43,7 +43,29 @@ pub fn load_demos_with(path: &Path, keys: &FeatureKeys) -> Result<Episodes> {
             env::ACTION_DIM
         );
     }
-    Ok(e)
+    Ok(with_channels(e))
+}
+
+/// Push-T's channels: the zarr stores bare arrays, so name them here (the
+/// environment's state order), with units, host-side sources (the
+/// environment, a tracker on real hardware) and the 10 Hz control rate. A
+/// data set that names its own channels (LeRobot) keeps its names.
+fn with_channels(mut e: Episodes) -> Episodes {
+    let named = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    if e.obs_names.is_empty() {
+        e.obs_names = named(&["agent.x", "agent.y", "block.x", "block.y", "block.angle"]);
+    }
+    if e.action_names.is_empty() {
+        e.action_names = named(&["agent.target.x", "agent.target.y"]);
+    }
+    if e.hints.obs_units.is_empty() {
+        e.hints.obs_units = named(&["px", "px", "px", "px", "rad"]);
+    }
+    if e.hints.action_units.is_empty() {
+        e.hints.action_units = named(&["px", "px"]);
+    }
+    e.hints.control_hz = Some(env::CONTROL_HZ);
+    e
 }
 
 /// The single `*.zarr` folder inside `dir`, when `dir` is not itself a zarr group.

@@ -462,6 +462,7 @@ fn export_arm_policy(dir: &std::path::Path) -> std::path::PathBuf {
             group: 1,
         },
         train_loss: 0.0,
+        interface: Some(joint_positions_interface(4, 50.0)),
     };
     let out = dir.join("arm-policy");
     diffbc_export::export_policy(
@@ -474,6 +475,45 @@ fn export_arm_policy(dir: &std::path::Path) -> std::path::PathBuf {
     )
     .expect("export");
     out
+}
+
+/// Observation: the positions of `joints` joints; action: one absolute
+/// position target per joint; trained (nominally) at `hz`.
+fn joint_positions_interface(joints: usize, hz: f64) -> diffbc_runtime::manifest::Interface {
+    use diffbc_runtime::manifest::{
+        ActionChannel, ActionKind, Channels, Deployment, Interface, ObservationChannel,
+    };
+    Interface {
+        channels: Channels {
+            observation: (0..joints)
+                .map(|j| ObservationChannel {
+                    name: format!("joint.position[{j}]"),
+                    unit: "rad".into(),
+                    source: format!("joint.position[{j}]"),
+                    shape: Vec::new(),
+                    min: -1.5,
+                    max: 1.5,
+                })
+                .collect(),
+            action: (0..joints)
+                .map(|j| ActionChannel {
+                    name: format!("joint.target[{j}]"),
+                    unit: "rad".into(),
+                    target: format!("joint.position[{j}]"),
+                    kind: ActionKind::Absolute,
+                    min: -1.5,
+                    max: 1.5,
+                    max_step: Some(0.2),
+                })
+                .collect(),
+        },
+        deployment: Deployment {
+            control_hz: Some(hz),
+            joints: Some(joints),
+            max_step: Some(0.2),
+            max_velocity: None,
+        },
+    }
 }
 
 #[test]
@@ -527,10 +567,101 @@ fn an_exported_policy_drives_the_emulated_arm_end_to_end() {
         &format!("{}/models/bench-sieve", env!("CARGO_MANIFEST_DIR")),
         "--port",
         &dev.port,
+        "--rate",
+        "50",
         "--seconds",
         "1",
     ]);
-    assert!(e.contains("9 values, the arm has 4 joints"), "{e}");
+    assert!(e.contains("9 values (action[0], "), "{e}");
+    assert!(e.contains("the arm has 4 joints"), "{e}");
+}
+
+/// A policy trained on another world (Push-T: block poses from a tracker,
+/// agent targets in pixels) is refused on the arm, naming each channel the
+/// arm cannot supply and each action that drives no joint — never fed joint
+/// positions as block poses because the frame length happened to fit.
+#[test]
+fn a_policy_for_another_world_is_refused_naming_its_channels() {
+    let dev = device();
+    if dev.sim.is_none() {
+        println!("uses the emulated 4-joint arm; skipped on a real port");
+        return;
+    }
+    let e = crate::support::error_line(&[
+        "run",
+        &format!("{}/models/pusht-state", env!("CARGO_MANIFEST_DIR")),
+        "--port",
+        &dev.port,
+        "--seconds",
+        "1",
+    ]);
+    for channel in ["agent.x", "agent.y", "block.x", "block.y", "block.angle"] {
+        assert!(
+            e.contains(&format!("{channel} (source {channel})")),
+            "{channel}: {e}"
+        );
+    }
+    assert!(e.contains("no host source"), "{e}");
+    assert!(
+        e.contains("2 values (agent.target.x, agent.target.y)"),
+        "{e}"
+    );
+}
+
+/// `diffbc run models/arm` without `--rate` runs at the rate the policy was
+/// trained at (the manifest's 10 Hz, not the bridge's 50 Hz default of old),
+/// and a contradicting rate or a tighter step bound needs `--force`.
+#[test]
+fn the_arm_policy_runs_at_its_trained_rate_and_contradictions_need_force() {
+    let dev = device();
+    let Some(sim) = &dev.sim else {
+        println!("counts what the emulated arm received; skipped on a real port");
+        return;
+    };
+    let model = format!("{}/models/arm", env!("CARGO_MANIFEST_DIR"));
+    let m = diffbc_runtime::policy::read_manifest(std::path::Path::new(&model))
+        .expect("models/arm")
+        .0;
+    let hz = m.deployment.control_hz.expect("a trained rate");
+    let before = sim.shared.commands.lock().expect("log").len();
+    let out = crate::support::ok(&["run", &model, "--port", &dev.port, "--seconds", "2"]);
+    assert!(
+        out.contains(&format!("control at {hz} Hz")) && out.contains("rate from the manifest"),
+        "{out}"
+    );
+    let sent = sim.shared.commands.lock().expect("log").len() - before;
+    // 2 s at 10 Hz is ~20 commands; the old 50 Hz default would send ~100.
+    assert!(
+        (10..=40).contains(&sent),
+        "{sent} commands in 2 s at {hz} Hz"
+    );
+    let e = crate::support::error_line(&[
+        "run",
+        &model,
+        "--port",
+        &dev.port,
+        "--seconds",
+        "1",
+        "--rate",
+        "50",
+    ]);
+    assert!(
+        e.contains("--rate 50 Hz contradicts") && e.contains("--force"),
+        "{e}"
+    );
+    let seen = m.deployment.max_step.expect("a recorded step");
+    let tight = format!("{}", seen / 4.0);
+    let e = crate::support::error_line(&[
+        "run",
+        &model,
+        "--port",
+        &dev.port,
+        "--seconds",
+        "1",
+        "--max-step",
+        &tight,
+    ]);
+    assert!(e.contains("tighter than the demonstrations"), "{e}");
 }
 
 #[test]

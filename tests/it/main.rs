@@ -8,6 +8,7 @@ mod hil;
 mod hostile;
 mod hostile_bridge;
 mod lerobot;
+mod manifest;
 mod pusht;
 mod report;
 mod support;

@@ -50,6 +50,10 @@ pub struct CheckpointMeta {
     pub action_normalizer: Normalizer,
     /// Smoothed training loss at `step`.
     pub train_loss: f64,
+    /// Channels and deployment settings of the training data (absent in
+    /// checkpoints written before they were recorded, and for synthetic data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<diffbc_runtime::manifest::Interface>,
 }
 
 impl CheckpointMeta {

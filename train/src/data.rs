@@ -39,6 +39,9 @@ pub struct Dataset {
     pub frame_index: Vec<u32>,
     /// Actions, `[samples, action_dim]`, raw units.
     pub actions: Vec<f32>,
+    /// Channels and deployment settings of the data (written into the
+    /// checkpoint and the exported manifest); `None` for synthetic data.
+    pub interface: Option<diffbc_runtime::manifest::Interface>,
 }
 
 impl Dataset {
@@ -129,6 +132,7 @@ impl Dataset {
             actions,
             frame_index,
             frames: self.frames.clone(),
+            interface: self.interface.clone(),
             ..*self
         }
     }

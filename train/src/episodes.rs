@@ -20,6 +20,7 @@
 
 use crate::data::Dataset;
 use crate::error::TrainError;
+use crate::interface::ChannelHints;
 use crate::task::ObsSpec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -69,6 +70,10 @@ pub struct DemosHeader {
     pub action_names: Vec<String>,
     /// Where the data came from (generator, seed, settings).
     pub source: serde_json::Value,
+    /// Units, run-time sources and targets, control rate (absent in files
+    /// written before they were recorded).
+    #[serde(default, skip_serializing_if = "ChannelHints::is_empty")]
+    pub channels: ChannelHints,
     /// SHA-256 of the payload (observations then actions), lower-case hex.
     pub payload_sha256: String,
 }
@@ -92,6 +97,8 @@ pub struct Episodes {
     pub action_names: Vec<String>,
     /// Provenance.
     pub source: serde_json::Value,
+    /// Units, sources, targets and control rate, where recorded.
+    pub hints: ChannelHints,
 }
 
 fn data_err(path: &Path, message: impl Into<String>) -> TrainError {
@@ -113,6 +120,7 @@ impl Episodes {
             obs_names: Vec::new(),
             action_names: Vec::new(),
             source: serde_json::Value::Null,
+            hints: ChannelHints::default(),
         }
     }
 
@@ -241,6 +249,9 @@ impl Episodes {
                 ));
             }
         }
+        self.hints
+            .validate(self.obs_dim, self.action_dim)
+            .map_err(|m| data_err(origin, m))?;
         Ok(())
     }
 
@@ -281,6 +292,7 @@ impl Episodes {
             frames: self.obs.clone(),
             frame_index,
             actions,
+            interface: Some(crate::interface::describe(self)),
         }
     }
 
@@ -307,6 +319,7 @@ impl Episodes {
             obs_names: self.obs_names.clone(),
             action_names: self.action_names.clone(),
             source: self.source.clone(),
+            channels: self.hints.clone(),
             payload_sha256: hex(&Sha256::digest(&payload)),
         };
         let json = serde_json::to_vec(&header).map_err(|e| data_err(path, e.to_string()))?;
@@ -417,6 +430,7 @@ impl Episodes {
             obs_names: header.obs_names,
             action_names: header.action_names,
             source: header.source,
+            hints: header.channels,
         };
         if let Some(i) = ep
             .obs
@@ -469,6 +483,7 @@ impl Episodes {
             obs_names: Vec::new(),
             action_names: Vec::new(),
             source: serde_json::json!({ "zarr": root.display().to_string(), "obs": obs_key, "action": action_key }),
+            hints: ChannelHints::default(),
         };
         ep.validate(root)?;
         Ok(ep)

@@ -242,12 +242,36 @@ pub fn read(root: &Path, keys: &FeatureKeys) -> Result<Episodes, TrainError> {
             })
             .collect()
     };
-    let recorded = root.join(DIFFBC_META);
-    let recorded = if recorded.is_file() {
-        crate::error::read_json::<serde_json::Value>(&recorded)?["source"].clone()
+    let recorded_path = root.join(DIFFBC_META);
+    let diffbc_meta = if recorded_path.is_file() {
+        crate::error::read_json::<serde_json::Value>(&recorded_path)?
     } else {
         serde_json::Value::Null
     };
+    let recorded = diffbc_meta["source"].clone();
+    // Units and sources diffbc recorded when it wrote the dataset; the control
+    // rate is the dataset's own `fps`.
+    let mut hints: crate::interface::ChannelHints = match diffbc_meta.get("channels") {
+        Some(v) if wanted.len() == 2 => {
+            serde_json::from_value(v.clone()).map_err(|e| TrainError::File {
+                path: recorded_path.clone(),
+                message: format!("field channels: {e}"),
+            })?
+        }
+        _ => Default::default(),
+    };
+    hints.control_hz = Some(info.fps);
+    let action_width = wanted[n_obs].width;
+    if hints
+        .validate(wanted[..n_obs].iter().map(|w| w.width).sum(), action_width)
+        .is_err()
+    {
+        // Recorded for other features than the ones read now.
+        hints = crate::interface::ChannelHints {
+            control_hz: Some(info.fps),
+            ..Default::default()
+        };
+    }
     let action = table.values.pop().unwrap_or_default();
     let ep = Episodes {
         obs_dim,
@@ -270,6 +294,7 @@ pub fn read(root: &Path, keys: &FeatureKeys) -> Result<Episodes, TrainError> {
             "action": action_key,
             "recorded": recorded,
         }),
+        hints,
     };
     ep.validate(root)?;
     Ok(ep)
@@ -867,7 +892,7 @@ fn write_into(ep: &Episodes, root: &Path, options: &WriteOptions) -> Result<(), 
     crate::error::write_json(&root.join("meta/stats.json"), &stats)?;
     crate::error::write_json(
         &root.join(DIFFBC_META),
-        &serde_json::json!({ "source": ep.source }),
+        &serde_json::json!({ "source": ep.source, "channels": ep.hints }),
     )
 }
 

@@ -14,6 +14,7 @@ pub mod episodes;
 pub mod error;
 pub mod eval;
 pub mod infer;
+pub mod interface;
 pub mod keys;
 pub mod kmeans;
 pub mod lerobot;

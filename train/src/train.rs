@@ -478,6 +478,7 @@ pub fn train<B: AutodiffBackend>(
                 obs_normalizer: obs_norm.clone(),
                 action_normalizer: act_norm.clone(),
                 train_loss: smoothed,
+                interface: data.interface.clone(),
             };
             let ema_model = assign_params(model.valid(), &ema);
             checkpoint::save(out, config, &meta, |dir| {

@@ -213,6 +213,7 @@ impl ClawScenes {
             frame_index.push(k as u32);
             actions.extend_from_slice(&self.scenes[k].draw_action(&mut rng));
         }
+        let interface = Self::interface(&frames, &actions);
         Dataset {
             obs: Self::obs_spec(),
             action_dim: 2,
@@ -221,6 +222,51 @@ impl ClawScenes {
             frames,
             frame_index,
             actions,
+            interface: Some(interface),
+        }
+    }
+
+    /// One image channel (the camera, RGB in [0, 1], channel-major) and the
+    /// claw's position in image coordinates; no control rate (one decision
+    /// per scene).
+    fn interface(frames: &[f32], actions: &[f32]) -> diffbc_runtime::manifest::Interface {
+        use diffbc_runtime::manifest::{
+            ActionChannel, ActionKind, Channels, Deployment, Interface, ObservationChannel,
+        };
+        let span = |v: &mut dyn Iterator<Item = f32>| {
+            v.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
+                (lo.min(x), hi.max(x))
+            })
+        };
+        let (min, max) = span(&mut frames.iter().copied());
+        let action = |i: usize, name: &str, unit: &str| {
+            let (min, max) = span(&mut actions.iter().skip(i).step_by(2).copied());
+            ActionChannel {
+                name: name.into(),
+                unit: unit.into(),
+                target: name.into(),
+                kind: ActionKind::Absolute,
+                min,
+                max,
+                max_step: None,
+            }
+        };
+        Interface {
+            channels: Channels {
+                observation: vec![ObservationChannel {
+                    name: "camera.rgb".into(),
+                    unit: "1".into(),
+                    source: "camera.rgb".into(),
+                    shape: vec![3, SIZE, SIZE],
+                    min,
+                    max,
+                }],
+                action: vec![
+                    action(0, "claw.x", "image width"),
+                    action(1, "claw.y", "image height"),
+                ],
+            },
+            deployment: Deployment::default(),
         }
     }
 }

@@ -1,0 +1,206 @@
+//! The model contract outside Rust: `docs/manifest.md` and its JSON Schema
+//! are enough to run every shipped policy. A short Python client written from
+//! the document alone (numpy + onnxruntime, `tests/manifest/`) reproduces the
+//! end-to-end golden episodes, and every shipped manifest follows the schema.
+//! These tests need `python3 -m pip install numpy onnxruntime==1.31.1
+//! jsonschema` (`.ci/run` installs them); without them they fail with that
+//! instruction, never skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const INSTALL: &str = "python3 -m pip install numpy onnxruntime==1.31.1 jsonschema";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shipped() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("models"))
+        .expect("models/")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("manifest.json").is_file())
+        .collect();
+    dirs.sort();
+    for name in ["arm", "bench-sieve", "claw", "pusht-state"] {
+        assert!(
+            dirs.iter().any(|d| d.ends_with(name)),
+            "models/{name} must ship, found {dirs:?}"
+        );
+    }
+    dirs
+}
+
+/// Run a script of `tests/manifest/` on `dirs`; (success, stdout + stderr).
+fn script(name: &str, dirs: &[PathBuf]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg(root().join("tests/manifest").join(name))
+        .args(dirs)
+        .output()
+        .unwrap_or_else(|e| panic!("these tests need python3 on PATH (then `{INSTALL}`): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("ModuleNotFoundError"),
+        "this test needs numpy, onnxruntime and jsonschema for python3: `{INSTALL}`\n{text}"
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_client_written_from_the_spec_alone_reproduces_every_shipped_model() {
+    let dirs = shipped();
+    let (ok, text) = script("reference_client.py", &dirs);
+    assert!(
+        ok,
+        "the reference client disagrees with the runtime:\n{text}"
+    );
+    println!("{text}");
+}
+
+#[test]
+fn every_shipped_manifest_follows_the_schema() {
+    let (ok, text) = script("check_schema.py", &shipped());
+    assert!(ok, "{text}");
+}
+
+/// Copy a shipped model's manifest into a scratch folder, edited by `edit`.
+fn edited_manifest(edit: impl FnOnce(&mut serde_json::Value)) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("m");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let text =
+        std::fs::read_to_string(root().join("models/pusht-state/manifest.json")).expect("manifest");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    edit(&mut v);
+    std::fs::write(dir.join("manifest.json"), v.to_string()).expect("write");
+    (tmp, dir)
+}
+
+/// The schema covers every field and no more: an undocumented field, a
+/// missing required one, or a convention other than the documented one fails
+/// the check, naming where.
+#[test]
+fn the_schema_refuses_undocumented_missing_or_unknown_fields() {
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "clip_denoised",
+            Box::new(|v| {
+                v["sampler"]["clip_denoised"] = true.into();
+            }),
+        ),
+        (
+            "channels",
+            Box::new(|v| {
+                v.as_object_mut().expect("object").remove("channels");
+            }),
+        ),
+        (
+            "time_input",
+            Box::new(|v| {
+                v["conventions"]["time_input"] = "tau".into();
+            }),
+        ),
+        (
+            "unit",
+            Box::new(|v| {
+                v["channels"]["observation"][0]
+                    .as_object_mut()
+                    .expect("channel")
+                    .remove("unit");
+            }),
+        ),
+    ];
+    for (what, edit) in cases {
+        let (_tmp, dir) = edited_manifest(edit);
+        let (ok, text) = script("check_schema.py", &[dir]);
+        assert!(!ok, "{what}: the schema accepted it:\n{text}");
+        assert!(text.contains(what), "{what}: not named in\n{text}");
+    }
+}
+
+/// The Rust runtime reads exactly the documented format: a manifest the
+/// schema refuses is refused by the runtime too, naming the field.
+#[test]
+fn the_runtime_refuses_what_the_schema_refuses() {
+    let (_tmp, dir) = edited_manifest(|v| {
+        v["conventions"]["clip"] = "minus_one_to_one".into();
+    });
+    let e = diffbc_runtime::policy::read_manifest(Path::new(&dir))
+        .expect_err("unknown convention")
+        .to_string();
+    assert!(e.contains("minus_one_to_one"), "{e}");
+}
+
+/// `diffbc export --upgrade` turns a format-1 folder back into the shipped
+/// one: the graphs byte for byte, the channels and deployment settings from
+/// the training data, and golden episodes that every engine reproduces.
+#[test]
+fn upgrading_a_format_1_folder_restores_the_contract_from_the_data() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let shipped = root().join("models/pusht-state");
+    let dir = tmp.path().join("pusht-v1");
+    std::fs::create_dir_all(dir.join("golden")).expect("mkdir");
+    for f in ["encoder.onnx", "denoiser.onnx"] {
+        std::fs::copy(shipped.join(f), dir.join(f)).expect("copy");
+    }
+    for e in std::fs::read_dir(shipped.join("golden")).expect("golden") {
+        let p = e.expect("entry").path();
+        let name = p.file_name().expect("name").to_string_lossy().into_owned();
+        if !name.starts_with("ep-") && name != "episodes.json" {
+            std::fs::copy(&p, dir.join("golden").join(&name)).expect("copy");
+        }
+    }
+    let text = std::fs::read_to_string(shipped.join("manifest.json")).expect("manifest");
+    let v2: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let mut v1 = v2.clone();
+    let o = v1.as_object_mut().expect("object");
+    for k in ["conventions", "channels", "deployment", "samplers"] {
+        o.remove(k);
+    }
+    o.insert("format_version".into(), 1.into());
+    std::fs::write(dir.join("manifest.json"), v1.to_string()).expect("write");
+
+    let d = dir.to_str().expect("utf-8");
+    let e = diffbc_runtime::policy::read_manifest(&dir)
+        .expect_err("format 1")
+        .to_string();
+    assert!(e.contains("diffbc export --upgrade"), "{e}");
+    let data = root().join("../shared/data/pusht");
+    crate::support::ok(&[
+        "export",
+        "--upgrade",
+        d,
+        "--data",
+        data.to_str().expect("utf-8"),
+    ]);
+    let got: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("manifest.json")).expect("upgraded"),
+    )
+    .expect("json");
+    assert_eq!(got, v2, "the upgrade reproduces the shipped manifest");
+    for engine in [
+        diffbc_runtime::EngineChoice::Tract,
+        diffbc_runtime::EngineChoice::Native,
+    ] {
+        let r = diffbc_runtime::replay::replay(&dir, engine).expect("replay");
+        assert!(
+            r.cases >= 5 && r.worst_normalised <= 1e-4,
+            "{engine}: {r:?}"
+        );
+    }
+    // Upgrading twice is refused, saying why.
+    let e = crate::support::error_line(&[
+        "export",
+        "--upgrade",
+        d,
+        "--data",
+        data.to_str().expect("utf-8"),
+    ]);
+    assert!(e.contains("nothing to upgrade"), "{e}");
+}
