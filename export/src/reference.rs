@@ -22,6 +22,16 @@ pub enum Reference {
     /// encoder (hidden 256, embedding 128 per frame), MLP Sieve (embedding
     /// 128, hidden 512), T = 50.
     BenchSieve,
+    /// Tiny baselines, one per head kind that is not a denoiser (observation
+    /// 6 plus 1 previous frame, action 2): the discretised head (bins), the
+    /// K-means head with residual offsets (centres), and the MSE regressor.
+    /// Their end-to-end golden episodes exercise the classifier decoding
+    /// (with uniform draws) and the regressor path of `docs/manifest.md`.
+    TinyDiscretised,
+    /// See [`Reference::TinyDiscretised`].
+    TinyKMeansResidual,
+    /// See [`Reference::TinyDiscretised`].
+    TinyMse,
 }
 
 impl std::str::FromStr for Reference {
@@ -40,12 +50,20 @@ impl std::str::FromStr for Reference {
 
 impl Reference {
     /// Every reference policy.
-    pub const ALL: [Self; 1] = [Self::BenchSieve];
+    pub const ALL: [Self; 4] = [
+        Self::BenchSieve,
+        Self::TinyDiscretised,
+        Self::TinyKMeansResidual,
+        Self::TinyMse,
+    ];
 
     /// Folder name under `models/`.
     pub fn name(self) -> &'static str {
         match self {
             Self::BenchSieve => "bench-sieve",
+            Self::TinyDiscretised => "tiny-discretised",
+            Self::TinyKMeansResidual => "tiny-kmeans-residual",
+            Self::TinyMse => "tiny-mse",
         }
     }
 
@@ -70,6 +88,29 @@ impl Reference {
                     config,
                     obs: ObsSpec::Vector { dim: 30 },
                     action_dim: 9,
+                }
+            }
+            Self::TinyDiscretised | Self::TinyKMeansResidual | Self::TinyMse => {
+                let method = match self {
+                    Self::TinyDiscretised => Method::Discretised,
+                    Self::TinyKMeansResidual => Method::KMeansResidual,
+                    _ => Method::Mse,
+                };
+                let mut config = TrainConfig::for_task(TaskKind::Claw, method);
+                config.encoder = EncoderConfig::Mlp {
+                    hidden: 16,
+                    embed: 8,
+                };
+                config.mse_head.hidden = 16;
+                config.baseline.hidden = 16;
+                config.baseline.bins = 5;
+                config.baseline.clusters = 4;
+                config.history = 1;
+                config.optim.steps = 0;
+                PolicySpec {
+                    config,
+                    obs: ObsSpec::Vector { dim: 6 },
+                    action_dim: 2,
                 }
             }
         }

@@ -204,3 +204,41 @@ fn upgrading_a_format_1_folder_restores_the_contract_from_the_data() {
     ]);
     assert!(e.contains("nothing to upgrade"), "{e}");
 }
+
+/// The head kinds no shipped model has — the discretised and K-means
+/// classifiers (decoded with uniform draws) and the MSE regressor — exported
+/// as tiny seeded references and replayed by the same client.
+#[test]
+fn the_client_reproduces_every_head_kind() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut dirs = Vec::new();
+    for name in ["tiny-discretised", "tiny-kmeans-residual", "tiny-mse"] {
+        let out = tmp.path().join(name);
+        crate::support::ok(&["reference", name, "--out", out.to_str().expect("utf-8")]);
+        let (_, index) = diffbc_runtime::replay::read_index(&out).expect("episodes");
+        let uniform: usize = index
+            .cases
+            .iter()
+            .map(|c| {
+                diffbc_runtime::golden::read_npy(&out.join("golden").join(&c.uniform))
+                    .expect("uniform draws")
+                    .1
+                    .len()
+            })
+            .sum();
+        // Classifiers sample their choice (one uniform draw per pick).
+        assert_eq!(
+            uniform > 0,
+            name != "tiny-mse",
+            "{name}: {uniform} uniform draws"
+        );
+        dirs.push(out);
+    }
+    let (ok, text) = script("check_schema.py", &dirs);
+    assert!(ok, "a baseline's manifest leaves the schema:\n{text}");
+    let (ok, text) = script("reference_client.py", &dirs);
+    assert!(
+        ok,
+        "the reference client disagrees on a baseline head:\n{text}"
+    );
+}

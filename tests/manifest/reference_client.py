@@ -185,13 +185,11 @@ class Policy:
         return int(np.argmax(logits))
 
     def classify(self, s, draws):
-        scheme = self.m["decoder"]["scheme"]
-        if "bins" in scheme:
-            b = scheme["bins"]
-            B, low, high = b["bins"], np.asarray(b["low"], f32), np.asarray(b["high"], f32)
+        c = self.m["decoder"]["scheme"]
+        if c["kind"] == "bins":
+            B, low, high = c["bins"], np.asarray(c["low"], f32), np.asarray(c["high"], f32)
             j = np.array([self.pick(s[i * B:(i + 1) * B], draws) for i in range(self.A)], f32)
             return low + (j + f32(0.5)) * (high - low) / f32(B)
-        c = scheme["centres"]
         k, A = c["k"], self.A
         j = self.pick(s[:k], draws)
         a = np.asarray(c["centres"], f32)[j * A:(j + 1) * A]
