@@ -1,21 +1,19 @@
 //! `diffbc`: train, sample and evaluate diffusion policies.
 
 mod arm;
-mod bench;
-mod bridge_bench;
 mod exported;
-mod pool;
+
 mod pusht;
 mod report;
-
-/// KDE bandwidth in normalised action units (the paper's 0.1).
-const DEFAULT_KDE_BANDWIDTH: f32 = 0.1;
 
 #[global_allocator]
 static ALLOCATOR: diffbc_alloc_count::Counting = diffbc_alloc_count::Counting;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use diffbc_deploy::cli::{
+    BenchArgs, DEFAULT_KDE_BANDWIDTH, RunArgs, SamplerArgs, SamplerKindArg, SimArmArgs,
+};
 use diffbc_runtime::OnnxModel;
 use diffbc_runtime::SamplerConfig;
 use diffbc_train::config::{Method, TrainConfig};
@@ -60,7 +58,7 @@ enum Command {
     /// Latency and throughput of an exported policy per engine × sampler × threads.
     Bench(BenchArgs),
     /// The serial control loop's timing (jitter, missed deadlines, delivery) against its targets.
-    BenchBridge(bridge_bench::BenchBridgeArgs),
+    BenchBridge(diffbc_deploy::bridge_bench::BenchBridgeArgs),
     /// Export a reference policy with seeded weights (e.g. models/bench-sieve).
     Reference(ReferenceArgs),
     /// The emulated arm firmware on a pseudo-terminal (prints the path to open).
@@ -70,88 +68,6 @@ enum Command {
     /// The paper's comparison: every method, architecture and sampler on the
     /// claw scenes and the arm task (Push-T on request) -> REPORT.md, figures, JSON.
     Report(report::ReportArgs),
-}
-
-#[derive(Args, Debug)]
-struct SimArmArgs {
-    /// The arm task's world (targets, start pose from --seed); `none` = the plain 3-target arm.
-    #[arg(long, value_enum, default_value = "arm")]
-    task: SimTaskArg,
-    /// Episode seed (start pose).
-    #[arg(long, default_value_t = arm::eval::EVAL_SEED_BASE)]
-    seed: u64,
-    /// Device seconds per wall-clock second (a host must scale its rate by the same factor; at most 1000).
-    #[arg(long, default_value = "1", value_parser = diffbc_bridge::checked::flag::time_scale, allow_hyphen_values = true)]
-    time_scale: f64,
-    /// Stable path for hosts to open (a symlink to the pty slave). Must not
-    /// exist, or be a symlink into /dev (a stale link); anything else is refused.
-    #[arg(long, default_value = "/tmp/diffbc-arm")]
-    link: PathBuf,
-    /// Stop after this many seconds (default: until Ctrl-C).
-    #[arg(long, value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
-    seconds: Option<std::time::Duration>,
-}
-
-#[derive(Args, Debug)]
-struct RunArgs {
-    /// Exported policy folder.
-    model: PathBuf,
-    /// Serial port (e.g. /dev/ttyACM0, or the path `diffbc sim-arm` printed).
-    #[arg(long)]
-    port: String,
-    /// Baud rate (ignored by pseudo-terminals).
-    #[arg(long, default_value_t = 1_000_000)]
-    baud: u32,
-    /// Control rate (Hz, 1–500); default: the rate the policy was trained at
-    /// (manifest `deployment.control_hz`). Another rate needs `--force`.
-    #[arg(long, value_parser = diffbc_bridge::checked::flag::rate_hz, allow_hyphen_values = true)]
-    rate: Option<f64>,
-    /// Stop after this many seconds (default: until Ctrl-C).
-    #[arg(long, value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
-    seconds: Option<std::time::Duration>,
-    /// Largest change of a joint target per tick relative to the measured
-    /// position (rad, > 0); default: the largest the demonstrations show
-    /// (manifest `deployment.max_step`), else 0.2. A tighter bound than the
-    /// demonstrations' clips moves the policy learned and needs `--force`.
-    #[arg(long, value_parser = diffbc_bridge::checked::flag::max_step, allow_hyphen_values = true)]
-    max_step: Option<f32>,
-    /// Run at a rate or step bound that contradicts the manifest.
-    #[arg(long)]
-    force: bool,
-    /// Engine (native allocates nothing at steady state; tract, ort-cpu, ort-cuda[:N], …).
-    #[arg(long, default_value = "native")]
-    engine: diffbc_runtime::EngineChoice,
-    /// Noise seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Sampler (default: the manifest's).
-    #[command(flatten)]
-    sampler: SamplerArgs,
-}
-
-#[derive(Args, Debug)]
-struct BenchArgs {
-    /// Exported policy folder, e.g. models/bench-sieve.
-    model: PathBuf,
-    /// Engines to measure (tract, native, ort-cpu, ort-cuda[:N], ort-tensorrt[:N]);
-    /// repeat for several. Default: native, tract, and ort-cpu when built with `--features ort`.
-    #[arg(long = "engine")]
-    engines: Vec<diffbc_runtime::EngineChoice>,
-    /// Thread counts; repeat for several. Default: 1 and all cores.
-    #[arg(long = "threads")]
-    threads: Vec<usize>,
-    /// Timed seconds per row.
-    #[arg(long, default_value = "1", value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
-    seconds: std::time::Duration,
-    /// Fewest timed actions per row.
-    #[arg(long, default_value_t = 20)]
-    min_iterations: usize,
-    /// Also write the table as JSON records here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Samplers (default: DDPM, Diffusion-X, KDE, DDIM).
-    #[command(flatten)]
-    sampler: SamplerArgs,
 }
 
 #[derive(Args, Debug)]
@@ -218,14 +134,6 @@ impl From<TaskArg> for TaskKind {
             TaskArg::Pusht => TaskKind::PushT,
         }
     }
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-enum SimTaskArg {
-    /// The arm task's five targets.
-    Arm,
-    /// Three fixed targets, start at 0.
-    None,
 }
 
 #[derive(Args, Debug)]
@@ -319,71 +227,6 @@ enum DeviceArg {
     Cuda,
     /// burn's wgpu backend (build with `--features wgpu`).
     Wgpu,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-enum SamplerKindArg {
-    /// Plain DDPM over T steps.
-    Ddpm,
-    /// DDPM then M extra noiseless steps at τ = 1.
-    DiffusionX,
-    /// N candidates, keep the densest under a Gaussian KDE.
-    Kde,
-    /// Deterministic DDIM over S steps.
-    Ddim,
-}
-
-#[derive(Args, Debug, Clone)]
-struct SamplerArgs {
-    /// Sampler(s) to use; repeat for several.
-    #[arg(long = "sampler", value_enum)]
-    samplers: Vec<SamplerKindArg>,
-    /// Diffusion-X extra steps M (default 8; on the arm task 2, plus an M = 8 row).
-    #[arg(long)]
-    extra_steps: Option<usize>,
-    /// KDE candidates N (default 50; 10 on the arm task, where KDE runs every control tick).
-    #[arg(long)]
-    candidates: Option<usize>,
-    /// KDE bandwidth (normalised action units).
-    #[arg(long, default_value_t = DEFAULT_KDE_BANDWIDTH)]
-    bandwidth: f32,
-    /// DDIM steps S.
-    #[arg(long, default_value_t = 10)]
-    ddim_steps: usize,
-    /// Diffusion-X steps after DDIM (0 = plain DDIM).
-    #[arg(long, default_value_t = 0)]
-    ddim_extra_steps: usize,
-    /// Classifier-free guidance weight w.
-    #[arg(long, default_value_t = 0.0)]
-    guidance: f32,
-}
-
-impl SamplerArgs {
-    fn configs(&self, default: &[SamplerKindArg]) -> Vec<SamplerConfig> {
-        let candidates = self.candidates.unwrap_or(50);
-        let kinds = if self.samplers.is_empty() {
-            default
-        } else {
-            &self.samplers
-        };
-        kinds
-            .iter()
-            .map(|k| {
-                match k {
-                    SamplerKindArg::Ddpm => SamplerConfig::ddpm(),
-                    SamplerKindArg::DiffusionX => {
-                        SamplerConfig::diffusion_x(self.extra_steps.unwrap_or(8))
-                    }
-                    SamplerKindArg::Kde => SamplerConfig::kde(candidates, self.bandwidth),
-                    SamplerKindArg::Ddim => SamplerConfig {
-                        extra_steps: self.ddim_extra_steps,
-                        ..SamplerConfig::ddim(self.ddim_steps)
-                    },
-                }
-                .with_guidance(self.guidance)
-            })
-            .collect()
-    }
 }
 
 #[derive(Args, Debug)]
@@ -586,132 +429,13 @@ fn main() -> Result<()> {
         Command::Pipeline(a) => cmd_pipeline(a),
         Command::Demos(a) => cmd_demos(a),
         Command::Export(a) => cmd_export(a),
-        Command::Bench(a) => cmd_bench(a),
-        Command::BenchBridge(a) => bridge_bench::run(&a),
+        Command::Bench(a) => diffbc_deploy::cli::bench(a),
+        Command::BenchBridge(a) => diffbc_deploy::bridge_bench::run(&a),
         Command::Reference(a) => cmd_reference(a),
-        Command::SimArm(a) => cmd_sim_arm(a),
-        Command::Run(a) => cmd_run(a),
+        Command::SimArm(a) => diffbc_deploy::cli::sim_arm(a),
+        Command::Run(a) => diffbc_deploy::cli::run(a),
         Command::Report(a) => report::run(&a),
     }
-}
-
-/// A flag set by Ctrl-C (SIGINT) or SIGTERM.
-fn interrupt_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
-    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, flag.clone()).context("installing the Ctrl-C handler")?;
-    }
-    Ok(flag)
-}
-
-fn cmd_sim_arm(a: SimArmArgs) -> Result<()> {
-    use std::sync::atomic::Ordering;
-    let stop = interrupt_flag()?;
-    let mut config = match a.task {
-        SimTaskArg::Arm => arm::ArmTask::default().sim_config(a.seed),
-        SimTaskArg::None => diffbc_bridge::SimConfig::default_arm(),
-    };
-    config.time_scale = a.time_scale;
-    let sim = diffbc_bridge::spawn_pty(config.clone(), &a.link)
-        .with_context(|| format!("opening a pseudo-terminal at {}", a.link.display()))?;
-    println!("{}", sim.path.display());
-    tracing::info!(
-        joints = config.joints(),
-        targets = config.targets.len(),
-        "emulated arm ready at {} (Ctrl-C to stop)",
-        sim.path.display()
-    );
-    let start = std::time::Instant::now();
-    while !stop.load(Ordering::Relaxed) && a.seconds.is_none_or(|s| start.elapsed() < s) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let received = sim.shared.commands_total();
-    let reached = sim.shared.reached.load(Ordering::Relaxed);
-    sim.shutdown();
-    println!("commands received: {received}; targets reached (bits): {reached:b}");
-    Ok(())
-}
-
-fn cmd_run(a: RunArgs) -> Result<()> {
-    let stop = interrupt_flag()?;
-    let sampler = (!a.sampler.samplers.is_empty()).then(|| a.sampler.configs(&[])[0]);
-    let policy = diffbc_runtime::Policy::load_with(
-        &a.model,
-        &diffbc_runtime::PolicyOptions {
-            engine: a.engine,
-            sampler,
-            seed: a.seed,
-            ..Default::default()
-        },
-    )?;
-    tracing::info!(
-        "policy {} on {} with {}",
-        a.model.display(),
-        policy.engine_name(),
-        policy.sampler_config().label()
-    );
-    let (rate_hz, max_step) =
-        run_settings(&policy.manifest().deployment, a.rate, a.max_step, a.force)?;
-    println!(
-        "control at {rate_hz} Hz, joint targets at most {max_step} from the measured positions{}",
-        if a.rate.is_none() {
-            " (rate from the manifest)"
-        } else {
-            ""
-        }
-    );
-    let mut controller = diffbc_bridge::policy::PolicyController::new(policy);
-    let config = diffbc_bridge::LoopConfig {
-        rate_hz,
-        duration: a.seconds,
-        max_step,
-        ..Default::default()
-    };
-    let mut bridge = diffbc_bridge::Bridge::connect(&a.port, a.baud, config.handshake_timeout)?;
-    let report = bridge.run(&mut controller, &config, &stop);
-    print!("{}", report.stats.markdown());
-    if let Some(t) = &report.last_telemetry {
-        println!(
-            "last positions: {:?}; task channels: {:?}",
-            t.positions, t.extra
-        );
-    }
-    report.outcome.map_err(anyhow::Error::msg)
-}
-
-/// The step bound `diffbc run` uses when neither flag nor manifest gives one.
-const FALLBACK_MAX_STEP: f32 = 0.2;
-
-/// `diffbc run`'s control rate and step bound: the flags, else the manifest's
-/// deployment settings. A rate other than the trained one, or a step bound
-/// tighter than the demonstrations', is refused unless `force`.
-fn run_settings(
-    d: &diffbc_runtime::manifest::Deployment,
-    rate: Option<f64>,
-    max_step: Option<f32>,
-    force: bool,
-) -> Result<(f64, f32)> {
-    let rate_hz = match (rate, d.control_hz) {
-        (Some(r), Some(trained)) if (r - trained).abs() > 1e-9 * trained && !force => bail!(
-            "--rate {r} Hz contradicts the rate the policy was trained at ({trained} Hz, manifest deployment.control_hz): \
-             its actions are tied to that rate; drop --rate, or pass --force to run at {r} Hz anyway"
-        ),
-        (Some(r), _) => r,
-        (None, Some(trained)) => trained,
-        (None, None) => {
-            bail!("the manifest records no control rate (deployment.control_hz): pass --rate")
-        }
-    };
-    let max_step = match (max_step, d.max_step) {
-        (Some(s), Some(seen)) if s < seen && !force => bail!(
-            "--max-step {s} is tighter than the demonstrations' largest step ({seen}, manifest deployment.max_step): \
-             the safety layer would clip moves the policy learned; pass --force to run with it anyway"
-        ),
-        (Some(s), _) => s,
-        (None, Some(seen)) if seen > 0.0 => seen,
-        (None, _) => FALLBACK_MAX_STEP,
-    };
-    Ok((rate_hz, max_step))
 }
 
 /// The training samples of `config.task` from `data` (a folder or file).
@@ -976,7 +700,7 @@ fn evaluate_all(
         }
     }
     let costs: Vec<f64> = jobs.iter().map(|j| j.2).collect();
-    let rows = pool::longest_first(&costs, threads, |j| {
+    let rows = diffbc_tasks::pool::longest_first(&costs, threads, |j| {
         let (i, cfg, _) = jobs[j];
         let run = || -> Result<(ClawRecord, ScenePoints)> {
             let n = count(cfg);
@@ -1057,7 +781,8 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         a.samples,
         a.kde_samples,
         a.seed,
-        a.threads.unwrap_or_else(crate::pool::default_threads),
+        a.threads
+            .unwrap_or_else(diffbc_tasks::pool::default_threads),
     )?;
     write_report(&a.out, &records, &points, &scenes, a.json.as_deref(), "")?;
     if let Some(j) = &a.json {
@@ -1116,7 +841,7 @@ fn cmd_pipeline(a: PipelineArgs) -> Result<()> {
         a.samples,
         a.samples / 5,
         a.seed,
-        crate::pool::default_threads(),
+        diffbc_tasks::pool::default_threads(),
     )?;
     let preamble = format!(
         "Data: `{}` ({} scenes), seed {}. Training on CPU:\n\n{lines}\nTotal wall time {:.0} s.\n",
@@ -1275,68 +1000,6 @@ fn cmd_upgrade(a: &ExportArgs) -> Result<()> {
             .control_hz
             .map_or_else(|| "none".to_string(), |hz| format!("{hz} Hz"))
     );
-    Ok(())
-}
-
-fn cmd_bench(a: BenchArgs) -> Result<()> {
-    use diffbc_runtime::{EngineChoice, ExecutionProvider};
-    let engines = if a.engines.is_empty() {
-        let mut e = vec![EngineChoice::Native, EngineChoice::Tract];
-        if cfg!(feature = "ort") {
-            e.push(EngineChoice::Ort(ExecutionProvider::Cpu));
-        }
-        e
-    } else {
-        a.engines.clone()
-    };
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let mut threads = if a.threads.is_empty() {
-        vec![1, cores]
-    } else {
-        a.threads.clone()
-    };
-    threads.dedup();
-    let plan = bench::BenchPlan {
-        engines,
-        threads,
-        samplers: a.sampler.configs(&[
-            SamplerKindArg::Ddpm,
-            SamplerKindArg::DiffusionX,
-            SamplerKindArg::Kde,
-            SamplerKindArg::Ddim,
-        ]),
-        seconds: a.seconds,
-        min_iterations: a.min_iterations.max(1),
-    };
-    let peak1 =
-        diffbc_runtime::native::kernel_peak_gflops(1, std::time::Duration::from_millis(300));
-    let peak2 =
-        diffbc_runtime::native::kernel_peak_gflops(2, std::time::Duration::from_millis(300));
-    let records = bench::run(&a.model, &plan)?;
-    println!("# diffbc bench {} ({} cores)\n", a.model.display(), cores);
-    print!("{}", bench::markdown(&records, peak1));
-    println!(
-        "\nKernel ceiling on one core (native matrix kernel, L1-resident): {peak1:.1} GFLOP/s at batch 1, {peak2:.1} GFLOP/s at batch 2. \
-         '% of batch-1 ceiling' divides GFLOP/s by the batch-1 figure × threads."
-    );
-    for r in records
-        .iter()
-        .filter(|r| r.threads == 1 && r.sampler == "diffusion-x(M=8)")
-    {
-        println!(
-            "Diffusion-X (M=8), 1 thread, {}: {:.0} actions/s = {:.2}x the 250 actions/s target",
-            r.engine,
-            r.actions_per_s,
-            r.actions_per_s / 250.0
-        );
-    }
-    if let Some(path) = &a.json {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(&records)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
     Ok(())
 }
 

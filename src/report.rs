@@ -263,7 +263,7 @@ fn train_all(
     dir: &Path,
     training: &mut String,
 ) -> Result<Vec<PathBuf>> {
-    let workers = crate::pool::default_threads().min(2);
+    let workers = diffbc_tasks::pool::default_threads().min(2);
     // The Transformer trains ~4× slower per step.
     let costs: Vec<f64> = cells
         .iter()
@@ -275,7 +275,7 @@ fn train_all(
             (c.steps * per_step) as f64
         })
         .collect();
-    let lines = crate::pool::longest_first(&costs, workers, |i| {
+    let lines = diffbc_tasks::pool::longest_first(&costs, workers, |i| {
         let c = cells[i];
         train_cell(c, a, data_dir, demos, &dir.join(c.label()))
     })?;
@@ -350,7 +350,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     a.claw_samples,
                     (a.claw_samples / 5).max(1),
                     a.seed,
-                    crate::pool::default_threads(),
+                    diffbc_tasks::pool::default_threads(),
                 )?;
                 // evaluate_all labels rows by method; name the architecture.
                 let mut k = 1; // row 0 is the ground truth

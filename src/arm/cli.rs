@@ -109,7 +109,9 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         bridge_episodes: a.bridge_episodes,
         time_scale: a.time_scale,
         progress: true,
-        threads: a.threads.unwrap_or_else(crate::pool::default_threads),
+        threads: a
+            .threads
+            .unwrap_or_else(diffbc_tasks::pool::default_threads),
     };
     run_and_report(&task, &models, &plan, &demos, &a.out, a.json.as_deref(), "")?;
     Ok(())
@@ -348,7 +350,7 @@ pub fn pipeline(a: &PipelineArgs) -> Result<()> {
         bridge_episodes: a.bridge_episodes,
         time_scale: a.time_scale,
         progress: true,
-        threads: crate::pool::default_threads(),
+        threads: diffbc_tasks::pool::default_threads(),
     };
     let te = std::time::Instant::now();
     let preamble_head = format!(

@@ -32,7 +32,7 @@ pub struct BenchBridgeArgs {
     baud: u32,
     /// The emulated arm's world: `arm` (the arm task, for policies trained on it) or `none`.
     #[arg(long, value_enum, default_value = "none")]
-    task: crate::SimTaskArg,
+    task: crate::cli::SimTaskArg,
     /// The emulated arm's command watchdog (ms; default: the arm's own, 250).
     #[arg(long)]
     watchdog_ms: Option<u64>,
@@ -178,16 +178,15 @@ impl BridgeBenchRecord {
 pub fn run(a: &BenchBridgeArgs) -> Result<()> {
     // Both logs hold the whole run, so delivery is checked command by command.
     let ticks = (a.seconds.as_secs_f64() * a.rate).min(f64::from(1u32 << 22)) as usize + 64;
-    let stop = crate::interrupt_flag()?;
+    let stop = crate::cli::interrupt_flag()?;
     let dir = tempfile::tempdir().context("temporary folder for the pty link")?;
     let (port, sim) = match &a.port {
         Some(port) => (port.clone(), None),
         None => {
             let mut config = match a.task {
-                crate::SimTaskArg::Arm => {
-                    crate::arm::ArmTask::default().sim_config(crate::arm::eval::EVAL_SEED_BASE)
-                }
-                crate::SimTaskArg::None => diffbc_bridge::SimConfig::default_arm(),
+                crate::cli::SimTaskArg::Arm => diffbc_tasks::arm::ArmTask::default()
+                    .sim_config(diffbc_tasks::arm::eval::EVAL_SEED_BASE),
+                crate::cli::SimTaskArg::None => diffbc_bridge::SimConfig::default_arm(),
             };
             config.command_log = ticks;
             if let Some(ms) = a.watchdog_ms {

@@ -253,7 +253,7 @@ impl Driver for PolicyDriver<'_> {
 }
 
 /// A progress bar over `len` episodes labelled `label`.
-pub(crate) fn bar(len: usize, label: String) -> ProgressBar {
+pub fn bar(len: usize, label: String) -> ProgressBar {
     ProgressBar::new(len as u64)
         .with_style(
             ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed}<{eta}]")

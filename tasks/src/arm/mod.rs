@@ -1,0 +1,653 @@
+//! The main job's task: the emulated arm visits targets in a human-like way.
+//!
+//! Modelled on the paper's kitchen protocol: the arm's world has
+//! [`ArmTask::sites`] targets (joint configurations, like switches to flip)
+//! around a fixed obstacle that the arm must not touch; each demonstration
+//! visits [`ArmTask::goal`] of them, choosing the next one uniformly among
+//! those not yet done, so every order is about equally frequent, and passes
+//! the obstacle on either side when it is in the way (two ways of doing the
+//! same reach: averaging them drives into the obstacle). The scripted demonstrator moves like a person: its own speed per
+//! episode, minimum-jerk reaches with a bowed path, hesitations, pauses at
+//! each target, a reaction delay, and a smooth tremor correlated across the
+//! joints. It runs the same firmware logic as `diffbc sim-arm`
+//! ([`SimArm`]), observes through the same telemetry → frame mapping as the
+//! deployed controller ([`ObsLayout`]) and its commands pass the same
+//! [`SafetyLayer`], so a recorded row is exactly what a policy sees and what
+//! the bridge would send.
+
+// Joint-indexed arithmetic over several arrays at once reads clearer with an index.
+#![allow(clippy::needless_range_loop)]
+
+pub mod eval;
+
+use anyhow::{Result, ensure};
+use diffbc_bridge::SafetyLayer;
+use diffbc_bridge::SimConfig;
+use diffbc_bridge::policy::ObsLayout;
+use diffbc_bridge::sim::SimArm;
+use diffbc_protocol::{Command, Frame, Joints, Telemetry};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Joints of the task's arm.
+pub const JOINTS: usize = 4;
+
+/// How the scripted demonstrator behaves (ranges are sampled uniformly).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemonstratorConfig {
+    /// Operator speed for a whole episode (rad/s along the path), min and max.
+    pub speed: [f32; 2],
+    /// Per-reach variation of the speed (factor range).
+    pub speed_jitter: [f32; 2],
+    /// Standard deviation of the path's sideways bow, as a fraction of the reach length.
+    pub bow: f32,
+    /// Probability that a reach has a hesitation (the hand stops mid-way).
+    pub hesitate_probability: f64,
+    /// Hesitation length (s).
+    pub hesitate_seconds: [f32; 2],
+    /// Where along the reach a hesitation happens (fraction of the path).
+    pub hesitate_at: [f32; 2],
+    /// Pause at a target after it registers (s).
+    pub dwell_seconds: [f32; 2],
+    /// Reaction time at the start of an episode (s).
+    pub react_seconds: [f32; 2],
+    /// Tremor: stationary standard deviation of the command noise (rad).
+    pub tremor: f32,
+    /// Tremor: mean reversion rate (1/s); lower is smoother.
+    pub tremor_rate: f32,
+    /// Tremor: correlation between joints.
+    pub tremor_correlation: f32,
+}
+
+impl Default for DemonstratorConfig {
+    fn default() -> Self {
+        Self {
+            speed: [0.7, 1.2],
+            speed_jitter: [0.85, 1.15],
+            bow: 0.12,
+            hesitate_probability: 0.25,
+            hesitate_seconds: [0.2, 0.6],
+            hesitate_at: [0.25, 0.65],
+            dwell_seconds: [0.1, 0.6],
+            react_seconds: [0.0, 0.5],
+            tremor: 0.015,
+            tremor_rate: 4.0,
+            tremor_correlation: 0.5,
+        }
+    }
+}
+
+/// The task: world, episode rules, control rate and the demonstrator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmTask {
+    /// Targets in the world (≤ 8, one telemetry channel each).
+    pub sites: usize,
+    /// Targets an episode must reach (all targets = success).
+    pub goal: usize,
+    /// Control rate (Hz) in device time.
+    pub control_hz: f64,
+    /// Episode time limit (s of device time).
+    pub max_seconds: f64,
+    /// A target registers within this distance (rad, max over joints).
+    pub tolerance: f32,
+    /// Safety layer: largest target change per tick from the measured position (rad).
+    pub max_step: f32,
+    /// Spread of the start pose around [`ArmTask::home`] (rad, standard deviation).
+    pub start_spread: f32,
+    /// The start pose (joints 0–1; the others start at 0).
+    pub home: [f32; 2],
+    /// Radius of the obstacle at the centre of the joint 0–1 plane (0 = none).
+    pub obstacle_radius: f32,
+    /// Clearance the demonstrator keeps from the obstacle (rad).
+    pub clearance: f32,
+    /// Probability that the demonstrator passes a blocking obstacle on the
+    /// side that needs the smaller detour.
+    pub near_side_probability: f64,
+    /// The scripted demonstrator.
+    pub demonstrator: DemonstratorConfig,
+}
+
+impl Default for ArmTask {
+    fn default() -> Self {
+        Self {
+            sites: 5,
+            goal: 4,
+            control_hz: 10.0,
+            max_seconds: 25.0,
+            tolerance: 0.1,
+            max_step: 0.6,
+            start_spread: 0.05,
+            home: [0.0, -1.0],
+            obstacle_radius: 0.45,
+            clearance: 0.35,
+            near_side_probability: 0.5,
+            demonstrator: DemonstratorConfig::default(),
+        }
+    }
+}
+
+/// One episode's outcome.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EpisodeResult {
+    /// Targets in the order they were first reached.
+    pub order: Vec<u8>,
+    /// Commands sent, `[ticks, JOINTS]`.
+    pub actions: Vec<f32>,
+    /// Control ticks run.
+    pub ticks: usize,
+    /// The episode ended in a collision with the obstacle.
+    pub collided: bool,
+}
+
+impl ArmTask {
+    /// Check the values; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            (1..=diffbc_protocol::EXTRA_CHANNELS).contains(&self.sites),
+            "task field sites: {} is outside 1..=8",
+            self.sites
+        );
+        ensure!(
+            (1..=self.sites).contains(&self.goal),
+            "task field goal: {} is outside 1..=sites",
+            self.goal
+        );
+        ensure!(
+            self.control_hz.is_finite() && self.control_hz >= 1.0 && self.control_hz <= 100.0,
+            "task field control_hz: {} is outside 1..=100",
+            self.control_hz
+        );
+        ensure!(
+            self.max_seconds.is_finite() && self.max_seconds > 0.0,
+            "task field max_seconds must be positive"
+        );
+        ensure!(
+            self.tolerance > 0.0 && self.max_step > 0.0,
+            "task fields tolerance and max_step must be positive"
+        );
+        Ok(())
+    }
+
+    /// Target `i`'s joint configuration: evenly spaced on a circle in joints
+    /// 0–1, with joints 2–3 varying so every pair differs in all joints.
+    /// Straight paths between targets pass no other target.
+    pub fn site(&self, i: usize) -> [f32; JOINTS] {
+        let th = std::f32::consts::TAU * i as f32 / self.sites as f32 + std::f32::consts::FRAC_PI_2;
+        [
+            1.3 * th.cos(),
+            1.3 * th.sin(),
+            0.6 * (2.0 * th).sin(),
+            0.5 * (th + 0.7).cos(),
+        ]
+    }
+
+    /// Observation frame length: positions, velocities, one done flag per target.
+    pub fn frame_len(&self) -> usize {
+        2 * JOINTS + self.sites
+    }
+
+    /// The telemetry → frame mapping (the deployed controller's, built from
+    /// the same channel sources the demonstrations record).
+    pub fn layout(&self) -> Result<ObsLayout> {
+        let channels: Vec<diffbc_runtime::manifest::ObservationChannel> = self
+            .obs_names()
+            .into_iter()
+            .zip(self.obs_sources())
+            .map(
+                |(name, source)| diffbc_runtime::manifest::ObservationChannel {
+                    name,
+                    unit: String::new(),
+                    source,
+                    shape: Vec::new(),
+                    min: 0.0,
+                    max: 0.0,
+                },
+            )
+            .collect();
+        ObsLayout::from_channels(&channels, JOINTS, None).map_err(anyhow::Error::msg)
+    }
+
+    /// Control ticks per episode at most.
+    pub fn max_ticks(&self) -> usize {
+        (self.max_seconds * self.control_hz).round() as usize
+    }
+
+    /// Start pose of the episode with this seed.
+    pub fn start_pose(&self, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_57A7);
+        (0..JOINTS)
+            .map(|j| {
+                let base = if j < 2 { self.home[j] } else { 0.0 };
+                base + self.start_spread * rng.sample::<f32, _>(StandardNormal)
+            })
+            .collect()
+    }
+
+    /// The obstacle, if any.
+    pub fn obstacle(&self) -> Option<diffbc_bridge::Obstacle> {
+        (self.obstacle_radius > 0.0).then_some(diffbc_bridge::Obstacle {
+            center: [0.0, 0.0],
+            radius: self.obstacle_radius,
+        })
+    }
+
+    /// The emulated arm for the episode with this seed (start pose, world).
+    pub fn sim_config(&self, seed: u64) -> SimConfig {
+        let mut c = SimConfig::default_arm();
+        c.targets = (0..self.sites).map(|i| self.site(i).to_vec()).collect();
+        c.tolerance = self.tolerance;
+        c.goal_count = Some(self.goal);
+        c.initial = self.start_pose(seed);
+        c.obstacles = self.obstacle().into_iter().collect();
+        // A 10 Hz loop sends a command every 100 ms; a late tick on a busy
+        // host must not trip the firmware.
+        c.watchdog = Duration::from_secs(1);
+        c
+    }
+
+    /// Observation channel names (the `.demos` header): what the deployed
+    /// controller reads from telemetry. The done flags arrive in the emulated
+    /// arm's extra channels (see [`ArmTask::obs_sources`]).
+    pub fn obs_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = (0..JOINTS)
+            .map(|j| format!("joint.position[{j}]"))
+            .collect();
+        v.extend((0..JOINTS).map(|j| format!("joint.velocity[{j}]")));
+        v.extend((0..self.sites).map(|i| format!("task.done[{i}]")));
+        v
+    }
+
+    /// Where each observation value comes from at run time.
+    pub fn obs_sources(&self) -> Vec<String> {
+        let mut v: Vec<String> = (0..JOINTS)
+            .map(|j| format!("joint.position[{j}]"))
+            .collect();
+        v.extend((0..JOINTS).map(|j| format!("joint.velocity[{j}]")));
+        v.extend((0..self.sites).map(|i| format!("device.extra[{i}]")));
+        v
+    }
+}
+
+/// Something that picks the next command from what the arm reports.
+pub trait Driver {
+    /// Start of an episode.
+    fn reset(&mut self, seed: u64);
+    /// The command for this tick; `frame` is the observation frame.
+    fn act(&mut self, t: &Telemetry, frame: &[f32], out: &mut [f32]) -> Result<()>;
+    /// Whether the driver has finished (the demonstrator stops when done).
+    fn finished(&self) -> bool {
+        false
+    }
+}
+
+/// Run one episode in-process: the firmware logic stepped at 1 kHz device
+/// time, the driver called at the control rate, its command passed through
+/// the safety layer. `record` receives every (frame, command) row.
+pub fn run_episode(
+    task: &ArmTask,
+    seed: u64,
+    driver: &mut dyn Driver,
+    mut record: Option<&mut Vec<(Vec<f32>, [f32; JOINTS])>>,
+) -> Result<EpisodeResult> {
+    let config = task.sim_config(seed);
+    let safety = SafetyLayer::new(&config.limits, task.max_step)?;
+    let mut arm = SimArm::new(config);
+    let layout = task.layout()?;
+    let mut frame = vec![0.0f32; layout.len()];
+    let dt = 1.0 / task.control_hz;
+    let physics_steps = (1000.0 * dt).round() as usize;
+    driver.reset(seed);
+    let mut result = EpisodeResult::default();
+    let mut raw = [0.0f32; JOINTS];
+    // The last safe command; before the first tick, hold where the arm is.
+    let mut cmd = [0.0f32; JOINTS];
+    cmd.copy_from_slice(&arm.positions()[..JOINTS]);
+    let mut measured = [0.0f32; JOINTS];
+    for tick in 0..task.max_ticks() {
+        if arm.task_done() || driver.finished() {
+            break;
+        }
+        if arm.fault().is_some() {
+            result.collided = true;
+            break;
+        }
+        let now = Duration::from_secs_f64(tick as f64 * dt);
+        let t = arm.telemetry(now);
+        layout.write(&t, &[], &mut frame);
+        driver.act(&t, &frame, &mut raw)?;
+        measured.copy_from_slice(&arm.positions()[..JOINTS]);
+        let mut safe = [0.0f32; JOINTS];
+        if safety.apply(&measured, &raw, &mut safe).is_ok() {
+            cmd = safe;
+        }
+        // Refused (NaN): `cmd` keeps the last safe command, as the bridge does.
+        if let Some(r) = record.as_deref_mut() {
+            r.push((frame.clone(), cmd));
+        }
+        result.actions.extend_from_slice(&cmd);
+        let mut targets = Joints::new();
+        for &v in &cmd {
+            let _ = targets.push(v);
+        }
+        arm.on_frame(
+            Frame::Command(Command {
+                seq: tick as u32 + 1,
+                targets,
+            }),
+            now,
+        );
+        arm.commands.clear();
+        for _ in 0..physics_steps {
+            arm.step(0.001);
+        }
+        result.ticks += 1;
+    }
+    result.order = arm.order().to_vec();
+    result.collided |= arm.fault().is_some();
+    Ok(result)
+}
+
+/// Minimum-jerk position profile on [0, 1].
+fn min_jerk(u: f32) -> f32 {
+    let u = u.clamp(0.0, 1.0);
+    u * u * u * (10.0 - 15.0 * u + 6.0 * u * u)
+}
+
+/// One planned reach.
+#[derive(Debug, Clone)]
+struct Reach {
+    site: usize,
+    from: [f32; JOINTS],
+    to: [f32; JOINTS],
+    bow: [f32; JOINTS],
+    start: f64,
+    duration: f64,
+    hesitation: Option<(f64, f64)>,
+}
+
+impl Reach {
+    /// Commanded point at time `t`.
+    fn at(&self, t: f64) -> [f32; JOINTS] {
+        let mut e = t - self.start;
+        if let Some((at, len)) = self.hesitation {
+            let th = at * self.duration;
+            if e > th {
+                e = (e - len).max(th);
+            }
+        }
+        let s = min_jerk((e / self.duration) as f32);
+        let arc = (std::f32::consts::PI * s).sin();
+        let mut p = [0.0; JOINTS];
+        for j in 0..JOINTS {
+            p[j] = self.from[j] + (self.to[j] - self.from[j]) * s + self.bow[j] * arc;
+        }
+        p
+    }
+
+    fn end(&self) -> f64 {
+        self.start + self.duration + self.hesitation.map_or(0.0, |h| h.1)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    React { until: f64 },
+    Move(Reach),
+    Dwell { until: f64, site: usize },
+    Done,
+}
+
+/// The seeded human-like demonstrator (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Demonstrator {
+    task: ArmTask,
+    rng: ChaCha8Rng,
+    speed: f32,
+    phase: Phase,
+    hold: [f32; JOINTS],
+    tremor: [f32; JOINTS],
+    visited: Vec<usize>,
+    tick: usize,
+}
+
+impl Demonstrator {
+    /// A demonstrator for `task`.
+    pub fn new(task: &ArmTask) -> Self {
+        Self {
+            task: task.clone(),
+            rng: ChaCha8Rng::seed_from_u64(0),
+            speed: 1.0,
+            phase: Phase::Done,
+            hold: [0.0; JOINTS],
+            tremor: [0.0; JOINTS],
+            visited: Vec::new(),
+            tick: 0,
+        }
+    }
+
+    fn uniform(&mut self, r: [f32; 2]) -> f32 {
+        if r[1] > r[0] {
+            self.rng.random_range(r[0]..r[1])
+        } else {
+            r[0]
+        }
+    }
+
+    fn plan(&mut self, from: [f32; JOINTS], now: f64) -> Phase {
+        let left: Vec<usize> = (0..self.task.sites)
+            .filter(|i| !self.visited.contains(i))
+            .collect();
+        if self.visited.len() >= self.task.goal || left.is_empty() {
+            return Phase::Done;
+        }
+        let site = left[self.rng.random_range(0..left.len())];
+        let to = self.task.site(site);
+        let d: Vec<f32> = (0..JOINTS).map(|j| to[j] - from[j]).collect();
+        let len = d.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-3);
+        // A human bow: a random direction orthogonal to the reach.
+        let mut b: Vec<f32> = (0..JOINTS)
+            .map(|_| self.rng.sample::<f32, _>(StandardNormal))
+            .collect();
+        let along = b.iter().zip(&d).map(|(x, y)| x * y).sum::<f32>() / (len * len);
+        for j in 0..JOINTS {
+            b[j] -= along * d[j];
+        }
+        let bn = b.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
+        let amp = self.task.demonstrator.bow * len * self.rng.sample::<f32, _>(StandardNormal);
+        let mut bow = [0.0; JOINTS];
+        for j in 0..JOINTS {
+            bow[j] = b[j] / bn * amp;
+        }
+        if let Some(detour) = self.detour(&from, &to, &bow) {
+            bow = detour;
+        }
+        let jitter = self.uniform(self.task.demonstrator.speed_jitter);
+        // Time follows the length of the bowed path, not of the chord.
+        let mut path_len = 0.0f32;
+        let mut prev = from;
+        for k in 1..=32 {
+            let s = k as f32 / 32.0;
+            let arc = (std::f32::consts::PI * s).sin();
+            let mut p = [0.0; JOINTS];
+            for j in 0..JOINTS {
+                p[j] = from[j] + (to[j] - from[j]) * s + bow[j] * arc;
+            }
+            path_len += (0..JOINTS)
+                .map(|j| (p[j] - prev[j]).powi(2))
+                .sum::<f32>()
+                .sqrt();
+            prev = p;
+        }
+        let duration = f64::from(path_len / (self.speed * jitter)).max(0.3);
+        let hesitation = (self.rng.random::<f64>() < self.task.demonstrator.hesitate_probability)
+            .then(|| {
+                let at = self.uniform(self.task.demonstrator.hesitate_at);
+                let len = self.uniform(self.task.demonstrator.hesitate_seconds);
+                (f64::from(at), f64::from(len))
+            });
+        Phase::Move(Reach {
+            site,
+            from,
+            to,
+            bow,
+            start: now,
+            duration,
+            hesitation,
+        })
+    }
+
+    /// When the reach (with its bow) passes the obstacle closer than the
+    /// clearance, a bow in the joint 0–1 plane that passes it on one side:
+    /// the side needing the smaller detour with `near_side_probability`,
+    /// else the other, each with a little extra margin that varies.
+    fn detour(
+        &mut self,
+        from: &[f32; JOINTS],
+        to: &[f32; JOINTS],
+        bow: &[f32; JOINTS],
+    ) -> Option<[f32; JOINTS]> {
+        let ob = self.task.obstacle()?;
+        // The clearance, or less where a reach starts or ends closer (the
+        // home pose), but never less than a little off the surface.
+        let dist = |p: &[f32; JOINTS]| (p[0] - ob.center[0]).hypot(p[1] - ob.center[1]);
+        let need = (ob.radius + self.task.clearance)
+            .min(dist(from).min(dist(to)) - 0.01)
+            .max(ob.radius + 0.05);
+        let clear = |bow: &[f32; JOINTS]| {
+            (0..=48).all(|k| {
+                let s = min_jerk(k as f32 / 48.0);
+                let arc = (std::f32::consts::PI * s).sin();
+                let x = from[0] + (to[0] - from[0]) * s + bow[0] * arc - ob.center[0];
+                let y = from[1] + (to[1] - from[1]) * s + bow[1] * arc - ob.center[1];
+                x.hypot(y) >= need
+            })
+        };
+        if clear(bow) {
+            return None;
+        }
+        let (dx, dy) = (to[0] - from[0], to[1] - from[1]);
+        let l = dx.hypot(dy).max(1e-6);
+        // Unit normal of the reach in the plane, pointing away from the obstacle.
+        let (mut nx, mut ny) = (-dy / l, dx / l);
+        let (mx, my) = (
+            0.5 * (from[0] + to[0]) - ob.center[0],
+            0.5 * (from[1] + to[1]) - ob.center[1],
+        );
+        if nx * mx + ny * my < 0.0 {
+            nx = -nx;
+            ny = -ny;
+        }
+        let smallest = |sign: f32| {
+            (1..=60).map(|k| 0.05 * k as f32).find(|&a| {
+                let mut b = [0.0; JOINTS];
+                b[0] = sign * nx * a;
+                b[1] = sign * ny * a;
+                b[2..].copy_from_slice(&bow[2..]);
+                clear(&b)
+            })
+        };
+        let near = smallest(1.0);
+        let far = smallest(-1.0);
+        let near_side = self.rng.random::<f64>() < self.task.near_side_probability;
+        let (sign, a) = match (near, far) {
+            (Some(a), Some(b)) => {
+                if near_side {
+                    (1.0, a)
+                } else {
+                    (-1.0, b)
+                }
+            }
+            (Some(a), None) => (1.0, a),
+            (None, Some(b)) => (-1.0, b),
+            (None, None) => return None,
+        };
+        let extra = self.uniform([0.0, 0.1]);
+        let mut out = *bow;
+        out[0] = sign * nx * (a + extra);
+        out[1] = sign * ny * (a + extra);
+        Some(out)
+    }
+
+    /// Advance the correlated tremor by `dt`.
+    fn tremor_step(&mut self, dt: f32) {
+        let c = &self.task.demonstrator;
+        let (theta, sigma, rho) = (
+            c.tremor_rate,
+            c.tremor,
+            c.tremor_correlation.clamp(0.0, 1.0),
+        );
+        let common: f32 = self.rng.sample(StandardNormal);
+        let scale = sigma * (2.0 * theta * dt).sqrt();
+        for j in 0..JOINTS {
+            let own: f32 = self.rng.sample(StandardNormal);
+            let n = rho.sqrt() * common + (1.0 - rho).sqrt() * own;
+            self.tremor[j] += -theta * self.tremor[j] * dt + scale * n;
+        }
+    }
+}
+
+impl Driver for Demonstrator {
+    fn reset(&mut self, seed: u64) {
+        self.rng = ChaCha8Rng::seed_from_u64(seed);
+        self.speed = self.uniform(self.task.demonstrator.speed);
+        let react = f64::from(self.uniform(self.task.demonstrator.react_seconds));
+        self.phase = Phase::React { until: react };
+        self.visited.clear();
+        self.tremor = [0.0; JOINTS];
+        self.tick = 0;
+        self.hold = [f32::NAN; JOINTS];
+    }
+
+    fn act(&mut self, t: &Telemetry, _frame: &[f32], out: &mut [f32]) -> Result<()> {
+        let dt = 1.0 / self.task.control_hz;
+        let now = self.tick as f64 * dt;
+        self.tick += 1;
+        if self.hold[0].is_nan() {
+            for j in 0..JOINTS {
+                self.hold[j] = t.positions[j];
+            }
+        }
+        self.tremor_step(dt as f32);
+        let reached = |i: usize| t.extra[i] > 0.5;
+        // Phase transitions (a human looks at the target's light).
+        loop {
+            let next = match &self.phase {
+                Phase::React { until } if now >= *until => Some(self.plan(self.hold, now)),
+                Phase::Move(r) if now >= r.end() && reached(r.site) => {
+                    let site = r.site;
+                    self.hold = r.to;
+                    self.visited.push(site);
+                    let dwell = f64::from(self.uniform(self.task.demonstrator.dwell_seconds));
+                    Some(Phase::Dwell {
+                        until: now + dwell,
+                        site,
+                    })
+                }
+                Phase::Dwell { until, .. } if now >= *until => Some(self.plan(self.hold, now)),
+                _ => None,
+            };
+            match next {
+                Some(p) => self.phase = p,
+                None => break,
+            }
+        }
+        let base = match &self.phase {
+            Phase::Move(r) => r.at(now),
+            Phase::Dwell { site, .. } => self.task.site(*site),
+            _ => self.hold,
+        };
+        for j in 0..JOINTS {
+            out[j] = base[j] + self.tremor[j];
+        }
+        Ok(())
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+}
