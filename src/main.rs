@@ -414,13 +414,7 @@ fn data_dir(task: TaskKind, data: &Option<PathBuf>) -> PathBuf {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    diffbc_deploy::init_tracing();
     let cli = Cli::parse();
     match cli.command {
         Command::Train(a) => cmd_train(a),

@@ -12,3 +12,14 @@ pub mod eval;
 pub use cli::{
     BenchArgs, RunArgs, SamplerArgs, SamplerKindArg, SimArmArgs, SimTaskArg, interrupt_flag,
 };
+
+/// Log to stderr, `RUST_LOG` or `info` (both binaries).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -36,13 +36,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    diffbc_deploy::init_tracing();
     match Cli::parse().command {
         Command::Run(a) => diffbc_deploy::cli::run(a),
         Command::Bench(a) => diffbc_deploy::cli::bench(a),
