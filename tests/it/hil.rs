@@ -649,6 +649,21 @@ fn the_arm_policy_runs_at_its_trained_rate_and_contradictions_need_force() {
         e.contains("--rate 50 Hz contradicts") && e.contains("--force"),
         "{e}"
     );
+    let out = crate::support::ok(&[
+        "run",
+        &model,
+        "--port",
+        &dev.port,
+        "--seconds",
+        "1",
+        "--rate",
+        "50",
+        "--force",
+    ]);
+    assert!(
+        out.contains("control at 50 Hz"),
+        "--force runs at the rate asked: {out}"
+    );
     let seen = m.deployment.max_step.expect("a recorded step");
     let tight = format!("{}", seen / 4.0);
     let e = crate::support::error_line(&[
