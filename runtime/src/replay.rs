@@ -72,8 +72,8 @@ pub struct RecordPlan {
 impl Default for RecordPlan {
     fn default() -> Self {
         Self {
-            episodes: 2,
-            ticks: 6,
+            episodes: 1,
+            ticks: 4,
             seed: 0,
         }
     }
