@@ -8,6 +8,9 @@
 //! batch it is in (the tests check this bit for bit). Kernels differ from
 //! one another by rounding only (fused multiply-adds, lane order).
 
+#[cfg(target_arch = "aarch64")]
+#[allow(unsafe_code)]
+mod aarch64;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -47,6 +50,8 @@ impl Kernel {
             Self::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Self::Avx2Fma => x86_64::available(),
+            #[cfg(target_arch = "aarch64")]
+            Self::Neon => aarch64::available(),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -83,6 +88,8 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx2Fma => x86_64::gemm(x, w_t, bias, y, k, n),
+            #[cfg(target_arch = "aarch64")]
+            Self::Neon => aarch64::gemm(x, w_t, bias, y, k, n),
             #[allow(unreachable_patterns)]
             _ => portable::gemm(x, w_t, bias, y, k, n),
         }
@@ -112,6 +119,8 @@ mod tests {
         let k = Kernel::detect();
         println!("native matrix kernel on this CPU: {k}");
         assert!(k.is_available());
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(k, Kernel::Neon);
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
