@@ -380,6 +380,11 @@ impl NativeEngine {
             head: NativeGraph::load(head.0, GraphId::Head.name(), head.1)?,
         })
     }
+
+    /// The matrix kernel both graphs run ([`crate::native::Kernel::detect`]).
+    pub fn kernel(&self) -> crate::native::Kernel {
+        self.encoder.kernel()
+    }
 }
 
 impl Engine for NativeEngine {

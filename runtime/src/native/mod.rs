@@ -13,6 +13,14 @@
 //! over the last axis, LeakyRelu, Relu, Erf, Sin, Cos, Tanh, Sigmoid, Add, Sub,
 //! Mul, Div, Concat on axis 1, Reshape, Flatten, Identity. Every tensor is
 //! `[batch, …]`; constants broadcast over the batch.
+//!
+//! Matrix products run on the best [`Kernel`] this CPU has (AVX2 + FMA on
+//! x86-64, NEON on aarch64, portable Rust elsewhere), chosen once at load;
+//! [`NativeGraph::kernel`] says which.
+
+mod kernels;
+
+pub use kernels::Kernel;
 
 use crate::engine::{EngineError, GraphBytes};
 use prost::Message;
@@ -141,7 +149,7 @@ pub struct NativeGraph {
     bufs: Vec<Vec<f32>>,
     rows_capacity: usize,
     flops_per_row: u64,
-    fma: bool,
+    kernel: Kernel,
 }
 
 fn attr<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
@@ -639,8 +647,13 @@ impl NativeGraph {
             bufs,
             rows_capacity: 0,
             flops_per_row: c.flops,
-            fma: fma_available(),
+            kernel: Kernel::detect(),
         })
+    }
+
+    /// The matrix kernel this graph runs, chosen for this CPU at load.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// Floating-point operations per batch row, counted from the graph:
@@ -735,15 +748,8 @@ impl NativeGraph {
                 ..
             } => {
                 let x = &bufs[x][..rows * factor * k];
-                gemm(
-                    self.fma,
-                    x,
-                    &consts[w_t],
-                    bias.map(|b| consts[b].as_slice()),
-                    y,
-                    k,
-                    n,
-                );
+                self.kernel
+                    .gemm(x, &consts[w_t], bias.map(|b| consts[b].as_slice()), y, k, n);
             }
             &Step::Unary { x, op, .. } => {
                 let x = &bufs[x][..y.len()];
@@ -944,288 +950,21 @@ fn conv(c: &ConvStep, x: &[f32], consts: &[Vec<f32>], y: &mut [f32], rows: usize
     }
 }
 
-/// `y[r, j] = Σ_i x[r, i] · w_t[j, i] (+ b[j])` for `rows` rows.
-fn gemm(
-    fma: bool,
-    x: &[f32],
-    w_t: &[f32],
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-    k: usize,
-    n: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if fma {
-        simd::gemm_avx2_fma(x, w_t, bias, y, k, n);
-        return;
-    }
-    let _ = fma;
-    gemm_body(x, w_t, bias, y, k, n);
-}
-
-fn fma_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-mod simd {
-    use std::arch::x86_64::*;
-
-    /// Sum of the 8 lanes.
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps::<1>(v);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn load(v: &[f32; 8]) -> __m256 {
-        // SAFETY: `v` is 8 readable f32s; loadu has no alignment requirement.
-        unsafe { _mm256_loadu_ps(v.as_ptr()) }
-    }
-
-    /// `R` rows × `C` weight rows; `xs`/`ws` are whole rows of length k.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn tile<const R: usize, const C: usize>(xs: [&[f32]; R], ws: [&[f32]; C]) -> [[f32; C]; R] {
-        let k = xs[0].len();
-        let chunks = k / 8;
-        let mut xc: [&[[f32; 8]]; R] = [&[]; R];
-        for r in 0..R {
-            xc[r] = &xs[r].as_chunks::<8>().0[..chunks];
-        }
-        let mut wc: [&[[f32; 8]]; C] = [&[]; C];
-        for j in 0..C {
-            wc[j] = &ws[j].as_chunks::<8>().0[..chunks];
-        }
-        let mut acc = [[_mm256_setzero_ps(); C]; R];
-        for c in 0..chunks {
-            let mut xv = [_mm256_setzero_ps(); R];
-            for r in 0..R {
-                xv[r] = load(&xc[r][c]);
-            }
-            for j in 0..C {
-                let w = load(&wc[j][c]);
-                for r in 0..R {
-                    acc[r][j] = _mm256_fmadd_ps(xv[r], w, acc[r][j]);
-                }
-            }
-        }
-        let mut out = [[0.0f32; C]; R];
-        for r in 0..R {
-            for j in 0..C {
-                let mut s = hsum(acc[r][j]);
-                for i in chunks * 8..k {
-                    s = xs[r][i].mul_add(ws[j][i], s);
-                }
-                out[r][j] = s;
-            }
-        }
-        out
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn dot(x: &[f32], w: &[f32]) -> f32 {
-        let (xc, xt) = x.as_chunks::<8>();
-        let (wc, wt) = w.as_chunks::<8>();
-        let mut acc = _mm256_setzero_ps();
-        for (a, b) in xc.iter().zip(wc) {
-            acc = _mm256_fmadd_ps(load(a), load(b), acc);
-        }
-        let mut s = hsum(acc);
-        for (a, b) in xt.iter().zip(wt) {
-            s = a.mul_add(*b, s);
-        }
-        s
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn gemm_inner(x: &[f32], w_t: &[f32], bias: Option<&[f32]>, y: &mut [f32], k: usize, n: usize) {
-        let rows = x.len() / k;
-        let row = |r: usize| &x[r * k..(r + 1) * k];
-        let wrow = |j: usize| &w_t[j * k..(j + 1) * k];
-        // Pairs of rows share each weight load. The block of 4 weight rows
-        // is the outer loop, so with many rows (KDE) it stays in L1 while
-        // every row pair passes over it. Each output is the same sequence of
-        // operations whichever tile computes it, so results do not depend on
-        // the batch size.
-        let pairs = rows / 2 * 2;
-        let full4 = n / 4 * 4;
-        for j in (0..full4).step_by(4) {
-            let ws = [wrow(j), wrow(j + 1), wrow(j + 2), wrow(j + 3)];
-            for r in (0..pairs).step_by(2) {
-                let o = tile::<2, 4>([row(r), row(r + 1)], ws);
-                y[r * n + j..r * n + j + 4].copy_from_slice(&o[0]);
-                y[(r + 1) * n + j..(r + 1) * n + j + 4].copy_from_slice(&o[1]);
-            }
-        }
-        for r in 0..pairs {
-            for jj in full4..n {
-                y[r * n + jj] = dot(row(r), wrow(jj));
-            }
-        }
-        if pairs < rows {
-            let r = pairs;
-            let full8 = n / 8 * 8;
-            for j in (0..full8).step_by(8) {
-                let ws = [
-                    wrow(j),
-                    wrow(j + 1),
-                    wrow(j + 2),
-                    wrow(j + 3),
-                    wrow(j + 4),
-                    wrow(j + 5),
-                    wrow(j + 6),
-                    wrow(j + 7),
-                ];
-                let o = tile::<1, 8>([row(r)], ws);
-                y[r * n + j..r * n + j + 8].copy_from_slice(&o[0]);
-            }
-            for jj in full8..n {
-                y[r * n + jj] = dot(row(r), wrow(jj));
-            }
-        }
-        if let Some(b) = bias {
-            for yr in y.chunks_exact_mut(n) {
-                for (o, &bb) in yr.iter_mut().zip(b) {
-                    *o += bb;
-                }
-            }
-        }
-    }
-
-    pub(super) fn gemm_avx2_fma(
-        x: &[f32],
-        w_t: &[f32],
-        bias: Option<&[f32]>,
-        y: &mut [f32],
-        k: usize,
-        n: usize,
-    ) {
-        // SAFETY: only called when `fma_available()` found AVX2 and FMA on
-        // this CPU; every memory access inside is a bounds-checked slice.
-        unsafe { gemm_inner(x, w_t, bias, y, k, n) }
-    }
-}
-
-const LANES: usize = 8;
-/// Outputs computed together (each weight row is loaded once per row tile).
-const COLS: usize = 4;
-
-/// Dot products of `R` input rows with `COLS` weight rows, 8 lanes wide.
-#[inline(always)]
-fn tile<const R: usize>(xs: [&[f32]; R], ws: [&[f32]; COLS], k: usize) -> [[f32; COLS]; R] {
-    let mut acc = [[[0.0f32; LANES]; COLS]; R];
-    let xc: [&[[f32; LANES]]; R] = xs.map(|x| x.as_chunks::<LANES>().0);
-    let wc: [&[[f32; LANES]]; COLS] = ws.map(|w| w.as_chunks::<LANES>().0);
-    let chunks = k / LANES;
-    for c in 0..chunks {
-        for r in 0..R {
-            let xv = &xc[r][c];
-            for j in 0..COLS {
-                let wv = &wc[j][c];
-                for l in 0..LANES {
-                    acc[r][j][l] += xv[l] * wv[l];
-                }
-            }
-        }
-    }
-    let mut out = [[0.0f32; COLS]; R];
-    for r in 0..R {
-        for j in 0..COLS {
-            let mut s = acc[r][j].iter().sum::<f32>();
-            for i in chunks * LANES..k {
-                s += xs[r][i] * ws[j][i];
-            }
-            out[r][j] = s;
-        }
-    }
-    out
-}
-
-#[inline(always)]
-fn dot(x: &[f32], w: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let (xc, xt) = x.as_chunks::<LANES>();
-    let (wc, wt) = w.as_chunks::<LANES>();
-    for (xv, wv) in xc.iter().zip(wc) {
-        for l in 0..LANES {
-            acc[l] += xv[l] * wv[l];
-        }
-    }
-    let mut s = acc.iter().sum::<f32>();
-    for (a, b) in xt.iter().zip(wt) {
-        s += a * b;
-    }
-    s
-}
-
-#[inline(always)]
-fn gemm_body(x: &[f32], w_t: &[f32], bias: Option<&[f32]>, y: &mut [f32], k: usize, n: usize) {
-    let rows = x.len() / k.max(1);
-    let row = |r: usize| &x[r * k..(r + 1) * k];
-    let wrow = |j: usize| &w_t[j * k..(j + 1) * k];
-    let full = n / COLS * COLS;
-    let mut r = 0;
-    while r < rows {
-        let take = if rows - r >= 2 { 2 } else { 1 };
-        let mut j = 0;
-        while j < full {
-            let ws = [wrow(j), wrow(j + 1), wrow(j + 2), wrow(j + 3)];
-            if take == 2 {
-                let o = tile::<2>([row(r), row(r + 1)], ws, k);
-                for (rr, vals) in o.iter().enumerate() {
-                    y[(r + rr) * n + j..(r + rr) * n + j + COLS].copy_from_slice(vals);
-                }
-            } else {
-                let o = tile::<1>([row(r)], ws, k);
-                y[r * n + j..r * n + j + COLS].copy_from_slice(&o[0]);
-            }
-            j += COLS;
-        }
-        for rr in r..r + take {
-            for jj in full..n {
-                y[rr * n + jj] = dot(row(rr), wrow(jj));
-            }
-        }
-        r += take;
-    }
-    if let Some(b) = bias {
-        for yr in y.chunks_exact_mut(n) {
-            for (o, &bb) in yr.iter_mut().zip(b) {
-                *o += bb;
-            }
-        }
-    }
-}
-
-/// Throughput of this engine's matrix kernel on one thread, on a problem that
-/// fits in L1 (GFLOP/s): the practical compute ceiling of one core for these
-/// graphs. `rows` = 1 is the batch-1 case a control loop runs (each weight
+/// Throughput of this engine's matrix kernel ([`Kernel::detect`]) on one
+/// thread, on a problem that fits in L1 (GFLOP/s): the practical compute
+/// ceiling of one core for these graphs. `rows` = 1 is the batch-1 case a control loop runs (each weight
 /// is used once per call, so loads bound it); `rows` = 2 reuses each weight.
 pub fn kernel_peak_gflops(rows: usize, duration: std::time::Duration) -> f64 {
     let (k, n) = (128, 32);
     let x: Vec<f32> = (0..rows * k).map(|i| (i % 7) as f32 * 0.1).collect();
     let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 * 0.01).collect();
     let mut y = vec![0.0f32; rows * n];
-    let fma = fma_available();
+    let kernel = Kernel::detect();
     let start = std::time::Instant::now();
     let mut calls = 0u64;
     while start.elapsed() < duration {
         for _ in 0..256 {
-            gemm(fma, std::hint::black_box(&x), &w, None, &mut y, k, n);
+            kernel.gemm(std::hint::black_box(&x), &w, None, &mut y, k, n);
             std::hint::black_box(&mut y);
         }
         calls += 256;
@@ -1249,33 +988,5 @@ mod tests {
         assert_eq!(erf(f32::NEG_INFINITY), -1.0);
         assert_eq!(erf(0.0), 0.0);
         assert!(erf(f32::NAN).is_nan());
-    }
-
-    #[test]
-    fn gemm_matches_naive_for_every_shape_and_kernel() {
-        let mut seed = 1u32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
-        for (rows, k, n) in [(1, 1, 1), (1, 17, 5), (3, 33, 9), (2, 8, 4), (5, 522, 13)] {
-            let x: Vec<f32> = (0..rows * k).map(|_| next()).collect();
-            let w_t: Vec<f32> = (0..n * k).map(|_| next()).collect();
-            let b: Vec<f32> = (0..n).map(|_| next()).collect();
-            let mut want = vec![0.0f32; rows * n];
-            for r in 0..rows {
-                for j in 0..n {
-                    want[r * n + j] =
-                        b[j] + (0..k).map(|i| x[r * k + i] * w_t[j * k + i]).sum::<f32>();
-                }
-            }
-            for fma in [false, fma_available()] {
-                let mut y = vec![0.0f32; rows * n];
-                gemm(fma, &x, &w_t, Some(&b), &mut y, k, n);
-                for (a, e) in y.iter().zip(&want) {
-                    assert!((a - e).abs() < 1e-4, "rows {rows} k {k} n {n}: {a} vs {e}");
-                }
-            }
-        }
     }
 }
