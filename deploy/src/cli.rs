@@ -322,6 +322,10 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     println!("# diffbc bench {} ({} cores)\n", a.model.display(), cores);
     print!("{}", crate::bench::markdown(&records, peak1));
     println!(
+        "\nNative matrix kernel on this CPU: {}.",
+        diffbc_runtime::native::Kernel::detect().name()
+    );
+    println!(
         "\nKernel ceiling on one core (native matrix kernel, L1-resident): {peak1:.1} GFLOP/s at batch 1, {peak2:.1} GFLOP/s at batch 2. \
          '% of batch-1 ceiling' divides GFLOP/s by the batch-1 figure × threads."
     );
