@@ -1,7 +1,7 @@
 //! Evaluations run the deployed path: a checkpoint given to `eval` is exported
 //! into a scratch folder first, and the exported folder runs on the runtime.
 
-use crate::Cpu;
+use crate::training::Cpu;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -21,8 +21,9 @@ pub fn exported_with(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
     let out = scratch.join(name);
+    // One line: the export error names the file already.
     diffbc_export::export_checkpoint::<Cpu>(dir, &out, options, &Default::default())
-        .with_context(|| format!("exporting {}", dir.display()))?;
+        .map_err(|e| anyhow::anyhow!("exporting {} for evaluation: {e}", dir.display()))?;
     Ok(out)
 }
 

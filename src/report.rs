@@ -7,16 +7,18 @@
 //! defaults (chosen so the default grid fits in an hour on a 2-core CPU)
 //! times `--steps-scale`.
 
-use crate::arm::{self, ArmTask};
-use crate::{DeviceArg, evaluate_all, load_dataset, train_on_device};
+use crate::args::{DeviceArg, TaskArg};
+use crate::training::{load_dataset, train_on_device};
 use anyhow::{Context, Result};
 use clap::Args;
-use diffbc_runtime::SamplerConfig;
+use diffbc_deploy::cli::DEFAULT_KDE_BANDWIDTH;
+use diffbc_runtime::{EngineChoice, SamplerConfig};
+use diffbc_tasks::Task as TaskKind;
+use diffbc_tasks::arm::{self, ArmTask};
+use diffbc_tasks::claw::ClawScenes;
+use diffbc_tasks::claw::eval::{ClawRecord, markdown_table};
 use diffbc_train::config::{Method, TrainConfig};
-use diffbc_train::eval::{ClawRecord, markdown_table};
 use diffbc_train::model::DenoiserConfig;
-use diffbc_train::task::TaskKind;
-use diffbc_train::task::claw::ClawScenes;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -34,7 +36,7 @@ pub struct ReportArgs {
     /// Tasks (repeat; default claw and arm). Push-T is opt-in: it trains
     /// for about 45 minutes per diffusion model.
     #[arg(long = "task", value_enum)]
-    pub tasks: Vec<crate::TaskArg>,
+    pub tasks: Vec<TaskArg>,
     /// Multiplies every training run's steps (1 = the grid's defaults).
     #[arg(long, default_value_t = 1.0)]
     pub steps_scale: f64,
@@ -63,6 +65,7 @@ pub struct ReportArgs {
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
     /// Task.
+    #[serde(serialize_with = "task_name")]
     pub task: TaskKind,
     /// Method.
     pub method: Method,
@@ -72,6 +75,10 @@ pub struct Cell {
     pub obs_dropout: f64,
     /// Training steps.
     pub steps: usize,
+}
+
+fn task_name<S: serde::Serializer>(t: &TaskKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.name())
 }
 
 impl Cell {
@@ -89,7 +96,7 @@ impl Cell {
     }
 
     fn config(&self, seed: u64, smoke: bool) -> TrainConfig {
-        let mut c = TrainConfig::for_task(self.task, self.method);
+        let mut c = self.task.train_config(self.method);
         if let Some(d) = &self.denoiser {
             c.denoiser = d.clone();
         }
@@ -170,12 +177,12 @@ pub fn grid(a: &ReportArgs, tasks: &[TaskKind]) -> Vec<Cell> {
         // Claw: 6,000 diffusion steps (the 20,000 default takes 11 min per model).
         let diffusion_steps = match task {
             TaskKind::Claw => 6_000,
-            TaskKind::Arm | TaskKind::PushT => task.default_steps(),
+            TaskKind::Arm | TaskKind::PushT => task.train_defaults().steps,
         };
         let archs: Vec<DenoiserConfig> = match task {
             TaskKind::Claw => DenoiserConfig::all().to_vec(),
             TaskKind::Arm if a.arm_architectures => DenoiserConfig::all().to_vec(),
-            TaskKind::Arm | TaskKind::PushT => vec![task.default_denoiser()],
+            TaskKind::Arm | TaskKind::PushT => vec![task.train_defaults().denoiser],
         };
         for method in Method::ALL {
             let s = steps(diffusion_steps, method, a.steps_scale);
@@ -183,7 +190,7 @@ pub fn grid(a: &ReportArgs, tasks: &[TaskKind]) -> Vec<Cell> {
                 for d in &archs {
                     // Push-T keeps its wider default sieve.
                     let d = if task == TaskKind::PushT {
-                        task.default_denoiser()
+                        task.train_defaults().denoiser
                     } else {
                         d.clone()
                     };
@@ -207,7 +214,7 @@ pub fn grid(a: &ReportArgs, tasks: &[TaskKind]) -> Vec<Cell> {
                     cells.push(Cell {
                         task,
                         method,
-                        denoiser: Some(task.default_denoiser()),
+                        denoiser: Some(task.train_defaults().denoiser),
                         obs_dropout: 0.1,
                         steps: s,
                     });
@@ -295,7 +302,7 @@ struct Records {
     claw: Vec<ClawRecord>,
     arm: Vec<arm::eval::ArmRecord>,
     arm_guidance: Vec<arm::eval::ArmRecord>,
-    pusht: Vec<crate::pusht::eval::PushTRecord>,
+    pusht: Vec<diffbc_tasks::pusht::eval::PushTRecord>,
 }
 
 /// `diffbc report`.
@@ -330,21 +337,26 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                 let data = a
                     .claw_data
                     .clone()
-                    .unwrap_or_else(|| PathBuf::from(task.default_data_dir()));
+                    .unwrap_or_else(|| PathBuf::from(task.default_data()));
                 let scenes = ClawScenes::load(&data)?;
                 let checkpoints: Vec<(String, PathBuf)> = task_cells
                     .iter()
                     .map(|c| c.label())
                     .zip(train_all(&task_cells, a, &data, None, &dir, &mut training)?)
-                    .collect();
+                    .map(|(label, ck)| {
+                        let out = dir.join("models").join(&label);
+                        crate::claw::export(&ck, &out).map(|m| (label, m))
+                    })
+                    .collect::<Result<_>>()?;
                 let samplers = [
                     SamplerConfig::ddpm(),
                     SamplerConfig::diffusion_x(8),
-                    SamplerConfig::kde(50, crate::DEFAULT_KDE_BANDWIDTH),
+                    SamplerConfig::kde(50, DEFAULT_KDE_BANDWIDTH),
                 ];
                 let paths: Vec<PathBuf> = checkpoints.iter().map(|(_, p)| p.clone()).collect();
-                let (mut rows, points) = evaluate_all(
+                let (mut rows, points) = diffbc_tasks::claw::eval::evaluate_all(
                     &paths,
+                    EngineChoice::Tract,
                     &samplers,
                     &scenes,
                     a.claw_samples,
@@ -365,7 +377,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     }
                     k += n;
                 }
-                let figures = diffbc_train::plot::write_scene_figures(
+                let figures = diffbc_tasks::plot::write_scene_figures(
                     &a.out.join("figures").join("claw"),
                     &scenes.scenes,
                     &points,
@@ -400,7 +412,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
             }
             TaskKind::Arm => {
                 let arm_task = ArmTask::default();
-                let demos = arm::generate(&arm_task, a.arm_demos, a.seed, true)?;
+                let demos = arm::demos::generate(&arm_task, a.arm_demos, a.seed, true)?;
                 let scratch = dir.join("models");
                 let mut models = Vec::new();
                 let mut guided = None;
@@ -413,7 +425,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     &mut training,
                 )?;
                 for (c, ck) in task_cells.iter().zip(&cks) {
-                    let exported = arm::cli::export_model(ck, &scratch.join(c.label()))?;
+                    let exported = crate::arm::export_model(ck, &scratch.join(c.label()))?;
                     if c.obs_dropout > 0.0 {
                         guided = Some((c.label(), exported));
                     } else {
@@ -433,10 +445,10 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                 sweep.extend(
                     SWEEP_KDE
                         .iter()
-                        .map(|&n| SamplerConfig::kde(n, crate::DEFAULT_KDE_BANDWIDTH)),
+                        .map(|&n| SamplerConfig::kde(n, DEFAULT_KDE_BANDWIDTH)),
                 );
                 let plan = arm::eval::EvalPlan::in_process(sweep, a.arm_episodes);
-                let rows = arm::cli::run_and_report(
+                let rows = arm::report::run_and_report(
                     &arm_task,
                     &models,
                     &plan,
@@ -468,13 +480,13 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                         GUIDANCE
                             .iter()
                             .map(|&w| {
-                                SamplerConfig::diffusion_x(arm::cli::ARM_EXTRA_STEPS)
+                                SamplerConfig::diffusion_x(crate::arm::ARM_EXTRA_STEPS)
                                     .with_guidance(w)
                             })
                             .collect(),
                         a.arm_episodes,
                     );
-                    let rows = arm::cli::run_and_report(
+                    let rows = arm::report::run_and_report(
                         &arm_task,
                         &[(label, dir_g)],
                         &plan,
@@ -486,7 +498,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     let _ = writeln!(
                         sections,
                         "## Emulated arm: classifier-free guidance\n\nThe sieve trained with observation dropout 0.1, Diffusion-X M = {}, w ∈ {{0, 1, 4, 8}}.\n\n{}\n{}\n![first task](arm/guidance/figures/first_task.png)\n",
-                        arm::cli::ARM_EXTRA_STEPS,
+                        crate::arm::ARM_EXTRA_STEPS,
                         guidance_table(&rows),
                         guidance_text(&rows)
                     );
@@ -494,23 +506,23 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                 }
             }
             TaskKind::PushT => {
-                let data = PathBuf::from(task.default_data_dir());
+                let data = PathBuf::from(task.default_data());
                 let dirs: Vec<(String, PathBuf)> = task_cells
                     .iter()
                     .map(|c| c.label())
                     .zip(train_all(&task_cells, a, &data, None, &dir, &mut training)?)
                     .collect();
-                let rows = crate::pusht::cli::evaluate_default(&dirs, a.seed)?;
+                let rows = crate::pusht::evaluate_default(&dirs, a.seed)?;
                 let _ = writeln!(
                     sections,
                     "## Push-T from state\n\n{}\n",
-                    crate::pusht::eval::markdown_table(&rows)
+                    diffbc_tasks::pusht::eval::markdown_table(&rows)
                 );
                 records.pusht = rows;
             }
         }
     }
-    diffbc_train::plot::scatter_log_x(
+    diffbc_tasks::plot::scatter_log_x(
         &a.out.join("figures").join("quality_vs_speed.png"),
         "quality vs actions per second (log)",
         &speed,

@@ -13,8 +13,8 @@ use diffbc_runtime::policy::sha256_hex;
 use diffbc_runtime::replay::{self, RecordPlan};
 use diffbc_runtime::{NoiseSchedule, SamplerConfig};
 use diffbc_train::checkpoint::{self, CheckpointMeta};
+use diffbc_train::data::ObsSpec;
 use diffbc_train::model::{Head, Policy, PolicySpec};
-use diffbc_train::task::ObsSpec;
 use prost::Message;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -496,7 +496,7 @@ pub fn export_policy<B: Backend>(
             task: options
                 .task_label
                 .clone()
-                .unwrap_or_else(|| spec.config.task.name().into()),
+                .unwrap_or_else(|| spec.config.task.clone()),
             method: spec.config.method.name().into(),
             architecture: architecture(spec),
             training_steps: meta.step,

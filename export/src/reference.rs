@@ -9,10 +9,11 @@ use diffbc_runtime::manifest::{
     ActionChannel, ActionKind, Channels, Deployment, Interface, ObservationChannel,
 };
 use diffbc_runtime::{Normalizer, SamplerConfig};
+use diffbc_train::TaskDefaults;
 use diffbc_train::checkpoint::{CHECKPOINT_FORMAT, CheckpointMeta};
 use diffbc_train::config::{Method, TrainConfig};
+use diffbc_train::data::ObsSpec;
 use diffbc_train::model::{DenoiserConfig, EncoderConfig, MlpSieveConfig, PolicySpec};
-use diffbc_train::task::{ObsSpec, TaskKind};
 use std::path::Path;
 
 /// The reference policies.
@@ -71,7 +72,8 @@ impl Reference {
     pub fn spec(self) -> PolicySpec {
         match self {
             Self::BenchSieve => {
-                let mut config = TrainConfig::for_task(TaskKind::Claw, Method::Diffusion);
+                let mut config =
+                    TrainConfig::for_task(&TaskDefaults::image("claw"), Method::Diffusion);
                 config.encoder = EncoderConfig::Mlp {
                     hidden: 256,
                     embed: 128,
@@ -96,7 +98,7 @@ impl Reference {
                     Self::TinyKMeansResidual => Method::KMeansResidual,
                     _ => Method::Mse,
                 };
-                let mut config = TrainConfig::for_task(TaskKind::Claw, method);
+                let mut config = TrainConfig::for_task(&TaskDefaults::image("claw"), method);
                 config.encoder = EncoderConfig::Mlp {
                     hidden: 16,
                     embed: 8,

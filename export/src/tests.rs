@@ -5,13 +5,14 @@ use crate::{ExportError, ExportOptions, export_checkpoint, export_policy};
 use burn::backend::NdArray;
 use diffbc_runtime::manifest::files;
 use diffbc_runtime::{EngineChoice, Normalizer, OnnxModel, Policy, PolicyOptions};
+use diffbc_train::TaskDefaults;
 use diffbc_train::checkpoint::{CHECKPOINT_FORMAT, CheckpointMeta};
 use diffbc_train::config::{Method, TrainConfig};
+use diffbc_train::data::ObsSpec;
 use diffbc_train::model::{
     BasicMlpConfig, ConvLayerConfig, DenoiserConfig, EncoderConfig, MlpSieveConfig, PolicySpec,
     TransformerConfig,
 };
-use diffbc_train::task::{ObsSpec, TaskKind};
 use std::path::Path;
 
 type Nb = NdArray<f32>;
@@ -111,7 +112,7 @@ fn spec(
     method: Method,
     denoiser: DenoiserConfig,
 ) -> PolicySpec {
-    let mut config = TrainConfig::for_task(TaskKind::Claw, method);
+    let mut config = TrainConfig::for_task(&TaskDefaults::image("claw"), method);
     config.encoder = encoder;
     config.denoiser = denoiser;
     config.mse_head.hidden = 20;
@@ -264,8 +265,38 @@ fn decoder_mismatches_are_named(dir: &Path) {
     }
 }
 
+/// One RGB camera channel in, a 2-D point out (the claw's shape).
+fn image_interface() -> diffbc_runtime::manifest::Interface {
+    use diffbc_runtime::manifest::{
+        ActionChannel, ActionKind, Channels, Deployment, Interface, ObservationChannel,
+    };
+    let action = |name: &str| ActionChannel {
+        name: name.into(),
+        unit: "1".into(),
+        target: name.into(),
+        kind: ActionKind::Absolute,
+        min: 0.0,
+        max: 1.0,
+        max_step: None,
+    };
+    Interface {
+        channels: Channels {
+            observation: vec![ObservationChannel {
+                name: "camera.rgb".into(),
+                unit: "1".into(),
+                source: "camera.rgb".into(),
+                shape: vec![3, 64, 64],
+                min: 0.0,
+                max: 1.0,
+            }],
+            action: vec![action("point.x"), action("point.y")],
+        },
+        deployment: Deployment::default(),
+    }
+}
+
 fn tiny_checkpoint(dir: &Path) -> std::path::PathBuf {
-    let mut c = TrainConfig::for_task(TaskKind::Claw, Method::Diffusion);
+    let mut c = TrainConfig::for_task(&TaskDefaults::image("claw"), Method::Diffusion);
     c.encoder = EncoderConfig::Cnn {
         layers: vec![ConvLayerConfig {
             channels: 4,
@@ -282,11 +313,28 @@ fn tiny_checkpoint(dir: &Path) -> std::path::PathBuf {
     c.optim.steps = 2;
     c.optim.batch_size = 8;
     c.optim.warmup_steps = 1;
-    let scenes = diffbc_train::task::claw::ClawScenes::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/claw"),
-    )
-    .expect("shared claw data");
-    let data = scenes.dataset(c.data.samples, c.seed);
+    // Seeded noise images with seeded actions: two training steps only need
+    // the shapes right.
+    let data = {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let obs = ObsSpec::Image {
+            channels: 3,
+            height: 64,
+            width: 64,
+        };
+        let n = c.data.samples;
+        diffbc_train::data::Dataset {
+            obs,
+            action_dim: 2,
+            history: 0,
+            horizon: 1,
+            frames: (0..4 * obs.len()).map(|_| rng.random::<f32>()).collect(),
+            frame_index: (0..n).map(|i| (i % 4) as u32).collect(),
+            actions: (0..2 * n).map(|_| rng.random::<f32>()).collect(),
+            interface: Some(image_interface()),
+        }
+    };
     let ck = dir.join("ck");
     diffbc_train::train::train::<burn::backend::Autodiff<Nb>>(
         &c,

@@ -8,10 +8,10 @@
 use burn::backend::{Autodiff, NdArray};
 use diffbc_export::{ExportOptions, export_checkpoint};
 use diffbc_runtime::{EngineChoice, Policy, PolicyOptions, SamplerConfig};
+use diffbc_train::TaskDefaults;
 use diffbc_train::config::{Method, TrainConfig};
 use diffbc_train::episodes::Episodes;
 use diffbc_train::model::{DenoiserConfig, EncoderConfig, MlpSieveConfig};
-use diffbc_train::task::TaskKind;
 use diffbc_train::train::{RunOptions, train};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -35,7 +35,7 @@ fn two_mode_demos(seed: u64) -> Episodes {
 }
 
 fn config(method: Method, steps: usize) -> TrainConfig {
-    let mut c = TrainConfig::for_task(TaskKind::Arm, method);
+    let mut c = TrainConfig::for_task(&TaskDefaults::vector("coin"), method);
     c.encoder = EncoderConfig::Mlp {
         hidden: 32,
         embed: 16,

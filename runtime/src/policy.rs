@@ -574,6 +574,11 @@ pub fn flops_per_decision(
     Some(enc.flops_per_row() + head_calls * head.flops_per_row())
 }
 
+/// Network rows per head call in [`Policy::sample_many`] (its batches hold
+/// `SAMPLE_MANY_ROWS / rows_per_decision` draws, at least one). Part of the
+/// seeded result: the noise is drawn batch by batch.
+pub const SAMPLE_MANY_ROWS: usize = 2000;
+
 /// A deployed policy: observations in, actions out.
 ///
 /// `act` keeps the last `history` frames (an episode starts by repeating its
@@ -783,6 +788,101 @@ impl Policy {
     ) -> Result<&[f32], PolicyError> {
         let range = self.step(observation, noise)?;
         Ok(&self.action[range])
+    }
+
+    /// Draw `n` decisions for one observation window (every history frame,
+    /// oldest first, raw units) in batches: the window is normalised and
+    /// encoded once, then the head runs on up to [`SAMPLE_MANY_ROWS`] network
+    /// rows per call. Returns `[n, action_dim]` in raw units (a chunked
+    /// policy's rows are whole chunks). A regressor repeats its one answer; a
+    /// classifier decodes its scores once per row (a fresh draw each when it
+    /// samples). This is how evaluation reads a policy's action distribution;
+    /// the episode history, the chunk in progress and the policy's own noise
+    /// stream are left as they were.
+    pub fn sample_many<N: Noise + ?Sized>(
+        &mut self,
+        observation: &[f32],
+        n: usize,
+        noise: &mut N,
+    ) -> Result<Vec<f32>, PolicyError> {
+        let window = self.model.manifest.observation.input_len();
+        if observation.len() != window {
+            return Err(PolicyError::Observation(format!(
+                "{} values given, the policy takes {window} per observation window ({} frames of {})",
+                observation.len(),
+                window / self.frame_len().max(1),
+                self.frame_len()
+            )));
+        }
+        if let Some(i) = observation.iter().position(|v| !v.is_finite()) {
+            return Err(PolicyError::Observation(format!(
+                "value {i} is {}",
+                observation[i]
+            )));
+        }
+        let mut obs = observation.to_vec();
+        self.model
+            .manifest
+            .normalization
+            .observation
+            .normalize("observation", &mut obs)
+            .map_err(|e| PolicyError::Observation(e.to_string()))?;
+        let mut emb = vec![0.0; self.model.manifest.embedding_dim];
+        self.model.encode(&obs, &mut emb)?;
+        let a = self.model.manifest.action_dim;
+        let mut out = vec![0.0f32; n * a];
+        match self.model.manifest.head_kind {
+            HeadKind::Denoiser => {
+                let rows = (SAMPLE_MANY_ROWS / self.sampler.config().rows_per_decision()).max(1);
+                let mut start = 0;
+                while start < n {
+                    let batch = rows.min(n - start);
+                    let embs: Vec<f32> = emb
+                        .iter()
+                        .copied()
+                        .cycle()
+                        .take(batch * emb.len())
+                        .collect();
+                    self.sampler.sample_embedded(
+                        &mut self.model,
+                        &embs,
+                        noise,
+                        &mut out[start * a..(start + batch) * a],
+                    )?;
+                    start += batch;
+                }
+            }
+            HeadKind::Regressor => {
+                let mut head = vec![0.0; a];
+                self.model.run_head(&emb, &mut head)?;
+                for row in out.chunks_exact_mut(a) {
+                    row.copy_from_slice(&head);
+                }
+            }
+            HeadKind::Classifier => {
+                let mut scores = vec![0.0; self.scores.len()];
+                self.model.run_head(&emb, &mut scores)?;
+                if let Some(d) = &self.model.manifest.decoder {
+                    for row in out.chunks_exact_mut(a) {
+                        d.decode(&scores, self.choice, noise, row);
+                    }
+                }
+            }
+        }
+        self.model
+            .manifest
+            .normalization
+            .action
+            .denormalize(&mut out);
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            return Err(PolicyError::Sampler(format!(
+                "action value {} of draw {} is {} (the observation is probably far outside the training data)",
+                i % a.max(1),
+                i / a.max(1),
+                out[i]
+            )));
+        }
+        Ok(out)
     }
 
     /// One tick; returns where in `self.action` the action to execute is.

@@ -426,11 +426,11 @@ fn the_bridge_reconnects_when_the_port_vanishes_and_keeps_its_log() {
 /// Export a small policy for the 4-joint arm (observation: joint positions)
 /// with seeded weights through the real export path.
 fn export_arm_policy(dir: &std::path::Path) -> std::path::PathBuf {
-    use diffbc_train::config::{Method, TrainConfig};
+    use diffbc_train::config::{Method, TaskDefaults, TrainConfig};
+    use diffbc_train::data::ObsSpec;
     use diffbc_train::model::{DenoiserConfig, EncoderConfig, MlpSieveConfig, PolicySpec};
-    use diffbc_train::task::{ObsSpec, TaskKind};
     type B = burn::backend::NdArray<f32>;
-    let mut config = TrainConfig::for_task(TaskKind::Claw, Method::Diffusion);
+    let mut config = TrainConfig::for_task(&TaskDefaults::image("claw"), Method::Diffusion);
     config.encoder = EncoderConfig::Mlp {
         hidden: 32,
         embed: 16,

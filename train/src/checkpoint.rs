@@ -14,9 +14,9 @@
 //! place, so an interrupted save never leaves a half-written checkpoint.
 
 use crate::config::TrainConfig;
+use crate::data::ObsSpec;
 use crate::error::{TrainError, read_json, write_json};
 use crate::model::{Policy, PolicySpec};
-use crate::task::ObsSpec;
 use burn::module::Module;
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};

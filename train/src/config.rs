@@ -4,7 +4,6 @@
 
 use crate::error::TrainError;
 use crate::model::{BaselineConfig, DenoiserConfig, EncoderConfig, MseHeadConfig};
-use crate::task::TaskKind;
 use diffbc_runtime::manifest::ActionChunk;
 use diffbc_runtime::{NoiseSchedule, ScheduleConfig};
 use serde::{Deserialize, Serialize};
@@ -101,12 +100,73 @@ pub struct DataConfig {
     pub test_fraction: f64,
 }
 
+/// What a task decides before a user's config does: the settings that suit
+/// its observations and actions. The tasks themselves (their data, worlds and
+/// numbers) live in `diffbc-tasks`; the training library only knows these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskDefaults {
+    /// The task's name (tables, progress, provenance).
+    pub name: String,
+    /// The encoder that suits its observations.
+    pub encoder: EncoderConfig,
+    /// The denoiser that suits its action vector.
+    pub denoiser: DenoiserConfig,
+    /// Its noise schedule.
+    pub diffusion: ScheduleConfig,
+    /// Previous observation frames fed with the current one.
+    pub history: usize,
+    /// Actions predicted and executed per decision.
+    pub chunk: ActionChunk,
+    /// How actions are scaled.
+    pub action_scaling: ActionScaling,
+    /// Training steps of the diffusion policy (baselines train a quarter).
+    pub steps: usize,
+}
+
+impl TaskDefaults {
+    /// Defaults for a flat observation vector: an MLP encoder, two frames of
+    /// history, single-step actions, the paper's schedule and sieve.
+    pub fn vector(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            encoder: EncoderConfig::Mlp {
+                hidden: 256,
+                embed: 128,
+            },
+            denoiser: DenoiserConfig::default(),
+            diffusion: ScheduleConfig::default(),
+            history: 2,
+            chunk: ActionChunk::SINGLE,
+            action_scaling: ActionScaling::Standardize,
+            steps: 12_000,
+        }
+    }
+
+    /// Defaults for a `[3, 64, 64]`-sized RGB image: the paper's CNN encoder
+    /// (patches 4, 2, 2), no history, single-step actions.
+    pub fn image(name: &str) -> Self {
+        use crate::model::ConvLayerConfig;
+        let conv = |channels, patch| ConvLayerConfig { channels, patch };
+        Self {
+            encoder: EncoderConfig::Cnn {
+                layers: vec![conv(32, 4), conv(64, 2), conv(64, 2)],
+                embed: 128,
+            },
+            history: 0,
+            steps: 20_000,
+            ..Self::vector(name)
+        }
+    }
+}
+
 /// A complete, reproducible training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// The task (data set and observation kind).
-    pub task: TaskKind,
+    /// The task the data come from (a name for tables, progress and the
+    /// manifest's provenance; what a task implies is already in the fields
+    /// below, set from its [`TaskDefaults`]).
+    pub task: String,
     /// Diffusion policy or baseline.
     pub method: Method,
     /// Observation encoder, shared by every head.
@@ -145,29 +205,28 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// The default configuration for a task and method.
-    pub fn for_task(task: TaskKind, method: Method) -> Self {
-        let encoder = task.default_encoder();
+    /// The default configuration for a task's defaults and a method.
+    pub fn for_task(task: &TaskDefaults, method: Method) -> Self {
         let (steps, lr) = match method {
             // 3e-3 with warm-up and cosine decay: on the claw scenes it reached
             // at 8,000 steps what 1e-3 reached at 16,000.
-            Method::Diffusion => (task.default_steps(), 3e-3),
+            Method::Diffusion => (task.steps, 3e-3),
             Method::Mse | Method::Discretised | Method::KMeans | Method::KMeansResidual => {
-                (task.default_steps() / 4, 3e-3)
+                (task.steps / 4, 3e-3)
             }
         };
         Self {
-            task,
+            task: task.name.clone(),
             method,
-            encoder,
-            denoiser: task.default_denoiser(),
+            encoder: task.encoder.clone(),
+            denoiser: task.denoiser.clone(),
             mse_head: MseHeadConfig::default(),
             baseline: BaselineConfig::default(),
-            diffusion: task.default_schedule(),
-            history: task.default_history(),
-            chunk: task.default_chunk(),
+            diffusion: task.diffusion,
+            history: task.history,
+            chunk: task.chunk,
             obs_dropout: 0.0,
-            action_scaling: task.default_action_scaling(),
+            action_scaling: task.action_scaling,
             data: DataConfig {
                 samples: 20_000,
                 test_fraction: 0.1,
@@ -269,9 +328,9 @@ mod tests {
 
     #[test]
     fn default_configs_validate_and_round_trip() {
-        for task in TaskKind::ALL {
+        for task in [TaskDefaults::vector("v"), TaskDefaults::image("i")] {
             for m in Method::ALL {
-                let c = TrainConfig::for_task(task, m);
+                let c = TrainConfig::for_task(&task, m);
                 c.validate().expect("valid");
                 let s = serde_json::to_string(&c).expect("ser");
                 let back: TrainConfig = serde_json::from_str(&s).expect("de");
@@ -282,13 +341,17 @@ mod tests {
 
     #[test]
     fn a_config_without_chunk_is_single_step_and_a_bad_chunk_is_named() {
-        let c = TrainConfig::for_task(TaskKind::Arm, Method::Diffusion);
+        let c = TrainConfig::for_task(&TaskDefaults::vector("arm"), Method::Diffusion);
         let mut v = serde_json::to_value(&c).expect("ser");
         v.as_object_mut().expect("object").remove("chunk");
         let back: TrainConfig = serde_json::from_value(v).expect("de");
         assert!(back.chunk.is_single());
 
-        let mut bad = TrainConfig::for_task(TaskKind::PushT, Method::Diffusion);
+        let mut bad = TrainConfig::for_task(&TaskDefaults::vector("pusht"), Method::Diffusion);
+        bad.chunk = ActionChunk {
+            horizon: 16,
+            execute: 8,
+        };
         bad.chunk.execute = bad.chunk.horizon + 1;
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("chunk.execute"), "{e}");
@@ -297,7 +360,7 @@ mod tests {
     #[test]
     fn unknown_field_and_zero_steps_are_named() {
         let dir = tempfile::tempdir().expect("tmp");
-        let c = TrainConfig::for_task(TaskKind::Claw, Method::Diffusion);
+        let c = TrainConfig::for_task(&TaskDefaults::image("claw"), Method::Diffusion);
         let mut v = serde_json::to_value(&c).expect("ser");
         v["optim"]["learning_rate_typo"] = serde_json::json!(0.1);
         let p = dir.path().join("bad.json");

@@ -9,12 +9,12 @@
 
 use crate::config::ActionScaling;
 use crate::error::TrainError;
-use crate::task::ObsSpec;
 use diffbc_runtime::Normalizer;
 use diffbc_runtime::normalize::MIN_STD;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 /// The largest magnitude a recorded value may have. Joint angles, pixels,
 /// millimetres and servo ticks sit far below; a value beyond it is a unit
@@ -184,6 +184,53 @@ impl Dataset {
                 })
             }
             ActionScaling::None => Ok(Normalizer::identity(a)),
+        }
+    }
+}
+
+/// The shape of one observation frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ObsSpec {
+    /// A flat vector.
+    Vector {
+        /// Its length.
+        dim: usize,
+    },
+    /// A channel-major image `[channels, height, width]`, values in [0, 1].
+    Image {
+        /// Colour channels.
+        channels: usize,
+        /// Rows.
+        height: usize,
+        /// Columns.
+        width: usize,
+    },
+}
+
+impl ObsSpec {
+    /// Number of values in one frame.
+    pub fn len(&self) -> usize {
+        match *self {
+            Self::Vector { dim } => dim,
+            Self::Image {
+                channels,
+                height,
+                width,
+            } => channels * height * width,
+        }
+    }
+
+    /// Whether a frame is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Features that share normalisation statistics (a channel's pixels).
+    pub fn norm_group(&self) -> usize {
+        match *self {
+            Self::Vector { .. } => 1,
+            Self::Image { height, width, .. } => height * width,
         }
     }
 }

@@ -19,9 +19,9 @@
 //! for the payload, the byte offset.
 
 use crate::data::Dataset;
+use crate::data::ObsSpec;
 use crate::error::TrainError;
 use crate::interface::ChannelHints;
-use crate::task::ObsSpec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;

@@ -7,10 +7,8 @@ use crate::config::Method;
 use crate::error::TrainError;
 use crate::model::{Policy, PolicySpec};
 use burn::prelude::*;
-use diffbc_runtime::decode::{ActionDecoder, Choice};
-use diffbc_runtime::manifest::HeadKind;
-use diffbc_runtime::{NoiseModel, NoiseSchedule, Normalizer, OnnxModel, Sampler};
-use rand::Rng;
+use diffbc_runtime::NoiseModel;
+use diffbc_runtime::decode::Choice;
 use std::path::Path;
 
 /// Errors of the burn noise model.
@@ -123,146 +121,6 @@ impl<B: Backend> BurnPolicy<B> {
         let dummy = Tensor::<B, 2>::zeros([rows, a], &self.device);
         let t = Tensor::<B, 2>::zeros([rows, 1], &self.device);
         to_vec(self.policy.head_forward(emb, dummy, t))
-    }
-}
-
-/// Anything that turns observations into actions through the shared sampler:
-/// a burn policy during training, an exported ONNX policy after export. The
-/// evaluation harness takes either, so the deployed path is scored the same way.
-pub trait Actor: NoiseModel {
-    /// Method name for tables (`diffusion`, `mse`).
-    fn method_name(&self) -> String;
-    /// Which implementation runs the networks (`burn`, `onnx-tract`).
-    fn backend_name(&self) -> String;
-    /// Whether the head decides directly (regressor or classifier: no sampler).
-    fn is_direct(&self) -> bool;
-    /// Observation and action normalisers.
-    fn normalizers(&self) -> (&Normalizer, &Normalizer);
-    /// The noise schedule.
-    fn schedule(&self) -> Result<NoiseSchedule, TrainError>;
-    /// Direct heads: the head's output row for one embedding (the action in
-    /// normalised units, or a classifier's scores).
-    fn head_output(&mut self, embedding: &[f32]) -> Result<Vec<f32>, TrainError>;
-    /// Classifier heads: how the scores become an action, and the choice rule.
-    fn decoder(&self) -> Option<(ActionDecoder, Choice)>;
-
-    /// Sample `n` actions for one raw observation (all history frames),
-    /// encoding it once; returns `[n, action_dim]` in raw units. For a
-    /// regressor every row is the regressed action; a classifier decodes its
-    /// scores once per row (a fresh draw each when it samples). Rows go
-    /// through the network `chunk` at a time.
-    fn act_repeated<R: Rng + ?Sized>(
-        &mut self,
-        observation: &[f32],
-        n: usize,
-        sampler: &mut Sampler,
-        rng: &mut R,
-        chunk: usize,
-    ) -> Result<Vec<f32>, TrainError>
-    where
-        Self: Sized,
-    {
-        let mut obs = observation.to_vec();
-        self.normalizers()
-            .0
-            .normalize("observation", &mut obs)
-            .map_err(|e| TrainError::Sampling(e.to_string()))?;
-        let mut emb = vec![0.0; self.embedding_dim()];
-        self.encode(&obs, &mut emb)
-            .map_err(|e| TrainError::Sampling(e.to_string()))?;
-        let a = self.action_dim();
-        let mut out = vec![0.0f32; n * a];
-        if self.is_direct() {
-            let head = self.head_output(&emb)?;
-            let decoder = self.decoder();
-            for row in out.chunks_exact_mut(a) {
-                match &decoder {
-                    Some((d, choice)) => d.decode(&head, *choice, rng, row),
-                    None => row.copy_from_slice(&head),
-                }
-            }
-        } else {
-            let chunk = chunk.max(1);
-            let mut start = 0;
-            while start < n {
-                let rows = chunk.min(n - start);
-                let embs: Vec<f32> = emb.iter().copied().cycle().take(rows * emb.len()).collect();
-                sampler
-                    .sample_embedded(self, &embs, rng, &mut out[start * a..(start + rows) * a])
-                    .map_err(|e| TrainError::Sampling(e.to_string()))?;
-                start += rows;
-            }
-        }
-        self.normalizers().1.denormalize(&mut out);
-        Ok(out)
-    }
-}
-
-impl<B: Backend> Actor for BurnPolicy<B> {
-    fn method_name(&self) -> String {
-        self.method().name().into()
-    }
-    fn backend_name(&self) -> String {
-        "burn".into()
-    }
-    fn is_direct(&self) -> bool {
-        !self.policy.is_denoiser()
-    }
-    fn normalizers(&self) -> (&Normalizer, &Normalizer) {
-        (&self.meta.obs_normalizer, &self.meta.action_normalizer)
-    }
-    fn schedule(&self) -> Result<NoiseSchedule, TrainError> {
-        NoiseSchedule::new(&self.spec.config.diffusion)
-            .map_err(|e| TrainError::config("diffusion", e.to_string()))
-    }
-    fn head_output(&mut self, embedding: &[f32]) -> Result<Vec<f32>, TrainError> {
-        self.run_head(embedding)
-            .map_err(|e| TrainError::Sampling(e.to_string()))
-    }
-    fn decoder(&self) -> Option<(ActionDecoder, Choice)> {
-        self.policy.decoder().map(|d| {
-            let c = self.choice.unwrap_or(d.choice);
-            (d, c)
-        })
-    }
-}
-
-impl Actor for OnnxModel {
-    fn method_name(&self) -> String {
-        self.manifest.provenance.method.clone()
-    }
-    fn backend_name(&self) -> String {
-        format!("onnx-{}", self.engine_name())
-    }
-    fn is_direct(&self) -> bool {
-        self.manifest.head_kind != HeadKind::Denoiser
-    }
-    fn normalizers(&self) -> (&Normalizer, &Normalizer) {
-        (
-            &self.manifest.normalization.observation,
-            &self.manifest.normalization.action,
-        )
-    }
-    fn schedule(&self) -> Result<NoiseSchedule, TrainError> {
-        Ok(self.schedule.clone())
-    }
-    fn head_output(&mut self, embedding: &[f32]) -> Result<Vec<f32>, TrainError> {
-        let width = self
-            .manifest
-            .head
-            .outputs
-            .first()
-            .map_or(0, |o| o.row_len());
-        let mut out = vec![0.0; width];
-        self.run_head(embedding, &mut out)
-            .map_err(|e| TrainError::Sampling(e.to_string()))?;
-        Ok(out)
-    }
-    fn decoder(&self) -> Option<(ActionDecoder, Choice)> {
-        self.manifest.decoder.clone().map(|d| {
-            let c = d.choice;
-            (d, c)
-        })
     }
 }
 

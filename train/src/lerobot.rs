@@ -1505,8 +1505,7 @@ mod tests {
 
     #[test]
     fn push_t_as_lerobot_trains_exactly_as_the_zarr() {
-        use crate::config::{Method, TrainConfig};
-        use crate::task::TaskKind;
+        use crate::config::{Method, TaskDefaults, TrainConfig};
         use crate::train::{RunOptions, train};
         type Tb = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
 
@@ -1516,7 +1515,11 @@ mod tests {
         zarr.save_lerobot(&out, &pusht_options()).expect("write");
         let lerobot = Episodes::load(&out).expect("read");
 
-        let mut config = TrainConfig::for_task(TaskKind::PushT, Method::Diffusion);
+        let mut config = TrainConfig::for_task(&TaskDefaults::vector("pusht"), Method::Diffusion);
+        config.chunk = diffbc_runtime::manifest::ActionChunk {
+            horizon: 16,
+            execute: 8,
+        };
         config.optim.batch_size = 32;
         config.optim.warmup_steps = 2;
         config.checkpoint_every = 0;

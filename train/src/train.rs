@@ -425,7 +425,7 @@ pub fn train<B: AutodiffBackend>(
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.set_prefix(format!("{} {}", config.task.name(), config.method.name()));
+    bar.set_prefix(format!("{} {}", config.task, config.method.name()));
     bar.set_position(start as u64);
 
     let t0 = Instant::now();
@@ -524,16 +524,15 @@ pub fn train<B: AutodiffBackend>(
 pub(crate) mod tests {
     use super::*;
     use crate::config::Method;
+    use crate::config::TaskDefaults;
     use crate::model::{ConvLayerConfig, DenoiserConfig, EncoderConfig, MlpSieveConfig};
-    use crate::task::TaskKind;
-    use crate::task::claw::ClawScenes;
     use burn::backend::{Autodiff, NdArray};
 
     type Tb = Autodiff<NdArray<f32>>;
 
     /// A configuration small enough to train in seconds.
     pub(crate) fn tiny(method: Method, steps: usize) -> TrainConfig {
-        let mut c = TrainConfig::for_task(TaskKind::Claw, method);
+        let mut c = TrainConfig::for_task(&TaskDefaults::image("scenes"), method);
         c.encoder = EncoderConfig::Cnn {
             layers: vec![ConvLayerConfig {
                 channels: 8,
@@ -556,10 +555,59 @@ pub(crate) mod tests {
         c
     }
 
+    /// Seven 64×64 RGB scenes with one to three bright squares each, and
+    /// `samples` (scene, action) pairs: a scene uniformly, then a point
+    /// uniformly on one of its squares (the claw scenes' structure, made up
+    /// here so the training library's tests need no task's files).
     pub(crate) fn tiny_data(config: &TrainConfig) -> Dataset {
-        ClawScenes::load(&crate::task::claw::tests::shared_dir())
-            .expect("shared claw data")
-            .dataset(config.data.samples, config.seed)
+        use rand::{Rng, SeedableRng};
+        const SIDE: usize = 64;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut frames = Vec::new();
+        let mut squares = Vec::new();
+        for scene in 0..7 {
+            let mut img = vec![0.1f32; 3 * SIDE * SIDE];
+            let mut boxes = Vec::new();
+            for k in 0..=scene % 3 {
+                let (x0, y0) = (
+                    rng.random_range(0..SIDE - 12),
+                    rng.random_range(0..SIDE - 12),
+                );
+                for y in y0..y0 + 12 {
+                    for x in x0..x0 + 12 {
+                        img[(k % 3) * SIDE * SIDE + y * SIDE + x] = 0.9;
+                    }
+                }
+                boxes.push((x0, y0));
+            }
+            frames.extend_from_slice(&img);
+            squares.push(boxes);
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
+        let n = config.data.samples;
+        let mut frame_index = Vec::with_capacity(n);
+        let mut actions = Vec::with_capacity(2 * n);
+        for _ in 0..n {
+            let k = rng.random_range(0..squares.len());
+            let (x0, y0) = squares[k][rng.random_range(0..squares[k].len())];
+            frame_index.push(k as u32);
+            actions.push((x0 as f32 + 12.0 * rng.random::<f32>()) / SIDE as f32);
+            actions.push((y0 as f32 + 12.0 * rng.random::<f32>()) / SIDE as f32);
+        }
+        Dataset {
+            obs: crate::data::ObsSpec::Image {
+                channels: 3,
+                height: SIDE,
+                width: SIDE,
+            },
+            action_dim: 2,
+            history: 0,
+            horizon: 1,
+            frames,
+            frame_index,
+            actions,
+            interface: None,
+        }
     }
 
     fn run(config: &TrainConfig, dir: &Path, resume: bool, stop_at: Option<usize>) -> TrainOutcome {
@@ -703,7 +751,7 @@ pub(crate) mod tests {
     fn too_few_samples_for_a_held_out_split_are_refused_before_training() {
         // A vector task with a handful of rows: one row, and a few rows whose
         // 10 % test split rounds to nothing, must not train to a NaN test loss.
-        let mut c = TrainConfig::for_task(TaskKind::Arm, Method::Diffusion);
+        let mut c = TrainConfig::for_task(&TaskDefaults::vector("arm"), Method::Diffusion);
         c.optim.steps = 2;
         c.checkpoint_every = 0;
         for rows in [1usize, 2, 4] {
@@ -841,11 +889,11 @@ mod checkpoint_tests {
 mod unit_tests {
     use super::*;
     use crate::config::Method;
-    use crate::task::TaskKind;
+    use crate::config::TaskDefaults;
 
     #[test]
     fn learning_rate_warms_up_then_decays_to_the_minimum() {
-        let mut c = TrainConfig::for_task(TaskKind::Claw, Method::Diffusion);
+        let mut c = TrainConfig::for_task(&TaskDefaults::image("claw"), Method::Diffusion);
         c.optim.steps = 1000;
         c.optim.warmup_steps = 100;
         assert!((learning_rate(&c, 0) - c.optim.lr / 100.0).abs() < 1e-12);

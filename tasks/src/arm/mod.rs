@@ -18,7 +18,11 @@
 // Joint-indexed arithmetic over several arrays at once reads clearer with an index.
 #![allow(clippy::needless_range_loop)]
 
+#[cfg(feature = "train")]
+pub mod demos;
 pub mod eval;
+#[cfg(feature = "train")]
+pub mod report;
 
 use anyhow::{Result, ensure};
 use diffbc_bridge::SafetyLayer;

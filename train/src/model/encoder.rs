@@ -1,5 +1,5 @@
+use crate::data::ObsSpec;
 use crate::error::TrainError;
-use crate::task::ObsSpec;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;

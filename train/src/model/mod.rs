@@ -23,8 +23,8 @@ pub use sieve::{MlpSieve, MlpSieveConfig};
 pub use transformer::{AttentionBlock, TransformerConfig, TransformerDenoiser};
 
 use crate::config::{Method, TrainConfig};
+use crate::data::ObsSpec;
 use crate::error::TrainError;
-use crate::task::ObsSpec;
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::prelude::*;
 use diffbc_runtime::decode::ActionDecoder;

@@ -346,16 +346,15 @@ mod tests {
     use super::*;
     use diffbc_runtime::EngineChoice;
     use diffbc_runtime::manifest::ActionChunk;
-    use diffbc_train::config::{Method, TrainConfig};
+    use diffbc_train::config::Method;
     use diffbc_train::model::EncoderConfig;
-    use diffbc_train::task::TaskKind;
     use std::path::PathBuf;
 
     /// A tiny chunked regressor (4 actions, execute 2) trained on the real
     /// demonstrations and exported: deterministic, so every action can be
     /// traced to the decision that made it.
     fn tiny_chunked_model(dir: &Path) -> PathBuf {
-        let mut c = TrainConfig::for_task(TaskKind::PushT, Method::Mse);
+        let mut c = crate::Task::PushT.train_config(Method::Mse);
         c.encoder = EncoderConfig::Mlp {
             hidden: 16,
             embed: 8,
@@ -371,18 +370,28 @@ mod tests {
         c.checkpoint_every = 0;
         let demos = super::super::load_demos(
             &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/data/pusht/pusht_cchi_v7_replay.zarr"),
+                .join("../../shared/data/pusht/pusht_cchi_v7_replay.zarr"),
         )
         .expect("shared Push-T data");
         let data = demos.to_chunked_dataset(c.history, c.chunk.horizon);
         let ck = dir.join("ck");
-        crate::train_on_device(&c, &data, &ck, false, false, None, crate::DeviceArg::Cpu)
-            .expect("train");
+        diffbc_train::train::train::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(
+            &c,
+            &data,
+            &ck,
+            &Default::default(),
+            Default::default(),
+        )
+        .expect("train");
         let model = dir.join("model");
-        diffbc_export::export_checkpoint::<crate::Cpu>(
+        let options = diffbc_export::ExportOptions {
+            sampler: SamplerConfig::diffusion_x(super::super::EXTRA_STEPS),
+            ..Default::default()
+        };
+        diffbc_export::export_checkpoint::<burn::backend::NdArray<f32>>(
             &ck,
             &model,
-            &super::super::cli::export_options(),
+            &options,
             &Default::default(),
         )
         .expect("export");

@@ -1,14 +1,11 @@
-//! The main job's task on the training side: recording demonstrations from
-//! the arm world of `diffbc_tasks::arm` (which holds the world, the
-//! demonstrator, the episode runner and the closed-loop evaluation) into the
-//! trainer's `Episodes`, and reading task orders back from them.
+//! The arm task on the training side (feature `train`): recording the
+//! seeded demonstrator's episodes into the trainer's `Episodes` (with their
+//! channels), and reading task orders back from them.
 
 // Joint-indexed arithmetic over several arrays at once reads clearer with an index.
 #![allow(clippy::needless_range_loop)]
 
-pub mod cli;
-
-pub use diffbc_tasks::arm::*;
+use super::*;
 
 use anyhow::{Result, ensure};
 use diffbc_train::episodes::Episodes;

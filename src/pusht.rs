@@ -1,30 +1,27 @@
 //! `diffbc eval --task pusht`.
 
-use super::eval::{self, PushTRecord, RunSpec};
-use crate::EvalArgs;
+use crate::args::EvalArgs;
 use crate::exported::{exported_with, kind_of};
+use crate::training::data_dir;
 use anyhow::{Context, Result};
 use diffbc_runtime::SamplerConfig;
+use diffbc_tasks::pusht::eval::{self, PushTRecord, RunSpec};
+use diffbc_tasks::pusht::{
+    EPISODES as PUSHT_EPISODES, EXTRA_STEPS as PUSHT_EXTRA_STEPS,
+    KDE_CANDIDATES as PUSHT_KDE_CANDIDATES,
+};
 use std::path::Path;
-
-/// Diffusion-X extra steps on Push-T by default.
-pub const PUSHT_EXTRA_STEPS: usize = 8;
-/// KDE candidates on Push-T by default.
-pub const PUSHT_KDE_CANDIDATES: usize = 10;
-/// Episodes of `diffbc eval --task pusht` by default (Diffusion Policy's
-/// evaluation uses 50 seeded test states).
-pub const PUSHT_EPISODES: usize = 50;
 
 /// The samplers to evaluate: `--sampler` if given, else DDPM, Diffusion-X
 /// (M = [`PUSHT_EXTRA_STEPS`]) and KDE (N = [`PUSHT_KDE_CANDIDATES`]).
-fn samplers(a: &crate::SamplerArgs) -> Vec<SamplerConfig> {
+fn samplers(a: &diffbc_deploy::cli::SamplerArgs) -> Vec<SamplerConfig> {
     let mut s = a.clone();
     s.extra_steps.get_or_insert(PUSHT_EXTRA_STEPS);
     s.candidates.get_or_insert(PUSHT_KDE_CANDIDATES);
     s.configs(&[
-        crate::SamplerKindArg::Ddpm,
-        crate::SamplerKindArg::DiffusionX,
-        crate::SamplerKindArg::Kde,
+        diffbc_deploy::cli::SamplerKindArg::Ddpm,
+        diffbc_deploy::cli::SamplerKindArg::DiffusionX,
+        diffbc_deploy::cli::SamplerKindArg::Kde,
     ])
 }
 
@@ -38,7 +35,7 @@ pub fn export_options() -> diffbc_export::ExportOptions {
 }
 
 /// `diffbc eval --task pusht <models or checkpoints>`.
-pub fn eval(a: &EvalArgs) -> Result<()> {
+pub fn evaluate(a: &EvalArgs) -> Result<()> {
     let scratch = tempfile::tempdir().context("creating a scratch folder")?;
     let episodes = a.episodes.unwrap_or(PUSHT_EPISODES);
     let seed_base = eval::EVAL_SEED_BASE + 1000 * a.seed;
@@ -48,8 +45,8 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     let mut records: Vec<PushTRecord> = Vec::new();
     let t0 = std::time::Instant::now();
     if a.replay {
-        let data = crate::data_dir(diffbc_train::task::TaskKind::PushT, &a.data);
-        let demos = super::load_demos(&data)?;
+        let data = data_dir(diffbc_tasks::Task::PushT, &a.data);
+        let demos = diffbc_tasks::pusht::load_demos(&data)?;
         let r = eval::replay(&demos)?;
         println!(
             "replayed {} demonstrations: final block position {:.1} px from the recorded one on average",
@@ -94,7 +91,7 @@ fn write_outputs(
     let report = format!(
         "# Push-T from state\n\nSeeded initial states {}…, at most {} steps at 10 Hz. Score = mean over episodes of the highest reward, reward = coverage of the goal T by the block / 0.95, clipped to 1 (Diffusion Policy's published metric); raw coverage beside it; success = coverage above 0.95. Evaluation took {:.0} s.\n\n{}",
         seed_base,
-        super::env::MAX_STEPS,
+        diffbc_tasks::pusht::env::MAX_STEPS,
         secs,
         eval::markdown_table(records)
     );
@@ -183,7 +180,10 @@ pub fn evaluate_default(
         &[
             SamplerConfig::ddpm(),
             SamplerConfig::diffusion_x(PUSHT_EXTRA_STEPS),
-            SamplerConfig::kde(PUSHT_KDE_CANDIDATES, crate::DEFAULT_KDE_BANDWIDTH),
+            SamplerConfig::kde(
+                PUSHT_KDE_CANDIDATES,
+                diffbc_deploy::cli::DEFAULT_KDE_BANDWIDTH,
+            ),
         ],
         &RunSpec {
             engine: diffbc_runtime::EngineChoice::Native,

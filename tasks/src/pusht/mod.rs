@@ -1,11 +1,19 @@
 //! Push-T from state: Chi et al.'s human teleoperation demonstrations (read in
 //! place from the Diffusion Policy zarr), a Rust environment on `rapier2d`
-//! for closed-loop scoring, and `diffbc eval --task pusht`.
+//! for closed-loop scoring of exported policies, and the scripted replay of
+//! the demonstrations.
 
-pub mod cli;
 pub mod env;
 pub mod eval;
 pub mod geometry;
+
+/// Diffusion-X extra steps on Push-T by default.
+pub const EXTRA_STEPS: usize = 8;
+/// KDE candidates on Push-T by default.
+pub const KDE_CANDIDATES: usize = 10;
+/// Closed-loop episodes of an evaluation by default (Diffusion Policy's
+/// evaluation uses 50 seeded test states).
+pub const EPISODES: usize = 50;
 
 use anyhow::{Context, Result, bail};
 use diffbc_train::episodes::Episodes;

@@ -9,15 +9,19 @@
 //!   proportional; the paper's "covers every mode");
 //! * **sliced Wasserstein-1** distance between the samples and as many draws
 //!   from the true distribution (uniform over the object area), in image
-//!   widths, averaged over 64 projection directions.
+//!   widths, averaged over 64 evenly spaced projection directions.
+//!
+//! Policies are the exported graphs run by `diffbc_runtime::Policy` (a
+//! checkpoint is exported first), so the table scores what deploys.
 
-use crate::error::TrainError;
-use crate::infer::Actor;
-use crate::task::claw::{ClawScenes, Scene};
-use diffbc_runtime::{Sampler, SamplerConfig};
+use super::{ClawScenes, Scene};
+use crate::error::TaskError;
+use crate::metrics::{Directions, sliced_w1};
+use diffbc_runtime::{EngineChoice, Policy, SamplerConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Figures for one scene.
@@ -84,27 +88,6 @@ pub struct ScenePoints {
     pub points: Vec<Vec<f32>>,
 }
 
-/// Sliced Wasserstein-1 distance between two equally sized 2-D point sets.
-pub fn sliced_wasserstein(a: &[f32], b: &[f32], directions: usize) -> f64 {
-    let n = a.len() / 2;
-    assert_eq!(b.len(), a.len(), "point sets must have the same size");
-    let mut pa = vec![0.0f64; n];
-    let mut pb = vec![0.0f64; n];
-    let mut total = 0.0;
-    for k in 0..directions {
-        let th = std::f64::consts::PI * k as f64 / directions as f64;
-        let (c, s) = (th.cos(), th.sin());
-        for i in 0..n {
-            pa[i] = c * a[2 * i] as f64 + s * a[2 * i + 1] as f64;
-            pb[i] = c * b[2 * i] as f64 + s * b[2 * i + 1] as f64;
-        }
-        pa.sort_by(f64::total_cmp);
-        pb.sort_by(f64::total_cmp);
-        total += pa.iter().zip(&pb).map(|(x, y)| (x - y).abs()).sum::<f64>() / n as f64;
-    }
-    total / directions as f64
-}
-
 /// Figures for one scene's samples.
 pub fn scene_figures(scene: &Scene, samples: &[f32], truth: &[f32]) -> SceneFigures {
     let n = samples.len() / 2;
@@ -133,7 +116,7 @@ pub fn scene_figures(scene: &Scene, samples: &[f32], truth: &[f32]) -> SceneFigu
         scene: scene.id,
         on_object_precision: on as f64 / n as f64,
         coverage_ratio,
-        sliced_wasserstein: sliced_wasserstein(samples, truth, 64),
+        sliced_wasserstein: sliced_w1(samples, truth, 2, Directions::Even(64)),
     }
 }
 
@@ -224,42 +207,45 @@ pub fn ground_truth_record(scenes: &ClawScenes, n: usize, seed: u64) -> (ClawRec
     )
 }
 
-/// Evaluate one policy with one sampler on every scene.
-pub fn evaluate<A: Actor>(
-    policy: &mut A,
+/// Evaluate one policy with one sampler (`None`: the policy's own, for a
+/// regressor or classifier) on every scene: `n` draws per scene from
+/// [`Policy::sample_many`], seeded per scene from `seed`. `engine` names what
+/// ran the graphs in the table.
+pub fn evaluate(
+    policy: &mut Policy,
     sampler_config: Option<SamplerConfig>,
     scenes: &ClawScenes,
     n: usize,
     seed: u64,
-) -> Result<(ClawRecord, ScenePoints), TrainError> {
+) -> Result<(ClawRecord, ScenePoints), TaskError> {
     let truth = truth_points(scenes, n, seed);
-    let schedule = policy.schedule()?;
     let cfg = sampler_config.unwrap_or(SamplerConfig::ddpm());
-    let mut sampler =
-        Sampler::new(schedule, cfg).map_err(|e| TrainError::Sampling(e.to_string()))?;
+    if !policy.is_direct() {
+        policy.set_sampler(cfg)?;
+    }
     let label = if policy.is_direct() {
         policy
-            .decoder()
-            .map_or("regression", |(_, c)| c.name())
+            .manifest()
+            .decoder
+            .as_ref()
+            .map_or("regression", |d| d.choice.name())
             .to_string()
     } else {
         cfg.label()
     };
-    // Keep each network call near 2,000 rows.
-    let chunk = (2000 / cfg.rows_per_decision()).max(1);
     let mut figures = Vec::new();
     let mut points = Vec::new();
     let t0 = Instant::now();
     for (scene, truth) in scenes.scenes.iter().zip(&truth) {
         let mut rng =
             ChaCha8Rng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(scene.id as u64));
-        let samples = policy.act_repeated(&scene.image, n, &mut sampler, &mut rng, chunk)?;
+        let samples = policy.sample_many(&scene.image, n, &mut rng)?;
         figures.push(scene_figures(scene, &samples, truth));
         points.push(samples);
     }
     let secs = t0.elapsed().as_secs_f64();
-    let method = policy.method_name();
-    let engine = policy.backend_name();
+    let method = policy.manifest().provenance.method.clone();
+    let engine = format!("onnx-{}", policy.engine_name());
     Ok((
         record(
             &method,
@@ -305,26 +291,133 @@ pub fn markdown_table(records: &[ClawRecord]) -> String {
     s
 }
 
+/// Evaluate every exported policy in `models` with every sampler (a
+/// regressor or classifier once, with its own decision), plus the
+/// ground-truth row, on `threads` workers. Rows come back in table order
+/// (model, then sampler) whatever `threads` is: each job loads its own copy
+/// of the policy on `engine` and [`evaluate`] seeds every scene from `seed`,
+/// so a row does not depend on which worker ran it or when. KDE rows draw
+/// `kde_samples` per scene, the others `samples`.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_all(
+    models: &[PathBuf],
+    engine: EngineChoice,
+    samplers: &[SamplerConfig],
+    scenes: &ClawScenes,
+    samples: usize,
+    kde_samples: usize,
+    seed: u64,
+    threads: usize,
+) -> anyhow::Result<(Vec<ClawRecord>, Vec<ScenePoints>)> {
+    use anyhow::Context;
+    let (truth, truth_points) = ground_truth_record(scenes, samples, seed);
+    let count = |cfg: Option<SamplerConfig>| match cfg.map(|c| c.selection) {
+        Some(diffbc_runtime::Selection::Kde { .. }) => kde_samples,
+        _ => samples,
+    };
+    let load = |dir: &Path| {
+        Policy::load(dir, engine).with_context(|| format!("loading {}", dir.display()))
+    };
+    // Jobs in table order, each with a cost estimate: the time of 1 % of
+    // its samples on the first scene (KDE on the Transformer costs 100×
+    // DDPM on the sieve; the longest jobs start first).
+    let mut jobs: Vec<(usize, Option<SamplerConfig>, f64)> = Vec::new();
+    for (i, dir) in models.iter().enumerate() {
+        let mut policy = load(dir)?;
+        let cfgs: Vec<Option<SamplerConfig>> = if policy.is_direct() {
+            vec![None]
+        } else {
+            samplers.iter().copied().map(Some).collect()
+        };
+        for cfg in cfgs {
+            let cost = match cfg {
+                None => 0.0,
+                Some(c) => {
+                    policy.set_sampler(c)?;
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                    let probe = (count(cfg) / 100).max(1);
+                    let t0 = Instant::now();
+                    policy.sample_many(&scenes.scenes[0].image, probe, &mut rng)?;
+                    t0.elapsed().as_secs_f64()
+                }
+            };
+            jobs.push((i, cfg, cost));
+        }
+    }
+    let costs: Vec<f64> = jobs.iter().map(|j| j.2).collect();
+    let rows = crate::pool::longest_first(&costs, threads, |j| {
+        let (i, cfg, _) = jobs[j];
+        let run = || -> anyhow::Result<(ClawRecord, ScenePoints)> {
+            let mut policy = load(&models[i])?;
+            let (r, p) = evaluate(&mut policy, cfg, scenes, count(cfg), seed)?;
+            tracing::info!(method = %r.method, sampler = %r.sampler, precision = r.on_object_precision, "evaluated");
+            Ok((r, p))
+        };
+        run().with_context(|| format!("evaluating {}", models[i].display()))
+    })?;
+    let mut records = vec![truth];
+    let mut points = vec![truth_points];
+    for (r, p) in rows {
+        records.push(r);
+        points.push(p);
+    }
+    Ok((records, points))
+}
+
+/// Write `report.md` (with `preamble` before the table), the per-scene
+/// figures and the records as JSON (`json`, or `eval.json` in `out`); prints
+/// the table and where everything went.
+pub fn write_report(
+    out: &Path,
+    records: &[ClawRecord],
+    points: &[ScenePoints],
+    scenes: &ClawScenes,
+    json: Option<&Path>,
+    preamble: &str,
+) -> Result<(), TaskError> {
+    std::fs::create_dir_all(out).map_err(TaskError::io(out))?;
+    let figures = crate::plot::write_scene_figures(&out.join("figures"), &scenes.scenes, points)?;
+    let table = markdown_table(records);
+    let mut report = format!("# diffbc claw evaluation\n\n{preamble}\n## Results\n\n{table}\n");
+    report.push_str(
+        "On-object precision: share of sampled actions on an object. Coverage ratio: an object's share of the \
+         on-object samples over its share of the object pixels (1 = proportional; 0 = a mode is missed). \
+         Sliced W1: distance to the true distribution in image widths (the ground-truth row is the noise floor).\n\n## Figures\n\n",
+    );
+    for f in &figures {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        report.push_str(&format!("![{name}](figures/{name})\n\n"));
+    }
+    let report_path = out.join("report.md");
+    std::fs::write(&report_path, report).map_err(TaskError::io(&report_path))?;
+    let json_text = serde_json::to_string_pretty(records).map_err(|e| TaskError::Json {
+        path: out.join("eval.json"),
+        message: e.to_string(),
+    })?;
+    let json_path = json
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out.join("eval.json"));
+    std::fs::write(&json_path, json_text + "\n").map_err(TaskError::io(&json_path))?;
+    println!("{table}");
+    println!(
+        "report: {}  figures: {}  json: {}",
+        report_path.display(),
+        out.join("figures").display(),
+        json_path.display()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sliced_wasserstein_is_zero_for_equal_sets_and_grows_with_shift() {
-        let a: Vec<f32> = (0..200).map(|i| (i % 17) as f32 * 0.01).collect();
-        assert!(sliced_wasserstein(&a, &a, 16) < 1e-12);
-        let b: Vec<f32> = a.iter().map(|v| v + 0.1).collect();
-        let c: Vec<f32> = a.iter().map(|v| v + 0.2).collect();
-        let (d1, d2) = (
-            sliced_wasserstein(&a, &b, 16),
-            sliced_wasserstein(&a, &c, 16),
-        );
-        assert!(d1 > 0.01 && d2 > 1.9 * d1, "{d1} {d2}");
-    }
-
-    #[test]
     fn ground_truth_scores_perfectly() {
-        let scenes = ClawScenes::load(&crate::task::claw::tests::shared_dir()).expect("data");
+        let scenes = ClawScenes::load(&crate::claw::tests::shared_dir()).expect("data");
         let (r, _) = ground_truth_record(&scenes, 2000, 1);
         assert_eq!(r.on_object_precision, 1.0);
         assert!(

@@ -7,11 +7,10 @@
 //! uniform in [0, 1), so the true density is exactly uniform over the object
 //! mask and "on an object" means `mask[floor(64 y)][floor(64 x)] > 0`.
 
-use crate::data::Dataset;
-use crate::error::{TrainError, read_json};
-use crate::task::ObsSpec;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+pub mod eval;
+
+use crate::error::{TaskError, read_json};
+use rand::Rng;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -75,17 +74,17 @@ pub struct ClawScenes {
     pub scenes: Vec<Scene>,
 }
 
-fn load_png(path: &Path) -> Result<image::DynamicImage, TrainError> {
+fn load_png(path: &Path) -> Result<image::DynamicImage, TaskError> {
     let bytes = diffbc_runtime::fs::read(path, diffbc_runtime::fs::limits::IMAGE)?;
     let img =
         image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|e| {
-            TrainError::Image {
+            TaskError::Image {
                 path: path.to_path_buf(),
                 message: format!("not a valid PNG: {e}"),
             }
         })?;
     if img.width() as usize != SIZE || img.height() as usize != SIZE {
-        return Err(TrainError::Image {
+        return Err(TaskError::Image {
             path: path.to_path_buf(),
             message: format!(
                 "expected {SIZE}×{SIZE} pixels, found {}×{}",
@@ -99,9 +98,9 @@ fn load_png(path: &Path) -> Result<image::DynamicImage, TrainError> {
 
 impl ClawScenes {
     /// Read `scenes.json`, `scene_K.png` and `mask_K.png` from `dir`.
-    pub fn load(dir: &Path) -> Result<Self, TrainError> {
+    pub fn load(dir: &Path) -> Result<Self, TaskError> {
         if !dir.is_dir() {
-            return Err(TrainError::Io {
+            return Err(TaskError::Io {
                 path: dir.to_path_buf(),
                 cause: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
@@ -112,7 +111,7 @@ impl ClawScenes {
         let index_path = dir.join("scenes.json");
         let entries: Vec<SceneEntry> = read_json(&index_path)?;
         if entries.is_empty() {
-            return Err(TrainError::Json {
+            return Err(TaskError::Json {
                 path: index_path,
                 message: "no scenes listed".into(),
             });
@@ -125,7 +124,7 @@ impl ClawScenes {
             let mask = load_png(&mask_path)?.to_luma8().into_raw();
             let n_obj = e.objects.len();
             if e.pixels_per_object.len() != n_obj {
-                return Err(TrainError::Json {
+                return Err(TaskError::Json {
                     path: index_path.clone(),
                     message: format!(
                         "scene {}: {} objects but {} pixel counts",
@@ -139,7 +138,7 @@ impl ClawScenes {
             let mut object_cells = Vec::new();
             for (i, &l) in mask.iter().enumerate() {
                 if l as usize > n_obj {
-                    return Err(TrainError::Image {
+                    return Err(TaskError::Image {
                         path: mask_path.clone(),
                         message: format!(
                             "pixel ({}, {}) has label {l} but the scene has {n_obj} objects",
@@ -154,7 +153,7 @@ impl ClawScenes {
                 }
             }
             if let Some(k) = object_pixels.iter().position(|&p| p == 0) {
-                return Err(TrainError::Image {
+                return Err(TaskError::Image {
                     path: mask_path,
                     message: format!("object {} ({}) has no pixels", k + 1, e.objects[k]),
                 });
@@ -188,10 +187,14 @@ impl ClawScenes {
             scenes,
         })
     }
+}
 
+/// The claw scenes as training data (with the `train` feature).
+#[cfg(feature = "train")]
+impl ClawScenes {
     /// The observation shape.
-    pub fn obs_spec() -> ObsSpec {
-        ObsSpec::Image {
+    pub fn obs_spec() -> diffbc_train::data::ObsSpec {
+        diffbc_train::data::ObsSpec::Image {
             channels: 3,
             height: SIZE,
             width: SIZE,
@@ -200,8 +203,9 @@ impl ClawScenes {
 
     /// Draw `n` (scene, action) pairs as in the paper: a scene uniformly, then
     /// an action uniformly over its object pixels. Frame `k` is scene `k`.
-    pub fn dataset(&self, n: usize, seed: u64) -> Dataset {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    pub fn dataset(&self, n: usize, seed: u64) -> diffbc_train::data::Dataset {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut frames = Vec::with_capacity(self.scenes.len() * 3 * SIZE * SIZE);
         for s in &self.scenes {
             frames.extend_from_slice(&s.image);
@@ -214,7 +218,7 @@ impl ClawScenes {
             actions.extend_from_slice(&self.scenes[k].draw_action(&mut rng));
         }
         let interface = Self::interface(&frames, &actions);
-        Dataset {
+        diffbc_train::data::Dataset {
             obs: Self::obs_spec(),
             action_dim: 2,
             history: 0,
@@ -281,8 +285,27 @@ pub(crate) mod tests {
 
     #[test]
     fn loads_the_seven_scenes_and_draws_on_objects() {
+        use rand::SeedableRng;
         let s = ClawScenes::load(&shared_dir()).expect("shared claw data");
         assert_eq!(s.scenes.len(), 7);
+        assert_eq!(
+            s.scenes.iter().map(|c| c.objects.len()).collect::<Vec<_>>(),
+            [1, 1, 2, 2, 2, 3, 1],
+            "objects per scene"
+        );
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        for scene in &s.scenes {
+            for _ in 0..500 {
+                let [x, y] = scene.draw_action(&mut rng);
+                assert!(scene.label_at(x, y).expect("inside") > 0, "off-object draw");
+            }
+        }
+    }
+
+    #[cfg(feature = "train")]
+    #[test]
+    fn the_training_data_draws_scenes_then_points_on_their_objects() {
+        let s = ClawScenes::load(&shared_dir()).expect("shared claw data");
         let d = s.dataset(2000, 1);
         d.validate().expect("valid");
         for i in 0..d.len() {

@@ -2,9 +2,9 @@
 //! per method and sampler (like the paper's Figure 2), labelled with a tiny
 //! built-in bitmap font so no font files are needed.
 
-use crate::error::TrainError;
-use crate::eval::ScenePoints;
-use crate::task::claw::{SIZE, Scene};
+use crate::claw::eval::ScenePoints;
+use crate::claw::{SIZE, Scene};
+use crate::error::TaskError;
 use image::{Rgb, RgbImage};
 use std::path::Path;
 
@@ -91,8 +91,8 @@ pub fn write_scene_figures(
     dir: &Path,
     scenes: &[Scene],
     rows: &[ScenePoints],
-) -> Result<Vec<std::path::PathBuf>, TrainError> {
-    std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
+) -> Result<Vec<std::path::PathBuf>, TaskError> {
+    std::fs::create_dir_all(dir).map_err(TaskError::io(dir))?;
     let panel = SIZE as u32 * SCALE;
     let mut written = Vec::new();
     for (k, scene) in scenes.iter().enumerate() {
@@ -132,7 +132,7 @@ pub fn write_scene_figures(
             }
         }
         let path = dir.join(format!("scene_{}.png", scene.id));
-        img.save(&path).map_err(|e| TrainError::Image {
+        img.save(&path).map_err(|e| TaskError::Image {
             path: path.clone(),
             message: e.to_string(),
         })?;
@@ -151,11 +151,11 @@ const PALETTE: [Rgb<u8>; 6] = [
     Rgb([255, 127, 14]),
 ];
 
-fn save(img: &RgbImage, path: &Path) -> Result<(), TrainError> {
+fn save(img: &RgbImage, path: &Path) -> Result<(), TaskError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(TrainError::io(parent))?;
+        std::fs::create_dir_all(parent).map_err(TaskError::io(parent))?;
     }
-    img.save(path).map_err(|e| TrainError::Image {
+    img.save(path).map_err(|e| TaskError::Image {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
@@ -171,11 +171,7 @@ fn fill(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
 
 /// A grouped bar chart of shares in [0, 1]: one group per category
 /// (labelled 0, 1, …), one bar per series, a legend with the series' names.
-pub fn bar_chart(
-    path: &Path,
-    title: &str,
-    series: &[(String, Vec<f64>)],
-) -> Result<(), TrainError> {
+pub fn bar_chart(path: &Path, title: &str, series: &[(String, Vec<f64>)]) -> Result<(), TaskError> {
     let categories = series.iter().map(|s| s.1.len()).max().unwrap_or(0) as u32;
     let bar_w = 10u32;
     let group_w = bar_w * series.len() as u32 + 14;
@@ -243,7 +239,7 @@ pub fn paths_figure(
     marks: &[[f32; 2]],
     disc: Option<([f32; 2], f32)>,
     extent: f32,
-) -> Result<(), TrainError> {
+) -> Result<(), TaskError> {
     let size = 240u32;
     let width = panels.len() as u32 * (size + GAP) + GAP;
     let mut img = RgbImage::from_pixel(
@@ -318,7 +314,7 @@ pub fn scatter_log_x(
     path: &Path,
     title: &str,
     points: &[(String, f64, f64)],
-) -> Result<(), TrainError> {
+) -> Result<(), TaskError> {
     let (left, top, plot_w, plot_h) = (60u32, 30u32, 520u32, 260u32);
     let legend_h = 14 * points.len() as u32 + 8;
     let (width, height) = (left + plot_w + 30, top + plot_h + 40 + legend_h);

@@ -1,0 +1,230 @@
+//! `diffbc train`, `demos`, `export` and `reference`.
+
+use crate::args::{DemosArgs, DemosFormatArg, ExportArgs, ReferenceArgs, TaskArg, TrainArgs};
+use crate::training::{Cpu, load_dataset, load_dataset_with, train_on_device};
+use anyhow::{Context, Result, bail};
+use diffbc_deploy::cli::SamplerKindArg;
+use diffbc_tasks::Task;
+use diffbc_tasks::arm::ArmTask;
+use diffbc_train::config::{Method, TrainConfig};
+use diffbc_train::keys::FeatureKeys;
+use std::path::{Path, PathBuf};
+
+/// `diffbc train`.
+pub fn train(a: TrainArgs) -> Result<()> {
+    let task: Task = a.task.into();
+    let mut config = match &a.config {
+        Some(p) => TrainConfig::load(p)?,
+        None => task.train_config(a.method.into()),
+    };
+    if let Some(s) = a.steps {
+        config.optim.steps = s;
+    }
+    if let Some(s) = a.seed {
+        config.seed = s;
+    }
+    if let Some(d) = a.denoiser {
+        config.denoiser = d.config();
+    }
+    if let Some(h) = a.horizon {
+        config.chunk.horizon = h;
+        // A new horizon without --execute executes half the chunk (at least one).
+        config.chunk.execute = a.execute.unwrap_or(h.div_ceil(2));
+    } else if let Some(e) = a.execute {
+        config.chunk.execute = e;
+    }
+    config.validate()?;
+    let out = a
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", config.task, config.method.name())));
+    if !a.resume {
+        // Refuse a foreign output before the data are loaded.
+        diffbc_train::checkpoint::claim(&out, a.force)?;
+    }
+    let dir = a.data.clone().unwrap_or_else(|| {
+        PathBuf::from(Task::from_name(&config.task).unwrap_or(task).default_data())
+    });
+    let keys = FeatureKeys::new(&a.obs_keys, a.action_key.as_deref());
+    let data = load_dataset_with(&config, &dir, &keys)?;
+    let o = train_on_device(&config, &data, &out, a.resume, a.force, a.stop_at, a.device)?;
+    println!(
+        "trained {} {} for {} steps ({:.1} steps/s): train loss {:.4}, test loss {:.4} (untrained {:.4}) -> {}",
+        config.task,
+        config.method.name(),
+        o.steps,
+        o.steps_per_second,
+        o.train_loss,
+        o.test_loss,
+        o.initial_test_loss,
+        out.display()
+    );
+    Ok(())
+}
+
+/// `diffbc demos`.
+pub fn demos(a: DemosArgs) -> Result<()> {
+    if a.task != TaskArg::Arm {
+        bail!("--task claw has no generator: its scenes are read from ../shared/data/claw");
+    }
+    let task = match &a.task_config {
+        Some(p) => crate::arm::read_task(p)?,
+        None => ArmTask::default(),
+    };
+    // Where it goes, claimed before the (long) generation.
+    let out = match a.format {
+        DemosFormatArg::Demos => {
+            diffbc_runtime::fs::claim_output(&a.out, &diffbc_train::episodes::KIND, a.force)?;
+            a.out.clone()
+        }
+        DemosFormatArg::Lerobot => {
+            let out = if a.out.extension().is_some_and(|e| e == "demos") {
+                a.out.with_extension("")
+            } else {
+                a.out.clone()
+            };
+            diffbc_runtime::fs::claim_output(&out, &diffbc_train::lerobot::KIND, false)?;
+            out
+        }
+    };
+    let t0 = std::time::Instant::now();
+    let demos = crate::arm::generate(&task, a.episodes, a.seed, true)?;
+    match a.format {
+        DemosFormatArg::Demos => demos.save(&out)?,
+        DemosFormatArg::Lerobot => {
+            let options = diffbc_train::lerobot::WriteOptions {
+                fps: task.control_hz,
+                robot_type: Some("diffbc_sim_arm".into()),
+                task: "diffbc arm task: reach the targets".into(),
+            };
+            demos.save_lerobot(&out, &options)?;
+        }
+    }
+    let orders = crate::arm::orders_from_episodes(&task, &demos);
+    println!(
+        "{} episodes, {} steps, {} distinct task orders (entropy {:.2} bits) in {:.1} s -> {}",
+        demos.len(),
+        demos.steps(),
+        orders
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        diffbc_tasks::arm::eval::entropy_bits(&orders),
+        t0.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `diffbc export`.
+pub fn export(a: ExportArgs) -> Result<()> {
+    if a.upgrade {
+        return upgrade(&a);
+    }
+    let out = a.out.clone().context("--out is required")?;
+    // Channels from the data when given, else the checkpoint's record.
+    let interface = match &a.data {
+        Some(data) => {
+            let config =
+                TrainConfig::load(&a.checkpoint.join(diffbc_train::checkpoint::files::CONFIG))?;
+            Some(data_interface(&config, data)?)
+        }
+        None => None,
+    };
+    let options = diffbc_export::ExportOptions {
+        force: a.force,
+        sampler: a.sampler.configs(&[SamplerKindArg::DiffusionX])[0],
+        execute: a.execute,
+        interface,
+        ..Default::default()
+    };
+    let m = diffbc_export::export_checkpoint::<Cpu>(
+        &a.checkpoint,
+        &out,
+        &options,
+        &Default::default(),
+    )?;
+    println!(
+        "exported {} ({}) -> {}: {} [{}], {} [{}]",
+        a.checkpoint.display(),
+        m.provenance.architecture,
+        out.display(),
+        m.encoder.file,
+        &m.encoder.sha256[..12],
+        m.head.file,
+        &m.head.sha256[..12]
+    );
+    Ok(())
+}
+
+/// The channels and deployment settings of the data `config` trains on.
+fn data_interface(
+    config: &TrainConfig,
+    data: &Path,
+) -> Result<diffbc_runtime::manifest::Interface> {
+    load_dataset(config, data)?.interface.with_context(|| {
+        format!(
+            "{}: this data set records no channels (synthetic data)",
+            data.display()
+        )
+    })
+}
+
+/// `diffbc export --upgrade DIR --data DATA [--out OUT]`.
+fn upgrade(a: &ExportArgs) -> Result<()> {
+    let dir = &a.checkpoint;
+    let data = a.data.as_deref().context("--upgrade needs --data")?;
+    let text = diffbc_runtime::fs::read_to_string(
+        &dir.join(diffbc_runtime::manifest::MANIFEST_FILE),
+        diffbc_runtime::fs::limits::JSON,
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: manifest.json is not JSON", dir.display()))?;
+    let task_name = v["provenance"]["task"].as_str().unwrap_or_default();
+    let task = Task::from_name(task_name)
+        .with_context(|| {
+            format!(
+                "{}: provenance.task is {task_name:?}, not one of diffbc's tasks, so its data cannot be read; re-export it instead",
+                dir.display()
+            )
+        })?;
+    let mut config = task.train_config(Method::Diffusion);
+    config.history = v["observation"]["history"]
+        .as_u64()
+        .context("observation.history is missing")? as usize;
+    if let Some(h) = v["chunk"]["horizon"].as_u64() {
+        config.chunk.horizon = h as usize;
+    }
+    let interface = data_interface(&config, data)?;
+    let out = a.out.clone().unwrap_or_else(|| dir.clone());
+    let m = diffbc_export::upgrade(dir, &out, interface, a.force)?;
+    println!(
+        "upgraded {} -> {} (format {}, {} observation and {} action channels, control rate {})",
+        dir.display(),
+        out.display(),
+        m.format_version,
+        m.channels.observation.len(),
+        m.channels.action.len(),
+        m.deployment
+            .control_hz
+            .map_or_else(|| "none".to_string(), |hz| format!("{hz} Hz"))
+    );
+    Ok(())
+}
+
+/// `diffbc reference`.
+pub fn reference(a: ReferenceArgs) -> Result<()> {
+    let out = a
+        .out
+        .unwrap_or_else(|| Path::new("models").join(a.name.name()));
+    let m = diffbc_export::export_reference(a.name, &out, a.seed, a.force)?;
+    println!(
+        "exported reference {} -> {}: {} [{}], {} [{}]",
+        a.name.name(),
+        out.display(),
+        m.encoder.file,
+        &m.encoder.sha256[..12],
+        m.head.file,
+        &m.head.sha256[..12]
+    );
+    Ok(())
+}
