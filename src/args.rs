@@ -43,7 +43,7 @@ pub enum Command {
     Run(RunArgs),
     /// The paper's comparison: every method, architecture and sampler on the
     /// claw scenes and the arm task (Push-T on request) -> REPORT.md, figures, JSON.
-    Report(crate::report::ReportArgs),
+    Report(ReportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +100,13 @@ pub enum TaskArg {
     Arm,
     /// Push-T from state (../shared/data/pusht, human teleoperation).
     Pusht,
+}
+
+impl TaskArg {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        Task::from(self).name()
+    }
 }
 
 impl From<TaskArg> for Task {
@@ -283,7 +290,8 @@ pub struct SampleArgs {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Checkpoint or exported folders to evaluate.
+    /// Checkpoint or exported folders to evaluate (a checkpoint is exported
+    /// into a scratch folder first: every row scores the deployed graphs).
     #[arg(required_unless_present = "replay")]
     pub checkpoints: Vec<PathBuf>,
     /// Task.
@@ -292,12 +300,6 @@ pub struct EvalArgs {
     /// Data folder of the task.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Samples per scene.
-    #[arg(long, default_value_t = 1000)]
-    pub samples: usize,
-    /// Samples per scene for KDE (N candidates each; expensive).
-    #[arg(long, default_value_t = 200)]
-    pub kde_samples: usize,
     /// Output folder for report.md and the figures.
     #[arg(long, default_value = "out/eval")]
     pub out: PathBuf,
@@ -309,35 +311,123 @@ pub struct EvalArgs {
     /// states, e.g. for choosing settings before the reported run).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Arm: the demonstrations the policies were trained on (for the order
-    /// distribution and action distance).
-    #[arg(long, default_value = "data/arm.demos")]
-    pub demos: PathBuf,
-    /// Arm and Push-T: closed-loop episodes per policy × sampler (default:
+    /// Closed-loop episodes per policy × sampler (arm and Push-T; default:
     /// 100 on the arm, 50 on Push-T).
     #[arg(long)]
     pub episodes: Option<usize>,
-    /// Arm: episodes through the serial bridge per policy (0 = none).
-    #[arg(long, default_value_t = 30)]
-    pub bridge_episodes: usize,
-    /// Arm: the emulated arm's device seconds per wall second on the bridge.
-    #[arg(long, default_value = "5", value_parser = diffbc_bridge::checked::flag::time_scale, allow_hyphen_values = true)]
-    pub time_scale: f64,
-    /// Claw and arm: evaluation workers, each with its own copy of the
-    /// policy (default: every core). The results do not depend on it.
+    /// Evaluation workers, each with its own copy of the policy (claw and
+    /// arm; default: every core). The results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Push-T: engine that runs the exported graphs (tract, native, ort-cpu, …).
-    #[arg(long, default_value = "native")]
-    pub engine: diffbc_runtime::EngineChoice,
-    /// Push-T: actions executed per predicted chunk (default: the manifest's).
-    #[arg(long)]
-    pub execute: Option<usize>,
-    /// Push-T: also replay the demonstrations in the environment (reference rows).
-    #[arg(long)]
-    pub replay: bool,
+    #[command(flatten, next_help_heading = "Claw scenes (--task claw)")]
+    pub claw: ClawEvalArgs,
+    #[command(flatten, next_help_heading = "Arm (--task arm)")]
+    pub arm: ArmEvalArgs,
+    #[command(flatten, next_help_heading = "Push-T (--task pusht)")]
+    pub pusht: PushtEvalArgs,
     #[command(flatten)]
     pub sampler: SamplerArgs,
+}
+
+/// `diffbc eval --task claw`'s own flags.
+#[derive(Args, Debug)]
+pub struct ClawEvalArgs {
+    /// Samples per scene [default: 1000].
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Samples per scene for KDE (N candidates each; expensive) [default: 200].
+    #[arg(long)]
+    pub kde_samples: Option<usize>,
+}
+
+/// `diffbc eval --task arm`'s own flags.
+#[derive(Args, Debug)]
+pub struct ArmEvalArgs {
+    /// The demonstrations the policies were trained on (for the order
+    /// distribution and action distance) [default: data/arm.demos].
+    #[arg(long)]
+    pub demos: Option<PathBuf>,
+    /// Episodes through the serial bridge per policy (0 = none) [default: 30].
+    #[arg(long)]
+    pub bridge_episodes: Option<usize>,
+    /// The emulated arm's device seconds per wall second on the bridge [default: 5].
+    #[arg(long, value_parser = diffbc_bridge::checked::flag::time_scale, allow_hyphen_values = true)]
+    pub time_scale: Option<f64>,
+}
+
+/// `diffbc eval --task pusht`'s own flags.
+#[derive(Args, Debug)]
+pub struct PushtEvalArgs {
+    /// Engine that runs the exported graphs (tract, native, ort-cpu, …) [default: native].
+    #[arg(long)]
+    pub engine: Option<diffbc_runtime::EngineChoice>,
+    /// Actions executed per predicted chunk (default: the manifest's).
+    #[arg(long)]
+    pub execute: Option<usize>,
+    /// Also replay the demonstrations in the environment (reference rows).
+    #[arg(long)]
+    pub replay: bool,
+}
+
+impl EvalArgs {
+    /// Refuse flags that belong to another task's evaluation (they would be
+    /// ignored silently otherwise), naming each and its task.
+    pub fn check_task_flags(&self) -> anyhow::Result<()> {
+        let groups: [(TaskArg, &str, Vec<&str>); 3] = [
+            (
+                TaskArg::Claw,
+                "claw",
+                [
+                    ("--samples", self.claw.samples.is_some()),
+                    ("--kde-samples", self.claw.kde_samples.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(f, given)| given.then_some(f))
+                .collect(),
+            ),
+            (
+                TaskArg::Arm,
+                "arm",
+                [
+                    ("--demos", self.arm.demos.is_some()),
+                    ("--bridge-episodes", self.arm.bridge_episodes.is_some()),
+                    ("--time-scale", self.arm.time_scale.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(f, given)| given.then_some(f))
+                .collect(),
+            ),
+            (
+                TaskArg::Pusht,
+                "pusht",
+                [
+                    ("--engine", self.pusht.engine.is_some()),
+                    ("--execute", self.pusht.execute.is_some()),
+                    ("--replay", self.pusht.replay),
+                ]
+                .into_iter()
+                .filter_map(|(f, given)| given.then_some(f))
+                .collect(),
+            ),
+        ];
+        let foreign: Vec<String> = groups
+            .iter()
+            .filter(|(task, _, _)| *task != self.task)
+            .flat_map(|(_, name, flags)| flags.iter().map(move |f| format!("{f} (--task {name})")))
+            .collect();
+        anyhow::ensure!(
+            foreign.is_empty(),
+            "{} not taken by --task {}: {}",
+            if foreign.len() == 1 {
+                "a flag"
+            } else {
+                "flags"
+            },
+            self.task.name(),
+            foreign.join(", ")
+        );
+        Ok(())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -376,4 +466,41 @@ pub struct PipelineArgs {
     /// Arm: samplers to evaluate (default ddpm, diffusion-x, kde).
     #[command(flatten)]
     pub sampler: SamplerArgs,
+}
+
+/// `diffbc report` arguments.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Output folder: REPORT.md, figures/, report.json and one folder per task.
+    #[arg(long, default_value = "out/report")]
+    pub out: PathBuf,
+    /// Seed of every training run, data draw and evaluation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Tasks (repeat; default claw and arm). Push-T is opt-in: it trains
+    /// for about 45 minutes per diffusion model.
+    #[arg(long = "task", value_enum)]
+    pub tasks: Vec<TaskArg>,
+    /// Multiplies every training run's steps (1 = the grid's defaults).
+    #[arg(long, default_value_t = 1.0)]
+    pub steps_scale: f64,
+    /// Claw data folder.
+    #[arg(long)]
+    pub claw_data: Option<PathBuf>,
+    /// Claw: sampled actions per scene.
+    #[arg(long, default_value_t = 1000)]
+    pub claw_samples: usize,
+    /// Arm: demonstrations generated.
+    #[arg(long, default_value_t = 200)]
+    pub arm_demos: usize,
+    /// Arm: closed-loop episodes per row.
+    #[arg(long, default_value_t = 100)]
+    pub arm_episodes: usize,
+    /// Arm: also train the Basic MLP and Transformer denoisers (opt-in).
+    #[arg(long)]
+    pub arm_architectures: bool,
+    /// Smoke test of the harness: tiny networks and data sets, so the whole
+    /// grid runs in a minute. The figures it writes mean nothing.
+    #[arg(long)]
+    pub smoke: bool,
 }

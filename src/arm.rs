@@ -2,7 +2,7 @@
 //! task file for `diffbc demos`.
 
 use crate::args::{DeviceArg, EvalArgs, PipelineArgs};
-use crate::training::{Cpu, train_on_device};
+use crate::training::train_on_device;
 use anyhow::{Context, Result};
 use diffbc_deploy::cli::{SamplerArgs, SamplerKindArg};
 use diffbc_tasks::Task;
@@ -10,26 +10,18 @@ use diffbc_tasks::arm::ArmTask;
 pub use diffbc_tasks::arm::demos::generate;
 pub use diffbc_tasks::arm::demos::orders_from_episodes;
 use diffbc_tasks::arm::eval::EvalPlan;
-use diffbc_tasks::arm::report::run_and_report;
+use diffbc_tasks::arm::report::{EXTRA_STEPS, KDE_CANDIDATES, run_and_report};
 use diffbc_train::config::Method;
 use diffbc_train::episodes::Episodes;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Diffusion-X extra steps on the arm (one run, 100 episodes, the default
-/// policy): M = 2 kept the demonstrations' order entropy (97 %) and
-/// completed 0.75; M = 4 0.82 / 88 %; M = 8 0.84 / 81 % — more extra steps
-/// trade diversity for precision, as in the paper's sweep.
-pub const ARM_EXTRA_STEPS: usize = 2;
-/// KDE candidates on the arm (KDE runs every control tick).
-pub const ARM_KDE_CANDIDATES: usize = 10;
-
 /// The samplers to evaluate: `--sampler` if given, else DDPM, Diffusion-X
-/// (M = [`ARM_EXTRA_STEPS`], and M = 8 beside it), KDE (N = [`ARM_KDE_CANDIDATES`]).
+/// (M = [`EXTRA_STEPS`], and M = 8 beside it), KDE (N = [`KDE_CANDIDATES`]).
 fn samplers(a: &SamplerArgs) -> Vec<diffbc_runtime::SamplerConfig> {
     use diffbc_runtime::SamplerConfig;
-    let m = a.extra_steps.unwrap_or(ARM_EXTRA_STEPS);
-    let n = a.candidates.unwrap_or(ARM_KDE_CANDIDATES);
+    let m = a.extra_steps.unwrap_or(EXTRA_STEPS);
+    let n = a.candidates.unwrap_or(KDE_CANDIDATES);
     let list: Vec<SamplerConfig> = if a.samplers.is_empty() {
         let mut v = vec![SamplerConfig::ddpm(), SamplerConfig::diffusion_x(m)];
         if m != 8 {
@@ -62,58 +54,31 @@ pub fn read_task(path: &Path) -> Result<ArmTask> {
     Ok(task)
 }
 
-/// The exported folder for `dir`: itself if it has a manifest, else the
-/// checkpoint exported into `scratch` (with the arm's default sampler).
-fn exported(dir: &Path, scratch: &Path) -> Result<PathBuf> {
-    crate::exported::exported_with(dir, scratch, &export_options())
-}
-
-fn export_options() -> diffbc_export::ExportOptions {
-    diffbc_export::ExportOptions {
-        force: true,
-        sampler: diffbc_runtime::SamplerConfig::diffusion_x(ARM_EXTRA_STEPS),
-        task_label: Some("arm".into()),
-        ..Default::default()
-    }
-}
-
-/// Export an arm checkpoint with the arm's defaults; returns `out`.
-pub(crate) fn export_model(checkpoint: &Path, out: &Path) -> Result<PathBuf> {
-    export(checkpoint, out)?;
-    Ok(out.to_path_buf())
-}
-
-fn export(checkpoint: &Path, out: &Path) -> Result<()> {
-    diffbc_export::export_checkpoint::<Cpu>(
-        checkpoint,
-        out,
-        &export_options(),
-        &Default::default(),
-    )
-    .with_context(|| format!("exporting {}", checkpoint.display()))?;
-    Ok(())
-}
-
 /// `diffbc eval --task arm`.
 pub fn evaluate(a: &EvalArgs) -> Result<()> {
     let task = ArmTask::default();
-    let demos = Episodes::load(&a.demos).with_context(|| {
+    let demos_path = a
+        .arm
+        .demos
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(Task::Arm.default_data()));
+    let demos = Episodes::load(&demos_path).with_context(|| {
         format!(
             "the demonstrations ({}; `diffbc demos --task arm` writes them)",
-            a.demos.display()
+            demos_path.display()
         )
     })?;
     let scratch = tempfile::tempdir().context("creating a scratch folder")?;
     let mut models = Vec::new();
     for ck in &a.checkpoints {
-        let dir = exported(ck, scratch.path())?;
-        models.push((crate::exported::kind_of(&dir)?.method, dir));
+        let dir = Task::Arm.exported(ck, scratch.path())?;
+        models.push((diffbc_tasks::ModelKind::read(&dir)?.method, dir));
     }
     let plan = EvalPlan {
         samplers: samplers(&a.sampler),
         episodes: a.episodes.unwrap_or(100),
-        bridge_episodes: a.bridge_episodes,
-        time_scale: a.time_scale,
+        bridge_episodes: a.arm.bridge_episodes.unwrap_or(30),
+        time_scale: a.arm.time_scale.unwrap_or(5.0),
         progress: true,
         threads: a
             .threads
@@ -160,7 +125,7 @@ pub fn pipeline(a: &PipelineArgs) -> Result<()> {
         let ts = std::time::Instant::now();
         let o = train_on_device(&config, &data, &ck, false, true, None, DeviceArg::Cpu)?;
         let model = out.join("models").join(method.name());
-        export(&ck, &model)?;
+        Task::Arm.export(&ck, &model)?;
         let _ = writeln!(
             lines,
             "- {}: {} steps in {:.0} s ({:.1} steps/s), test loss {:.4} (untrained {:.4}); exported to `{}`",

@@ -3,7 +3,6 @@
 //! and every policy runs as exported (`diffbc_runtime::Policy` on tract).
 
 use crate::args::{DeviceArg, EvalArgs, PipelineArgs, SampleArgs};
-use crate::exported::exported_with;
 use crate::training::{data_dir, load_dataset, train_on_device};
 use anyhow::{Context, Result};
 use diffbc_deploy::cli::SamplerKindArg;
@@ -20,32 +19,10 @@ const DEFAULT_SAMPLERS: [SamplerKindArg; 3] = [
     SamplerKindArg::Kde,
 ];
 
-/// How a claw checkpoint is exported for evaluation (the manifest's default
-/// sampler does not matter: each row sets its own).
-fn export_options() -> diffbc_export::ExportOptions {
-    diffbc_export::ExportOptions {
-        force: true,
-        sampler: SamplerConfig::diffusion_x(8),
-        ..Default::default()
-    }
-}
-
-/// Export a claw checkpoint to `out` for evaluation; returns `out`.
-pub fn export(checkpoint: &std::path::Path, out: &std::path::Path) -> Result<PathBuf> {
-    diffbc_export::export_checkpoint::<crate::training::Cpu>(
-        checkpoint,
-        out,
-        &export_options(),
-        &Default::default(),
-    )
-    .with_context(|| format!("exporting {}", checkpoint.display()))?;
-    Ok(out.to_path_buf())
-}
-
 /// `diffbc sample`: `n` actions for one claw scene, one JSON line each.
 pub fn sample(a: &SampleArgs) -> Result<()> {
     let scratch = tempfile::tempdir().context("creating a scratch folder")?;
-    let dir = exported_with(&a.checkpoint, scratch.path(), &export_options())?;
+    let dir = Task::Claw.exported(&a.checkpoint, scratch.path())?;
     let mut policy = Policy::load(&dir, EngineChoice::Tract)
         .with_context(|| format!("loading {}", dir.display()))?;
     let scenes = ClawScenes::load(&data_dir(Task::Claw, &a.data))?;
@@ -82,7 +59,7 @@ pub fn evaluate(a: &EvalArgs) -> Result<()> {
     let models = a
         .checkpoints
         .iter()
-        .map(|ck| exported_with(ck, scratch.path(), &export_options()))
+        .map(|ck| Task::Claw.exported(ck, scratch.path()))
         .collect::<Result<Vec<PathBuf>>>()?;
     let samplers = a.sampler.configs(&DEFAULT_SAMPLERS);
     let (records, points) = eval::evaluate_all(
@@ -90,8 +67,8 @@ pub fn evaluate(a: &EvalArgs) -> Result<()> {
         EngineChoice::Tract,
         &samplers,
         &scenes,
-        a.samples,
-        a.kde_samples,
+        a.claw.samples.unwrap_or(1000),
+        a.claw.kde_samples.unwrap_or(200),
         a.seed,
         a.threads
             .unwrap_or_else(diffbc_tasks::pool::default_threads),
@@ -138,7 +115,7 @@ pub fn pipeline(a: &PipelineArgs) -> Result<()> {
             o.initial_test_loss
         ));
         // The deployable result of the pipeline: out/models/claw-<method>.
-        checkpoints.push(exported_with(&ck, &out.join("models"), &export_options())?);
+        checkpoints.push(task.exported(&ck, &out.join("models"))?);
     }
     let samplers = [
         SamplerConfig::ddpm(),

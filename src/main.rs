@@ -8,13 +8,11 @@ mod args;
 mod arm;
 mod claw;
 mod commands;
-mod exported;
 mod pusht;
-mod report;
 mod training;
 
 use anyhow::Result;
-use args::{Cli, Command, EvalArgs, PipelineArgs, TaskArg};
+use args::{Cli, Command, EvalArgs, PipelineArgs, ReportArgs, TaskArg};
 use clap::Parser;
 
 fn main() -> Result<()> {
@@ -31,12 +29,13 @@ fn main() -> Result<()> {
         Command::Reference(a) => commands::reference(a),
         Command::SimArm(a) => diffbc_deploy::cli::sim_arm(a),
         Command::Run(a) => diffbc_deploy::cli::run(a),
-        Command::Report(a) => report::run(&a),
+        Command::Report(a) => report(&a),
     }
 }
 
 /// `diffbc eval --task <task>`.
 fn eval(a: &EvalArgs) -> Result<()> {
+    a.check_task_flags()?;
     match a.task {
         TaskArg::Claw => claw::evaluate(a),
         TaskArg::Arm => arm::evaluate(a),
@@ -53,4 +52,20 @@ fn pipeline(a: &PipelineArgs) -> Result<()> {
             "the pipeline runs the arm task (the main job) or the claw scenes; for Push-T use `diffbc train --task pusht`, `diffbc export` and `diffbc eval --task pusht`"
         ),
     }
+}
+
+/// `diffbc report`: the paper's comparison, `diffbc_tasks::study`.
+fn report(a: &ReportArgs) -> Result<()> {
+    diffbc_tasks::study::run(&diffbc_tasks::study::StudyOptions {
+        out: a.out.clone(),
+        seed: a.seed,
+        tasks: a.tasks.iter().map(|&t| t.into()).collect(),
+        steps_scale: a.steps_scale,
+        claw_data: a.claw_data.clone(),
+        claw_samples: a.claw_samples,
+        arm_demos: a.arm_demos,
+        arm_episodes: a.arm_episodes,
+        arm_architectures: a.arm_architectures,
+        smoke: a.smoke,
+    })
 }

@@ -7,8 +7,7 @@ use clap::{Args, ValueEnum};
 use diffbc_runtime::SamplerConfig;
 use std::path::PathBuf;
 
-/// KDE bandwidth in normalised action units (the paper's 0.1).
-pub const DEFAULT_KDE_BANDWIDTH: f32 = 0.1;
+pub use diffbc_runtime::DEFAULT_KDE_BANDWIDTH;
 
 #[derive(Args, Debug)]
 pub struct SimArmArgs {

@@ -30,7 +30,7 @@ pub use fs::FileError;
 pub use normalize::{Normalizer, NormalizerError};
 pub use policy::{EngineChoice, OnnxModel, Policy, PolicyError, PolicyOptions};
 pub use sampler::{
-    Noise, NoiseModel, NoiseRecorder, NoiseTape, Sampler, SamplerConfig, SamplerError, Selection,
-    StepRule,
+    DEFAULT_KDE_BANDWIDTH, Noise, NoiseModel, NoiseRecorder, NoiseTape, Sampler, SamplerConfig,
+    SamplerError, Selection, StepRule,
 };
 pub use schedule::{NoiseSchedule, ScheduleConfig, ScheduleError};

@@ -213,6 +213,9 @@ pub enum Selection {
     },
 }
 
+/// KDE bandwidth in normalised action units by default (the paper's 0.1).
+pub const DEFAULT_KDE_BANDWIDTH: f32 = 0.1;
+
 /// A complete sampler choice.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

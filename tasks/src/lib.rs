@@ -27,6 +27,8 @@ pub mod plot;
 pub mod pool;
 #[cfg(feature = "pusht")]
 pub mod pusht;
+#[cfg(feature = "train")]
+pub mod study;
 
 pub use error::TaskError;
 
@@ -166,10 +168,105 @@ impl Task {
         }
     }
 
+    /// How a checkpoint of this task is exported for evaluation: the
+    /// manifest's default sampler is the task's (each evaluated row sets its
+    /// own), an exported model already there is replaced.
+    #[cfg(feature = "train")]
+    pub fn export_options(self) -> diffbc_export::ExportOptions {
+        use diffbc_runtime::SamplerConfig;
+        let (sampler, task_label) = match self {
+            Self::Claw => (SamplerConfig::diffusion_x(8), None),
+            Self::Arm => (
+                SamplerConfig::diffusion_x(arm::report::EXTRA_STEPS),
+                Some("arm".to_string()),
+            ),
+            // Push-T's default M, `pusht::EXTRA_STEPS` (the `pusht` feature).
+            Self::PushT => (SamplerConfig::diffusion_x(8), None),
+        };
+        diffbc_export::ExportOptions {
+            force: true,
+            sampler,
+            task_label,
+            ..Default::default()
+        }
+    }
+
+    /// Export `checkpoint` to `out` with [`Task::export_options`]; returns `out`.
+    #[cfg(feature = "train")]
+    pub fn export(
+        self,
+        checkpoint: &std::path::Path,
+        out: &std::path::Path,
+    ) -> anyhow::Result<std::path::PathBuf> {
+        // One line: the export error names the file already.
+        diffbc_export::export_checkpoint::<burn::backend::NdArray<f32>>(
+            checkpoint,
+            out,
+            &self.export_options(),
+            &Default::default(),
+        )
+        .map_err(|e| anyhow::anyhow!("exporting {}: {e}", checkpoint.display()))?;
+        Ok(out.to_path_buf())
+    }
+
+    /// The exported folder for `dir`: itself if it holds a manifest, else the
+    /// checkpoint exported into `scratch/<its name>`. Evaluations measure the
+    /// deployed path.
+    #[cfg(feature = "train")]
+    pub fn exported(
+        self,
+        dir: &std::path::Path,
+        scratch: &std::path::Path,
+    ) -> anyhow::Result<std::path::PathBuf> {
+        if dir.join(diffbc_runtime::manifest::MANIFEST_FILE).is_file() {
+            return Ok(dir.to_path_buf());
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        self.export(dir, &scratch.join(name))
+    }
+
     /// The default training configuration of `method` on this task.
     #[cfg(feature = "train")]
     pub fn train_config(self, method: diffbc_train::Method) -> diffbc_train::TrainConfig {
         diffbc_train::TrainConfig::for_task(&self.train_defaults(), method)
+    }
+}
+
+/// What an exported folder is, for evaluation tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelKind {
+    /// The manifest's `provenance.method` (`diffusion`, `mse`, `discretised`, …).
+    pub method: String,
+    /// For heads that decide without the sampler, the label of their
+    /// decision (`-` for a regressor, the choice rule for a classifier);
+    /// `None` for a denoiser, which is evaluated with each sampler.
+    pub direct: Option<String>,
+}
+
+impl ModelKind {
+    /// Read what `dir` holds from its manifest.
+    pub fn read(dir: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        use diffbc_runtime::manifest::HeadKind;
+        let (m, _) = diffbc_runtime::policy::read_manifest(dir)
+            .with_context(|| format!("loading {}", dir.display()))?;
+        let direct = match m.head_kind {
+            HeadKind::Denoiser => None,
+            HeadKind::Regressor => Some("-".to_string()),
+            HeadKind::Classifier => Some(
+                m.decoder
+                    .as_ref()
+                    .map_or("sample", |d| d.choice.name())
+                    .to_string(),
+            ),
+        };
+        Ok(ModelKind {
+            method: m.provenance.method,
+            direct,
+        })
     }
 }
 
@@ -183,6 +280,15 @@ mod tests {
             assert_eq!(Task::from_name(t.name()), Some(t));
         }
         assert_eq!(Task::from_name("push-t"), None);
+    }
+
+    #[cfg(feature = "pusht")]
+    #[test]
+    fn push_t_exports_with_its_evaluation_sampler() {
+        assert_eq!(
+            Task::PushT.export_options().sampler,
+            diffbc_runtime::SamplerConfig::diffusion_x(pusht::EXTRA_STEPS)
+        );
     }
 
     /// The defaults each task trained its shipped models with: a change here

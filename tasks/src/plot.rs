@@ -6,6 +6,7 @@ use crate::claw::eval::ScenePoints;
 use crate::claw::{SIZE, Scene};
 use crate::error::TaskError;
 use image::{Rgb, RgbImage};
+use std::fmt::Write as _;
 use std::path::Path;
 
 /// Pixels per scene pixel in the figure.
@@ -377,4 +378,13 @@ pub fn scatter_log_x(
         );
     }
     save(&img, path)
+}
+
+/// The quality-against-speed rows as a Markdown table.
+pub fn speed_table(speed: &[(String, f64, f64)]) -> String {
+    let mut s = String::from("| row | actions/s | quality |\n|---|---|---|\n");
+    for (l, x, y) in speed {
+        let _ = writeln!(s, "| {l} | {x:.0} | {y:.3} |");
+    }
+    s
 }

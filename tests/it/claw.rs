@@ -222,6 +222,23 @@ fn bad_input_gives_one_clear_error_line() {
         "{e}"
     );
 
+    // Another task's flags are refused, each named with its task.
+    let e = error_line(&[
+        "eval",
+        s(tmp.path()),
+        "--task",
+        "claw",
+        "--replay",
+        "--demos",
+        "x.demos",
+    ]);
+    assert!(
+        e.contains("--replay (--task pusht)") && e.contains("--demos (--task arm)"),
+        "{e}"
+    );
+    let e = error_line(&["eval", s(tmp.path()), "--task", "arm", "--samples", "5"]);
+    assert!(e.contains("--samples (--task claw)"), "{e}");
+
     // Nothing was written by any of the failures.
     assert!(!out.exists());
     // A checkpoint folder that is not one.

@@ -341,6 +341,125 @@ pub fn progress(len: usize, label: String, show: bool) -> ProgressBar {
     }
 }
 
+/// Write `report.md` in `out` (and the records as JSON to `json`) and
+/// print the table.
+pub fn write_outputs(
+    out: &Path,
+    json: Option<&Path>,
+    records: &[PushTRecord],
+    seed_base: u64,
+    secs: f64,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let report = format!(
+        "# Push-T from state\n\nSeeded initial states {}…, at most {} steps at 10 Hz. Score = mean over episodes of the highest reward, reward = coverage of the goal T by the block / 0.95, clipped to 1 (Diffusion Policy's published metric); raw coverage beside it; success = coverage above 0.95. Evaluation took {:.0} s.\n\n{}",
+        seed_base,
+        super::env::MAX_STEPS,
+        secs,
+        markdown_table(records)
+    );
+    let path = out.join("report.md");
+    std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
+    print!("{}", markdown_table(records));
+    if let Some(j) = json {
+        if let Some(parent) = j.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(j, serde_json::to_string_pretty(records)?)
+            .with_context(|| format!("writing {}", j.display()))?;
+        println!("wrote {}", j.display());
+    }
+    Ok(())
+}
+
+/// Evaluate each exported model: denoisers with each of `samplers`, direct
+/// heads once. `spec.sampler` is replaced per row. A model given a label is
+/// named by it in the records, else by its method.
+pub fn evaluate_models(
+    models: &[(Option<String>, std::path::PathBuf)],
+    samplers: &[SamplerConfig],
+    spec: &RunSpec,
+) -> Result<Vec<PushTRecord>> {
+    let mut records = Vec::new();
+    for (name, dir) in models {
+        let dir = dir.as_path();
+        let kind = crate::ModelKind::read(dir)?;
+        let method = name.clone().unwrap_or(kind.method);
+        let list: Vec<Option<SamplerConfig>> = if kind.direct.is_some() {
+            vec![None]
+        } else {
+            samplers.iter().copied().map(Some).collect()
+        };
+        for sampler in list {
+            let label = match (&kind.direct, sampler) {
+                (Some(l), _) => l.clone(),
+                (None, Some(s)) => s.label(),
+                (None, None) => "-".into(),
+            };
+            let spec = RunSpec {
+                sampler: sampler.unwrap_or_else(SamplerConfig::ddpm),
+                ..*spec
+            };
+            let pb = progress(spec.episodes, format!("{method} {label}"), true);
+            let (eps, rate, deployed) = rollouts(dir, &spec, &pb)?;
+            pb.finish_and_clear();
+            let r = summarise(&method, &label, Some(&deployed), &eps, rate);
+            println!(
+                "{} {} (chunk {}/{}, {}): mean max coverage {:.3}, success {:.3} over {} episodes",
+                r.method,
+                r.sampler,
+                r.horizon,
+                r.execute,
+                r.engine,
+                r.mean_max_coverage,
+                r.success_rate,
+                r.episodes
+            );
+            records.push(r);
+        }
+    }
+    Ok(records)
+}
+
+/// The default Push-T evaluation of `models` (labelled), for `diffbc report`:
+/// checkpoints exported first, the default samplers, [`super::EPISODES`]
+/// seeded states from `seed`.
+pub fn evaluate_default(
+    models: &[(String, std::path::PathBuf)],
+    seed: u64,
+) -> Result<Vec<PushTRecord>> {
+    let scratch = tempfile::tempdir().context("creating a scratch folder")?;
+    let models = models
+        .iter()
+        .map(|(l, p)| {
+            Ok((
+                Some(l.clone()),
+                crate::Task::PushT.exported(p, scratch.path())?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    evaluate_models(
+        &models,
+        &[
+            SamplerConfig::ddpm(),
+            SamplerConfig::diffusion_x(super::EXTRA_STEPS),
+            SamplerConfig::kde(super::KDE_CANDIDATES, diffbc_runtime::DEFAULT_KDE_BANDWIDTH),
+        ],
+        &RunSpec {
+            engine: diffbc_runtime::EngineChoice::Native,
+            sampler: SamplerConfig::ddpm(),
+            execute: None,
+            episodes: super::EPISODES,
+            seed_base: EVAL_SEED_BASE + 1000 * seed,
+            workers,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

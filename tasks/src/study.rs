@@ -1,4 +1,4 @@
-//! `diffbc report`: the paper's comparison in one run. Every method, every
+//! The paper's comparison in one run (`diffbc report`; feature `train`). Every method, every
 //! denoiser architecture and the samplers, on the claw scenes and the
 //! emulated-arm task (Push-T on request), with fixed seeds; writes
 //! `REPORT.md`, the figures and every record as JSON.
@@ -7,16 +7,12 @@
 //! defaults (chosen so the default grid fits in an hour on a 2-core CPU)
 //! times `--steps-scale`.
 
-use crate::args::{DeviceArg, TaskArg};
-use crate::training::{load_dataset, train_on_device};
+use crate::Task as TaskKind;
+use crate::arm::{self, ArmTask};
+use crate::claw::ClawScenes;
+use crate::claw::eval::{ClawRecord, markdown_table};
 use anyhow::{Context, Result};
-use clap::Args;
-use diffbc_deploy::cli::DEFAULT_KDE_BANDWIDTH;
-use diffbc_runtime::{EngineChoice, SamplerConfig};
-use diffbc_tasks::Task as TaskKind;
-use diffbc_tasks::arm::{self, ArmTask};
-use diffbc_tasks::claw::ClawScenes;
-use diffbc_tasks::claw::eval::{ClawRecord, markdown_table};
+use diffbc_runtime::{DEFAULT_KDE_BANDWIDTH, EngineChoice, SamplerConfig};
 use diffbc_train::config::{Method, TrainConfig};
 use diffbc_train::model::DenoiserConfig;
 use serde::Serialize;
@@ -24,40 +20,29 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// `diffbc report` arguments.
-#[derive(Args, Debug)]
-pub struct ReportArgs {
+/// What `diffbc report` runs: output, seed, tasks, scale and per-task sizes.
+#[derive(Debug, Clone)]
+pub struct StudyOptions {
     /// Output folder: REPORT.md, figures/, report.json and one folder per task.
-    #[arg(long, default_value = "out/report")]
     pub out: PathBuf,
     /// Seed of every training run, data draw and evaluation.
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Tasks (repeat; default claw and arm). Push-T is opt-in: it trains
-    /// for about 45 minutes per diffusion model.
-    #[arg(long = "task", value_enum)]
-    pub tasks: Vec<TaskArg>,
+    /// Tasks, in order (empty: claw and arm).
+    pub tasks: Vec<TaskKind>,
     /// Multiplies every training run's steps (1 = the grid's defaults).
-    #[arg(long, default_value_t = 1.0)]
     pub steps_scale: f64,
-    /// Claw data folder.
-    #[arg(long)]
+    /// Claw data folder (default: the task's).
     pub claw_data: Option<PathBuf>,
     /// Claw: sampled actions per scene.
-    #[arg(long, default_value_t = 1000)]
     pub claw_samples: usize,
     /// Arm: demonstrations generated.
-    #[arg(long, default_value_t = 200)]
     pub arm_demos: usize,
     /// Arm: closed-loop episodes per row.
-    #[arg(long, default_value_t = 100)]
     pub arm_episodes: usize,
-    /// Arm: also train the Basic MLP and Transformer denoisers (opt-in).
-    #[arg(long)]
+    /// Arm: also train the Basic MLP and Transformer denoisers.
     pub arm_architectures: bool,
-    /// Smoke test of the harness: tiny networks and data sets, so the whole
-    /// grid runs in a minute. The figures it writes mean nothing.
-    #[arg(long)]
+    /// Tiny networks and data sets: the whole grid runs in a minute; the
+    /// figures it writes mean nothing.
     pub smoke: bool,
 }
 
@@ -171,7 +156,7 @@ pub const SWEEP_KDE: [usize; 2] = [10, 50];
 pub const GUIDANCE: [f32; 4] = [0.0, 1.0, 4.0, 8.0];
 
 /// The grid for `tasks`.
-pub fn grid(a: &ReportArgs, tasks: &[TaskKind]) -> Vec<Cell> {
+pub fn grid(a: &StudyOptions, tasks: &[TaskKind]) -> Vec<Cell> {
     let mut cells = Vec::new();
     for &task in tasks {
         // Claw: 6,000 diffusion steps (the 20,000 default takes 11 min per model).
@@ -236,7 +221,7 @@ pub fn grid(a: &ReportArgs, tasks: &[TaskKind]) -> Vec<Cell> {
 /// Train one cell into `dir`; returns a line for the report.
 fn train_cell(
     cell: &Cell,
-    a: &ReportArgs,
+    a: &StudyOptions,
     data_dir: &Path,
     demos: Option<&diffbc_train::episodes::Episodes>,
     dir: &Path,
@@ -244,10 +229,20 @@ fn train_cell(
     let config = cell.config(a.seed, a.smoke);
     let data = match demos {
         Some(d) => d.to_dataset(config.history),
-        None => load_dataset(&config, data_dir)?,
+        None => cell.task.dataset(&config, data_dir, &Default::default())?,
     };
     let t = Instant::now();
-    let o = train_on_device(&config, &data, dir, false, true, None, DeviceArg::Cpu)?;
+    let o = diffbc_train::train::train::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(
+        &config,
+        &data,
+        dir,
+        &Default::default(),
+        diffbc_train::train::RunOptions {
+            progress: true,
+            force: true,
+            ..Default::default()
+        },
+    )?;
     Ok(format!(
         "| {} | {} | {} | {:.0} | {:.4} | {:.4} |",
         cell.task.name(),
@@ -264,13 +259,13 @@ fn train_cell(
 /// and appends one table line per cell to `training`, in cell order.
 fn train_all(
     cells: &[&Cell],
-    a: &ReportArgs,
+    a: &StudyOptions,
     data_dir: &Path,
     demos: Option<&diffbc_train::episodes::Episodes>,
     dir: &Path,
     training: &mut String,
 ) -> Result<Vec<PathBuf>> {
-    let workers = diffbc_tasks::pool::default_threads().min(2);
+    let workers = crate::pool::default_threads().min(2);
     // The Transformer trains ~4× slower per step.
     let costs: Vec<f64> = cells
         .iter()
@@ -282,7 +277,7 @@ fn train_all(
             (c.steps * per_step) as f64
         })
         .collect();
-    let lines = diffbc_tasks::pool::longest_first(&costs, workers, |i| {
+    let lines = crate::pool::longest_first(&costs, workers, |i| {
         let c = cells[i];
         train_cell(c, a, data_dir, demos, &dir.join(c.label()))
     })?;
@@ -302,16 +297,17 @@ struct Records {
     claw: Vec<ClawRecord>,
     arm: Vec<arm::eval::ArmRecord>,
     arm_guidance: Vec<arm::eval::ArmRecord>,
-    pusht: Vec<diffbc_tasks::pusht::eval::PushTRecord>,
+    #[cfg(feature = "pusht")]
+    pusht: Vec<crate::pusht::eval::PushTRecord>,
 }
 
 /// `diffbc report`.
-pub fn run(a: &ReportArgs) -> Result<()> {
+pub fn run(a: &StudyOptions) -> Result<()> {
     let t0 = Instant::now();
     let tasks: Vec<TaskKind> = if a.tasks.is_empty() {
         vec![TaskKind::Claw, TaskKind::Arm]
     } else {
-        a.tasks.iter().map(|&t| t.into()).collect()
+        a.tasks.clone()
     };
     let cells = grid(a, &tasks);
     std::fs::create_dir_all(a.out.join("figures"))
@@ -324,6 +320,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
         claw: Vec::new(),
         arm: Vec::new(),
         arm_guidance: Vec::new(),
+        #[cfg(feature = "pusht")]
         pusht: Vec::new(),
     };
     let mut sections = String::new();
@@ -345,7 +342,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     .zip(train_all(&task_cells, a, &data, None, &dir, &mut training)?)
                     .map(|(label, ck)| {
                         let out = dir.join("models").join(&label);
-                        crate::claw::export(&ck, &out).map(|m| (label, m))
+                        TaskKind::Claw.export(&ck, &out).map(|m| (label, m))
                     })
                     .collect::<Result<_>>()?;
                 let samplers = [
@@ -354,7 +351,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     SamplerConfig::kde(50, DEFAULT_KDE_BANDWIDTH),
                 ];
                 let paths: Vec<PathBuf> = checkpoints.iter().map(|(_, p)| p.clone()).collect();
-                let (mut rows, points) = diffbc_tasks::claw::eval::evaluate_all(
+                let (mut rows, points) = crate::claw::eval::evaluate_all(
                     &paths,
                     EngineChoice::Tract,
                     &samplers,
@@ -362,7 +359,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     a.claw_samples,
                     (a.claw_samples / 5).max(1),
                     a.seed,
-                    diffbc_tasks::pool::default_threads(),
+                    crate::pool::default_threads(),
                 )?;
                 // evaluate_all labels rows by method; name the architecture.
                 let mut k = 1; // row 0 is the ground truth
@@ -377,7 +374,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     }
                     k += n;
                 }
-                let figures = diffbc_tasks::plot::write_scene_figures(
+                let figures = crate::plot::write_scene_figures(
                     &a.out.join("figures").join("claw"),
                     &scenes.scenes,
                     &points,
@@ -399,7 +396,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     a.seed,
                     ts.elapsed().as_secs_f64(),
                     markdown_table(&rows),
-                    claw_bars(&rows)
+                    crate::claw::eval::bars_text(&rows)
                 );
                 for f in &figures {
                     let name = f
@@ -425,7 +422,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     &mut training,
                 )?;
                 for (c, ck) in task_cells.iter().zip(&cks) {
-                    let exported = crate::arm::export_model(ck, &scratch.join(c.label()))?;
+                    let exported = TaskKind::Arm.export(ck, &scratch.join(c.label()))?;
                     if c.obs_dropout > 0.0 {
                         guided = Some((c.label(), exported));
                     } else {
@@ -472,7 +469,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     arm::eval::EVAL_SEED_BASE,
                     ts.elapsed().as_secs_f64(),
                     arm::eval::markdown_table(&rows),
-                    arm_bars(&rows)
+                    arm::report::baseline_bars(&rows)
                 );
                 records.arm = rows;
                 if let Some((label, dir_g)) = guided {
@@ -480,7 +477,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                         GUIDANCE
                             .iter()
                             .map(|&w| {
-                                SamplerConfig::diffusion_x(crate::arm::ARM_EXTRA_STEPS)
+                                SamplerConfig::diffusion_x(arm::report::EXTRA_STEPS)
                                     .with_guidance(w)
                             })
                             .collect(),
@@ -498,13 +495,16 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     let _ = writeln!(
                         sections,
                         "## Emulated arm: classifier-free guidance\n\nThe sieve trained with observation dropout 0.1, Diffusion-X M = {}, w ∈ {{0, 1, 4, 8}}.\n\n{}\n{}\n![first task](arm/guidance/figures/first_task.png)\n",
-                        crate::arm::ARM_EXTRA_STEPS,
-                        guidance_table(&rows),
-                        guidance_text(&rows)
+                        arm::report::EXTRA_STEPS,
+                        arm::report::guidance_table(&rows),
+                        arm::report::guidance_text(&rows)
                     );
                     records.arm_guidance = rows;
                 }
             }
+            #[cfg(not(feature = "pusht"))]
+            TaskKind::PushT => anyhow::bail!("Push-T needs diffbc-tasks' `pusht` feature"),
+            #[cfg(feature = "pusht")]
             TaskKind::PushT => {
                 let data = PathBuf::from(task.default_data());
                 let dirs: Vec<(String, PathBuf)> = task_cells
@@ -512,17 +512,17 @@ pub fn run(a: &ReportArgs) -> Result<()> {
                     .map(|c| c.label())
                     .zip(train_all(&task_cells, a, &data, None, &dir, &mut training)?)
                     .collect();
-                let rows = crate::pusht::evaluate_default(&dirs, a.seed)?;
+                let rows = crate::pusht::eval::evaluate_default(&dirs, a.seed)?;
                 let _ = writeln!(
                     sections,
                     "## Push-T from state\n\n{}\n",
-                    diffbc_tasks::pusht::eval::markdown_table(&rows)
+                    crate::pusht::eval::markdown_table(&rows)
                 );
                 records.pusht = rows;
             }
         }
     }
-    diffbc_tasks::plot::scatter_log_x(
+    crate::plot::scatter_log_x(
         &a.out.join("figures").join("quality_vs_speed.png"),
         "quality vs actions per second (log)",
         &speed,
@@ -537,7 +537,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
     let _ = writeln!(
         report,
         "## Quality against speed\n\nClaw: on-object precision; arm: all-targets completion; x: actions (decisions) per second on this CPU, log scale.\n\n![quality vs speed](figures/quality_vs_speed.png)\n\n{}",
-        speed_table(&speed)
+        crate::plot::speed_table(&speed)
     );
     let path = a.out.join("REPORT.md");
     std::fs::write(&path, report).with_context(|| format!("writing {}", path.display()))?;
@@ -546,132 +546,4 @@ pub fn run(a: &ReportArgs) -> Result<()> {
         .with_context(|| format!("writing {}", json.display()))?;
     println!("report: {}  json: {}", path.display(), json.display());
     Ok(())
-}
-
-fn speed_table(speed: &[(String, f64, f64)]) -> String {
-    let mut s = String::from("| row | actions/s | quality |\n|---|---|---|\n");
-    for (l, x, y) in speed {
-        let _ = writeln!(s, "| {l} | {x:.0} | {y:.3} |");
-    }
-    s
-}
-
-/// The claw bar: every diffusion row beats MSE, Discretised and K-means on
-/// on-object precision, and covers every object.
-fn claw_bars(rows: &[ClawRecord]) -> String {
-    let best_baseline = |m: &str| {
-        rows.iter()
-            .find(|r| r.method == m)
-            .map(|r| r.on_object_precision)
-    };
-    let baselines: Vec<(&str, f64)> = ["mse", "discretised", "kmeans"]
-        .iter()
-        .filter_map(|m| best_baseline(m).map(|p| (*m, p)))
-        .collect();
-    let mut s = String::from(
-        "Bar (every diffusion variant beats MSE, Discretised and K-means on precision, with every object covered):\n\n",
-    );
-    for r in rows.iter().filter(|r| r.method.starts_with("diffusion")) {
-        let beats: Vec<String> = baselines
-            .iter()
-            .filter(|(_, p)| r.on_object_precision <= *p)
-            .map(|(m, p)| format!("{m} {p:.3}"))
-            .collect();
-        let covered = r.min_coverage_ratio > 0.0;
-        let _ = writeln!(
-            s,
-            "- {} {}: precision {:.3}, smallest coverage ratio {:.2} — {}",
-            r.method,
-            r.sampler,
-            r.on_object_precision,
-            r.min_coverage_ratio,
-            match (beats.is_empty(), covered) {
-                (true, true) => "met".to_string(),
-                (false, _) => format!("NOT met (not above {})", beats.join(", ")),
-                (true, false) => "NOT met (an object is never chosen)".to_string(),
-            }
-        );
-    }
-    s
-}
-
-/// The arm bar: Diffusion-X beats every baseline on all-targets completion.
-fn arm_bars(rows: &[arm::eval::ArmRecord]) -> String {
-    let mut s =
-        String::from("Bar (Diffusion-X beats every baseline on all-targets completion):\n\n");
-    let baselines: Vec<&arm::eval::ArmRecord> = rows
-        .iter()
-        .filter(|r| Method::BASELINES.iter().any(|m| m.name() == r.method))
-        .collect();
-    for r in rows
-        .iter()
-        .filter(|r| r.method.starts_with("diffusion") && r.sampler.starts_with("diffusion-x"))
-    {
-        let lost: Vec<String> = baselines
-            .iter()
-            .filter(|b| r.all_targets_rate <= b.all_targets_rate)
-            .map(|b| format!("{} {:.3}", b.method, b.all_targets_rate))
-            .collect();
-        let _ = writeln!(
-            s,
-            "- {} {}: {:.3} — {}",
-            r.method,
-            r.sampler,
-            r.all_targets_rate,
-            if lost.is_empty() {
-                "met".to_string()
-            } else {
-                format!("NOT met (not above {})", lost.join(", "))
-            }
-        );
-    }
-    s
-}
-
-fn guidance_table(rows: &[arm::eval::ArmRecord]) -> String {
-    let mut s = String::from(
-        "| rows | sampler | all-targets | targets reached | collisions | order entropy (bits) | most common first target | least common first target |\n|---|---|---|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.3} | {:.2} | {:.3} | {:.2} | {:.2} | {:.2} |",
-            r.method,
-            r.sampler,
-            r.all_targets_rate,
-            r.tasks_completed_mean,
-            r.collision_rate,
-            r.order_entropy,
-            r.first_task_top_share,
-            r.first_task_min_share
-        );
-    }
-    s
-}
-
-/// What the guidance rows show, against the paper's kitchen finding
-/// (completion falls as w grows; unusual first tasks become more common).
-fn guidance_text(rows: &[arm::eval::ArmRecord]) -> String {
-    let policy: Vec<&arm::eval::ArmRecord> = rows
-        .iter()
-        .filter(|r| r.path == arm::eval::RolloutPath::InProcess)
-        .collect();
-    let (Some(first), Some(last)) = (policy.first(), policy.last()) else {
-        return String::new();
-    };
-    let falls = last.all_targets_rate < first.all_targets_rate;
-    let rarer = last.first_task_min_share > first.first_task_min_share;
-    format!(
-        "From w = 0 to the largest w, all-targets completion goes {:.3} → {:.3} ({}, as the paper found on the kitchen) and the least common first target's share goes {:.2} → {:.2} ({}).\n",
-        first.all_targets_rate,
-        last.all_targets_rate,
-        if falls { "falls" } else { "does NOT fall" },
-        first.first_task_min_share,
-        last.first_task_min_share,
-        if rarer {
-            "unusual first choices become more common, as in the paper"
-        } else {
-            "guidance does not push toward unusual first choices here, unlike the paper's kitchen"
-        }
-    )
 }
