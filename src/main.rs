@@ -5,6 +5,12 @@
 //! `diffbc-deploy`).
 
 mod args;
+/// Counting allocations costs an atomic add per allocation: only builds that
+/// measure (`bench`'s allocs/act column) install it.
+#[cfg(feature = "count-allocations")]
+#[global_allocator]
+static ALLOCATOR: diffbc_alloc_count::Counting = diffbc_alloc_count::Counting;
+
 mod arm;
 mod claw;
 mod commands;

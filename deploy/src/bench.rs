@@ -34,8 +34,10 @@ pub struct BenchRecord {
     pub gflops: Option<f64>,
     /// FLOPs of one action, counted from the graphs.
     pub flops_per_action: Option<u64>,
-    /// Heap allocations per `act` at steady state.
-    pub allocs_per_act: f64,
+    /// Heap allocations per `act` at steady state; `None` (null) when the
+    /// binary was built without the counting allocator (feature
+    /// `count-allocations`).
+    pub allocs_per_act: Option<f64>,
     /// Timed actions.
     pub iterations: usize,
 }
@@ -128,7 +130,7 @@ fn measure(
         p99_us: percentile(&times, 0.99),
         gflops: flops.map(|f| f as f64 * actions_per_s / 1e9),
         flops_per_action: flops,
-        allocs_per_act: allocs as f64 / n as f64,
+        allocs_per_act: diffbc_alloc_count::counting().then(|| allocs as f64 / n as f64),
         iterations: n,
     })
 }
@@ -192,7 +194,7 @@ pub fn markdown(records: &[BenchRecord], peak_gflops: f64) -> String {
             _ => ("n/a".into(), "n/a".into(), "n/a".into()),
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} × {} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {:.1} |\n",
+            "| {} | {} | {} | {} × {} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
             r.engine,
             r.sampler,
             r.threads,
@@ -205,6 +207,7 @@ pub fn markdown(records: &[BenchRecord], peak_gflops: f64) -> String {
             gf,
             pct,
             r.allocs_per_act
+                .map_or_else(|| "not counted".to_string(), |a| format!("{a:.1}"))
         ));
     }
     s

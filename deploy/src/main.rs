@@ -3,6 +3,9 @@
 //! the arm, evaluate arm policies closed loop. No burn, no rapier, no
 //! training crates (`cargo tree -p diffbc-deploy`).
 
+/// Counting allocations costs an atomic add per allocation: only builds that
+/// measure (`bench`'s allocs/act column) install it.
+#[cfg(feature = "count-allocations")]
 #[global_allocator]
 static ALLOCATOR: diffbc_alloc_count::Counting = diffbc_alloc_count::Counting;
 

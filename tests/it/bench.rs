@@ -61,8 +61,11 @@ fn bench_prints_a_table_and_writes_json_records() {
     let native: Vec<&serde_json::Value> =
         records.iter().filter(|r| r["engine"] == "native").collect();
     assert_eq!(native.len(), 2);
+    // The shipped binary has no counting allocator: the column says so
+    // instead of a made-up 0 (runtime/tests/no_alloc.rs and
+    // deploy/tests/bench_alloc.rs count with one).
     for r in native {
-        assert_eq!(r["allocs_per_act"], 0.0, "native allocated: {r}");
+        assert!(r["allocs_per_act"].is_null(), "{r}");
     }
     // Diffusion-X (T=50, M=8) is 58 network calls, DDIM(S=10) is 10.
     let calls: Vec<u64> = records

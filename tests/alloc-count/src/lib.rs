@@ -66,6 +66,15 @@ pub fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
 }
 
+/// Whether [`Counting`] is this process's global allocator (a binary
+/// installs it only in builds that measure, e.g. `--features
+/// count-allocations`).
+pub fn counting() -> bool {
+    let before = allocations();
+    drop(std::hint::black_box(Box::new(std::hint::black_box(7u64))));
+    allocations() > before
+}
+
 /// Run `f` and return what it gave and how many allocations this thread made
 /// meanwhile (other threads are not counted). A nested call's allocations
 /// count toward the enclosing call too.
