@@ -1,6 +1,8 @@
-//! The one work queue the binary's long jobs share (the report's trainings,
-//! the claw evaluation's rows): a few threads take jobs most costly first,
-//! and the results come back in job order.
+//! The one work queue every parallel job shares (the report's trainings, the
+//! claw evaluation's rows, the arm's and Push-T's episodes): a few threads
+//! take jobs most costly first, each with its own state (a loaded policy),
+//! and the results come back in job order, so a result never depends on
+//! which worker ran it.
 
 use anyhow::{Result, anyhow};
 use std::sync::Mutex;
@@ -20,6 +22,19 @@ pub fn longest_first<T: Send>(
     workers: usize,
     run: impl Fn(usize) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
+    longest_first_with(costs, workers, || Ok(()), |(), j| run(j))
+}
+
+/// As [`longest_first`], with per-worker state: each worker calls `init`
+/// once (before its first job; a worker that gets no job may not call it)
+/// and hands the state to every job it runs. An `init` failure counts as the
+/// failure of the job the worker was about to run.
+pub fn longest_first_with<S, T: Send>(
+    costs: &[f64],
+    workers: usize,
+    init: impl Fn() -> Result<S> + Sync,
+    run: impl Fn(&mut S, usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     let mut order: Vec<usize> = (0..costs.len()).collect();
     order.sort_by(|&a, &b| costs[b].total_cmp(&costs[a]));
     let next = AtomicUsize::new(0);
@@ -27,10 +42,14 @@ pub fn longest_first<T: Send>(
     std::thread::scope(|scope| {
         for _ in 0..workers.clamp(1, costs.len().max(1)) {
             scope.spawn(|| {
+                let mut state = None;
                 loop {
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&j) = order.get(k) else { break };
-                    let r = run(j);
+                    let r = match &mut state {
+                        Some(s) => run(s, j),
+                        None => init().and_then(|s| run(state.insert(s), j)),
+                    };
                     let failed = r.is_err();
                     *slots[j].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
                     if failed {
@@ -71,6 +90,32 @@ mod tests {
         assert_eq!(*started.lock().expect("lock"), [1, 2, 0, 3]);
         let two = longest_first(&costs, 2, |j| Ok(j * 10)).expect("all run");
         assert_eq!(two, out);
+    }
+
+    #[test]
+    fn each_worker_initialises_its_state_once() {
+        let inits = AtomicUsize::new(0);
+        let out = longest_first_with(
+            &[1.0; 12],
+            3,
+            || Ok(inits.fetch_add(1, Ordering::SeqCst) * 100),
+            |state, j| {
+                *state += 1;
+                Ok(j)
+            },
+        )
+        .expect("all run");
+        assert_eq!(out, (0..12).collect::<Vec<_>>());
+        let n = inits.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&n), "{n} inits for 3 workers");
+        let e = longest_first_with(
+            &[1.0, 1.0],
+            1,
+            || Err::<(), _>(anyhow!("no policy")),
+            |_, j| Ok(j),
+        )
+        .expect_err("init failed");
+        assert_eq!(e.to_string(), "no policy");
     }
 
     #[test]

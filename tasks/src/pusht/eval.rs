@@ -119,9 +119,9 @@ pub struct Deployed {
     pub engine: String,
 }
 
-/// The seeded episodes of `spec` for the policy in `dir`, split over
-/// `spec.workers` threads; returns them in seed order with decisions/s of one
-/// worker and how the policy ran.
+/// The seeded episodes of `spec` for the policy in `dir` on `spec.workers`
+/// threads of the shared pool (each loads the policy once); returns them in
+/// seed order with decisions/s of one worker and how the policy ran.
 pub fn rollouts(
     dir: &Path,
     spec: &RunSpec,
@@ -144,53 +144,34 @@ pub fn rollouts(
         }
         Ok(p)
     };
-    let workers = spec.workers.clamp(1, spec.episodes.max(1));
     let t0 = Instant::now();
-    type Worker = (Vec<Episode>, f64, Deployed);
-    let results: Vec<Result<Worker>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let load = &load;
-                s.spawn(move || -> Result<Worker> {
-                    let mut policy = load()?;
-                    let deployed = Deployed {
-                        chunk: policy.chunk(),
-                        engine: policy.engine_name(),
-                    };
-                    let mut out = Vec::new();
-                    let mut decisions = 0.0;
-                    let t = Instant::now();
-                    for i in (w..spec.episodes).step_by(workers) {
-                        let e = run_episode(&mut policy, spec.seed_base + i as u64)?;
-                        decisions += e.steps as f64 / policy.chunk().execute as f64;
-                        out.push(e);
-                        pb.inc(1);
-                    }
-                    let rate = decisions / t.elapsed().as_secs_f64().max(1e-9);
-                    Ok((out, rate, deployed))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("an evaluation worker panicked")))
-            })
-            .collect()
-    });
-    let mut all = Vec::with_capacity(spec.episodes);
-    let mut rate = 0.0;
-    let mut deployed = None;
-    for r in results {
-        let (eps, r, d) = r?;
-        all.extend(eps);
-        rate += r / workers as f64;
-        deployed = Some(d);
-    }
-    all.sort_by_key(|e| e.seed);
+    let jobs = crate::pool::longest_first_with(
+        &vec![1.0; spec.episodes],
+        spec.workers,
+        load,
+        |policy, i| {
+            let t = Instant::now();
+            let e = run_episode(policy, spec.seed_base + i as u64)?;
+            let decisions = e.steps as f64 / policy.chunk().execute as f64;
+            pb.inc(1);
+            let deployed = Deployed {
+                chunk: policy.chunk(),
+                engine: policy.engine_name(),
+            };
+            Ok((e, decisions, t.elapsed().as_secs_f64(), deployed))
+        },
+    )?;
     tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "rollouts");
-    let deployed = deployed.ok_or_else(|| anyhow::anyhow!("no evaluation worker ran"))?;
+    // Decisions per second of one worker: decisions over the time spent in
+    // episodes, whichever worker ran them.
+    let decisions: f64 = jobs.iter().map(|j| j.1).sum();
+    let busy: f64 = jobs.iter().map(|j| j.2).sum();
+    let rate = decisions / busy.max(1e-9);
+    let deployed = jobs
+        .first()
+        .map(|j| j.3.clone())
+        .ok_or_else(|| anyhow::anyhow!("no episode to evaluate"))?;
+    let all = jobs.into_iter().map(|j| j.0).collect();
     Ok((all, rate, deployed))
 }
 
