@@ -126,9 +126,25 @@ fn pipeline_trains_exports_and_runs_closed_loop_in_process_and_over_a_pty() {
         find("diffusion", "in_process")["sampler"],
         "diffusion-x(M=2)"
     );
+    // The bridge ran the in-process seeds (3 and 3): its in-process
+    // comparison is the in-process row itself, to the digit.
+    for method in ["diffusion", "mse"] {
+        let same = &find(method, "bridge")["in_process_same_seeds"];
+        let own = find(method, "in_process");
+        for key in ["all_targets_rate", "tasks_completed_mean"] {
+            assert_eq!(same[key], own[key], "{method} {key}: {same} vs {own}");
+        }
+    }
     // Demonstrations' own row: 12 episodes, all complete, several orders.
     let demo = find("demonstrator", "demonstrations");
     assert_eq!(demo["all_targets_rate"], 1.0);
+    assert_eq!(demo["collision_rate"], 0.0, "{demo}");
+    // Every demonstration reaches all the task's targets, no more.
+    assert_eq!(
+        demo["tasks_completed_mean"].as_f64(),
+        Some(diffbc_tasks::arm::ArmTask::default().goal as f64),
+        "{demo}"
+    );
     assert!(
         demo["demo_order_entropy"].as_f64().unwrap_or(0.0) > 2.0,
         "{demo}"

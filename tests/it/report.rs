@@ -77,6 +77,30 @@ fn the_report_grid_runs_and_fills_every_cell() {
             "claw lacks {m}: {claw:?}"
         );
     }
+    // The reference row scores perfectly, every trained row runs the export,
+    // and the bars name every diffusion row against the baselines.
+    let rows = json["claw"].as_array().expect("claw rows");
+    assert_eq!(rows[0]["method"], "ground_truth");
+    assert_eq!(rows[0]["on_object_precision"], 1.0);
+    assert!(
+        rows[1..].iter().all(|r| r["engine"] == "onnx-tract"),
+        "{rows:?}"
+    );
+    let claw_bars = report
+        .lines()
+        .filter(|l| l.starts_with("- diffusion-"))
+        .count();
+    assert!(claw_bars >= 9, "{claw_bars} claw bar lines in {report}");
+    // Each row's table line carries its own figures.
+    for r in &rows[1..] {
+        let line = format!(
+            "| {} | {} | onnx-tract | {:.3} |",
+            r["method"].as_str().expect("method"),
+            r["sampler"].as_str().expect("sampler"),
+            r["on_object_precision"].as_f64().expect("precision")
+        );
+        assert!(report.contains(&line), "REPORT.md lacks {line}");
+    }
     let arm = methods("arm");
     for sampler in [
         "ddpm",

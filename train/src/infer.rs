@@ -1,6 +1,6 @@
-//! Running a trained burn policy: the burn implementation of the runtime's
-//! [`NoiseModel`], so evaluation samples through the very sampler code the
-//! deployed runtime uses.
+//! A trained burn policy as the runtime's [`NoiseModel`]: for checks of a
+//! checkpoint against its export. Evaluation never runs burn — it exports
+//! first and runs `diffbc_runtime::Policy`.
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::Method;
@@ -8,7 +8,6 @@ use crate::error::TrainError;
 use crate::model::{Policy, PolicySpec};
 use burn::prelude::*;
 use diffbc_runtime::NoiseModel;
-use diffbc_runtime::decode::Choice;
 use std::path::Path;
 
 /// Errors of the burn noise model.
@@ -38,8 +37,6 @@ pub struct BurnPolicy<B: Backend> {
     pub meta: CheckpointMeta,
     /// The network (EMA weights).
     pub policy: Policy<B>,
-    /// Overrides a classifier head's choice rule (`None` = the head's default).
-    pub choice: Option<Choice>,
     device: B::Device,
 }
 
@@ -58,7 +55,6 @@ impl<B: Backend> BurnPolicy<B> {
             spec,
             meta,
             policy,
-            choice: None,
             device: device.clone(),
         })
     }
@@ -74,7 +70,6 @@ impl<B: Backend> BurnPolicy<B> {
             spec,
             meta,
             policy,
-            choice: None,
             device,
         }
     }
@@ -98,29 +93,6 @@ impl<B: Backend> BurnPolicy<B> {
             });
         }
         Ok(len / per_row)
-    }
-
-    /// Normalise raw observations (`[rows, frames · frame_len]`) in place.
-    pub fn normalize_observations(&self, obs: &mut [f32]) -> Result<(), TrainError> {
-        self.meta
-            .obs_normalizer
-            .normalize("observation", obs)
-            .map_err(|e| TrainError::Sampling(e.to_string()))
-    }
-
-    /// A regression or classifier head's output (actions in normalised
-    /// units, or scores) for embeddings `[rows, E]`.
-    pub fn run_head(&self, embeddings: &[f32]) -> Result<Vec<f32>, BurnModelError> {
-        let e = self.embedding_dim();
-        let rows = self.rows("embeddings", embeddings.len(), e)?;
-        let emb = Tensor::<B, 2>::from_data(
-            TensorData::new(embeddings.to_vec(), [rows, e]),
-            &self.device,
-        );
-        let a = self.spec.action_dim;
-        let dummy = Tensor::<B, 2>::zeros([rows, a], &self.device);
-        let t = Tensor::<B, 2>::zeros([rows, 1], &self.device);
-        to_vec(self.policy.head_forward(emb, dummy, t))
     }
 }
 
