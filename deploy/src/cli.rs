@@ -179,10 +179,10 @@ pub fn sim_arm(a: SimArmArgs) -> Result<()> {
     let stop = interrupt_flag()?;
     let mut config = match a.task {
         SimTaskArg::Arm => diffbc_tasks::arm::ArmTask::default().sim_config(a.seed),
-        SimTaskArg::None => diffbc_bridge::SimConfig::default_arm(),
+        SimTaskArg::None => diffbc_emulator::SimConfig::default_arm(),
     };
     config.time_scale = a.time_scale;
-    let sim = diffbc_bridge::spawn_pty(config.clone(), &a.link)
+    let sim = diffbc_emulator::spawn_pty(config.clone(), &a.link)
         .with_context(|| format!("opening a pseudo-terminal at {}", a.link.display()))?;
     println!("{}", sim.path.display());
     tracing::info!(
@@ -230,7 +230,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             ""
         }
     );
-    let mut controller = diffbc_bridge::policy::PolicyController::new(policy);
+    let mut controller = diffbc_control::PolicyController::new(policy);
     let config = diffbc_bridge::LoopConfig {
         rate_hz,
         duration: a.seconds,

@@ -6,8 +6,8 @@
 //! `diffbc-bridge`.
 
 use diffbc_bridge::bridge::Controller;
-use diffbc_bridge::sim::SimHandle;
-use diffbc_bridge::{Bridge, LoopConfig, RunReport, SimConfig, Sweep};
+use diffbc_bridge::{Bridge, LoopConfig, RunReport, Sweep};
+use diffbc_emulator::{SimConfig, SimHandle};
 use diffbc_protocol::{Frame, Handshake, Telemetry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -44,7 +44,7 @@ fn device() -> Device {
     if !WATCHDOG_TEST.with(std::cell::Cell::get) {
         arm.watchdog = Duration::from_secs(1);
     }
-    let sim = diffbc_bridge::spawn_pty(arm, &link).expect("pty");
+    let sim = diffbc_emulator::spawn_pty(arm, &link).expect("pty");
     Device {
         port: link.display().to_string(),
         sim: Some(sim),
@@ -117,8 +117,8 @@ fn config(rate_hz: f64, seconds: f64) -> LoopConfig {
 /// Set one of the emulated arm's fault switches after `ms` milliseconds.
 fn flip_after(
     ms: u64,
-    faults: std::sync::Arc<diffbc_bridge::sim::Faults>,
-    switch: fn(&diffbc_bridge::sim::Faults) -> &AtomicBool,
+    faults: std::sync::Arc<diffbc_emulator::Faults>,
+    switch: fn(&diffbc_emulator::Faults) -> &AtomicBool,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(ms));
@@ -231,7 +231,7 @@ fn a_late_action_is_a_counted_miss_and_the_last_command_is_held() {
 /// Run 2 s at 100 Hz while the emulated arm corrupts every `every`-th
 /// telemetry frame with `switch`; bad frames are counted, none is accepted,
 /// and the host → device stream stays intact.
-fn corrupted_telemetry(switch: fn(&diffbc_bridge::sim::Faults) -> &std::sync::atomic::AtomicU32) {
+fn corrupted_telemetry(switch: fn(&diffbc_emulator::Faults) -> &std::sync::atomic::AtomicU32) {
     let dev = device();
     let Some(sim) = &dev.sim else {
         println!("needs the emulated arm (it corrupts its own frames); skipped on a real port");

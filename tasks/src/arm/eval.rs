@@ -5,8 +5,9 @@
 
 use super::{ArmTask, Driver, EpisodeResult, JOINTS, run_episode};
 use anyhow::{Context, Result, bail};
-use diffbc_bridge::policy::PolicyController;
-use diffbc_bridge::{Bridge, LoopConfig, RunStats, spawn_pty};
+use diffbc_bridge::{Bridge, LoopConfig, RunStats};
+use diffbc_control::PolicyController;
+use diffbc_emulator::spawn_pty;
 use diffbc_protocol::Telemetry;
 use diffbc_runtime::{Policy, SamplerConfig};
 use indicatif::{ProgressBar, ProgressStyle};

@@ -22,9 +22,8 @@ pub mod eval;
 
 use anyhow::{Result, ensure};
 use diffbc_bridge::SafetyLayer;
-use diffbc_bridge::SimConfig;
-use diffbc_bridge::policy::ObsLayout;
-use diffbc_bridge::sim::SimArm;
+use diffbc_control::ObsLayout;
+use diffbc_emulator::{SimArm, SimConfig};
 use diffbc_protocol::{Command, Frame, Joints, Telemetry};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -229,8 +228,8 @@ impl ArmTask {
     }
 
     /// The obstacle, if any.
-    pub fn obstacle(&self) -> Option<diffbc_bridge::Obstacle> {
-        (self.obstacle_radius > 0.0).then_some(diffbc_bridge::Obstacle {
+    pub fn obstacle(&self) -> Option<diffbc_emulator::Obstacle> {
+        (self.obstacle_radius > 0.0).then_some(diffbc_emulator::Obstacle {
             center: [0.0, 0.0],
             radius: self.obstacle_radius,
         })

@@ -1,4 +1,4 @@
-//! A deployed policy drives the arm.
+//! Where the runtime meets the bridge: a deployed policy drives the arm.
 //!
 //! The observation frame is built from the policy's manifest
 //! (`channels.observation`, `docs/manifest.md`): each channel names its
@@ -9,7 +9,7 @@
 //! naming the channels; nothing is guessed from the frame length. The
 //! action must be one absolute position target per joint, in joint order.
 
-use crate::bridge::Controller;
+use diffbc_bridge::Controller;
 use diffbc_protocol::{EXTRA_CHANNELS, Handshake, Telemetry};
 use diffbc_runtime::Policy;
 use diffbc_runtime::manifest::{ActionKind, ObservationChannel, Source};
