@@ -222,7 +222,7 @@ pub fn run(a: &BenchBridgeArgs) -> Result<()> {
         "timing the host's timer alone for {} s",
         a.seconds.as_secs_f64()
     );
-    let timer = diffbc_bridge::bridge::timer_jitter(a.rate, a.seconds);
+    let timer = diffbc_bridge::control::timer_jitter(a.rate, a.seconds);
     let mut bridge = Bridge::connect(&port, a.baud, config.handshake_timeout)?;
     let report = bridge.run(&mut controller, &config, &stop);
     drop(bridge);

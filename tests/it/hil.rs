@@ -5,7 +5,7 @@
 //! wall clock; the firmware's logic is unit-tested with injected time in
 //! `diffbc-bridge`.
 
-use diffbc_bridge::bridge::Controller;
+use diffbc_bridge::Controller;
 use diffbc_bridge::{Bridge, LoopConfig, RunReport, Sweep};
 use diffbc_emulator::{SimConfig, SimHandle};
 use diffbc_protocol::{Frame, Handshake, Telemetry};

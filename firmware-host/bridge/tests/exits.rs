@@ -3,7 +3,7 @@
 //! refused at connection with a stop frame; the emulator never deletes what
 //! it did not create; and the logs of both sides stay bounded.
 
-use diffbc_bridge::bridge::Controller;
+use diffbc_bridge::Controller;
 use diffbc_bridge::{Bridge, BridgeError, LoopConfig, Reconnect, Sweep};
 use diffbc_emulator::{SimConfig, SimHandle, spawn_pty};
 use diffbc_protocol::{

@@ -5,7 +5,7 @@
 //! loop runs there; the emulated arm's and the controller's threads are not
 //! counted.
 
-use diffbc_bridge::bridge::Controller;
+use diffbc_bridge::Controller;
 use diffbc_bridge::{Bridge, LoopConfig};
 use diffbc_emulator::SimConfig;
 use diffbc_protocol::Telemetry;

@@ -10,9 +10,10 @@
 //! episode, minimum-jerk reaches with a bowed path, hesitations, pauses at
 //! each target, a reaction delay, and a smooth tremor correlated across the
 //! joints. It runs the same firmware logic as `diffbc sim-arm`
-//! ([`SimArm`]), observes through the same telemetry → frame mapping as the
+//! ([`diffbc_emulator::SimArm`]) through the bridge's own control loop,
+//! observes through the same telemetry → frame mapping as the
 //! deployed controller ([`ObsLayout`]) and its commands pass the same
-//! [`SafetyLayer`], so a recorded row is exactly what a policy sees and what
+//! [`diffbc_bridge::SafetyLayer`], so a recorded row is exactly what a policy sees and what
 //! the bridge would send.
 
 // Joint-indexed arithmetic over several arrays at once reads clearer with an index.
@@ -21,14 +22,15 @@
 pub mod eval;
 
 use anyhow::{Result, ensure};
-use diffbc_bridge::SafetyLayer;
+use diffbc_bridge::{Controller, LoopConfig, SimClock};
 use diffbc_control::ObsLayout;
-use diffbc_emulator::{SimArm, SimConfig};
-use diffbc_protocol::{Command, Frame, Joints, Telemetry};
+use diffbc_emulator::{SimConfig, StepLink};
+use diffbc_protocol::Telemetry;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Joints of the task's arm.
@@ -273,7 +275,7 @@ impl ArmTask {
 }
 
 /// Something that picks the next command from what the arm reports.
-pub trait Driver {
+pub trait Driver: Send {
     /// Start of an episode.
     fn reset(&mut self, seed: u64);
     /// The command for this tick; `frame` is the observation frame.
@@ -284,70 +286,105 @@ pub trait Driver {
     }
 }
 
-/// Run one episode in-process: the firmware logic stepped at 1 kHz device
-/// time, the driver called at the control rate, its command passed through
-/// the safety layer. `record` receives every (frame, command) row.
+/// A [`Driver`] as the control loop's [`Controller`]: builds the
+/// observation frame with the task's [`ObsLayout`], keeps each frame when
+/// recording, and raises `finished` (the loop's stop flag) once the driver
+/// is done, so the run ends at the next tick.
+struct Driven<'a> {
+    driver: &'a mut dyn Driver,
+    layout: ObsLayout,
+    frame: Vec<f32>,
+    frames: Option<Vec<Vec<f32>>>,
+    finished: &'a AtomicBool,
+}
+
+impl Controller for Driven<'_> {
+    fn act(&mut self, t: &Telemetry, action: &mut [f32]) -> Result<(), String> {
+        self.layout.write(t, &[], &mut self.frame);
+        self.driver
+            .act(t, &self.frame, action)
+            .map_err(|e| format!("{e:#}"))?;
+        if let Some(frames) = self.frames.as_mut() {
+            frames.push(self.frame.clone());
+        }
+        if self.driver.finished() {
+            self.finished.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Run one episode in-process: the bridge's control loop
+/// ([`diffbc_bridge::control::run`], the same tick as on the wire) over the
+/// emulated arm stepped in memory ([`StepLink`], physics at 1 kHz device
+/// time) on a simulated clock, the driver called at the control rate, its
+/// command passed through the safety layer. The episode ends at
+/// [`ArmTask::max_seconds`], when the task is done, when the driver has
+/// finished, or at a fault (a collision). `record` receives every
+/// (frame, command) row.
 pub fn run_episode(
     task: &ArmTask,
     seed: u64,
     driver: &mut dyn Driver,
-    mut record: Option<&mut Vec<(Vec<f32>, [f32; JOINTS])>>,
+    record: Option<&mut Vec<(Vec<f32>, [f32; JOINTS])>>,
 ) -> Result<EpisodeResult> {
-    let config = task.sim_config(seed);
-    let safety = SafetyLayer::new(&config.limits, task.max_step)?;
-    let mut arm = SimArm::new(config);
+    let mut link = StepLink::new(task.sim_config(seed));
     let layout = task.layout()?;
-    let mut frame = vec![0.0f32; layout.len()];
-    let dt = 1.0 / task.control_hz;
-    let physics_steps = (1000.0 * dt).round() as usize;
+    let period = Duration::from_secs_f64(1.0 / task.control_hz);
+    let ticks = u32::try_from(task.max_ticks())?;
+    let config = LoopConfig {
+        rate_hz: task.control_hz,
+        // Exactly `max_ticks` commands: the loop ends at the tick due then.
+        duration: Some(period * ticks),
+        max_step: task.max_step,
+        stop_when_task_done: true,
+        log_capacity: task.max_ticks() + 1,
+        ..LoopConfig::default()
+    };
     driver.reset(seed);
-    let mut result = EpisodeResult::default();
-    let mut raw = [0.0f32; JOINTS];
-    // The last safe command; before the first tick, hold where the arm is.
-    let mut cmd = [0.0f32; JOINTS];
-    cmd.copy_from_slice(&arm.positions()[..JOINTS]);
-    let mut measured = [0.0f32; JOINTS];
-    for tick in 0..task.max_ticks() {
-        if arm.task_done() || driver.finished() {
-            break;
-        }
-        if arm.fault().is_some() {
-            result.collided = true;
-            break;
-        }
-        let now = Duration::from_secs_f64(tick as f64 * dt);
-        let t = arm.telemetry(now);
-        layout.write(&t, &[], &mut frame);
-        driver.act(&t, &frame, &mut raw)?;
-        measured.copy_from_slice(&arm.positions()[..JOINTS]);
-        let mut safe = [0.0f32; JOINTS];
-        if safety.apply(&measured, &raw, &mut safe).is_ok() {
-            cmd = safe;
-        }
-        // Refused (NaN): `cmd` keeps the last safe command, as the bridge does.
-        if let Some(r) = record.as_deref_mut() {
-            r.push((frame.clone(), cmd));
-        }
-        result.actions.extend_from_slice(&cmd);
-        let mut targets = Joints::new();
-        for &v in &cmd {
-            let _ = targets.push(v);
-        }
-        arm.on_frame(
-            Frame::Command(Command {
-                seq: tick as u32 + 1,
-                targets,
-            }),
-            now,
-        );
-        arm.commands.clear();
-        for _ in 0..physics_steps {
-            arm.step(0.001);
-        }
-        result.ticks += 1;
+    let finished = AtomicBool::new(false);
+    let mut controller = Driven {
+        driver,
+        frame: vec![0.0; layout.len()],
+        layout,
+        frames: record.is_some().then(Vec::new),
+        finished: &finished,
+    };
+    let report = diffbc_bridge::control::run(
+        &mut link,
+        &mut SimClock::new(),
+        &mut controller,
+        &config,
+        &finished,
+    );
+    let collided = link.arm().fault().is_some();
+    if let Err(e) = &report.outcome
+        && !collided
+    {
+        anyhow::bail!("{e}");
     }
-    result.order = arm.order().to_vec();
-    result.collided |= arm.fault().is_some();
+    let mut result = EpisodeResult {
+        order: link.arm().order().to_vec(),
+        actions: Vec::with_capacity(report.log.len() * JOINTS),
+        ticks: report.log.len(),
+        collided,
+    };
+    for c in report.log.iter() {
+        result.actions.extend_from_slice(&c.command.targets);
+    }
+    if let (Some(rows), Some(frames)) = (record, controller.frames) {
+        ensure!(
+            frames.len() == report.log.len(),
+            "{} frames observed but {} commands sent",
+            frames.len(),
+            report.log.len()
+        );
+        for (frame, c) in frames.into_iter().zip(report.log.iter()) {
+            let mut cmd = [0.0f32; JOINTS];
+            cmd.copy_from_slice(&c.command.targets[..JOINTS]);
+            rows.push((frame, cmd));
+        }
+    }
     Ok(result)
 }
 
