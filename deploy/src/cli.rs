@@ -12,7 +12,7 @@ pub const DEFAULT_KDE_BANDWIDTH: f32 = 0.1;
 
 #[derive(Args, Debug)]
 pub struct SimArmArgs {
-    /// The arm task's world (targets, start pose from --seed); `none` = the plain 3-target arm.
+    /// The arm task's world (obstacle, start pose from --seed); `none` = the plain arm.
     #[arg(long, value_enum, default_value = "arm")]
     pub task: SimTaskArg,
     /// Episode seed (start pose).
@@ -62,6 +62,11 @@ pub struct RunArgs {
     /// Noise seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Task whose host-side state the policy observes: `arm` supplies the arm
+    /// task's `task.done[i]` channels (computed from the measured joint
+    /// positions); `none` = the policy observes the arm only.
+    #[arg(long, value_enum, default_value = "none")]
+    pub task: SimTaskArg,
     /// Sampler (default: the manifest's).
     #[command(flatten)]
     pub sampler: SamplerArgs,
@@ -94,9 +99,9 @@ pub struct BenchArgs {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimTaskArg {
-    /// The arm task's five targets.
+    /// The arm task: five targets around an obstacle.
     Arm,
-    /// Three fixed targets, start at 0.
+    /// The plain arm: no obstacle, start at 0.
     None,
 }
 
@@ -187,7 +192,7 @@ pub fn sim_arm(a: SimArmArgs) -> Result<()> {
     println!("{}", sim.path.display());
     tracing::info!(
         joints = config.joints(),
-        targets = config.targets.len(),
+        obstacles = config.obstacles.len(),
         "emulated arm ready at {} (Ctrl-C to stop)",
         sim.path.display()
     );
@@ -196,9 +201,18 @@ pub fn sim_arm(a: SimArmArgs) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let received = sim.shared.commands_total();
-    let reached = sim.shared.reached.load(Ordering::Relaxed);
+    let faults = sim
+        .shared
+        .faults
+        .lock()
+        .map(|f| {
+            f.iter()
+                .map(|f| format!("{:?}", f.code))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
     sim.shutdown();
-    println!("commands received: {received}; targets reached (bits): {reached:b}");
+    println!("commands received: {received}; faults: {faults:?}");
     Ok(())
 }
 
@@ -230,7 +244,25 @@ pub fn run(a: RunArgs) -> Result<()> {
             ""
         }
     );
+    if a.task == SimTaskArg::None
+        && let Some(c) = policy
+            .manifest()
+            .channels
+            .observation
+            .iter()
+            .find(|c| c.source.starts_with("task.done["))
+    {
+        bail!(
+            "the policy observes {} (source {}), the arm task's state, which the task computes on the host from the measured joint positions: pass --task arm",
+            c.name,
+            c.source
+        );
+    }
     let mut controller = diffbc_control::PolicyController::new(policy);
+    if a.task == SimTaskArg::Arm {
+        let task = diffbc_tasks::arm::ArmTask::default();
+        controller.set_host_source(Box::new(task.state(std::sync::Arc::default())));
+    }
     let config = diffbc_bridge::LoopConfig {
         rate_hz,
         duration: a.seconds,
@@ -242,8 +274,8 @@ pub fn run(a: RunArgs) -> Result<()> {
     print!("{}", report.stats.markdown());
     if let Some(t) = &report.last_telemetry {
         println!(
-            "last positions: {:?}; task channels: {:?}",
-            t.positions, t.extra
+            "last positions: {:?}; velocities: {:?}",
+            t.positions, t.velocities
         );
     }
     report.outcome.map_err(anyhow::Error::msg)

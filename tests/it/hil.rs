@@ -624,7 +624,23 @@ fn the_arm_policy_runs_at_its_trained_rate_and_contradictions_need_force() {
         .0;
     let hz = m.deployment.control_hz.expect("a trained rate");
     let before = sim.shared.commands.lock().expect("log").len();
-    let out = crate::support::ok(&["run", &model, "--port", &dev.port, "--seconds", "2"]);
+    // The done flags are the arm task's state, computed on the host: without
+    // the task the policy is refused before anything moves.
+    let e = crate::support::error_line(&["run", &model, "--port", &dev.port, "--seconds", "2"]);
+    assert!(
+        e.contains("task.done[0]") && e.contains("--task arm"),
+        "{e}"
+    );
+    let out = crate::support::ok(&[
+        "run",
+        &model,
+        "--task",
+        "arm",
+        "--port",
+        &dev.port,
+        "--seconds",
+        "2",
+    ]);
     assert!(
         out.contains(&format!("control at {hz} Hz")) && out.contains("rate from the manifest"),
         "{out}"
@@ -638,6 +654,8 @@ fn the_arm_policy_runs_at_its_trained_rate_and_contradictions_need_force() {
     let e = crate::support::error_line(&[
         "run",
         &model,
+        "--task",
+        "arm",
         "--port",
         &dev.port,
         "--seconds",
@@ -652,6 +670,8 @@ fn the_arm_policy_runs_at_its_trained_rate_and_contradictions_need_force() {
     let out = crate::support::ok(&[
         "run",
         &model,
+        "--task",
+        "arm",
         "--port",
         &dev.port,
         "--seconds",
@@ -669,6 +689,8 @@ fn the_arm_policy_runs_at_its_trained_rate_and_contradictions_need_force() {
     let e = crate::support::error_line(&[
         "run",
         &model,
+        "--task",
+        "arm",
         "--port",
         &dev.port,
         "--seconds",

@@ -29,9 +29,7 @@ use crate::checked::{self, ValueError};
 use crate::ring::Ring;
 use crate::safety::{SafetyError, SafetyLayer};
 use crate::stats::{Histogram, RunStats};
-use diffbc_protocol::{
-    Command, Frame, Handshake, Joints, MAX_JOINTS, StopReason, Telemetry, status,
-};
+use diffbc_protocol::{Command, Frame, Handshake, Joints, MAX_JOINTS, StopReason, Telemetry};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -231,8 +229,6 @@ pub struct LoopConfig {
     pub reconnect: Reconnect,
     /// Handshake timeout.
     pub handshake_timeout: Duration,
-    /// End the run (normally) once telemetry reports `TASK_DONE`.
-    pub stop_when_task_done: bool,
     /// Most commands kept in [`RunReport::log`] (the newest; the total is
     /// counted). The default holds 131 s at 500 Hz.
     pub log_capacity: usize,
@@ -279,7 +275,6 @@ impl Default for LoopConfig {
             max_step: 0.2,
             reconnect: Reconnect::default(),
             handshake_timeout: Duration::from_secs(2),
-            stop_when_task_done: false,
             log_capacity: DEFAULT_LOG_CAPACITY,
         }
     }
@@ -624,8 +619,9 @@ fn control_loop<L: Link + ?Sized, K: Clock>(
 
 /// One control tick, the only one in the workspace: wait for the tick's
 /// time; take the newest telemetry (reconnecting a vanished link, stopping
-/// on silence, a fault or a finished task); hand it to the controller and
-/// wait at most the deadline; pass the action through the safety layer, or
+/// on silence or a fault); hand it to the controller and wait at most the
+/// deadline (a stop raised meanwhile ends the run here); pass the action
+/// through the safety layer, or
 /// hold the last safe command (late, refused or no action); send the
 /// command and log it. Allocates nothing.
 #[allow(clippy::too_many_arguments)]
@@ -691,9 +687,6 @@ fn tick<L: Link + ?Sized, K: Clock>(
     let Some(t) = &s.latest else {
         return Ok(Next::Tick);
     };
-    if config.stop_when_task_done && t.status & status::TASK_DONE != 0 {
-        return Ok(Next::End);
-    }
     let mut measured = [0.0f32; MAX_JOINTS];
     measured[..joints].copy_from_slice(&t.positions[..joints]);
     // 2. Inference on the controller's thread, bounded by the deadline.
@@ -726,6 +719,11 @@ fn tick<L: Link + ?Sized, K: Clock>(
                 ));
             }
         }
+    }
+    // A stop raised while the controller decided (an operator, or a task
+    // whose host-side state says it is done) sends no further command.
+    if stop.load(Ordering::Relaxed) {
+        return Ok(Next::End);
     }
     // 3. Safety layer; hold the last safe command otherwise.
     if let Some(a) = action {

@@ -1,6 +1,8 @@
 //! The emulated arm: the firmware's state machine ([`diffbc_firmware`])
 //! driving emulated motors (PD servos with acceleration, velocity and
-//! position limits) in a world with targets and obstacles, time passed in.
+//! position limits) in a world with obstacles, time passed in. What a task
+//! makes of the arm's motion (targets reached, done) is the task's, on the
+//! host: the emulator reports only what a real arm would.
 //!
 //! [`SimArm`] is unit-testable with any clock; [`crate::spawn_pty`] runs it
 //! on a pty against the wall clock (the way `diffbc sim-arm` does) and
@@ -8,9 +10,7 @@
 
 use diffbc_bridge::Ring;
 use diffbc_firmware::{Firmware, FirmwareConfig};
-use diffbc_protocol::{
-    Command, EXTRA_CHANNELS, Fault, FaultCode, Frame, Handshake, JointLimit, Telemetry, status,
-};
+use diffbc_protocol::{Command, Fault, FaultCode, Frame, Handshake, JointLimit, Telemetry};
 use std::time::Duration;
 
 /// The emulated arm's parameters.
@@ -30,14 +30,6 @@ pub struct SimConfig {
     pub watchdog: Duration,
     /// Highest command rate accepted (reported in the handshake).
     pub max_rate_hz: u16,
-    /// The task world: joint configurations to visit (at most
-    /// [`EXTRA_CHANNELS`]); a target counts as reached within `tolerance`.
-    pub targets: Vec<Vec<f32>>,
-    /// Reach tolerance (rad, max over joints).
-    pub tolerance: f32,
-    /// Targets to reach before the task counts as done (`TASK_DONE`);
-    /// `None` = all of them.
-    pub goal_count: Option<usize>,
     /// Joint positions at power-on.
     pub initial: Vec<f32>,
     /// Fixed objects in the workspace; touching one latches a
@@ -76,7 +68,7 @@ impl Obstacle {
 }
 
 impl SimConfig {
-    /// A 4-joint arm with three targets.
+    /// A 4-joint arm, no obstacles.
     pub fn default_arm() -> Self {
         let lim = JointLimit {
             min: -2.5,
@@ -92,24 +84,11 @@ impl SimConfig {
             telemetry_hz: 200,
             watchdog: Duration::from_millis(250),
             max_rate_hz: 500,
-            targets: vec![
-                vec![0.8, -0.4, 0.3, 0.0],
-                vec![-0.7, 0.5, -0.2, 0.4],
-                vec![0.2, 0.9, 0.6, -0.5],
-            ],
-            tolerance: 0.08,
-            goal_count: None,
             obstacles: Vec::new(),
             initial: vec![0.0; 4],
             time_scale: 1.0,
             command_log: DEFAULT_COMMAND_LOG,
         }
-    }
-
-    /// Targets needed for `TASK_DONE`.
-    pub fn goal(&self) -> usize {
-        let n = self.targets.len().min(EXTRA_CHANNELS);
-        self.goal_count.map_or(n, |g| g.min(n))
     }
 
     /// Joint count.
@@ -125,8 +104,6 @@ pub struct SimArm {
     firmware: Firmware,
     q: Vec<f32>,
     qd: Vec<f32>,
-    reached: [bool; EXTRA_CHANNELS],
-    order: heapless::Vec<u8, EXTRA_CHANNELS>,
     pending: Option<Frame>,
     /// The commands applied, in arrival order: the newest
     /// [`SimConfig::command_log`]; `commands.total()` counts all.
@@ -165,8 +142,6 @@ impl SimArm {
             firmware,
             q,
             qd: vec![0.0; n],
-            reached: [false; EXTRA_CHANNELS],
-            order: heapless::Vec::new(),
             pending: None,
             commands: Ring::new(config.command_log),
             config,
@@ -248,45 +223,11 @@ impl SimArm {
             self.qd.iter_mut().for_each(|v| *v = 0.0);
             self.pending = Some(self.latch(FaultCode::Collision, 255, i as u32));
         }
-        for (i, t) in self.config.targets.iter().enumerate().take(EXTRA_CHANNELS) {
-            let d = t
-                .iter()
-                .zip(&self.q)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            if d <= self.config.tolerance && !self.reached[i] {
-                self.reached[i] = true;
-                let _ = self.order.push(i as u8);
-            }
-        }
-    }
-
-    /// Targets reached so far, in target order.
-    pub fn reached(&self) -> &[bool] {
-        &self.reached[..self.config.targets.len().min(EXTRA_CHANNELS)]
-    }
-
-    /// Target indices in the order they were first reached.
-    pub fn order(&self) -> &[u8] {
-        &self.order
-    }
-
-    /// Whether the task is done (`goal` targets reached).
-    pub fn task_done(&self) -> bool {
-        let n = self.reached().len();
-        n > 0 && self.order.len() >= self.config.goal()
     }
 
     /// The next telemetry frame at device time `now`.
     pub fn telemetry(&mut self, now: Duration) -> Telemetry {
-        let mut t = self.firmware.telemetry(now, &self.q, &self.qd);
-        if self.task_done() {
-            t.status |= status::TASK_DONE;
-        }
-        for (e, &r) in t.extra.iter_mut().zip(self.reached()) {
-            *e = if r { 1.0 } else { 0.0 };
-        }
-        t
+        self.firmware.telemetry(now, &self.q, &self.qd)
     }
 }
 
@@ -332,8 +273,9 @@ mod tests {
             assert!((q - t).abs() < 0.01, "{q} vs {t}");
         }
         assert!(peak_speed <= 3.0 + 1e-4, "velocity limit: {peak_speed}");
-        assert!(arm.reached()[0], "target 0 is that configuration");
-        assert_eq!(arm.telemetry(Duration::from_secs(2)).extra[0], 1.0);
+        let t = arm.telemetry(Duration::from_secs(2));
+        assert_eq!(&t.positions[..], arm.positions(), "telemetry reports them");
+        assert_eq!(t.last_command_seq, 1);
     }
 
     #[test]

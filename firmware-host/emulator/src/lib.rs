@@ -2,7 +2,7 @@
 //!
 //! - [`arm`]: [`SimArm`], the arm firmware's state machine
 //!   ([`diffbc_firmware`], `no_std`) driving emulated servos in a world with
-//!   targets and obstacles, time passed in.
+//!   obstacles, time passed in.
 //! - [`pty`]: [`spawn_pty`] runs it on a pseudo-terminal against the wall
 //!   clock, with fault injection ([`Faults`]) and what it saw ([`SimShared`]).
 //! - [`link`]: [`StepLink`], the same arm stepped in process as a

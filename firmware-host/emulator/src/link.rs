@@ -44,7 +44,7 @@ impl StepLink {
         }
     }
 
-    /// The arm (its world state: targets reached, latched fault).
+    /// The arm (positions, latched fault).
     pub fn arm(&self) -> &SimArm {
         &self.arm
     }
@@ -168,6 +168,42 @@ mod tests {
         let t = link.arm().clone().telemetry(Duration::from_millis(200));
         assert_eq!(t.status & diffbc_protocol::status::ENABLED, 0, "stopped");
         assert_eq!(t.last_command_seq, 10);
+    }
+
+    /// Raises the run's stop flag while deciding its third action.
+    struct StopsAtThird<'a> {
+        stop: &'a AtomicBool,
+        calls: u32,
+    }
+
+    impl Controller for StopsAtThird<'_> {
+        fn act(&mut self, t: &Telemetry, action: &mut [f32]) -> Result<(), String> {
+            self.calls += 1;
+            if self.calls == 3 {
+                self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            action.copy_from_slice(&t.positions);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stop_raised_while_deciding_sends_no_further_command() {
+        let mut link = StepLink::new(SimConfig::default_arm());
+        let stop = AtomicBool::new(false);
+        let report = diffbc_bridge::control::run(
+            &mut link,
+            &mut SimClock::new(),
+            &mut StopsAtThird {
+                stop: &stop,
+                calls: 0,
+            },
+            &config(1.0),
+            &stop,
+        );
+        assert_eq!(report.outcome, Ok(()));
+        assert_eq!(report.log.len(), 2, "the third tick's action is not sent");
+        assert!(link.arm().fault().is_none());
     }
 
     #[test]

@@ -44,10 +44,6 @@ pub struct SimShared {
     pub bad_frames: AtomicU32,
     /// Telemetry frames corrupted on purpose.
     pub corrupted: AtomicU32,
-    /// Targets reached (bit i = target i).
-    pub reached: AtomicU32,
-    /// Target indices in the order they were first reached.
-    pub order: Mutex<Vec<u8>>,
     /// Times the pty was replaced.
     pub replugs: AtomicU32,
     /// Stop frames received.
@@ -67,8 +63,6 @@ impl SimShared {
             faults: Mutex::default(),
             bad_frames: AtomicU32::default(),
             corrupted: AtomicU32::default(),
-            reached: AtomicU32::default(),
-            order: Mutex::default(),
             replugs: AtomicU32::default(),
             stops: AtomicU32::default(),
             last_stop: Mutex::default(),
@@ -408,17 +402,6 @@ fn run(
                 v.push(fault);
             }
             send(&mut master, &f, &mut out);
-        }
-        let reached = arm
-            .reached()
-            .iter()
-            .enumerate()
-            .fold(0u32, |m, (i, &r)| m | (u32::from(r) << i));
-        if shared.reached.swap(reached, Ordering::Relaxed) != reached
-            && let Ok(mut o) = shared.order.lock()
-        {
-            o.clear();
-            o.extend_from_slice(arm.order());
         }
         if session && now >= telemetry_at {
             telemetry_at = now + telemetry_dt;

@@ -217,7 +217,6 @@ impl Firmware {
             positions: joints(positions),
             velocities: joints(velocities),
             status: s,
-            extra: [0.0; diffbc_protocol::EXTRA_CHANNELS],
         }
     }
 }
