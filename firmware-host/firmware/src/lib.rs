@@ -139,9 +139,11 @@ impl Firmware {
                 measured,
             ))),
             Frame::Hello { .. } => {
-                // A new session clears a latched fault (the host saw it).
+                // A new session clears a latched fault (the host saw it)
+                // and acknowledges no command of its own yet.
                 self.fault = None;
                 self.last_command = None;
+                self.last_command_seq = 0;
                 reply(Some(Frame::Handshake(self.handshake())))
             }
             Frame::Command(c) => {

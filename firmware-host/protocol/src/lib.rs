@@ -86,7 +86,8 @@ pub struct Telemetry {
     pub seq: u32,
     /// Device clock (µs since boot).
     pub device_time_us: u64,
-    /// Sequence number of the last command applied.
+    /// Sequence number of the last command applied in this session (0 until
+    /// the first command after [`Frame::Hello`]).
     pub last_command_seq: u32,
     /// Measured positions (rad).
     pub positions: Joints,
