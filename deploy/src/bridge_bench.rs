@@ -186,14 +186,14 @@ pub fn run(a: &BenchBridgeArgs) -> Result<()> {
             let mut config = match a.task {
                 crate::cli::SimTaskArg::Arm => diffbc_tasks::arm::ArmTask::default()
                     .sim_config(diffbc_tasks::arm::eval::EVAL_SEED_BASE),
-                crate::cli::SimTaskArg::None => diffbc_bridge::SimConfig::default_arm(),
+                crate::cli::SimTaskArg::None => diffbc_emulator::SimConfig::default_arm(),
             };
             config.command_log = ticks;
             if let Some(ms) = a.watchdog_ms {
                 config.watchdog = Duration::from_millis(ms);
             }
             let link = dir.path().join("arm");
-            let sim = diffbc_bridge::spawn_pty(config, &link)
+            let sim = diffbc_emulator::spawn_pty(config, &link)
                 .context("opening a pseudo-terminal for the emulated arm")?;
             (sim.path.display().to_string(), Some(sim))
         }
@@ -209,7 +209,7 @@ pub fn run(a: &BenchBridgeArgs) -> Result<()> {
                     ..Default::default()
                 },
             )?;
-            Box::new(diffbc_bridge::policy::PolicyController::new(policy))
+            Box::new(diffbc_control::PolicyController::new(policy))
         }
     };
     let config = LoopConfig {
@@ -222,7 +222,7 @@ pub fn run(a: &BenchBridgeArgs) -> Result<()> {
         "timing the host's timer alone for {} s",
         a.seconds.as_secs_f64()
     );
-    let timer = diffbc_bridge::bridge::timer_jitter(a.rate, a.seconds);
+    let timer = diffbc_bridge::control::timer_jitter(a.rate, a.seconds);
     let mut bridge = Bridge::connect(&port, a.baud, config.handshake_timeout)?;
     let report = bridge.run(&mut controller, &config, &stop);
     drop(bridge);

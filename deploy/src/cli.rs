@@ -11,7 +11,7 @@ pub use diffbc_runtime::DEFAULT_KDE_BANDWIDTH;
 
 #[derive(Args, Debug)]
 pub struct SimArmArgs {
-    /// The arm task's world (targets, start pose from --seed); `none` = the plain 3-target arm.
+    /// The arm task's world (obstacle, start pose from --seed); `none` = the plain arm.
     #[arg(long, value_enum, default_value = "arm")]
     pub task: SimTaskArg,
     /// Episode seed (start pose).
@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// Noise seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Task whose host-side state the policy observes: `arm` supplies the arm
+    /// task's `task.done[i]` channels (computed from the measured joint
+    /// positions); `none` = the policy observes the arm only.
+    #[arg(long, value_enum, default_value = "none")]
+    pub task: SimTaskArg,
     /// Sampler (default: the manifest's).
     #[command(flatten)]
     pub sampler: SamplerArgs,
@@ -93,9 +98,9 @@ pub struct BenchArgs {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimTaskArg {
-    /// The arm task's five targets.
+    /// The arm task: five targets around an obstacle.
     Arm,
-    /// Three fixed targets, start at 0.
+    /// The plain arm: no obstacle, start at 0.
     None,
 }
 
@@ -178,15 +183,15 @@ pub fn sim_arm(a: SimArmArgs) -> Result<()> {
     let stop = interrupt_flag()?;
     let mut config = match a.task {
         SimTaskArg::Arm => diffbc_tasks::arm::ArmTask::default().sim_config(a.seed),
-        SimTaskArg::None => diffbc_bridge::SimConfig::default_arm(),
+        SimTaskArg::None => diffbc_emulator::SimConfig::default_arm(),
     };
     config.time_scale = a.time_scale;
-    let sim = diffbc_bridge::spawn_pty(config.clone(), &a.link)
+    let sim = diffbc_emulator::spawn_pty(config.clone(), &a.link)
         .with_context(|| format!("opening a pseudo-terminal at {}", a.link.display()))?;
     println!("{}", sim.path.display());
     tracing::info!(
         joints = config.joints(),
-        targets = config.targets.len(),
+        obstacles = config.obstacles.len(),
         "emulated arm ready at {} (Ctrl-C to stop)",
         sim.path.display()
     );
@@ -195,9 +200,18 @@ pub fn sim_arm(a: SimArmArgs) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let received = sim.shared.commands_total();
-    let reached = sim.shared.reached.load(Ordering::Relaxed);
+    let faults = sim
+        .shared
+        .faults
+        .lock()
+        .map(|f| {
+            f.iter()
+                .map(|f| format!("{:?}", f.code))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
     sim.shutdown();
-    println!("commands received: {received}; targets reached (bits): {reached:b}");
+    println!("commands received: {received}; faults: {faults:?}");
     Ok(())
 }
 
@@ -229,7 +243,25 @@ pub fn run(a: RunArgs) -> Result<()> {
             ""
         }
     );
-    let mut controller = diffbc_bridge::policy::PolicyController::new(policy);
+    if a.task == SimTaskArg::None
+        && let Some(c) = policy
+            .manifest()
+            .channels
+            .observation
+            .iter()
+            .find(|c| c.source.starts_with("task.done["))
+    {
+        bail!(
+            "the policy observes {} (source {}), the arm task's state, which the task computes on the host from the measured joint positions: pass --task arm",
+            c.name,
+            c.source
+        );
+    }
+    let mut controller = diffbc_control::PolicyController::new(policy);
+    if a.task == SimTaskArg::Arm {
+        let task = diffbc_tasks::arm::ArmTask::default();
+        controller.set_host_source(Box::new(task.state(std::sync::Arc::default())));
+    }
     let config = diffbc_bridge::LoopConfig {
         rate_hz,
         duration: a.seconds,
@@ -241,8 +273,8 @@ pub fn run(a: RunArgs) -> Result<()> {
     print!("{}", report.stats.markdown());
     if let Some(t) = &report.last_telemetry {
         println!(
-            "last positions: {:?}; task channels: {:?}",
-            t.positions, t.extra
+            "last positions: {:?}; velocities: {:?}",
+            t.positions, t.velocities
         );
     }
     report.outcome.map_err(anyhow::Error::msg)

@@ -69,6 +69,8 @@ fn sim_arm_and_run_drive_the_emulated_arm_at_the_trained_rate() {
         link.to_str().expect("utf-8"),
         "--seconds",
         "1",
+        "--task",
+        "arm",
     ]);
     sim.kill().ok();
     sim.wait().ok();

@@ -309,8 +309,6 @@ pub enum Source {
     JointPosition(usize),
     /// `joint.velocity[i]`: the arm's measured velocity of joint i (telemetry).
     JointVelocity(usize),
-    /// `device.extra[i]`: the device's extra telemetry channel i.
-    DeviceExtra(usize),
     /// Anything else: supplied by the integrator's host-side source under this
     /// key (task state, a camera, a tracker).
     Host(String),
@@ -329,8 +327,6 @@ impl Source {
             Self::JointPosition(i)
         } else if let Some(i) = indexed("joint.velocity") {
             Self::JointVelocity(i)
-        } else if let Some(i) = indexed("device.extra") {
-            Self::DeviceExtra(i)
         } else {
             Self::Host(s.to_string())
         }
@@ -342,7 +338,6 @@ impl std::fmt::Display for Source {
         match self {
             Self::JointPosition(i) => write!(f, "joint.position[{i}]"),
             Self::JointVelocity(i) => write!(f, "joint.velocity[{i}]"),
-            Self::DeviceExtra(i) => write!(f, "device.extra[{i}]"),
             Self::Host(k) => f.write_str(k),
         }
     }

@@ -1,27 +1,32 @@
 //! Host side of the arm link.
 //!
-//! - [`bridge`]: open a serial port, handshake, and run the fixed-rate
-//!   control loop (telemetry → controller on its own thread → safety layer →
-//!   command), with reconnection, a telemetry watchdog and stop-on-exit.
+//! - [`control`]: the fixed-rate control loop, written once over a [`Link`]
+//!   and a [`Clock`] (telemetry → controller on its own thread → safety
+//!   layer → command), with a telemetry watchdog and stop-on-exit; `tick`
+//!   is the workspace's one control tick.
+//! - [`bridge`]: the serial [`Link`]: open a port, handshake, reconnect.
 //! - [`safety`]: joint limits and a per-tick step bound; NaN is never sent.
-//! - [`sim`]: the emulated arm firmware (PD servos, limits, watchdog, a task
-//!   world) on a pseudo-terminal, speaking the same `diffbc-protocol` frames.
 //! - [`checked`]: the one validation of every number that reaches the
 //!   safety layer, the loop's timing or a `Duration` (flags, config, handshake).
 //! - [`ring`]: bounded logs (last N items plus a total count).
-//! - [`policy`]: a `diffbc_runtime::Policy` as a [`bridge::Controller`].
+//!
+//! Portable and small on purpose: no runtime, no emulator. A policy becomes
+//! a [`Controller`] in `diffbc-control`; the emulated arm lives in
+//! `diffbc-emulator`.
 
 pub mod bridge;
 pub mod checked;
-pub mod policy;
+pub mod control;
 pub mod ring;
 pub mod safety;
-pub mod sim;
 pub mod stats;
 
-pub use bridge::{Bridge, BridgeError, Controller, LoopConfig, Reconnect, RunReport, Sweep};
+pub use bridge::{Bridge, BridgeError};
 pub use checked::ValueError;
+pub use control::{
+    Clock, Controller, Link, LoggedCommand, LoopConfig, Reconnect, RunReport, SimClock, Sweep,
+    WallClock,
+};
 pub use ring::Ring;
 pub use safety::SafetyLayer;
-pub use sim::{Obstacle, SimConfig, SimHandle, spawn_pty};
 pub use stats::{Histogram, RunStats};

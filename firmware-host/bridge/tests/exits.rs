@@ -3,9 +3,9 @@
 //! refused at connection with a stop frame; the emulator never deletes what
 //! it did not create; and the logs of both sides stay bounded.
 
-use diffbc_bridge::bridge::Controller;
-use diffbc_bridge::sim::SimHandle;
-use diffbc_bridge::{Bridge, BridgeError, LoopConfig, Reconnect, SimConfig, Sweep, spawn_pty};
+use diffbc_bridge::Controller;
+use diffbc_bridge::{Bridge, BridgeError, LoopConfig, Reconnect, Sweep};
+use diffbc_emulator::{SimConfig, SimHandle, spawn_pty};
 use diffbc_protocol::{
     Decoder, FaultCode, Frame, Handshake, JointLimit, MAX_FRAME, PROTOCOL_VERSION, StopReason,
     Telemetry, encode,

@@ -5,8 +5,9 @@
 //! loop runs there; the emulated arm's and the controller's threads are not
 //! counted.
 
-use diffbc_bridge::bridge::Controller;
-use diffbc_bridge::{Bridge, LoopConfig, SimConfig};
+use diffbc_bridge::Controller;
+use diffbc_bridge::{Bridge, LoopConfig};
+use diffbc_emulator::SimConfig;
 use diffbc_protocol::Telemetry;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -45,7 +46,7 @@ fn the_control_loop_does_not_allocate_per_tick() {
     let link = dir.path().join("arm");
     let mut arm = SimConfig::default_arm();
     arm.watchdog = Duration::from_secs(1);
-    let sim = diffbc_bridge::spawn_pty(arm, &link).expect("pty");
+    let sim = diffbc_emulator::spawn_pty(arm, &link).expect("pty");
     let path = link.display().to_string();
     let mut bridge = Bridge::connect(&path, 1_000_000, Duration::from_secs(2)).expect("connect");
     // Warm-up: one-time thread-local set-up (channel wait contexts, …).

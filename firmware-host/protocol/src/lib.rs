@@ -29,11 +29,12 @@ use serde::{Deserialize, Serialize};
 
 /// Protocol version carried by [`Frame::Hello`] and [`Handshake`].
 /// 2: `FaultCode::Collision` (a host built for 1 could not decode it).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: telemetry carries the arm's state only (no task channels, no
+/// task-done bit): task state is the host's, computed from what the arm
+/// measures.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Most joints an arm may have.
 pub const MAX_JOINTS: usize = 8;
-/// Extra sensor channels in each telemetry frame (task state on the emulated arm).
-pub const EXTRA_CHANNELS: usize = 8;
 /// Largest postcard payload, plus 4 bytes of CRC.
 pub const MAX_PAYLOAD: usize = 192;
 /// Largest encoded frame including the COBS overhead and the `0x00` delimiter.
@@ -76,8 +77,6 @@ pub mod status {
     pub const HOLDING: u16 = 1 << 1;
     /// A fault is latched; see the last [`crate::Frame::Fault`].
     pub const FAULT: u16 = 1 << 2;
-    /// The device's task reports completion (emulated arm).
-    pub const TASK_DONE: u16 = 1 << 3;
 }
 
 /// Device → host: the measured joint state.
@@ -87,7 +86,8 @@ pub struct Telemetry {
     pub seq: u32,
     /// Device clock (µs since boot).
     pub device_time_us: u64,
-    /// Sequence number of the last command applied.
+    /// Sequence number of the last command applied in this session (0 until
+    /// the first command after [`Frame::Hello`]).
     pub last_command_seq: u32,
     /// Measured positions (rad).
     pub positions: Joints,
@@ -95,8 +95,6 @@ pub struct Telemetry {
     pub velocities: Joints,
     /// [`status`] bits.
     pub status: u16,
-    /// Extra sensor channels (task state on the emulated arm).
-    pub extra: [f32; EXTRA_CHANNELS],
 }
 
 /// Host → device: joint position targets.

@@ -46,8 +46,7 @@ fn samples() -> Vec<Frame> {
                 f32::MIN_POSITIVE,
             ]),
             velocities: joints(&[0.5; MAX_JOINTS]),
-            status: status::ENABLED | status::TASK_DONE,
-            extra: [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 2.0, 7.0],
+            status: status::ENABLED | status::FAULT,
         }),
         Frame::Command(Command {
             seq: 42,

@@ -189,9 +189,9 @@ mod tests {
 
     impl Driver for Straight {
         fn reset(&mut self, _seed: u64) {}
-        fn act(&mut self, t: &Telemetry, _frame: &[f32], out: &mut [f32]) -> Result<()> {
+        fn act(&mut self, t: &Telemetry, frame: &[f32], out: &mut [f32]) -> Result<()> {
             let next = (0..self.task.sites)
-                .find(|&i| t.extra[i] < 0.5)
+                .find(|&i| frame[2 * JOINTS + i] < 0.5)
                 .unwrap_or(0);
             let site = self.task.site(next);
             for j in 0..JOINTS {

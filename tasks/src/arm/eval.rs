@@ -3,10 +3,11 @@
 //! completion, the distribution of task orders against the demonstrations',
 //! an action-distribution distance, and the bridge's timing.
 
-use super::{ArmTask, Driver, EpisodeResult, JOINTS, run_episode};
+use super::{ArmTask, Driver, EpisodeResult, JOINTS, Progress, run_episode};
 use anyhow::{Context, Result, bail};
-use diffbc_bridge::policy::PolicyController;
-use diffbc_bridge::{Bridge, LoopConfig, RunStats, spawn_pty};
+use diffbc_bridge::{Bridge, LoopConfig, RunStats};
+use diffbc_control::PolicyController;
+use diffbc_emulator::spawn_pty;
 use diffbc_protocol::Telemetry;
 use diffbc_runtime::{Policy, SamplerConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,7 +17,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Seeds of evaluation episodes start here (demonstrations use small seeds).
@@ -367,24 +368,20 @@ pub fn rollouts_bridge(
                 task.max_seconds / time_scale,
             )?),
             max_step: task.max_step,
-            stop_when_task_done: true,
             telemetry_timeout: Duration::from_millis(500),
             ..LoopConfig::default()
         };
         controller.policy_mut().reseed(seed);
+        // The task's state on the host: the policy's done flags, and the
+        // run's stop flag once the goal is reached.
+        let progress = Arc::new(Progress::default());
+        controller.set_host_source(Box::new(task.state(progress.clone())));
         let path = link.to_string_lossy().into_owned();
         let mut bridge = Bridge::connect(&path, 1_000_000, loop_config.handshake_timeout)
             .with_context(|| format!("connecting to {path}"))?;
-        let report = bridge.run(controller, &loop_config, &AtomicBool::new(false));
+        let report = bridge.run(controller, &loop_config, &progress.done);
         drop(bridge);
-        // Let the firmware register the last physics steps it ran.
-        std::thread::sleep(Duration::from_millis(5));
-        let order = sim
-            .shared
-            .order
-            .lock()
-            .map(|o| o.clone())
-            .unwrap_or_default();
+        let order = progress.order();
         let collided = sim.shared.faults.lock().is_ok_and(|f| {
             f.iter()
                 .any(|f| f.code == diffbc_protocol::FaultCode::Collision)

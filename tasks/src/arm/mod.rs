@@ -10,10 +10,15 @@
 //! episode, minimum-jerk reaches with a bowed path, hesitations, pauses at
 //! each target, a reaction delay, and a smooth tremor correlated across the
 //! joints. It runs the same firmware logic as `diffbc sim-arm`
-//! ([`SimArm`]), observes through the same telemetry → frame mapping as the
+//! ([`diffbc_emulator::SimArm`]) through the bridge's own control loop,
+//! observes through the same telemetry → frame mapping as the
 //! deployed controller ([`ObsLayout`]) and its commands pass the same
-//! [`SafetyLayer`], so a recorded row is exactly what a policy sees and what
+//! [`diffbc_bridge::SafetyLayer`], so a recorded row is exactly what a policy sees and what
 //! the bridge would send.
+//!
+//! Which targets are done is the task's business, not the arm's:
+//! [`TaskState`] computes it on the host from the measured joint positions
+//! (the policy's `task.done[i]` channels, a [`HostSource`]), on every path.
 
 // Joint-indexed arithmetic over several arrays at once reads clearer with an index.
 #![allow(clippy::needless_range_loop)]
@@ -25,19 +30,23 @@ pub mod eval;
 pub mod report;
 
 use anyhow::{Result, ensure};
-use diffbc_bridge::SafetyLayer;
-use diffbc_bridge::SimConfig;
-use diffbc_bridge::policy::ObsLayout;
-use diffbc_bridge::sim::SimArm;
-use diffbc_protocol::{Command, Frame, Joints, Telemetry};
+use diffbc_bridge::{Controller, LoopConfig, SimClock};
+use diffbc_control::{HostSource, ObsLayout};
+use diffbc_emulator::{SimConfig, StepLink};
+use diffbc_protocol::Telemetry;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Joints of the task's arm.
 pub const JOINTS: usize = 4;
+
+/// Most targets a task may have.
+pub const MAX_SITES: usize = 8;
 
 /// How the scripted demonstrator behaves (ranges are sampled uniformly).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,7 +98,7 @@ impl Default for DemonstratorConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArmTask {
-    /// Targets in the world (≤ 8, one telemetry channel each).
+    /// Targets in the world (≤ [`MAX_SITES`], one observation channel each).
     pub sites: usize,
     /// Targets an episode must reach (all targets = success).
     pub goal: usize,
@@ -152,7 +161,7 @@ impl ArmTask {
     /// Check the values; errors name the field.
     pub fn validate(&self) -> Result<()> {
         ensure!(
-            (1..=diffbc_protocol::EXTRA_CHANNELS).contains(&self.sites),
+            (1..=MAX_SITES).contains(&self.sites),
             "task field sites: {} is outside 1..=8",
             self.sites
         );
@@ -195,8 +204,9 @@ impl ArmTask {
         2 * JOINTS + self.sites
     }
 
-    /// The telemetry → frame mapping (the deployed controller's, built from
-    /// the same channel sources the demonstrations record).
+    /// The telemetry + [`TaskState`] → frame mapping (the deployed
+    /// controller's, built from the same channel sources the demonstrations
+    /// record).
     pub fn layout(&self) -> Result<ObsLayout> {
         let channels: Vec<diffbc_runtime::manifest::ObservationChannel> = self
             .obs_names()
@@ -213,7 +223,9 @@ impl ArmTask {
                 },
             )
             .collect();
-        ObsLayout::from_channels(&channels, JOINTS, None).map_err(anyhow::Error::msg)
+        let state = self.state(Arc::default());
+        ObsLayout::from_channels(&channels, JOINTS, Some(&state as &dyn HostSource))
+            .map_err(anyhow::Error::msg)
     }
 
     /// Control ticks per episode at most.
@@ -233,19 +245,28 @@ impl ArmTask {
     }
 
     /// The obstacle, if any.
-    pub fn obstacle(&self) -> Option<diffbc_bridge::Obstacle> {
-        (self.obstacle_radius > 0.0).then_some(diffbc_bridge::Obstacle {
+    pub fn obstacle(&self) -> Option<diffbc_emulator::Obstacle> {
+        (self.obstacle_radius > 0.0).then_some(diffbc_emulator::Obstacle {
             center: [0.0, 0.0],
             radius: self.obstacle_radius,
         })
     }
 
-    /// The emulated arm for the episode with this seed (start pose, world).
+    /// The task's state on the host, reporting into `progress`.
+    pub fn state(&self, progress: Arc<Progress>) -> TaskState {
+        TaskState {
+            sites: (0..self.sites).map(|i| self.site(i)).collect(),
+            tolerance: self.tolerance,
+            goal: self.goal,
+            keys: (0..self.sites).map(|i| format!("task.done[{i}]")).collect(),
+            reached: 0,
+            progress,
+        }
+    }
+
+    /// The emulated arm for the episode with this seed (start pose, obstacle).
     pub fn sim_config(&self, seed: u64) -> SimConfig {
         let mut c = SimConfig::default_arm();
-        c.targets = (0..self.sites).map(|i| self.site(i).to_vec()).collect();
-        c.tolerance = self.tolerance;
-        c.goal_count = Some(self.goal);
         c.initial = self.start_pose(seed);
         c.obstacles = self.obstacle().into_iter().collect();
         // A 10 Hz loop sends a command every 100 ms; a late tick on a busy
@@ -255,8 +276,8 @@ impl ArmTask {
     }
 
     /// Observation channel names (the `.demos` header): what the deployed
-    /// controller reads from telemetry. The done flags arrive in the emulated
-    /// arm's extra channels (see [`ArmTask::obs_sources`]).
+    /// controller reads from telemetry, then the done flags the task computes
+    /// on the host (see [`ArmTask::obs_sources`]).
     pub fn obs_names(&self) -> Vec<String> {
         let mut v: Vec<String> = (0..JOINTS)
             .map(|j| format!("joint.position[{j}]"))
@@ -272,13 +293,108 @@ impl ArmTask {
             .map(|j| format!("joint.position[{j}]"))
             .collect();
         v.extend((0..JOINTS).map(|j| format!("joint.velocity[{j}]")));
-        v.extend((0..self.sites).map(|i| format!("device.extra[{i}]")));
+        v.extend((0..self.sites).map(|i| format!("task.done[{i}]")));
         v
     }
 }
 
+/// What an episode achieved so far, shared between the task's
+/// [`TaskState`] (on the controller's thread) and whoever runs the episode.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Raised once the goal is reached (or the driver has finished): the
+    /// run's stop flag, so the loop ends before sending another command.
+    pub done: AtomicBool,
+    order: Mutex<Vec<u8>>,
+}
+
+impl Progress {
+    /// Targets in the order they were first reached.
+    pub fn order(&self) -> Vec<u8> {
+        self.order
+            .lock()
+            .map_or_else(|e| e.into_inner().clone(), |o| o.clone())
+    }
+}
+
+/// The arm task's state on the host: which targets the arm has reached,
+/// from its measured joint positions. A target registers on the first tick
+/// whose telemetry has every joint within [`ArmTask::tolerance`] of it, and
+/// stays done. A [`HostSource`] for the policy's `task.done[i]` channels (1
+/// when done, else 0); once [`ArmTask::goal`] targets are done it raises
+/// [`Progress::done`].
+#[derive(Debug)]
+pub struct TaskState {
+    sites: Vec<[f32; JOINTS]>,
+    tolerance: f32,
+    goal: usize,
+    keys: Vec<String>,
+    /// Bit i: target i reached.
+    reached: u32,
+    progress: Arc<Progress>,
+}
+
+impl TaskState {
+    /// Where this state reports.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+}
+
+impl HostSource for TaskState {
+    fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    fn reset(&mut self) {
+        self.reached = 0;
+        self.progress.done.store(false, Ordering::Relaxed);
+        let mut order = self
+            .progress
+            .order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        order.clear();
+        // Room for every target, so `read` never allocates.
+        order.reserve(self.sites.len());
+    }
+
+    fn read(&mut self, t: &Telemetry, out: &mut [f32]) -> Result<(), String> {
+        if t.positions.len() < JOINTS {
+            return Err(format!(
+                "the arm task needs {JOINTS} joint positions, telemetry has {}",
+                t.positions.len()
+            ));
+        }
+        let mut order = self
+            .progress
+            .order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (i, (site, v)) in self.sites.iter().zip(out.iter_mut()).enumerate() {
+            let bit = 1u32 << i;
+            if self.reached & bit == 0 {
+                let d = site
+                    .iter()
+                    .zip(&t.positions)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                if d <= self.tolerance {
+                    self.reached |= bit;
+                    order.push(i as u8);
+                }
+            }
+            *v = if self.reached & bit != 0 { 1.0 } else { 0.0 };
+        }
+        if order.len() >= self.goal {
+            self.progress.done.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
 /// Something that picks the next command from what the arm reports.
-pub trait Driver {
+pub trait Driver: Send {
     /// Start of an episode.
     fn reset(&mut self, seed: u64);
     /// The command for this tick; `frame` is the observation frame.
@@ -289,70 +405,116 @@ pub trait Driver {
     }
 }
 
-/// Run one episode in-process: the firmware logic stepped at 1 kHz device
-/// time, the driver called at the control rate, its command passed through
-/// the safety layer. `record` receives every (frame, command) row.
+/// A [`Driver`] as the control loop's [`Controller`]: builds the
+/// observation frame with the task's [`ObsLayout`] (telemetry plus the
+/// task's [`TaskState`]), keeps each frame when recording, and raises the
+/// run's stop flag ([`Progress::done`]) once the driver has finished, so the
+/// run ends at the next tick.
+struct Driven<'a> {
+    driver: &'a mut dyn Driver,
+    layout: ObsLayout,
+    state: TaskState,
+    host: Vec<f32>,
+    frame: Vec<f32>,
+    frames: Option<Vec<Vec<f32>>>,
+}
+
+impl Controller for Driven<'_> {
+    fn start(&mut self, _handshake: &diffbc_protocol::Handshake) -> Result<(), String> {
+        self.state.reset();
+        Ok(())
+    }
+
+    fn act(&mut self, t: &Telemetry, action: &mut [f32]) -> Result<(), String> {
+        self.state.read(t, &mut self.host)?;
+        self.layout.write(t, &self.host, &mut self.frame);
+        self.driver
+            .act(t, &self.frame, action)
+            .map_err(|e| format!("{e:#}"))?;
+        if let Some(frames) = self.frames.as_mut() {
+            frames.push(self.frame.clone());
+        }
+        if self.driver.finished() {
+            self.state.progress().done.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Run one episode in-process: the bridge's control loop
+/// ([`diffbc_bridge::control::run`], the same tick as on the wire) over the
+/// emulated arm stepped in memory ([`StepLink`], physics at 1 kHz device
+/// time) on a simulated clock, the driver called at the control rate, its
+/// command passed through the safety layer. The episode ends at
+/// [`ArmTask::max_seconds`], at a fault (a collision), or when the task's
+/// [`TaskState`] reports the goal reached or the driver has finished (then
+/// without sending that tick's command). `record` receives every
+/// (frame, command) row.
 pub fn run_episode(
     task: &ArmTask,
     seed: u64,
     driver: &mut dyn Driver,
-    mut record: Option<&mut Vec<(Vec<f32>, [f32; JOINTS])>>,
+    record: Option<&mut Vec<(Vec<f32>, [f32; JOINTS])>>,
 ) -> Result<EpisodeResult> {
-    let config = task.sim_config(seed);
-    let safety = SafetyLayer::new(&config.limits, task.max_step)?;
-    let mut arm = SimArm::new(config);
+    let mut link = StepLink::new(task.sim_config(seed));
     let layout = task.layout()?;
-    let mut frame = vec![0.0f32; layout.len()];
-    let dt = 1.0 / task.control_hz;
-    let physics_steps = (1000.0 * dt).round() as usize;
+    let period = Duration::from_secs_f64(1.0 / task.control_hz);
+    let ticks = u32::try_from(task.max_ticks())?;
+    let config = LoopConfig {
+        rate_hz: task.control_hz,
+        // At most `max_ticks` commands: the loop ends at the tick due then.
+        duration: Some(period * ticks),
+        max_step: task.max_step,
+        log_capacity: task.max_ticks() + 1,
+        ..LoopConfig::default()
+    };
     driver.reset(seed);
-    let mut result = EpisodeResult::default();
-    let mut raw = [0.0f32; JOINTS];
-    // The last safe command; before the first tick, hold where the arm is.
-    let mut cmd = [0.0f32; JOINTS];
-    cmd.copy_from_slice(&arm.positions()[..JOINTS]);
-    let mut measured = [0.0f32; JOINTS];
-    for tick in 0..task.max_ticks() {
-        if arm.task_done() || driver.finished() {
-            break;
-        }
-        if arm.fault().is_some() {
-            result.collided = true;
-            break;
-        }
-        let now = Duration::from_secs_f64(tick as f64 * dt);
-        let t = arm.telemetry(now);
-        layout.write(&t, &[], &mut frame);
-        driver.act(&t, &frame, &mut raw)?;
-        measured.copy_from_slice(&arm.positions()[..JOINTS]);
-        let mut safe = [0.0f32; JOINTS];
-        if safety.apply(&measured, &raw, &mut safe).is_ok() {
-            cmd = safe;
-        }
-        // Refused (NaN): `cmd` keeps the last safe command, as the bridge does.
-        if let Some(r) = record.as_deref_mut() {
-            r.push((frame.clone(), cmd));
-        }
-        result.actions.extend_from_slice(&cmd);
-        let mut targets = Joints::new();
-        for &v in &cmd {
-            let _ = targets.push(v);
-        }
-        arm.on_frame(
-            Frame::Command(Command {
-                seq: tick as u32 + 1,
-                targets,
-            }),
-            now,
-        );
-        arm.commands.clear();
-        for _ in 0..physics_steps {
-            arm.step(0.001);
-        }
-        result.ticks += 1;
+    let progress = Arc::new(Progress::default());
+    let mut controller = Driven {
+        driver,
+        host: vec![0.0; layout.host_len()],
+        frame: vec![0.0; layout.len()],
+        layout,
+        state: task.state(progress.clone()),
+        frames: record.is_some().then(Vec::new),
+    };
+    let report = diffbc_bridge::control::run(
+        &mut link,
+        &mut SimClock::new(),
+        &mut controller,
+        &config,
+        &progress.done,
+    );
+    let collided = link.arm().fault().is_some();
+    if let Err(e) = &report.outcome
+        && !collided
+    {
+        anyhow::bail!("{e}");
     }
-    result.order = arm.order().to_vec();
-    result.collided |= arm.fault().is_some();
+    let mut result = EpisodeResult {
+        order: progress.order(),
+        actions: Vec::with_capacity(report.log.len() * JOINTS),
+        ticks: report.log.len(),
+        collided,
+    };
+    for c in report.log.iter() {
+        result.actions.extend_from_slice(&c.command.targets);
+    }
+    if let (Some(rows), Some(mut frames)) = (record, controller.frames) {
+        // The tick that ended the run observed a frame but sent nothing.
+        frames.truncate(report.log.len());
+        ensure!(
+            frames.len() == report.log.len(),
+            "{} frames observed but {} commands sent",
+            frames.len(),
+            report.log.len()
+        );
+        for (frame, c) in frames.into_iter().zip(report.log.iter()) {
+            let mut cmd = [0.0f32; JOINTS];
+            cmd.copy_from_slice(&c.command.targets[..JOINTS]);
+            rows.push((frame, cmd));
+        }
+    }
     Ok(result)
 }
 
@@ -607,7 +769,7 @@ impl Driver for Demonstrator {
         self.hold = [f32::NAN; JOINTS];
     }
 
-    fn act(&mut self, t: &Telemetry, _frame: &[f32], out: &mut [f32]) -> Result<()> {
+    fn act(&mut self, t: &Telemetry, frame: &[f32], out: &mut [f32]) -> Result<()> {
         let dt = 1.0 / self.task.control_hz;
         let now = self.tick as f64 * dt;
         self.tick += 1;
@@ -617,7 +779,8 @@ impl Driver for Demonstrator {
             }
         }
         self.tremor_step(dt as f32);
-        let reached = |i: usize| t.extra[i] > 0.5;
+        // The task's done flags follow positions and velocities in the frame.
+        let reached = |i: usize| frame[2 * JOINTS + i] > 0.5;
         // Phase transitions (a human looks at the target's light).
         loop {
             let next = match &self.phase {
@@ -653,5 +816,55 @@ impl Driver for Demonstrator {
 
     fn finished(&self) -> bool {
         matches!(self.phase, Phase::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diffbc_protocol::Joints;
+
+    fn at(q: [f32; JOINTS]) -> Telemetry {
+        Telemetry {
+            seq: 1,
+            device_time_us: 0,
+            last_command_seq: 0,
+            positions: Joints::from_slice(&q).expect("4 joints"),
+            velocities: Joints::from_slice(&[0.0; JOINTS]).expect("4 joints"),
+            status: 0,
+        }
+    }
+
+    #[test]
+    fn task_state_comes_from_measured_positions_and_ends_the_run_at_the_goal() {
+        let task = ArmTask {
+            goal: 2,
+            ..ArmTask::default()
+        };
+        let progress = Arc::new(Progress::default());
+        let mut state = task.state(progress.clone());
+        assert_eq!(state.keys()[4], "task.done[4]");
+        state.reset();
+        let mut flags = vec![0.0; task.sites];
+        let mut near = task.site(3);
+        near[2] += 0.9 * task.tolerance;
+        state.read(&at(near), &mut flags).expect("read");
+        assert_eq!(flags, [0.0, 0.0, 0.0, 1.0, 0.0], "within tolerance");
+        // Just outside the tolerance on one joint: not reached; leaving a
+        // reached target keeps it done.
+        let mut far = task.site(1);
+        far[0] += 1.1 * task.tolerance;
+        state.read(&at(far), &mut flags).expect("read");
+        assert_eq!(flags, [0.0, 0.0, 0.0, 1.0, 0.0]);
+        assert!(!progress.done.load(Ordering::Relaxed));
+        state.read(&at(task.site(1)), &mut flags).expect("read");
+        assert_eq!(flags, [0.0, 1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(progress.order(), [3, 1]);
+        assert!(progress.done.load(Ordering::Relaxed), "goal of 2 reached");
+        // A new run starts from nothing.
+        state.reset();
+        state.read(&at([0.0; JOINTS]), &mut flags).expect("read");
+        assert_eq!(flags, [0.0; 5]);
+        assert!(progress.order().is_empty() && !progress.done.load(Ordering::Relaxed));
     }
 }

@@ -1,16 +1,16 @@
-//! A deployed policy drives the arm.
+//! Where the runtime meets the bridge: a deployed policy drives the arm.
 //!
 //! The observation frame is built from the policy's manifest
 //! (`channels.observation`, `docs/manifest.md`): each channel names its
-//! source — a joint's position or velocity or one of the device's extra
-//! telemetry channels, read from every telemetry frame, or a host-side key
-//! that a [`HostSource`] plugged in by the caller supplies. A policy whose
+//! source — a joint's position or velocity, read from every telemetry
+//! frame, or a host-side key that a [`HostSource`] plugged in by the caller
+//! supplies (task state, a tracker, a camera). A policy whose
 //! sources the device and the host source cannot supply is refused at start,
 //! naming the channels; nothing is guessed from the frame length. The
 //! action must be one absolute position target per joint, in joint order.
 
-use crate::bridge::Controller;
-use diffbc_protocol::{EXTRA_CHANNELS, Handshake, Telemetry};
+use diffbc_bridge::Controller;
+use diffbc_protocol::{Handshake, Telemetry};
 use diffbc_runtime::Policy;
 use diffbc_runtime::manifest::{ActionKind, ObservationChannel, Source};
 
@@ -19,6 +19,9 @@ use diffbc_runtime::manifest::{ActionKind, ObservationChannel, Source};
 pub trait HostSource: Send {
     /// The keys supplied, in the order [`HostSource::read`] writes them.
     fn keys(&self) -> &[String];
+    /// Called at the start of every run (before the first
+    /// [`HostSource::read`]): forget the last run's state.
+    fn reset(&mut self) {}
     /// Write this tick's values (one per key, or a channel's whole shape:
     /// see [`HostSource::len`]) into `out`. Called every tick: must not
     /// allocate.
@@ -36,7 +39,6 @@ pub trait HostSource: Send {
 enum Slot {
     Position(usize),
     Velocity(usize),
-    Extra(usize),
     /// `len` values at `offset` in the host source's output.
     Host {
         offset: usize,
@@ -85,7 +87,6 @@ impl ObsLayout {
             let slot = match c.source() {
                 Source::JointPosition(j) if j < joints && n == 1 => Some(Slot::Position(j)),
                 Source::JointVelocity(j) if j < joints && n == 1 => Some(Slot::Velocity(j)),
-                Source::DeviceExtra(i) if i < EXTRA_CHANNELS && n == 1 => Some(Slot::Extra(i)),
                 Source::Host(key) => host_offsets
                     .iter()
                     .find(|(k, _, m)| *k == key && *m == n)
@@ -100,7 +101,7 @@ impl ObsLayout {
         }
         if !missing.is_empty() {
             return Err(format!(
-                "the policy observes channels this arm ({joints} joints, {EXTRA_CHANNELS} extra telemetry channels{}) cannot supply: {}",
+                "the policy observes channels this arm ({joints} joints{}) cannot supply: {}",
                 if host.is_some() {
                     ", plus the host source"
                 } else {
@@ -143,10 +144,6 @@ impl ObsLayout {
                 }
                 Slot::Velocity(j) => {
                     out[at] = t.velocities[j];
-                    at += 1;
-                }
-                Slot::Extra(i) => {
-                    out[at] = t.extra[i];
                     at += 1;
                 }
                 Slot::Host { offset, len } => {
@@ -232,6 +229,11 @@ impl PolicyController {
         self
     }
 
+    /// Replace the source of the policy's host-side channels (between runs).
+    pub fn set_host_source(&mut self, host: Box<dyn HostSource>) {
+        self.host = Some(host);
+    }
+
     /// The policy.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -263,6 +265,9 @@ impl Controller for PolicyController {
         self.frame = vec![0.0; layout.len()];
         self.host_values = vec![0.0; layout.host_len()];
         self.layout = Some(layout);
+        if let Some(h) = self.host.as_mut() {
+            h.reset();
+        }
         self.policy.reset();
         Ok(())
     }
@@ -325,7 +330,6 @@ mod tests {
             positions: heapless::Vec::from_slice(&[0.1, 0.2, 0.3]).expect("3 joints"),
             velocities: heapless::Vec::from_slice(&[1.1, 1.2, 1.3]).expect("3 joints"),
             status: 0,
-            extra: [7.0, 7.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
         }
     }
 
@@ -334,7 +338,6 @@ mod tests {
         let channels = [
             channel("joint.velocity[2]", "joint.velocity[2]", &[]),
             channel("block.angle", "block.angle", &[]),
-            channel("task.done[1]", "device.extra[1]", &[]),
             channel("camera", "camera", &[2, 2]),
             channel("joint.position[0]", "joint.position[0]", &[]),
         ];
@@ -343,16 +346,16 @@ mod tests {
         };
         let layout =
             ObsLayout::from_channels(&channels, 3, Some(&host as &dyn HostSource)).expect("fits");
-        assert_eq!((layout.len(), layout.host_len()), (8, 5));
+        assert_eq!((layout.len(), layout.host_len()), (7, 5));
         let t = telemetry();
         let mut values = vec![0.0; 5];
         host.read(&t, &mut values).expect("read");
-        let mut frame = vec![0.0; 8];
+        let mut frame = vec![0.0; 7];
         layout.write(&t, &values, &mut frame);
         // Host values: camera at 100..104, block.angle at 104.
         assert_eq!(
             frame,
-            [1.3, 104.0, 7.5, 100.0, 101.0, 102.0, 103.0, 0.1],
+            [1.3, 104.0, 100.0, 101.0, 102.0, 103.0, 0.1],
             "channel order, each from its source"
         );
     }
