@@ -635,10 +635,10 @@ mod emulated {
     /// Export a small policy for the 4-joint arm (observation: joint positions)
     /// with seeded weights through the real export path.
     fn export_arm_policy(dir: &std::path::Path) -> std::path::PathBuf {
-        use diffbc_train::config::{Method, TrainConfig};
-        use diffbc_train::model::{DenoiserConfig, EncoderConfig, MlpSieveConfig, PolicySpec};
         use diffbc_train::TaskDefaults;
+        use diffbc_train::config::{Method, TrainConfig};
         use diffbc_train::data::ObsSpec;
+        use diffbc_train::model::{DenoiserConfig, EncoderConfig, MlpSieveConfig, PolicySpec};
         type B = burn::backend::NdArray<f32>;
         let mut config = TrainConfig::for_task(&TaskDefaults::image("claw"), Method::Diffusion);
         config.encoder = EncoderConfig::Mlp {
