@@ -108,7 +108,7 @@ pub fn demos(a: DemosArgs) -> Result<()> {
             .iter()
             .collect::<std::collections::HashSet<_>>()
             .len(),
-        diffbc_tasks::arm::eval::entropy_bits(&orders),
+        diffbc_tasks::metrics::entropy_bits(&orders),
         t0.elapsed().as_secs_f64(),
         out.display()
     );

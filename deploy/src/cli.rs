@@ -63,9 +63,11 @@ pub struct RunArgs {
     pub seed: u64,
     /// Task whose host-side state the policy observes: `arm` supplies the arm
     /// task's `task.done[i]` channels (computed from the measured joint
-    /// positions); `none` = the policy observes the arm only.
-    #[arg(long, value_enum, default_value = "none")]
-    pub task: SimTaskArg,
+    /// positions); `none` = the policy observes the arm only. Default: the
+    /// manifest's `provenance.task` when the policy observes that task's
+    /// state, else `none`.
+    #[arg(long, value_enum)]
+    pub task: Option<SimTaskArg>,
     /// Sampler (default: the manifest's).
     #[command(flatten)]
     pub sampler: SamplerArgs,
@@ -243,13 +245,23 @@ pub fn run(a: RunArgs) -> Result<()> {
             ""
         }
     );
-    if a.task == SimTaskArg::None
-        && let Some(c) = policy
-            .manifest()
-            .channels
-            .observation
-            .iter()
-            .find(|c| c.source.starts_with("task.done["))
+    let task_state = policy
+        .manifest()
+        .channels
+        .observation
+        .iter()
+        .find(|c| c.source.starts_with("task.done["))
+        .cloned();
+    let task = match (a.task, &task_state) {
+        (Some(t), _) => t,
+        (None, Some(_)) if policy.manifest().provenance.task == "arm" => {
+            println!("task: arm (the policy observes its state; from the manifest's provenance)");
+            SimTaskArg::Arm
+        }
+        (None, _) => SimTaskArg::None,
+    };
+    if task == SimTaskArg::None
+        && let Some(c) = &task_state
     {
         bail!(
             "the policy observes {} (source {}), the arm task's state, which the task computes on the host from the measured joint positions: pass --task arm",
@@ -258,7 +270,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         );
     }
     let mut controller = diffbc_control::PolicyController::new(policy);
-    if a.task == SimTaskArg::Arm {
+    if task == SimTaskArg::Arm {
         let task = diffbc_tasks::arm::ArmTask::default();
         controller.set_host_source(Box::new(task.state(std::sync::Arc::default())));
     }

@@ -1,10 +1,12 @@
-//! Distances between action distributions, shared by every task's
-//! evaluation: the sliced Wasserstein-1 distance (claw samples against the
-//! true distribution, arm actions against the demonstrations).
+//! The statistics every task's evaluation shares: the sliced Wasserstein-1
+//! distance between action distributions (claw samples against the true
+//! distribution, arm actions against the demonstrations) and the entropy of
+//! discrete outcomes (the arm's task orders).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use std::collections::HashMap;
 
 /// Which directions the point sets are projected on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +81,51 @@ pub fn sliced_w1(a: &[f32], b: &[f32], dim: usize, directions: Directions) -> f6
     total / count as f64
 }
 
+/// Entropy of a sample of discrete outcomes, in bits, with the Miller–Madow
+/// bias correction `(m − 1) / 2N` (m = distinct outcomes seen).
+pub fn entropy_bits<T: std::hash::Hash + Eq>(outcomes: &[T]) -> f64 {
+    let n = outcomes.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let mut counts: HashMap<&T, usize> = HashMap::new();
+    for o in outcomes {
+        *counts.entry(o).or_default() += 1;
+    }
+    let nf = n as f64;
+    let h: f64 = counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / nf;
+            -p * p.ln()
+        })
+        .sum();
+    (h + (counts.len() as f64 - 1.0) / (2.0 * nf)) / std::f64::consts::LN_2
+}
+
+/// [`entropy_bits`] of `n`-element subsets of `outcomes`: the mean over 64
+/// seeded random subsets (all of them when `n` is at least their number).
+pub fn entropy_at<T: std::hash::Hash + Eq + Clone>(outcomes: &[T], n: usize) -> f64 {
+    if n == 0 || n >= outcomes.len() {
+        return entropy_bits(outcomes);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut idx: Vec<usize> = (0..outcomes.len()).collect();
+    let reps = 64;
+    (0..reps)
+        .map(|_| {
+            // Partial Fisher–Yates: the first n indices are a uniform subset.
+            for i in 0..n {
+                let j = rng.random_range(i..idx.len());
+                idx.swap(i, j);
+            }
+            let subset: Vec<T> = idx[..n].iter().map(|&i| outcomes[i].clone()).collect();
+            entropy_bits(&subset)
+        })
+        .sum::<f64>()
+        / reps as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +173,31 @@ mod tests {
         assert!(sliced_w1(&[], &coarse, 2, Directions::Even(8)).is_nan());
         assert!(sliced_w1(&fine, &coarse, 0, Directions::Even(8)).is_nan());
         assert!(sliced_w1(&fine[..999], &coarse[..99], 3, Directions::Even(8)).is_nan());
+    }
+    #[test]
+    fn entropy_of_uniform_and_constant_outcomes() {
+        let c = vec![1u8; 100];
+        assert!(entropy_bits(&c).abs() < 1e-12);
+        let u: Vec<u8> = (0..400).map(|i| (i % 4) as u8).collect();
+        let h = entropy_bits(&u);
+        assert!((h - 2.0).abs() < 0.01, "{h}");
+    }
+
+    #[test]
+    fn subset_entropy_matches_a_fresh_sample_of_that_size() {
+        // 120 equally likely outcomes: 200 draws vs 50-element subsets of them.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let many: Vec<u32> = (0..2000).map(|_| rng.random_range(0..120)).collect();
+        let fresh: f64 = (0..40)
+            .map(|k| entropy_bits(&many[k * 50..(k + 1) * 50]))
+            .sum::<f64>()
+            / 40.0;
+        let sub = entropy_at(&many[..200], 50);
+        assert!((sub - fresh).abs() < 0.1, "{sub} vs {fresh}");
+        assert!(
+            entropy_bits(&many[..200]) > sub + 0.3,
+            "the full set is less biased"
+        );
+        assert_eq!(entropy_at(&many[..10], 50), entropy_bits(&many[..10]));
     }
 }

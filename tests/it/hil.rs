@@ -796,23 +796,25 @@ mod emulated {
             .0;
         let hz = m.deployment.control_hz.expect("a trained rate");
         let before = sim.shared.commands.lock().expect("log").len();
-        // The done flags are the arm task's state, computed on the host: without
-        // the task the policy is refused before anything moves.
-        let e = crate::support::error_line(&["run", &model, "--port", &dev.port, "--seconds", "2"]);
-        assert!(
-            e.contains("task.done[0]") && e.contains("--task arm"),
-            "{e}"
-        );
-        let out = crate::support::ok(&[
+        // The done flags are the arm task's state, computed on the host: with
+        // the task turned off the policy is refused before anything moves;
+        // by default the task comes from the manifest's provenance.
+        let e = crate::support::error_line(&[
             "run",
             &model,
             "--task",
-            "arm",
+            "none",
             "--port",
             &dev.port,
             "--seconds",
             "2",
         ]);
+        assert!(
+            e.contains("task.done[0]") && e.contains("--task arm"),
+            "{e}"
+        );
+        let out = crate::support::ok(&["run", &model, "--port", &dev.port, "--seconds", "2"]);
+        assert!(out.contains("task: arm"), "{out}");
         assert!(
             out.contains(&format!("control at {hz} Hz")) && out.contains("rate from the manifest"),
             "{out}"

@@ -4,6 +4,7 @@
 //! an action-distribution distance, and the bridge's timing.
 
 use super::{ArmTask, Driver, EpisodeResult, JOINTS, Progress, run_episode};
+use crate::metrics::{Directions, entropy_at, entropy_bits, sliced_w1};
 use anyhow::{Context, Result, bail};
 use diffbc_bridge::{Bridge, LoopConfig, RunStats};
 use diffbc_control::PolicyController;
@@ -11,9 +12,6 @@ use diffbc_emulator::spawn_pty;
 use diffbc_protocol::Telemetry;
 use diffbc_runtime::{Policy, SamplerConfig};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -113,81 +111,8 @@ pub struct SameSeeds {
     pub same_outcome_share: f64,
 }
 
-/// Entropy of a sample of discrete outcomes, in bits, with the Miller–Madow
-/// bias correction `(m − 1) / 2N` (m = distinct outcomes seen).
-pub fn entropy_bits<T: std::hash::Hash + Eq>(outcomes: &[T]) -> f64 {
-    let n = outcomes.len();
-    if n == 0 {
-        return 0.0;
-    }
-    let mut counts: HashMap<&T, usize> = HashMap::new();
-    for o in outcomes {
-        *counts.entry(o).or_default() += 1;
-    }
-    let nf = n as f64;
-    let h: f64 = counts
-        .values()
-        .map(|&c| {
-            let p = c as f64 / nf;
-            -p * p.ln()
-        })
-        .sum();
-    (h + (counts.len() as f64 - 1.0) / (2.0 * nf)) / std::f64::consts::LN_2
-}
-
-/// [`entropy_bits`] of `n`-element subsets of `outcomes`: the mean over 64
-/// seeded random subsets (all of them when `n` is at least their number).
-pub fn entropy_at<T: std::hash::Hash + Eq + Clone>(outcomes: &[T], n: usize) -> f64 {
-    if n == 0 || n >= outcomes.len() {
-        return entropy_bits(outcomes);
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let mut idx: Vec<usize> = (0..outcomes.len()).collect();
-    let reps = 64;
-    (0..reps)
-        .map(|_| {
-            // Partial Fisher–Yates: the first n indices are a uniform subset.
-            for i in 0..n {
-                let j = rng.random_range(i..idx.len());
-                idx.swap(i, j);
-            }
-            let subset: Vec<T> = idx[..n].iter().map(|&i| outcomes[i].clone()).collect();
-            entropy_bits(&subset)
-        })
-        .sum::<f64>()
-        / reps as f64
-}
-
-/// Sliced Wasserstein-1 between two point sets of dimension `dim`, over
-/// `directions` seeded random directions; sets of different sizes are
-/// compared through their quantiles.
-pub fn sliced_w1(a: &[f32], b: &[f32], dim: usize, directions: usize, seed: u64) -> f64 {
-    let (na, nb) = (a.len() / dim, b.len() / dim);
-    if na == 0 || nb == 0 {
-        return f64::NAN;
-    }
-    let m = na.min(nb).min(4096);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut pa = vec![0.0f64; na];
-    let mut pb = vec![0.0f64; nb];
-    let mut total = 0.0;
-    for _ in 0..directions {
-        let mut d: Vec<f64> = (0..dim).map(|_| rng.sample(StandardNormal)).collect();
-        let norm = d.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
-        d.iter_mut().for_each(|v| *v /= norm);
-        let project = |x: &[f32], out: &mut [f64]| {
-            for (o, row) in out.iter_mut().zip(x.chunks_exact(dim)) {
-                *o = row.iter().zip(&d).map(|(v, w)| f64::from(*v) * w).sum();
-            }
-            out.sort_by(f64::total_cmp);
-        };
-        project(a, &mut pa);
-        project(b, &mut pb);
-        let q = |s: &[f64], k: usize| s[((k as f64 + 0.5) * s.len() as f64 / m as f64) as usize];
-        total += (0..m).map(|k| (q(&pa, k) - q(&pb, k)).abs()).sum::<f64>() / m as f64;
-    }
-    total / directions as f64
-}
+/// Projections of the action distance: 64 directions seeded 7.
+const ACTION_W1_DIRECTIONS: Directions = Directions::Random { count: 64, seed: 7 };
 
 /// Figures over a set of episodes.
 pub fn summarise(
@@ -228,7 +153,7 @@ pub fn summarise(
         first_task_top_share: shares.iter().copied().fold(0.0, f64::max),
         first_task_min_share: shares.iter().copied().fold(1.0, f64::min),
         first_task_shares: shares,
-        action_w1: sliced_w1(&actions, demo_actions, JOINTS, 64, 7),
+        action_w1: sliced_w1(&actions, demo_actions, JOINTS, ACTION_W1_DIRECTIONS),
         decisions_per_second: None,
         timing: None,
         in_process_same_seeds: None,
@@ -264,9 +189,8 @@ pub fn bar(len: usize, label: String) -> ProgressBar {
 }
 
 /// Episodes `EVAL_SEED_BASE + i` for `i` in `0..episodes`, in-process, on
-/// `threads` workers that each load the exported policy in `dir` (with
-/// `sampler`, or the manifest's when `None`) and run a contiguous share of
-/// the seeds. Every episode reseeds the policy from its own seed, so the
+/// `threads` workers of the shared pool that each load the exported policy
+/// in `dir` (with `sampler`, or the manifest's when `None`). Every episode reseeds the policy from its own seed, so the
 /// results — returned in seed order — do not depend on `threads`. The
 /// decision rate is ticks over the workers' summed busy time: what one core
 /// sustains, not the pool's throughput.
@@ -278,53 +202,26 @@ pub fn rollouts_in_process(
     threads: usize,
     pb: &ProgressBar,
 ) -> Result<(Vec<EpisodeResult>, f64)> {
-    let threads = threads.clamp(1, episodes.max(1));
-    let per = episodes.div_ceil(threads);
-    let parts: Vec<Result<(Vec<EpisodeResult>, usize, f64)>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|w| {
-                let seeds = (w * per).min(episodes)..((w + 1) * per).min(episodes);
-                let pb = pb.clone();
-                scope.spawn(move || -> Result<(Vec<EpisodeResult>, usize, f64)> {
-                    let mut policy = Policy::load(dir, diffbc_runtime::EngineChoice::Native)
-                        .with_context(|| format!("loading {}", dir.display()))?;
-                    if let Some(cfg) = sampler {
-                        policy.set_sampler(cfg)?;
-                    }
-                    let mut driver = PolicyDriver {
-                        policy: &mut policy,
-                    };
-                    let t0 = Instant::now();
-                    let mut out = Vec::with_capacity(seeds.len());
-                    let mut ticks = 0;
-                    for e in seeds {
-                        let seed = EVAL_SEED_BASE + e as u64;
-                        let r = run_episode(task, seed, &mut driver, None)
-                            .with_context(|| format!("episode with seed {seed}"))?;
-                        ticks += r.ticks;
-                        out.push(r);
-                        pb.inc(1);
-                    }
-                    Ok((out, ticks, t0.elapsed().as_secs_f64()))
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("an evaluation worker panicked")))
-            })
-            .collect()
-    });
-    let mut out = Vec::with_capacity(episodes);
-    let (mut ticks, mut busy) = (0, 0.0);
-    for part in parts {
-        let (results, t, secs) = part?;
-        out.extend(results);
-        ticks += t;
-        busy += secs;
-    }
+    let load = || -> Result<Policy> {
+        let mut policy = Policy::load(dir, diffbc_runtime::EngineChoice::Native)
+            .with_context(|| format!("loading {}", dir.display()))?;
+        if let Some(cfg) = sampler {
+            policy.set_sampler(cfg)?;
+        }
+        Ok(policy)
+    };
+    let jobs =
+        crate::pool::longest_first_with(&vec![1.0; episodes], threads, load, |policy, e| {
+            let seed = EVAL_SEED_BASE + e as u64;
+            let t0 = Instant::now();
+            let r = run_episode(task, seed, &mut PolicyDriver { policy }, None)
+                .with_context(|| format!("episode with seed {seed}"))?;
+            pb.inc(1);
+            Ok((r, t0.elapsed().as_secs_f64()))
+        })?;
+    let ticks: usize = jobs.iter().map(|(r, _)| r.ticks).sum();
+    let busy: f64 = jobs.iter().map(|(_, secs)| secs).sum();
+    let out = jobs.into_iter().map(|(r, _)| r).collect();
     pb.finish_and_clear();
     Ok((out, ticks as f64 / f64::max(busy, 1e-9)))
 }
@@ -490,7 +387,12 @@ pub fn demo_record(task: &ArmTask, demo_orders: &[Vec<u8>], demo_actions: &[f32]
     );
     let rows = demo_actions.len() / JOINTS;
     let half = rows / 2 * JOINTS;
-    r.action_w1 = sliced_w1(&demo_actions[..half], &demo_actions[half..], JOINTS, 64, 7);
+    r.action_w1 = sliced_w1(
+        &demo_actions[..half],
+        &demo_actions[half..],
+        JOINTS,
+        ACTION_W1_DIRECTIONS,
+    );
     r
 }
 
@@ -696,44 +598,6 @@ pub fn rates_agree(p1: f64, n1: usize, p2: f64, n2: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn entropy_of_uniform_and_constant_outcomes() {
-        let c = vec![1u8; 100];
-        assert!(entropy_bits(&c).abs() < 1e-12);
-        let u: Vec<u8> = (0..400).map(|i| (i % 4) as u8).collect();
-        let h = entropy_bits(&u);
-        assert!((h - 2.0).abs() < 0.01, "{h}");
-    }
-
-    #[test]
-    fn subset_entropy_matches_a_fresh_sample_of_that_size() {
-        // 120 equally likely outcomes: 200 draws vs 50-element subsets of them.
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let many: Vec<u32> = (0..2000).map(|_| rng.random_range(0..120)).collect();
-        let fresh: f64 = (0..40)
-            .map(|k| entropy_bits(&many[k * 50..(k + 1) * 50]))
-            .sum::<f64>()
-            / 40.0;
-        let sub = entropy_at(&many[..200], 50);
-        assert!((sub - fresh).abs() < 0.1, "{sub} vs {fresh}");
-        assert!(
-            entropy_bits(&many[..200]) > sub + 0.3,
-            "the full set is less biased"
-        );
-        assert_eq!(entropy_at(&many[..10], 50), entropy_bits(&many[..10]));
-    }
-
-    #[test]
-    fn sliced_w1_is_zero_for_equal_sets_and_sees_a_shift() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let a: Vec<f32> = (0..4000).map(|_| rng.sample(StandardNormal)).collect();
-        assert!(sliced_w1(&a, &a, 4, 16, 0) < 1e-9);
-        let b: Vec<f32> = a.iter().map(|v| v + 0.5).collect();
-        // A shift of 0.5 in every joint projects to 0.5·|Σ d| on average.
-        let w = sliced_w1(&a, &b, 4, 64, 0);
-        assert!(w > 0.2 && w < 1.0, "{w}");
-    }
 
     #[test]
     fn rate_agreement_allows_noise_but_not_a_gap() {
