@@ -373,41 +373,35 @@ impl EvalArgs {
     /// Refuse flags that belong to another task's evaluation (they would be
     /// ignored silently otherwise), naming each and its task.
     pub fn check_task_flags(&self) -> anyhow::Result<()> {
-        let groups: [(TaskArg, &str, Vec<&str>); 3] = [
+        let given = |flags: &[(&'static str, bool)]| -> Vec<&'static str> {
+            flags.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
+        };
+        let groups = [
             (
                 TaskArg::Claw,
                 "claw",
-                [
+                given(&[
                     ("--samples", self.claw.samples.is_some()),
                     ("--kde-samples", self.claw.kde_samples.is_some()),
-                ]
-                .into_iter()
-                .filter_map(|(f, given)| given.then_some(f))
-                .collect(),
+                ]),
             ),
             (
                 TaskArg::Arm,
                 "arm",
-                [
+                given(&[
                     ("--demos", self.arm.demos.is_some()),
                     ("--bridge-episodes", self.arm.bridge_episodes.is_some()),
                     ("--time-scale", self.arm.time_scale.is_some()),
-                ]
-                .into_iter()
-                .filter_map(|(f, given)| given.then_some(f))
-                .collect(),
+                ]),
             ),
             (
                 TaskArg::Pusht,
                 "pusht",
-                [
+                given(&[
                     ("--engine", self.pusht.engine.is_some()),
                     ("--execute", self.pusht.execute.is_some()),
                     ("--replay", self.pusht.replay),
-                ]
-                .into_iter()
-                .filter_map(|(f, given)| given.then_some(f))
-                .collect(),
+                ]),
             ),
         ];
         let foreign: Vec<String> = groups
