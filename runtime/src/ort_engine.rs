@@ -61,6 +61,17 @@ fn provider_available<E: ep::ExecutionProvider>() -> Result<bool, EngineError> {
     E::is_available().map_err(|e| EngineError::Library(e.to_string()))
 }
 
+/// Whether the loaded ONNX Runtime library itself reports `provider` as
+/// available (compiled in; CPU always is). A load on a provider it does not
+/// report fails with [`EngineError::Provider`] instead of falling back.
+pub fn is_available(provider: ExecutionProvider) -> Result<bool, EngineError> {
+    match provider {
+        ExecutionProvider::Cpu => provider_available::<ep::CPU>(),
+        ExecutionProvider::Cuda { .. } => provider_available::<ep::CUDA>(),
+        ExecutionProvider::TensorRt { .. } => provider_available::<ep::TensorRT>(),
+    }
+}
+
 /// One ONNX Runtime session per graph.
 pub struct OrtEngine {
     encoder: Session,

@@ -110,19 +110,36 @@ fn ort_and_tract_agree_on_act_for_the_same_seed() {
 #[test]
 fn an_unavailable_execution_provider_is_an_error_not_a_fallback() {
     require_library();
+    // What the library reports, not what was asked for: CPU is always there.
+    assert!(diffbc_runtime::ort_engine::is_available(ExecutionProvider::Cpu).expect("query"));
     for provider in [
         ExecutionProvider::Cuda { device: 0 },
         ExecutionProvider::TensorRt { device: 0 },
     ] {
+        let available = diffbc_runtime::ort_engine::is_available(provider).expect("query");
         match Policy::load(&model("bench-sieve"), EngineChoice::Ort(provider)) {
-            // A GPU build of ONNX Runtime on a machine with the GPU: fine.
-            Ok(p) => assert!(p.engine_name().starts_with("ort-")),
+            // A GPU build of ONNX Runtime on a machine with the GPU: the
+            // provider was registered with error_on_failure, so the library
+            // has it.
+            Ok(p) => {
+                assert!(
+                    available,
+                    "{provider}: loaded, yet the library does not report it"
+                );
+                assert!(p.engine_name().starts_with("ort-"));
+            }
             Err(PolicyError::Engine(EngineError::Provider {
                 provider: name,
                 message,
             })) => {
-                assert!(!message.is_empty());
                 assert!(["CUDA", "TensorRT"].contains(&name.as_str()));
+                // Refused because the library lacks it, or it failed to
+                // register on this machine (no GPU) — never silently on CPU.
+                assert!(
+                    !available && message.contains("built without it")
+                        || available && message.contains("registration failed"),
+                    "{name}: available {available}, {message}"
+                );
             }
             Err(e) => panic!("expected a provider error, got: {e}"),
         }
