@@ -315,8 +315,8 @@ pub struct EvalArgs {
     /// 100 on the arm, 50 on Push-T).
     #[arg(long)]
     pub episodes: Option<usize>,
-    /// Evaluation workers, each with its own copy of the policy (claw and
-    /// arm; default: every core). The results do not depend on it.
+    /// Evaluation workers, each with its own copy of the policy (default:
+    /// every core). The results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
     #[command(flatten, next_help_heading = "Claw scenes (--task claw)")]

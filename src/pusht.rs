@@ -29,9 +29,9 @@ pub fn evaluate(a: &EvalArgs) -> Result<()> {
     let scratch = tempfile::tempdir().context("creating a scratch folder")?;
     let episodes = a.episodes.unwrap_or(PUSHT_EPISODES);
     let seed_base = eval::EVAL_SEED_BASE + 1000 * a.seed;
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let workers = a
+        .threads
+        .unwrap_or_else(diffbc_tasks::pool::default_threads);
     let mut records: Vec<PushTRecord> = Vec::new();
     let t0 = std::time::Instant::now();
     if a.pusht.replay {

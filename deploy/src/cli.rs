@@ -338,7 +338,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     } else {
         a.engines.clone()
     };
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let cores = diffbc_tasks::pool::default_threads();
     let mut threads = if a.threads.is_empty() {
         vec![1, cores]
     } else {

@@ -420,9 +420,7 @@ pub fn evaluate_default(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let workers = crate::pool::default_threads();
     evaluate_models(
         &models,
         &[
