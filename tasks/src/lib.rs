@@ -15,14 +15,17 @@
 //!   the evaluations share.
 //!
 //! Features: `train` adds each task's training side (its defaults and its
-//! data as a `diffbc_train::data::Dataset`, which links burn); `pusht` adds
-//! the Push-T environment. Without them the crate links neither burn nor
-//! rapier, so the deploy binary and an edge board can use the arm task.
+//! data as a `diffbc_train::data::Dataset`, which links burn) and the
+//! figures; `figures` the PNG figures alone (plotters, system fonts); `pusht`
+//! the Push-T environment. Without them the crate links neither burn,
+//! rapier nor fontconfig, so the deploy binary and an edge board can use the
+//! arm task.
 
 pub mod arm;
 pub mod claw;
 pub mod error;
 pub mod metrics;
+#[cfg(feature = "figures")]
 pub mod plot;
 pub mod pool;
 #[cfg(feature = "pusht")]

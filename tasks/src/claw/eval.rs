@@ -365,6 +365,7 @@ pub fn evaluate_all(
     Ok((records, points))
 }
 
+#[cfg(feature = "figures")]
 /// Write `report.md` (with `preamble` before the table), the per-scene
 /// figures and the records as JSON (`json`, or `eval.json` in `out`); prints
 /// the table and where everything went.
