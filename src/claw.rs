@@ -60,7 +60,7 @@ pub fn evaluate(a: &EvalArgs) -> Result<()> {
         .checkpoints
         .iter()
         .map(|ck| Task::Claw.exported(ck, scratch.path()))
-        .collect::<Result<Vec<PathBuf>>>()?;
+        .collect::<diffbc_tasks::Result<Vec<PathBuf>>>()?;
     let samplers = a.sampler.configs(&DEFAULT_SAMPLERS);
     let (records, points) = eval::evaluate_all(
         &models,

@@ -62,16 +62,18 @@ fn pipeline(a: &PipelineArgs) -> Result<()> {
 
 /// `diffbc report`: the paper's comparison, `diffbc_tasks::study`.
 fn report(a: &ReportArgs) -> Result<()> {
-    diffbc_tasks::study::run(&diffbc_tasks::study::StudyOptions {
-        out: a.out.clone(),
-        seed: a.seed,
-        tasks: a.tasks.iter().map(|&t| t.into()).collect(),
-        steps_scale: a.steps_scale,
-        claw_data: a.claw_data.clone(),
-        claw_samples: a.claw_samples,
-        arm_demos: a.arm_demos,
-        arm_episodes: a.arm_episodes,
-        arm_architectures: a.arm_architectures,
-        smoke: a.smoke,
-    })
+    Ok(diffbc_tasks::study::run(
+        &diffbc_tasks::study::StudyOptions {
+            out: a.out.clone(),
+            seed: a.seed,
+            tasks: a.tasks.iter().map(|&t| t.into()).collect(),
+            steps_scale: a.steps_scale,
+            claw_data: a.claw_data.clone(),
+            claw_samples: a.claw_samples,
+            arm_demos: a.arm_demos,
+            arm_episodes: a.arm_episodes,
+            arm_architectures: a.arm_architectures,
+            smoke: a.smoke,
+        },
+    )?)
 }

@@ -66,11 +66,11 @@ pub fn evaluate(a: &EvalArgs) -> Result<()> {
             workers,
         },
     )?);
-    eval::write_outputs(
+    Ok(eval::write_outputs(
         &a.out,
         a.json.as_deref(),
         &records,
         seed_base,
         t0.elapsed().as_secs_f64(),
-    )
+    )?)
 }

@@ -35,7 +35,7 @@ pub fn load_dataset_with(config: &TrainConfig, data: &Path, keys: &FeatureKeys) 
             Task::ALL.map(Task::name).join(", ")
         )
     })?;
-    task.dataset(config, data, keys)
+    Ok(task.dataset(config, data, keys)?)
 }
 
 /// Train into `out`. `force` replaces a checkpoint already there (never a

@@ -39,6 +39,72 @@ pub enum TaskError {
     /// The policy refused an observation or failed to decide.
     #[error(transparent)]
     Policy(#[from] diffbc_runtime::PolicyError),
+    /// The serial bridge failed (connect, handshake, the loop).
+    #[error(transparent)]
+    Bridge(#[from] diffbc_bridge::BridgeError),
+    /// Training or a training data set failed.
+    #[cfg(feature = "train")]
+    #[error(transparent)]
+    Train(#[from] diffbc_train::TrainError),
+    /// Exporting a checkpoint failed.
+    #[cfg(feature = "train")]
+    #[error(transparent)]
+    Export(#[from] diffbc_export::ExportError),
+    /// A flag or setting out of range (the message names it).
+    #[error(transparent)]
+    Value(#[from] diffbc_bridge::ValueError),
+    /// Records that could not be written as JSON.
+    #[error("writing JSON: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// An operating-system error without a file to name (a scratch folder).
+    #[error(transparent)]
+    Os(#[from] std::io::Error),
+    /// Inputs that do not fit together, a setting out of range: the message
+    /// names them.
+    #[error("{0}")]
+    Invalid(String),
+    /// A job of the pool that never ran.
+    #[error(transparent)]
+    Unrun(#[from] crate::pool::Unrun),
+    /// What was being done when `inner` happened (one line: "context: inner").
+    #[error("{context}: {inner}")]
+    In {
+        /// What was being done.
+        context: String,
+        /// What went wrong.
+        inner: Box<TaskError>,
+    },
+}
+
+impl TaskError {
+    /// An [`TaskError::Invalid`] with `message`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+}
+
+/// `Result` with [`TaskError`].
+pub type Result<T, E = TaskError> = std::result::Result<T, E>;
+
+/// What was being done, added to an error as [`TaskError::In`].
+pub trait Context<T> {
+    /// Wrap the error with `context()`.
+    fn context_with(self, context: impl FnOnce() -> String) -> Result<T>;
+    /// Wrap the error with `context`.
+    fn context(self, context: &str) -> Result<T>;
+}
+
+impl<T, E: Into<TaskError>> Context<T> for std::result::Result<T, E> {
+    fn context_with(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| TaskError::In {
+            context: context(),
+            inner: Box::new(e.into()),
+        })
+    }
+
+    fn context(self, context: &str) -> Result<T> {
+        self.context_with(|| context.to_string())
+    }
 }
 
 impl TaskError {
@@ -56,4 +122,22 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Resu
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// Return a [`TaskError::Invalid`] with a formatted message.
+#[macro_export]
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        return Err($crate::TaskError::Invalid(format!($($arg)*)))
+    };
+}
+
+/// [`invalid!`] unless `cond` holds.
+#[macro_export]
+macro_rules! require {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            $crate::invalid!($($arg)*);
+        }
+    };
 }

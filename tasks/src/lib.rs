@@ -33,7 +33,7 @@ pub mod pusht;
 #[cfg(feature = "train")]
 pub mod study;
 
-pub use error::TaskError;
+pub use error::{Context, Result, TaskError};
 
 /// The tasks diffbc ships.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,25 +138,24 @@ impl Task {
         config: &diffbc_train::TrainConfig,
         data: &std::path::Path,
         keys: &diffbc_train::keys::FeatureKeys,
-    ) -> anyhow::Result<diffbc_train::data::Dataset> {
-        use anyhow::bail;
+    ) -> Result<diffbc_train::data::Dataset> {
         match self {
             Self::Claw => {
                 if !keys.is_default() {
-                    bail!(
-                        "--obs-keys / --action-key choose features of LeRobot or zarr data; the claw scenes have none"
-                    );
+                    return Err(TaskError::invalid(
+                        "--obs-keys / --action-key choose features of LeRobot or zarr data; the claw scenes have none",
+                    ));
                 }
                 let scenes = claw::ClawScenes::load(data)?;
                 Ok(scenes.dataset(config.data.samples, config.seed))
             }
             Self::Arm => {
                 if !data.exists() {
-                    bail!(
+                    return Err(TaskError::invalid(format!(
                         "{}: no demonstrations there; generate them with `diffbc demos --task arm --out {}`",
                         data.display(),
                         data.display()
-                    );
+                    )));
                 }
                 let episodes = diffbc_train::episodes::Episodes::load_with(data, keys)?;
                 Ok(episodes.to_chunked_dataset(config.history, config.chunk.horizon))
@@ -167,7 +166,9 @@ impl Task {
                 Ok(episodes.to_chunked_dataset(config.history, config.chunk.horizon))
             }
             #[cfg(not(feature = "pusht"))]
-            Self::PushT => bail!("Push-T needs diffbc-tasks' `pusht` feature"),
+            Self::PushT => Err(TaskError::invalid(
+                "Push-T needs diffbc-tasks' `pusht` feature",
+            )),
         }
     }
 
@@ -200,7 +201,7 @@ impl Task {
         self,
         checkpoint: &std::path::Path,
         out: &std::path::Path,
-    ) -> anyhow::Result<std::path::PathBuf> {
+    ) -> Result<std::path::PathBuf> {
         // One line: the export error names the file already.
         diffbc_export::export_checkpoint::<burn::backend::NdArray<f32>>(
             checkpoint,
@@ -208,7 +209,7 @@ impl Task {
             &self.export_options(),
             &Default::default(),
         )
-        .map_err(|e| anyhow::anyhow!("exporting {}: {e}", checkpoint.display()))?;
+        .context_with(|| format!("exporting {}", checkpoint.display()))?;
         Ok(out.to_path_buf())
     }
 
@@ -220,7 +221,7 @@ impl Task {
         self,
         dir: &std::path::Path,
         scratch: &std::path::Path,
-    ) -> anyhow::Result<std::path::PathBuf> {
+    ) -> Result<std::path::PathBuf> {
         if dir.join(diffbc_runtime::manifest::MANIFEST_FILE).is_file() {
             return Ok(dir.to_path_buf());
         }
@@ -251,11 +252,10 @@ pub struct ModelKind {
 
 impl ModelKind {
     /// Read what `dir` holds from its manifest.
-    pub fn read(dir: &std::path::Path) -> anyhow::Result<Self> {
-        use anyhow::Context;
+    pub fn read(dir: &std::path::Path) -> Result<Self> {
         use diffbc_runtime::manifest::HeadKind;
         let (m, _) = diffbc_runtime::policy::read_manifest(dir)
-            .with_context(|| format!("loading {}", dir.display()))?;
+            .context_with(|| format!("loading {}", dir.display()))?;
         let direct = match m.head_kind {
             HeadKind::Denoiser => None,
             HeadKind::Regressor => Some("-".to_string()),

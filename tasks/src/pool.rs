@@ -4,9 +4,13 @@
 //! and the results come back in job order, so a result never depends on
 //! which worker ran it.
 
-use anyhow::{Result, anyhow};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A job that never ran although none failed (a worker died): names the job.
+#[derive(Debug, thiserror::Error)]
+#[error("job {0} did not run")]
+pub struct Unrun(pub usize);
 
 /// The cores this process may use (1 if unknown).
 pub fn default_threads() -> usize {
@@ -17,11 +21,11 @@ pub fn default_threads() -> usize {
 /// first, so that the workers finish together; returns the results in job
 /// order. After a job fails no further job starts, and the first failure
 /// (in job order) is returned.
-pub fn longest_first<T: Send>(
+pub fn longest_first<T: Send, E: Send + From<Unrun>>(
     costs: &[f64],
     workers: usize,
-    run: impl Fn(usize) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
+    run: impl Fn(usize) -> Result<T, E> + Sync,
+) -> Result<Vec<T>, E> {
     longest_first_with(costs, workers, || Ok(()), |(), j| run(j))
 }
 
@@ -29,16 +33,16 @@ pub fn longest_first<T: Send>(
 /// once (before its first job; a worker that gets no job may not call it)
 /// and hands the state to every job it runs. An `init` failure counts as the
 /// failure of the job the worker was about to run.
-pub fn longest_first_with<S, T: Send>(
+pub fn longest_first_with<S, T: Send, E: Send + From<Unrun>>(
     costs: &[f64],
     workers: usize,
-    init: impl Fn() -> Result<S> + Sync,
-    run: impl Fn(&mut S, usize) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
+    init: impl Fn() -> Result<S, E> + Sync,
+    run: impl Fn(&mut S, usize) -> Result<T, E> + Sync,
+) -> Result<Vec<T>, E> {
     let mut order: Vec<usize> = (0..costs.len()).collect();
     order.sort_by(|&a, &b| costs[b].total_cmp(&costs[a]));
     let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<Result<T>>>> = costs.iter().map(|_| Mutex::new(None)).collect();
+    let slots: Vec<Mutex<Option<Result<T, E>>>> = costs.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
         for _ in 0..workers.clamp(1, costs.len().max(1)) {
             scope.spawn(|| {
@@ -59,36 +63,43 @@ pub fn longest_first_with<S, T: Send>(
             });
         }
     });
-    let done: Vec<Option<Result<T>>> = slots
+    let done: Vec<Option<Result<T, E>>> = slots
         .into_iter()
         .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
         .collect();
-    if done.iter().any(|d| matches!(d, Some(Err(_)))) {
-        let first = done.into_iter().find_map(|d| d.and_then(Result::err));
-        return Err(first.unwrap_or_else(|| anyhow!("a job failed")));
+    // The first failure in job order; else every result, in job order.
+    let mut out = Vec::with_capacity(done.len());
+    let mut unrun = None;
+    for (j, d) in done.into_iter().enumerate() {
+        match d {
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) => return Err(e),
+            None => unrun = unrun.or(Some(j)),
+        }
     }
-    done.into_iter()
-        .enumerate()
-        .map(|(j, d)| d.ok_or_else(|| anyhow!("job {j} did not run"))?)
-        .collect()
+    match unrun {
+        Some(j) => Err(Unrun(j).into()),
+        None => Ok(out),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TaskError;
 
     #[test]
     fn results_come_back_in_job_order_and_the_costliest_start_first() {
         let started = Mutex::new(Vec::new());
         let costs = [1.0, 5.0, 3.0, 0.5];
-        let out = longest_first(&costs, 1, |j| {
+        let out = longest_first(&costs, 1, |j| -> Result<usize, TaskError> {
             started.lock().expect("lock").push(j);
             Ok(j * 10)
         })
         .expect("all run");
         assert_eq!(out, [0, 10, 20, 30]);
         assert_eq!(*started.lock().expect("lock"), [1, 2, 0, 3]);
-        let two = longest_first(&costs, 2, |j| Ok(j * 10)).expect("all run");
+        let two = longest_first(&costs, 2, |j| Ok::<_, TaskError>(j * 10)).expect("all run");
         assert_eq!(two, out);
     }
 
@@ -101,7 +112,7 @@ mod tests {
             || Ok(inits.fetch_add(1, Ordering::SeqCst) * 100),
             |state, j| {
                 *state += 1;
-                Ok(j)
+                Ok::<_, TaskError>(j)
             },
         )
         .expect("all run");
@@ -111,7 +122,7 @@ mod tests {
         let e = longest_first_with(
             &[1.0, 1.0],
             1,
-            || Err::<(), _>(anyhow!("no policy")),
+            || Err::<(), _>(TaskError::invalid("no policy")),
             |_, j| Ok(j),
         )
         .expect_err("init failed");
@@ -124,7 +135,7 @@ mod tests {
         let e = longest_first(&[4.0, 3.0, 2.0, 1.0], 1, |j| {
             ran.fetch_add(1, Ordering::SeqCst);
             if j == 1 {
-                Err(anyhow!("job 1 broke"))
+                Err(TaskError::invalid("job 1 broke"))
             } else {
                 Ok(())
             }

@@ -11,7 +11,7 @@ use crate::Task as TaskKind;
 use crate::arm::{self, ArmTask};
 use crate::claw::ClawScenes;
 use crate::claw::eval::{ClawRecord, markdown_table};
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use diffbc_runtime::{DEFAULT_KDE_BANDWIDTH, EngineChoice, SamplerConfig};
 use diffbc_train::config::{Method, TrainConfig};
 use diffbc_train::model::DenoiserConfig;
@@ -311,7 +311,7 @@ pub fn run(a: &StudyOptions) -> Result<()> {
     };
     let cells = grid(a, &tasks);
     std::fs::create_dir_all(a.out.join("figures"))
-        .with_context(|| format!("creating {}", a.out.display()))?;
+        .context_with(|| format!("creating {}", a.out.display()))?;
     let mut training = String::from(
         "| task | model | steps | seconds | test loss | untrained |\n|---|---|---|---|---|---|\n",
     );
@@ -503,7 +503,7 @@ pub fn run(a: &StudyOptions) -> Result<()> {
                 }
             }
             #[cfg(not(feature = "pusht"))]
-            TaskKind::PushT => anyhow::bail!("Push-T needs diffbc-tasks' `pusht` feature"),
+            TaskKind::PushT => invalid!("Push-T needs diffbc-tasks' `pusht` feature"),
             #[cfg(feature = "pusht")]
             TaskKind::PushT => {
                 let data = PathBuf::from(task.default_data());
@@ -540,10 +540,10 @@ pub fn run(a: &StudyOptions) -> Result<()> {
         crate::plot::speed_table(&speed)
     );
     let path = a.out.join("REPORT.md");
-    std::fs::write(&path, report).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, report).context_with(|| format!("writing {}", path.display()))?;
     let json = a.out.join("report.json");
     std::fs::write(&json, serde_json::to_string_pretty(&records)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
+        .context_with(|| format!("writing {}", json.display()))?;
     println!("report: {}  json: {}", path.display(), json.display());
     Ok(())
 }

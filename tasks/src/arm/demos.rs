@@ -7,7 +7,8 @@
 
 use super::*;
 
-use anyhow::{Result, ensure};
+use crate::error::Result;
+use crate::require;
 use diffbc_train::episodes::Episodes;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -30,7 +31,7 @@ pub fn channel_hints(task: &ArmTask) -> diffbc_train::interface::ChannelHints {
 /// Generate `episodes` demonstrations with seeds `seed, seed+1, …`.
 pub fn generate(task: &ArmTask, episodes: usize, seed: u64, progress: bool) -> Result<Episodes> {
     task.validate()?;
-    ensure!(episodes > 0, "--episodes must be at least 1");
+    require!(episodes > 0, "--episodes must be at least 1");
     let mut out = Episodes::new(task.frame_len(), JOINTS);
     out.obs_names = task.obs_names();
     out.action_names = (0..JOINTS).map(|j| format!("joint.target[{j}]")).collect();
@@ -50,7 +51,7 @@ pub fn generate(task: &ArmTask, episodes: usize, seed: u64, progress: bool) -> R
     while out.len() < episodes {
         let s = seed.wrapping_add(e);
         e += 1;
-        ensure!(
+        require!(
             e <= 2 * episodes as u64 + 10,
             "the demonstrator failed too often ({} of {e} episodes collided): check the task's clearance",
             dropped.len()

@@ -4,8 +4,9 @@
 //! an action-distribution distance, and the bridge's timing.
 
 use super::{ArmTask, Driver, EpisodeResult, JOINTS, Progress, run_episode};
+use crate::error::{Context, Result};
+use crate::invalid;
 use crate::metrics::{Directions, entropy_at, entropy_bits, sliced_w1};
-use anyhow::{Context, Result, bail};
 use diffbc_bridge::{Bridge, LoopConfig, RunStats};
 use diffbc_control::PolicyController;
 use diffbc_emulator::spawn_pty;
@@ -204,7 +205,7 @@ pub fn rollouts_in_process(
 ) -> Result<(Vec<EpisodeResult>, f64)> {
     let load = || -> Result<Policy> {
         let mut policy = Policy::load(dir, diffbc_runtime::EngineChoice::Native)
-            .with_context(|| format!("loading {}", dir.display()))?;
+            .context_with(|| format!("loading {}", dir.display()))?;
         if let Some(cfg) = sampler {
             policy.set_sampler(cfg)?;
         }
@@ -215,7 +216,7 @@ pub fn rollouts_in_process(
             let seed = EVAL_SEED_BASE + e as u64;
             let t0 = Instant::now();
             let r = run_episode(task, seed, &mut PolicyDriver { policy }, None)
-                .with_context(|| format!("episode with seed {seed}"))?;
+                .context_with(|| format!("episode with seed {seed}"))?;
             pb.inc(1);
             Ok((r, t0.elapsed().as_secs_f64()))
         })?;
@@ -257,7 +258,7 @@ pub fn rollouts_bridge(
         sim_config.time_scale = time_scale;
         let link = dir.path().join(format!("arm-{e}"));
         let sim = spawn_pty(sim_config, &link)
-            .with_context(|| format!("opening the emulated arm at {}", link.display()))?;
+            .context_with(|| format!("opening the emulated arm at {}", link.display()))?;
         let loop_config = LoopConfig {
             rate_hz: wire_rate,
             duration: Some(diffbc_bridge::checked::seconds(
@@ -275,7 +276,7 @@ pub fn rollouts_bridge(
         controller.set_host_source(Box::new(task.state(progress.clone())));
         let path = link.to_string_lossy().into_owned();
         let mut bridge = Bridge::connect(&path, 1_000_000, loop_config.handshake_timeout)
-            .with_context(|| format!("connecting to {path}"))?;
+            .context_with(|| format!("connecting to {path}"))?;
         let report = bridge.run(controller, &loop_config, &progress.done);
         drop(bridge);
         let order = progress.order();
@@ -301,7 +302,7 @@ pub fn rollouts_bridge(
                 faulted += 1;
                 tracing::warn!("bridge episode with seed {seed} ended in a device fault: {e}");
             } else if !collided {
-                bail!("bridge episode with seed {seed}: {e}");
+                invalid!("bridge episode with seed {seed}: {e}");
             }
         }
         let actions: Vec<f32> = report
@@ -412,9 +413,9 @@ pub fn evaluate(
     let done = |r: &EpisodeResult| r.order.len() >= task.goal;
     for (method, dir) in models {
         let mut policy = Policy::load(dir, diffbc_runtime::EngineChoice::Native)
-            .with_context(|| format!("loading {}", dir.display()))?;
+            .context_with(|| format!("loading {}", dir.display()))?;
         if policy.frame_len() != task.frame_len() || policy.action_dim() != JOINTS {
-            bail!(
+            invalid!(
                 "{}: the policy reads {}-value frames and writes {} values; the arm task has {}-value frames and {JOINTS} joints",
                 dir.display(),
                 policy.frame_len(),

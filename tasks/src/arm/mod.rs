@@ -29,7 +29,8 @@ pub mod eval;
 #[cfg(feature = "train")]
 pub mod report;
 
-use anyhow::{Result, ensure};
+use crate::error::Result;
+use crate::{invalid, require};
 use diffbc_bridge::{Controller, LoopConfig, SimClock};
 use diffbc_control::{HostSource, ObsLayout};
 use diffbc_emulator::{SimConfig, StepLink};
@@ -160,26 +161,26 @@ pub struct EpisodeResult {
 impl ArmTask {
     /// Check the values; errors name the field.
     pub fn validate(&self) -> Result<()> {
-        ensure!(
+        require!(
             (1..=MAX_SITES).contains(&self.sites),
             "task field sites: {} is outside 1..=8",
             self.sites
         );
-        ensure!(
+        require!(
             (1..=self.sites).contains(&self.goal),
             "task field goal: {} is outside 1..=sites",
             self.goal
         );
-        ensure!(
+        require!(
             self.control_hz.is_finite() && self.control_hz >= 1.0 && self.control_hz <= 100.0,
             "task field control_hz: {} is outside 1..=100",
             self.control_hz
         );
-        ensure!(
+        require!(
             self.max_seconds.is_finite() && self.max_seconds > 0.0,
             "task field max_seconds must be positive"
         );
-        ensure!(
+        require!(
             self.tolerance > 0.0 && self.max_step > 0.0,
             "task fields tolerance and max_step must be positive"
         );
@@ -225,7 +226,7 @@ impl ArmTask {
             .collect();
         let state = self.state(Arc::default());
         ObsLayout::from_channels(&channels, JOINTS, Some(&state as &dyn HostSource))
-            .map_err(anyhow::Error::msg)
+            .map_err(crate::TaskError::Invalid)
     }
 
     /// Control ticks per episode at most.
@@ -459,7 +460,12 @@ pub fn run_episode(
     let mut link = StepLink::new(task.sim_config(seed));
     let layout = task.layout()?;
     let period = Duration::from_secs_f64(1.0 / task.control_hz);
-    let ticks = u32::try_from(task.max_ticks())?;
+    let ticks = u32::try_from(task.max_ticks()).map_err(|_| {
+        crate::TaskError::invalid(format!(
+            "{} ticks per episode is too many",
+            task.max_ticks()
+        ))
+    })?;
     let config = LoopConfig {
         rate_hz: task.control_hz,
         // At most `max_ticks` commands: the loop ends at the tick due then.
@@ -489,7 +495,7 @@ pub fn run_episode(
     if let Err(e) = &report.outcome
         && !collided
     {
-        anyhow::bail!("{e}");
+        invalid!("{e}");
     }
     let mut result = EpisodeResult {
         order: progress.order(),
@@ -503,7 +509,7 @@ pub fn run_episode(
     if let (Some(rows), Some(mut frames)) = (record, controller.frames) {
         // The tick that ended the run observed a frame but sent nothing.
         frames.truncate(report.log.len());
-        ensure!(
+        require!(
             frames.len() == report.log.len(),
             "{} frames observed but {} commands sent",
             frames.len(),

@@ -3,7 +3,8 @@
 
 use super::eval::{self, ArmRecord, EvalPlan, RolloutPath};
 use super::{ArmTask, JOINTS};
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result};
+use crate::invalid;
 use diffbc_train::episodes::Episodes;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ pub fn run_and_report(
     preamble: &str,
 ) -> Result<Vec<ArmRecord>> {
     if demos.obs_dim != task.frame_len() || demos.action_dim != JOINTS {
-        bail!(
+        invalid!(
             "the demonstrations have {}-value observations and {}-value actions; the arm task needs {} and {JOINTS}",
             demos.obs_dim,
             demos.action_dim,
@@ -43,7 +44,7 @@ pub fn run_and_report(
         .map(|(m, p)| (m.clone(), p.as_path()))
         .collect();
     let (records, paths) = eval::evaluate(task, &refs, plan, &demo_orders, &demos.actions)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out).context_with(|| format!("creating {}", out.display()))?;
     let figures = out.join("figures");
     // First-task shares per row (in-process rows and the demonstrations).
     let series: Vec<(String, Vec<f64>)> = records
@@ -108,12 +109,12 @@ pub fn run_and_report(
     let _ = write!(report, "\n## Bars\n\n{bars}");
     let report_path = out.join("report.md");
     std::fs::write(&report_path, report)
-        .with_context(|| format!("writing {}", report_path.display()))?;
+        .context_with(|| format!("writing {}", report_path.display()))?;
     let json_path = json
         .map(Path::to_path_buf)
         .unwrap_or_else(|| out.join("eval.json"));
     std::fs::write(&json_path, serde_json::to_string_pretty(&records)? + "\n")
-        .with_context(|| format!("writing {}", json_path.display()))?;
+        .context_with(|| format!("writing {}", json_path.display()))?;
     println!("{table}\n{timing}\n{bars}");
     println!(
         "report: {}  figures: {}  json: {}",

@@ -15,7 +15,7 @@
 //! checkpoint is exported first), so the table scores what deploys.
 
 use super::{ClawScenes, Scene};
-use crate::error::TaskError;
+use crate::error::{Context, TaskError};
 use crate::metrics::{Directions, sliced_w1};
 use diffbc_runtime::{EngineChoice, Policy, SamplerConfig};
 use rand::SeedableRng;
@@ -309,15 +309,14 @@ pub fn evaluate_all(
     kde_samples: usize,
     seed: u64,
     threads: usize,
-) -> anyhow::Result<(Vec<ClawRecord>, Vec<ScenePoints>)> {
-    use anyhow::Context;
+) -> crate::Result<(Vec<ClawRecord>, Vec<ScenePoints>)> {
     let (truth, truth_points) = ground_truth_record(scenes, samples, seed);
     let count = |cfg: Option<SamplerConfig>| match cfg.map(|c| c.selection) {
         Some(diffbc_runtime::Selection::Kde { .. }) => kde_samples,
         _ => samples,
     };
     let load = |dir: &Path| {
-        Policy::load(dir, engine).with_context(|| format!("loading {}", dir.display()))
+        Policy::load(dir, engine).context_with(|| format!("loading {}", dir.display()))
     };
     // Jobs in table order, each with a cost estimate: the time of 1 % of
     // its samples on the first scene (KDE on the Transformer costs 100×
@@ -348,13 +347,13 @@ pub fn evaluate_all(
     let costs: Vec<f64> = jobs.iter().map(|j| j.2).collect();
     let rows = crate::pool::longest_first(&costs, threads, |j| {
         let (i, cfg, _) = jobs[j];
-        let run = || -> anyhow::Result<(ClawRecord, ScenePoints)> {
+        let run = || -> crate::Result<(ClawRecord, ScenePoints)> {
             let mut policy = load(&models[i])?;
             let (r, p) = evaluate(&mut policy, cfg, scenes, count(cfg), seed)?;
             tracing::info!(method = %r.method, sampler = %r.sampler, precision = r.on_object_precision, "evaluated");
             Ok((r, p))
         };
-        run().with_context(|| format!("evaluating {}", models[i].display()))
+        run().context_with(|| format!("evaluating {}", models[i].display()))
     })?;
     let mut records = vec![truth];
     let mut points = vec![truth_points];

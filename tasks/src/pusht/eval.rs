@@ -4,7 +4,8 @@
 
 use super::env::{MAX_STEPS, OBS_DIM, PushT, reward};
 use super::geometry::coverage;
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result};
+use crate::invalid;
 use diffbc_runtime::manifest::ActionChunk;
 use diffbc_runtime::{EngineChoice, Policy, PolicyOptions, SamplerConfig};
 use diffbc_train::episodes::Episodes;
@@ -92,7 +93,7 @@ pub fn run_episode(policy: &mut Policy, seed: u64) -> Result<Episode> {
         let obs: [f32; OBS_DIM] = env.observe();
         let a = policy
             .act(&obs)
-            .with_context(|| format!("seed {seed}, step {steps}"))?;
+            .context_with(|| format!("seed {seed}, step {steps}"))?;
         let target = [a[0], a[1]];
         let out = env.step(target);
         steps += 1;
@@ -137,10 +138,11 @@ pub fn rollouts(
                 seed: 0,
             },
         )
-        .with_context(|| format!("loading {}", dir.display()))?;
+        .context_with(|| format!("loading {}", dir.display()))?;
         if let Some(e) = spec.execute {
-            p.set_execute(e)
-                .map_err(|err| anyhow::anyhow!("{}: --execute {e}: {err}", dir.display()))?;
+            p.set_execute(e).map_err(|err| {
+                crate::TaskError::invalid(format!("{}: --execute {e}: {err}", dir.display()))
+            })?;
         }
         Ok(p)
     };
@@ -170,7 +172,7 @@ pub fn rollouts(
     let deployed = jobs
         .first()
         .map(|j| j.3.clone())
-        .ok_or_else(|| anyhow::anyhow!("no episode to evaluate"))?;
+        .ok_or_else(|| crate::TaskError::invalid("no episode to evaluate"))?;
     let all = jobs.into_iter().map(|j| j.0).collect();
     Ok((all, rate, deployed))
 }
@@ -226,7 +228,7 @@ pub struct Replay {
 /// Replay every demonstration (see [`Replay`]).
 pub fn replay(demos: &Episodes) -> Result<Replay> {
     if demos.obs_dim != OBS_DIM {
-        bail!("replay needs {OBS_DIM}-value Push-T states");
+        invalid!("replay needs {OBS_DIM}-value Push-T states");
     }
     let (mut recorded, mut replayed) = (Vec::new(), Vec::new());
     let mut drift = 0.0;
@@ -331,7 +333,7 @@ pub fn write_outputs(
     seed_base: u64,
     secs: f64,
 ) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out).context_with(|| format!("creating {}", out.display()))?;
     let report = format!(
         "# Push-T from state\n\nSeeded initial states {}…, at most {} steps at 10 Hz. Score = mean over episodes of the highest reward, reward = coverage of the goal T by the block / 0.95, clipped to 1 (Diffusion Policy's published metric); raw coverage beside it; success = coverage above 0.95. Evaluation took {:.0} s.\n\n{}",
         seed_base,
@@ -340,15 +342,15 @@ pub fn write_outputs(
         markdown_table(records)
     );
     let path = out.join("report.md");
-    std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, &report).context_with(|| format!("writing {}", path.display()))?;
     print!("{}", markdown_table(records));
     if let Some(j) = json {
         if let Some(parent) = j.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+                .context_with(|| format!("creating {}", parent.display()))?;
         }
         std::fs::write(j, serde_json::to_string_pretty(records)?)
-            .with_context(|| format!("writing {}", j.display()))?;
+            .context_with(|| format!("writing {}", j.display()))?;
         println!("wrote {}", j.display());
     }
     Ok(())

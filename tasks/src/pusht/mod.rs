@@ -15,7 +15,8 @@ pub const KDE_CANDIDATES: usize = 10;
 /// evaluation uses 50 seeded test states).
 pub const EPISODES: usize = 50;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result};
+use crate::invalid;
 use diffbc_train::episodes::Episodes;
 use diffbc_train::keys::FeatureKeys;
 use std::path::Path;
@@ -34,15 +35,15 @@ pub fn load_demos_with(path: &Path, keys: &FeatureKeys) -> Result<Episodes> {
     let inner = zarr_inside(path);
     let path = inner.as_deref().unwrap_or(path);
     if !path.exists() {
-        bail!(
+        invalid!(
             "{}: no Push-T data there (expected the Diffusion Policy zarr folder, e.g. ../shared/data/pusht/pusht_cchi_v7_replay.zarr)",
             path.display()
         );
     }
     let e =
-        Episodes::load_with(path, keys).with_context(|| format!("reading {}", path.display()))?;
+        Episodes::load_with(path, keys).context_with(|| format!("reading {}", path.display()))?;
     if e.obs_dim != env::OBS_DIM || e.action_dim != env::ACTION_DIM {
-        bail!(
+        invalid!(
             "{}: {}-value states and {}-value actions; Push-T from state has {} and {}",
             path.display(),
             e.obs_dim,
