@@ -5,8 +5,9 @@
 //!
 //! Needs `qemu-system-arm` (Debian: `apt-get install qemu-system-arm`) and
 //! the firmware: `DIFFBC_MCU_ELF=<path>`, or else this test builds it with
-//! `cargo build --release --manifest-path firmware-host/mcu/Cargo.toml`
-//! (needs `rustup target add thumbv7m-none-eabi`). Either missing fails the
+//! `cargo build --release` in `firmware-host/mcu` with
+//! `--target-dir $CARGO_TARGET_DIR/mcu` (`target/mcu` when unset; needs
+//! `rustup target add thumbv7m-none-eabi`). Either missing fails the
 //! test with the instruction; it never skips.
 
 use diffbc_bridge::{Bridge, BridgeError, Controller, Link, LoopConfig, RunStats, Sweep};
@@ -43,17 +44,28 @@ fn firmware_elf() -> PathBuf {
         assert!(
             p.is_file(),
             "DIFFBC_MCU_ELF={} is not a file: build it with \
-             `cargo build --release --manifest-path firmware-host/mcu/Cargo.toml`",
+             `cd firmware-host/mcu && cargo build --release`",
             p.display()
         );
         return p;
     }
     let root = workspace_root();
     let manifest = root.join("firmware-host/mcu/Cargo.toml");
-    let target_dir = root.join("target/mcu");
+    // Beside the host build (its own folder: the firmware is another workspace).
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("mcu");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Process::new(cargo)
-        .args(["build", "--release", "--manifest-path"])
+        // From the firmware's folder: its .cargo/config.toml applies.
+        .current_dir(root.join("firmware-host/mcu"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "thumbv7m-none-eabi",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .arg("--target-dir")
         .arg(&target_dir)
