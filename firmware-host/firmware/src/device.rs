@@ -139,3 +139,168 @@ fn send<S: Serial>(serial: &mut S, frame: &Frame) {
         serial.write(&buf[..n]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::{FirmwareConfig, SimServos};
+    use diffbc_protocol::{Command, JointLimit, Joints, PROTOCOL_VERSION, status};
+    use std::collections::VecDeque;
+    use std::vec::Vec;
+
+    /// Bytes queued for the device; frames it sent, decoded.
+    #[derive(Default)]
+    struct Wire {
+        rx: VecDeque<u8>,
+        tx: Vec<u8>,
+    }
+
+    impl Serial for Wire {
+        fn read(&mut self) -> Option<u8> {
+            self.rx.pop_front()
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.tx.extend_from_slice(bytes);
+        }
+    }
+
+    impl Wire {
+        fn send(&mut self, f: &Frame) {
+            let mut buf = [0u8; MAX_FRAME];
+            let n = encode(f, &mut buf).expect("encode");
+            self.rx.extend(&buf[..n]);
+        }
+        fn frames(&mut self) -> Vec<Frame> {
+            let mut d = Decoder::new();
+            let out = self
+                .tx
+                .iter()
+                .filter_map(|&b| d.push(b))
+                .map(|r| r.expect("the device sends only good frames"))
+                .collect();
+            self.tx.clear();
+            out
+        }
+    }
+
+    const LIM: JointLimit = JointLimit {
+        min: -2.5,
+        max: 2.5,
+        max_velocity: 3.0,
+        max_acceleration: 30.0,
+    };
+
+    fn device() -> Device<SimServos> {
+        let limits: heapless::Vec<JointLimit, 8> =
+            heapless::Vec::from_slice(&[LIM; 2]).expect("2 joints");
+        let motors = SimServos::new(&limits, 100.0, 20.0, &[0.0, 0.0]);
+        let fw = Firmware::new(
+            FirmwareConfig {
+                limits,
+                watchdog: Duration::from_millis(250),
+                max_rate_hz: 500,
+            },
+            motors.positions(),
+        );
+        Device::new(
+            fw,
+            motors,
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+        )
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn garbage_then_a_session_commands_telemetry_and_the_watchdog() {
+        let mut dev = device();
+        let mut wire = Wire::default();
+        // Garbage (zeros, junk, an overlong run) is dropped and counted.
+        wire.rx.extend([0u8, 7, 7, 0, 1, 2, 3, 0]);
+        wire.rx.extend(std::iter::repeat_n(0x55u8, 600));
+        wire.rx.push_back(0);
+        wire.send(&Frame::Hello {
+            protocol: PROTOCOL_VERSION,
+        });
+        dev.poll(&mut wire, ms(0));
+        assert_eq!(dev.stats.bad_frames, 3, "{:?}", dev.stats);
+        let f = wire.frames();
+        assert!(matches!(f[0], Frame::Handshake(_)), "{f:?}");
+        assert!(matches!(f[1], Frame::Telemetry(_)), "{f:?}");
+
+        // Commands every 10 ms for 1 s: telemetry every 5 ms acknowledges each.
+        let mut acked = Vec::new();
+        for i in 1..=100u32 {
+            wire.send(&Frame::Command(Command {
+                seq: i,
+                targets: Joints::from_slice(&[1.0, -9.0]).expect("2"),
+            }));
+            for t in 0..10 {
+                dev.poll(&mut wire, ms(u64::from(i) * 10 + t));
+            }
+            for f in wire.frames() {
+                match f {
+                    Frame::Telemetry(t) => acked.push(t.last_command_seq),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        assert_eq!(acked.len(), 200, "200 Hz telemetry");
+        let mut distinct = acked.clone();
+        distinct.dedup();
+        assert_eq!(
+            distinct,
+            (1..=100).collect::<Vec<_>>(),
+            "every command, in order"
+        );
+        assert_eq!(dev.stats.commands, 100);
+        let q = dev.motors.positions();
+        assert!((q[0] - 1.0).abs() < 0.05, "reached: {q:?}");
+        assert!(
+            (-2.5..-2.3).contains(&q[1]),
+            "toward -9 clamped to the -2.5 limit: {q:?}"
+        );
+
+        // Silence: the watchdog latches once, the servos stop and hold.
+        let mut faults = 0;
+        for t in 1010..1400 {
+            dev.poll(&mut wire, ms(t));
+            for f in wire.frames() {
+                if let Frame::Fault(f) = f {
+                    assert_eq!(f.code, FaultCode::Watchdog);
+                    assert_eq!(t, 1000 + 251, "latched just past 250 ms");
+                    faults += 1;
+                }
+            }
+        }
+        assert_eq!(faults, 1);
+        assert!(dev.motors.velocities().iter().all(|v| *v == 0.0));
+        assert_ne!(
+            dev.firmware
+                .telemetry(ms(1400), &[0.0; 2], &[0.0; 2])
+                .status
+                & status::FAULT,
+            0
+        );
+    }
+
+    #[test]
+    fn a_stalled_clock_is_skipped_not_caught_up_forever() {
+        let mut dev = device();
+        let mut wire = Wire::default();
+        dev.poll(&mut wire, ms(0));
+        // An hour without a poll (a debugger halt): one poll, bounded work.
+        dev.poll(&mut wire, Duration::from_secs(3600));
+        dev.poll(&mut wire, Duration::from_secs(3600) + ms(5));
+        let telemetry = wire
+            .frames()
+            .into_iter()
+            .filter(|f| matches!(f, Frame::Telemetry(_)))
+            .count();
+        assert_eq!(telemetry, 3, "one frame per poll, no burst");
+    }
+}
