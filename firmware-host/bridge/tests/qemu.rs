@@ -373,6 +373,37 @@ fn the_firmware_in_qemu_answers_the_bridge() {
         t.velocities
     );
 
+    // Ctrl-C: the run's stop flag, raised from another thread mid-run,
+    // ends the loop with a stop frame; the firmware holds, no watchdog.
+    let stop = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let config = LoopConfig {
+            duration: Some(Duration::from_secs(10)),
+            ..config.clone()
+        };
+        bridge.run(&mut Sweep::default(), &config, &stop)
+    });
+    assert_eq!(report.outcome, Ok(()), "a stop flag ends the run cleanly");
+    let n = report.log.total();
+    assert!(
+        (30..=80).contains(&n),
+        "{n} commands before the stop at 0.5 s"
+    );
+    let (t, err) = poll_until(&mut bridge, Duration::from_millis(600), |_| false);
+    assert!(err.is_none(), "no fault after the operator's stop: {err:?}");
+    let t = t.expect("telemetry after the operator's stop");
+    assert_eq!(
+        t.status & (status::ENABLED | status::FAULT),
+        0,
+        "{:#x}",
+        t.status
+    );
+    seq = t.last_command_seq;
+
     // The watchdog: one command, then silence: a Watchdog fault after
     // 250 ms, the motors holding, further commands ignored.
     seq += 1;
