@@ -9,7 +9,7 @@
 //! [`crate::StepLink`] steps it in process on a simulated clock.
 
 use diffbc_bridge::Ring;
-use diffbc_firmware::{Firmware, FirmwareConfig};
+use diffbc_firmware::{Firmware, FirmwareConfig, pd_step};
 use diffbc_protocol::{Command, Fault, FaultCode, Frame, Handshake, JointLimit, Telemetry};
 use std::time::Duration;
 
@@ -202,15 +202,16 @@ impl SimArm {
     /// (or hold), with acceleration, velocity and position limits.
     pub fn step(&mut self, dt: f32) {
         for (j, &goal) in self.firmware.targets().iter().enumerate() {
-            let l = self.config.limits[j];
-            let acc = (self.config.kp * (goal - self.q[j]) - self.config.kd * self.qd[j])
-                .clamp(-l.max_acceleration, l.max_acceleration);
-            self.qd[j] = (self.qd[j] + acc * dt).clamp(-l.max_velocity, l.max_velocity);
-            self.q[j] += self.qd[j] * dt;
-            if self.q[j] <= l.min || self.q[j] >= l.max {
-                self.q[j] = self.q[j].clamp(l.min, l.max);
-                self.qd[j] = 0.0;
-            }
+            // The same servo model the QEMU firmware's simulated servos run.
+            pd_step(
+                &self.config.limits[j],
+                self.config.kp,
+                self.config.kd,
+                goal,
+                &mut self.q[j],
+                &mut self.qd[j],
+                dt,
+            );
         }
         if self.firmware.fault().is_none()
             && let Some(i) = self

@@ -12,6 +12,12 @@
 
 #![no_std]
 
+pub mod device;
+pub mod motors;
+
+pub use device::{Device, DeviceStats, Serial};
+pub use motors::{Motors, SimServos, pd_step};
+
 use core::time::Duration;
 use diffbc_protocol::{
     Command, Fault, FaultCode, Frame, Handshake, JointLimit, Joints, MAX_JOINTS, PROTOCOL_VERSION,

@@ -1,0 +1,133 @@
+//! The arm firmware on a microcontroller: QEMU's `lm3s6965evb` (TI LM3S6965,
+//! Cortex-M3). The device side of diffbc's wire protocol — handshake,
+//! commands, watchdog, stop, faults, telemetry at a fixed rate — is
+//! `diffbc_firmware::Device` (the state machine the host emulator runs too)
+//! over two seams: [`uart::Uart0`] (`diffbc_firmware::Serial`) and
+//! simulated servos (`diffbc_firmware::Motors`). SysTick keeps time.
+//!
+//! `cargo build --release` here (target thumbv7m-none-eabi, see
+//! `.cargo/config.toml`); `firmware-host/README.md` says how to run it.
+
+#![no_std]
+#![no_main]
+
+mod uart;
+
+use core::sync::atomic::{AtomicU32, Ordering};
+use core::time::Duration;
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m_rt::{entry, exception};
+use diffbc_firmware::{Device, Firmware, FirmwareConfig, Motors, SimServos};
+use diffbc_protocol::JointLimit;
+use uart::Uart0;
+
+/// Core clock after reset: QEMU's LM3S6965 runs its 200 MHz PLL / 16.
+const SYSCLK_HZ: u32 = 12_500_000;
+/// SysTick rate (the device clock's resolution).
+const TICK_HZ: u32 = 1000;
+/// Physics steps of the simulated servos.
+const PHYSICS_PERIOD: Duration = Duration::from_millis(1);
+/// Telemetry rate: 200 Hz.
+const TELEMETRY_PERIOD: Duration = Duration::from_millis(5);
+/// The joints: the host emulator's default arm (`SimConfig::default_arm`).
+const JOINTS: usize = 4;
+const LIMIT: JointLimit = JointLimit {
+    min: -2.5,
+    max: 2.5,
+    max_velocity: 3.0,
+    max_acceleration: 30.0,
+};
+/// Servo gains (1/s², 1/s).
+const KP: f32 = 100.0;
+const KD: f32 = 20.0;
+/// Commands older than this latch the watchdog fault.
+const WATCHDOG: Duration = Duration::from_millis(250);
+/// Highest command rate accepted.
+const MAX_RATE_HZ: u16 = 500;
+
+/// Milliseconds since power-on (SysTick), wrapping after 49 days; the main
+/// loop widens it to 64 bits.
+static TICKS: AtomicU32 = AtomicU32::new(0);
+
+#[entry]
+fn main() -> ! {
+    let Some(mut core) = cortex_m::Peripherals::take() else {
+        stop_forever()
+    };
+    let mut serial = Uart0::init(SYSCLK_HZ);
+
+    let mut limits = heapless::Vec::new();
+    for _ in 0..JOINTS {
+        let _ = limits.push(LIMIT);
+    }
+    let motors = SimServos::new(&limits, KP, KD, &[0.0; JOINTS]);
+    let firmware = Firmware::new(
+        FirmwareConfig {
+            limits,
+            watchdog: WATCHDOG,
+            max_rate_hz: MAX_RATE_HZ,
+        },
+        motors.positions(),
+    );
+    let mut device = Device::new(firmware, motors, PHYSICS_PERIOD, TELEMETRY_PERIOD);
+
+    core.SYST.set_clock_source(SystClkSource::Core);
+    core.SYST.set_reload(SYSCLK_HZ / TICK_HZ - 1);
+    core.SYST.clear_current();
+    core.SYST.enable_interrupt();
+    core.SYST.enable_counter();
+    uart::unmask_irq();
+
+    let mut seen = TICKS.load(Ordering::Relaxed);
+    let mut ms: u64 = u64::from(seen);
+    loop {
+        let t = TICKS.load(Ordering::Relaxed);
+        ms += u64::from(t.wrapping_sub(seen));
+        seen = t;
+        device.poll(&mut serial, Duration::from_millis(ms));
+        // Sleep until the next tick or byte. Interrupts are masked between
+        // the check and WFI, so a byte arriving in between still wakes it.
+        cortex_m::interrupt::free(|_| {
+            Uart0::listen();
+            if !Uart0::rx_ready() && TICKS.load(Ordering::Relaxed) == seen {
+                cortex_m::asm::wfi();
+            }
+        });
+    }
+}
+
+#[exception]
+fn SysTick() {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Device interrupts: UART0's receive interrupt only wakes the main loop.
+#[allow(unsafe_code)]
+#[exception]
+unsafe fn DefaultHandler(irqn: i16) {
+    if irqn == uart::IRQ {
+        Uart0::unlisten();
+    }
+}
+
+#[allow(unsafe_code)]
+#[exception]
+unsafe fn HardFault(_frame: &cortex_m_rt::ExceptionFrame) -> ! {
+    stop_forever()
+}
+
+/// Never returns: interrupts off, the drives cut, the core asleep. The host
+/// sees telemetry stop and stops its loop (its telemetry timeout). The
+/// simulated servos have no power stage; a board cuts its PWM or driver
+/// enable here.
+fn stop_forever() -> ! {
+    cortex_m::interrupt::disable();
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    stop_forever()
+}
