@@ -574,6 +574,70 @@ pub fn flops_per_decision(
     Some(enc.flops_per_row() + head_calls * head.flops_per_row())
 }
 
+/// The one place a decision is made: `out.len() / action_dim` decisions
+/// (whole chunks) from one observation's `embedding`, de-normalised into
+/// raw units. A denoiser samples (a single decision straight from the
+/// embedding, more in batches of [`SAMPLE_MANY_ROWS`] network rows); a
+/// regressor repeats its one answer; a classifier decodes its scores once
+/// per decision. Allocates only for batches of more than one decision.
+fn decide<N: Noise + ?Sized>(
+    model: &mut OnnxModel,
+    sampler: &mut Sampler,
+    choice: Choice,
+    embedding: &[f32],
+    scores: &mut [f32],
+    noise: &mut N,
+    out: &mut [f32],
+) -> Result<(), PolicyError> {
+    let a = model.manifest.action_dim;
+    if out.is_empty() {
+        return Ok(());
+    }
+    match model.manifest.head_kind {
+        HeadKind::Denoiser if out.len() == a => {
+            sampler.sample_embedded(model, embedding, noise, out)?;
+        }
+        HeadKind::Denoiser => {
+            let n = out.len() / a.max(1);
+            let rows = (SAMPLE_MANY_ROWS / sampler.config().rows_per_decision()).max(1);
+            let mut start = 0;
+            while start < n {
+                let batch = rows.min(n - start);
+                let embs: Vec<f32> = embedding
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(batch * embedding.len())
+                    .collect();
+                sampler.sample_embedded(
+                    model,
+                    &embs,
+                    noise,
+                    &mut out[start * a..(start + batch) * a],
+                )?;
+                start += batch;
+            }
+        }
+        HeadKind::Regressor => {
+            let (first, rest) = out.split_at_mut(a.min(out.len()));
+            model.run_head(embedding, first)?;
+            for row in rest.chunks_exact_mut(a.max(1)) {
+                row.copy_from_slice(first);
+            }
+        }
+        HeadKind::Classifier => {
+            model.run_head(embedding, scores)?;
+            if let Some(d) = &model.manifest.decoder {
+                for row in out.chunks_exact_mut(a.max(1)) {
+                    d.decode(scores, choice, noise, row);
+                }
+            }
+        }
+    }
+    model.manifest.normalization.action.denormalize(out);
+    Ok(())
+}
+
 /// Network rows per head call in [`Policy::sample_many`] (its batches hold
 /// `SAMPLE_MANY_ROWS / rows_per_decision` draws, at least one). Part of the
 /// seeded result: the noise is drawn batch by batch.
@@ -831,49 +895,15 @@ impl Policy {
         self.model.encode(&obs, &mut emb)?;
         let a = self.model.manifest.action_dim;
         let mut out = vec![0.0f32; n * a];
-        match self.model.manifest.head_kind {
-            HeadKind::Denoiser => {
-                let rows = (SAMPLE_MANY_ROWS / self.sampler.config().rows_per_decision()).max(1);
-                let mut start = 0;
-                while start < n {
-                    let batch = rows.min(n - start);
-                    let embs: Vec<f32> = emb
-                        .iter()
-                        .copied()
-                        .cycle()
-                        .take(batch * emb.len())
-                        .collect();
-                    self.sampler.sample_embedded(
-                        &mut self.model,
-                        &embs,
-                        noise,
-                        &mut out[start * a..(start + batch) * a],
-                    )?;
-                    start += batch;
-                }
-            }
-            HeadKind::Regressor => {
-                let mut head = vec![0.0; a];
-                self.model.run_head(&emb, &mut head)?;
-                for row in out.chunks_exact_mut(a) {
-                    row.copy_from_slice(&head);
-                }
-            }
-            HeadKind::Classifier => {
-                let mut scores = vec![0.0; self.scores.len()];
-                self.model.run_head(&emb, &mut scores)?;
-                if let Some(d) = &self.model.manifest.decoder {
-                    for row in out.chunks_exact_mut(a) {
-                        d.decode(&scores, self.choice, noise, row);
-                    }
-                }
-            }
-        }
-        self.model
-            .manifest
-            .normalization
-            .action
-            .denormalize(&mut out);
+        decide(
+            &mut self.model,
+            &mut self.sampler,
+            self.choice,
+            &emb,
+            &mut self.scores,
+            noise,
+            &mut out,
+        )?;
         if let Some(i) = out.iter().position(|v| !v.is_finite()) {
             return Err(PolicyError::Sampler(format!(
                 "action value {} of draw {} is {} (the observation is probably far outside the training data)",
@@ -936,28 +966,16 @@ impl Policy {
             let src = (newest + 1 + i) % slots;
             self.row[i * f..(i + 1) * f].copy_from_slice(&self.frames[src * f..(src + 1) * f]);
         }
-        match self.model.manifest.head_kind {
-            HeadKind::Denoiser => {
-                self.sampler
-                    .sample(&mut self.model, &self.row, rng, &mut self.action)?;
-            }
-            HeadKind::Regressor => {
-                self.model.encode(&self.row, &mut self.embedding)?;
-                self.model.run_head(&self.embedding, &mut self.action)?;
-            }
-            HeadKind::Classifier => {
-                self.model.encode(&self.row, &mut self.embedding)?;
-                self.model.run_head(&self.embedding, &mut self.scores)?;
-                if let Some(d) = &self.model.manifest.decoder {
-                    d.decode(&self.scores, self.choice, rng, &mut self.action);
-                }
-            }
-        }
-        self.model
-            .manifest
-            .normalization
-            .action
-            .denormalize(&mut self.action);
+        self.model.encode(&self.row, &mut self.embedding)?;
+        decide(
+            &mut self.model,
+            &mut self.sampler,
+            self.choice,
+            &self.embedding,
+            &mut self.scores,
+            rng,
+            &mut self.action,
+        )?;
         // No non-finite action leaves the policy, whatever the head: a
         // regressor or classifier fed an observation far outside its data
         // can overflow, and so can de-normalisation.

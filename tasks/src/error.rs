@@ -76,13 +76,6 @@ pub enum TaskError {
     },
 }
 
-impl TaskError {
-    /// An [`TaskError::Invalid`] with `message`.
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::Invalid(message.into())
-    }
-}
-
 /// `Result` with [`TaskError`].
 pub type Result<T, E = TaskError> = std::result::Result<T, E>;
 
@@ -108,6 +101,11 @@ impl<T, E: Into<TaskError>> Context<T> for std::result::Result<T, E> {
 }
 
 impl TaskError {
+    /// A [`TaskError::Invalid`] with `message`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+
     /// Wrap an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();

@@ -610,9 +610,10 @@ fn control_loop<L: Link + ?Sized, K: Clock>(
             &mut state, link, clock, config, stop, stats, log, safety, worker, period, deadline,
             joints,
         );
-        *last = state.latest.clone();
-        if let Next::End = next? {
-            return Ok(());
+        // The report's last telemetry, copied once when the loop ends.
+        if !matches!(next, Ok(Next::Tick)) {
+            *last = state.latest.clone();
+            return next.map(|_| ());
         }
     }
 }
