@@ -84,6 +84,9 @@ pub struct BridgeBenchRecord {
     pub received_in_order: Option<u64>,
     /// Telemetry frames that failed to decode.
     pub frames_bad: u64,
+    /// The device's own count of the commands, read after the stop (any
+    /// device speaking protocol 4; None if it sent no telemetry then).
+    pub delivery: Option<crate::cli::DeliveryRecord>,
     /// The host's timer alone (the loop's sleep + spin, no I/O), same rate
     /// and length, measured just before: lateness p99 (µs).
     pub timer_p99_us: u64,
@@ -119,6 +122,10 @@ impl BridgeBenchRecord {
             sent: s.frames_sent,
             received_in_order: received,
             frames_bad: s.frames_bad,
+            delivery: report
+                .delivery
+                .as_ref()
+                .map(crate::cli::DeliveryRecord::from),
             timer_p99_us: timer.quantile_us(0.99),
             timer_max_us: timer.max_us(),
         }
@@ -161,6 +168,16 @@ impl BridgeBenchRecord {
                 "| commands received, in order | {r} of {} | all | {} |\n",
                 self.sent,
                 met(r == self.sent)
+            );
+        }
+        if let Some(d) = &self.delivery {
+            out += &format!(
+                "| commands the device counted (skipped / stale) | {} of {} ({} / {}) | all (0 / 0) | {} |\n",
+                d.device_commands,
+                d.sent,
+                d.device_skipped,
+                d.device_stale,
+                met(d.complete_in_order)
             );
         }
         out += &format!(
@@ -256,6 +273,15 @@ pub fn run(a: &BenchBridgeArgs) -> Result<()> {
             "the emulated arm received {} of the {} logged commands equal and in order",
             record.received_in_order.unwrap_or(0),
             record.sent
+        );
+    }
+    if let Some(d) = record.delivery.as_ref().filter(|d| !d.complete_in_order) {
+        bail!(
+            "the device counted {} of the {} commands sent ({} skipped, {} stale)",
+            d.device_commands,
+            d.sent,
+            d.device_skipped,
+            d.device_stale
         );
     }
     Ok(())

@@ -68,6 +68,10 @@ pub struct RunArgs {
     /// state, else `none`.
     #[arg(long, value_enum)]
     pub task: Option<SimTaskArg>,
+    /// Also write the run's figures (the device's own count of the commands
+    /// included) as one JSON record here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
     /// Sampler (default: the manifest's).
     #[command(flatten)]
     pub sampler: SamplerArgs,
@@ -289,7 +293,117 @@ pub fn run(a: RunArgs) -> Result<()> {
             t.positions, t.velocities
         );
     }
-    report.outcome.map_err(anyhow::Error::msg)
+    match &report.delivery {
+        Some(d) => println!("{d}"),
+        None => {
+            println!("delivery: not confirmed (no telemetry from the device after the stop frame)")
+        }
+    }
+    if let Some(path) = &a.json {
+        let record = RunRecord::new(&a.port, rate_hz, &report);
+        let text = serde_json::to_string_pretty(&record)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    report.outcome.map_err(anyhow::Error::msg)?;
+    if let Some(d) = report.delivery.filter(|d| !d.complete_in_order()) {
+        bail!("the link lost or reordered commands: {d}");
+    }
+    Ok(())
+}
+
+/// `diffbc run --json`: one run's figures, the device's count included.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    /// The port.
+    pub port: String,
+    /// Control rate (Hz).
+    pub rate_hz: f64,
+    /// Ticks run.
+    pub ticks: u64,
+    /// Ticks whose action missed its deadline (last safe command held).
+    pub missed_deadlines: u64,
+    /// Actions the safety layer refused (never sent).
+    pub rejected_actions: u64,
+    /// Commands written.
+    pub sent: u64,
+    /// Frames decoded from the device.
+    pub frames_received: u64,
+    /// Frames from the device that failed to decode.
+    pub frames_bad: u64,
+    /// Reconnections.
+    pub reconnects: u64,
+    /// Tick lateness p50 / p99 / max (µs).
+    pub jitter_us: [u64; 3],
+    /// The device's own count, read after the stop frame (None: not confirmed).
+    pub delivery: Option<DeliveryRecord>,
+    /// The last measured positions (rad).
+    pub last_positions: Option<Vec<f32>>,
+    /// `ok`, or the error that ended the run.
+    pub outcome: String,
+}
+
+/// [`diffbc_bridge::Delivery`] as JSON.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryRecord {
+    /// Commands sent since the last handshake.
+    pub sent: u32,
+    /// Command frames the device received.
+    pub device_commands: u32,
+    /// Sequence numbers the device saw jumped over.
+    pub device_skipped: u32,
+    /// Commands the device dropped as older than one it had.
+    pub device_stale: u32,
+    /// Frames the device's decoder dropped.
+    pub device_bad_frames: u32,
+    /// The last command sent.
+    pub last_sent_seq: u32,
+    /// The last command the device applied.
+    pub last_applied_seq: u32,
+    /// Every command arrived, in order.
+    pub complete_in_order: bool,
+}
+
+impl From<&diffbc_bridge::Delivery> for DeliveryRecord {
+    fn from(d: &diffbc_bridge::Delivery) -> Self {
+        Self {
+            sent: d.sent,
+            device_commands: d.device.commands,
+            device_skipped: d.device.skipped,
+            device_stale: d.device.stale,
+            device_bad_frames: d.device.bad_frames,
+            last_sent_seq: d.last_sent_seq,
+            last_applied_seq: d.last_applied_seq,
+            complete_in_order: d.complete_in_order(),
+        }
+    }
+}
+
+impl RunRecord {
+    fn new(port: &str, rate_hz: f64, report: &diffbc_bridge::RunReport) -> Self {
+        let s = &report.stats;
+        Self {
+            port: port.into(),
+            rate_hz,
+            ticks: s.ticks,
+            missed_deadlines: s.missed_deadlines,
+            rejected_actions: s.rejected_actions,
+            sent: s.frames_sent,
+            frames_received: s.frames_received,
+            frames_bad: s.frames_bad,
+            reconnects: s.reconnects,
+            jitter_us: [
+                s.jitter.quantile_us(0.5),
+                s.jitter.quantile_us(0.99),
+                s.jitter.max_us(),
+            ],
+            delivery: report.delivery.as_ref().map(DeliveryRecord::from),
+            last_positions: report.last_telemetry.as_ref().map(|t| t.positions.to_vec()),
+            outcome: match &report.outcome {
+                Ok(()) => "ok".into(),
+                Err(e) => e.clone(),
+            },
+        }
+    }
 }
 
 /// The step bound `diffbc run` uses when neither flag nor manifest gives one.

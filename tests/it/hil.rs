@@ -13,7 +13,6 @@ use diffbc_bridge::Controller;
 use diffbc_bridge::{Bridge, Link, LoopConfig, RunReport, RunStats, Sweep};
 use diffbc_protocol::{Frame, Handshake, Telemetry};
 use std::sync::atomic::AtomicBool;
-#[cfg(not(hil_real_port))]
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -30,59 +29,127 @@ pub const EMULATOR_ONLY: &[&str] = &[
     "ctrl_c_sends_a_stop_frame_before_exiting (counts the stop frames the emulator received)",
 ];
 
+/// Where a portable test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The host emulator (`diffbc-emulator`) on a pty.
+    Emulated,
+    /// The firmware binary (`firmware-host/mcu`) in QEMU's Cortex-M3 board.
+    #[cfg_attr(hil_real_port, allow(dead_code))]
+    Qemu,
+    /// The real arm `DIFFBC_HIL_PORT` named at build time.
+    #[cfg_attr(not(hil_real_port), allow(dead_code))]
+    Real,
+}
+
+/// Each portable test body, as one `#[test]` per device: the emulated arm
+/// and the firmware in QEMU, or only the real arm the tests were built for.
+macro_rules! on_every_device {
+    ($($body:ident),* $(,)?) => {$(
+        mod $body {
+            #[cfg(not(hil_real_port))]
+            #[test]
+            fn emulated_arm() {
+                super::$body(super::Target::Emulated);
+            }
+            #[cfg(not(hil_real_port))]
+            #[test]
+            fn qemu_firmware() {
+                super::$body(super::Target::Qemu);
+            }
+            #[cfg(hil_real_port)]
+            #[test]
+            fn real_port() {
+                super::$body(super::Target::Real);
+            }
+        }
+    )*};
+}
+
+on_every_device!(
+    closed_loop_at_100_hz_for_10_s_delivers_every_command_in_order,
+    a_late_action_is_a_counted_miss_and_the_last_command_is_held,
+    a_nan_action_is_never_sent,
+    the_firmware_watchdog_holds_and_reports_when_commands_stop,
+    a_policy_for_another_world_is_refused_naming_its_channels,
+    bench_bridge_reports_the_loop_against_its_targets,
+);
+
 /// The device under test. Holding it serialises the HIL tests: they measure
 /// wall-clock behaviour and one port can host one session.
 struct Device {
     port: String,
-    #[cfg(not(hil_real_port))]
-    sim: diffbc_emulator::SimHandle,
+    /// The emulated arm (its own record of what arrived), if that is the device.
+    sim: Option<diffbc_emulator::SimHandle>,
+    _qemu: Option<crate::qemu::Qemu>,
     _dir: tempfile::TempDir,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
+impl Device {
+    /// The emulated arm (emulator-only tests).
+    #[cfg_attr(hil_real_port, allow(dead_code))]
+    fn sim(&self) -> &diffbc_emulator::SimHandle {
+        self.sim.as_ref().expect("the emulated arm")
+    }
+}
+
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The real arm the tests were built for.
-#[cfg(hil_real_port)]
-fn device() -> Device {
-    let turn = ONE_AT_A_TIME
+/// One wall-clock-sensitive device test at a time (the QEMU tests take it too).
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The emulated arm on a pty, the firmware in QEMU, or the real arm the
+/// tests were built for.
+fn device(target: Target) -> Device {
+    let turn = one_at_a_time();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (port, sim, qemu) = match target {
+        Target::Real => (real_port(), None, None),
+        Target::Qemu => {
+            let q = crate::qemu::boot();
+            (q.pty.clone(), None, Some(q))
+        }
+        Target::Emulated => {
+            let link = dir.path().join("arm");
+            // The default arm's watchdog is 250 ms; the suite shares two
+            // cores with other tests, so the emulated arm here waits 1 s
+            // before faulting (the watchdog itself is tested on its own
+            // below, on the firmware in QEMU at its 250 ms, and in
+            // diffbc-emulator).
+            let mut arm = diffbc_emulator::SimConfig::default_arm();
+            if !WATCHDOG_TEST.with(std::cell::Cell::get) {
+                arm.watchdog = Duration::from_secs(1);
+            }
+            let sim = diffbc_emulator::spawn_pty(arm, &link).expect("pty");
+            (link.display().to_string(), Some(sim), None)
+        }
+    };
     Device {
-        port: std::env::var("DIFFBC_HIL_PORT")
-            .unwrap_or_else(|_| env!("DIFFBC_HIL_PORT_AT_BUILD").to_string()),
-        _dir: tempfile::tempdir().expect("tmp"),
+        port,
+        sim,
+        _qemu: qemu,
+        _dir: dir,
         _turn: turn,
     }
 }
 
-/// A fresh emulated arm on a pty.
+#[cfg(hil_real_port)]
+fn real_port() -> String {
+    std::env::var("DIFFBC_HIL_PORT")
+        .unwrap_or_else(|_| env!("DIFFBC_HIL_PORT_AT_BUILD").to_string())
+}
+
 #[cfg(not(hil_real_port))]
-fn device() -> Device {
-    assert!(
-        std::env::var_os("DIFFBC_HIL_PORT").is_none(),
-        "DIFFBC_HIL_PORT is set, but these tests were built for the emulated arm: \
-         build them with it set (cargo test does), so the emulator-only tests are left out"
-    );
-    let turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = tempfile::tempdir().expect("tmp");
-    let link = dir.path().join("arm");
-    // The default arm's watchdog is 250 ms; the suite shares two cores with
-    // other tests, so the emulated arm here waits 1 s before faulting (the
-    // watchdog itself is tested on its own below and in diffbc-emulator).
-    let mut arm = diffbc_emulator::SimConfig::default_arm();
-    if !WATCHDOG_TEST.with(std::cell::Cell::get) {
-        arm.watchdog = Duration::from_secs(1);
-    }
-    let sim = diffbc_emulator::spawn_pty(arm, &link).expect("pty");
-    Device {
-        port: link.display().to_string(),
-        sim,
-        _dir: dir,
-        _turn: turn,
-    }
+fn real_port() -> String {
+    panic!(
+        "these tests were built for the emulated arm and QEMU: build them with \
+         DIFFBC_HIL_PORT set (cargo test does), so the emulator-only tests are left out"
+    )
 }
 
 thread_local! {
@@ -147,7 +214,6 @@ fn config(rate_hz: f64, seconds: f64) -> LoopConfig {
 }
 
 /// Wait until the emulated arm has processed what was written.
-#[cfg(not(hil_real_port))]
 fn settle() {
     std::thread::sleep(Duration::from_millis(300));
 }
@@ -179,9 +245,8 @@ impl Controller for Acks {
 /// misses); what is asserted holds however loaded the host is: the loop keeps
 /// its schedule (late ticks run at once), and the arm receives exactly the
 /// logged commands, in order.
-#[test]
-fn closed_loop_at_100_hz_for_10_s_delivers_every_command_in_order() {
-    let dev = device();
+fn closed_loop_at_100_hz_for_10_s_delivers_every_command_in_order(target: Target) {
+    let dev = device(target);
     let mut bridge =
         Bridge::connect(&dev.port, 1_000_000, Duration::from_secs(2)).expect("handshake");
     let mut c = Acks::default();
@@ -233,6 +298,15 @@ fn closed_loop_at_100_hz_for_10_s_delivers_every_command_in_order() {
         distinct.len(),
         seqs.len()
     );
+    // The device's own count, read back after the stop frame: every
+    // command sent arrived, none skipped, none out of order, and its
+    // decoder dropped nothing.
+    let d = report.delivery.expect("the device's count after the run");
+    println!("{d}");
+    assert_eq!(d.sent as usize, seqs.len(), "{d}");
+    assert!(d.complete_in_order(), "{d}");
+    assert_eq!(d.device.bad_frames, 0, "{d}");
+    assert_eq!((d.last_sent_seq, d.last_applied_seq), (last, last), "{d}");
     let mut stats = RunStats::new();
     let mut latest: Option<Telemetry> = None;
     let start = std::time::Instant::now();
@@ -250,26 +324,22 @@ fn closed_loop_at_100_hz_for_10_s_delivers_every_command_in_order() {
         "the arm applied the last command sent"
     );
     // The emulated arm also shows every command arrived, exactly.
-    #[cfg(not(hil_real_port))]
-    {
-        let got = dev
-            .sim
-            .commands_when(report.log.total(), Duration::from_secs(5));
+    if let Some(sim) = &dev.sim {
+        let got = sim.commands_when(report.log.total(), Duration::from_secs(5));
         let sent: Vec<_> = report.log.iter().map(|l| l.command.clone()).collect();
         assert_eq!(got.len(), sent.len(), "received vs sent");
         assert_eq!(
             got, sent,
             "the arm received exactly the logged commands, in order"
         );
-        assert_eq!(dev.sim.shared.bad_frames.load(Ordering::Relaxed), 0);
+        assert_eq!(sim.shared.bad_frames.load(Ordering::Relaxed), 0);
     }
 }
 
 /// A controller slower than the deadline never stalls the loop: each late
 /// tick is counted, sends the last safe command again, and the rate holds.
-#[test]
-fn a_late_action_is_a_counted_miss_and_the_last_command_is_held() {
-    let dev = device();
+fn a_late_action_is_a_counted_miss_and_the_last_command_is_held(target: Target) {
+    let dev = device(target);
     // Every 10th call takes 3.5 periods (the deadline is 0.6 of one).
     let mut c = Faulty {
         slow_every: 10,
@@ -315,9 +385,8 @@ fn a_late_action_is_a_counted_miss_and_the_last_command_is_held() {
     );
 }
 
-#[test]
-fn a_nan_action_is_never_sent() {
-    let dev = device();
+fn a_nan_action_is_never_sent(target: Target) {
+    let dev = device(target);
     let mut c = Faulty {
         nan_every: 5,
         ..Faulty::new()
@@ -337,11 +406,10 @@ fn a_nan_action_is_never_sent() {
     );
     // (On any arm a NaN command would latch BadCommand and end the run with
     // a device fault; the emulated arm also shows none arrived.)
-    #[cfg(not(hil_real_port))]
-    {
+    if let Some(sim) = &dev.sim {
         settle();
         assert!(
-            dev.sim.shared.faults.lock().expect("faults").is_empty(),
+            sim.shared.faults.lock().expect("faults").is_empty(),
             "no bad command reached the arm"
         );
     }
@@ -350,10 +418,9 @@ fn a_nan_action_is_never_sent() {
 /// Any arm's firmware latches a watchdog fault when commands stop, no
 /// sooner than the period its handshake reports. The one command sent holds
 /// the arm where it is (its own telemetry), for as many joints as it has.
-#[test]
-fn the_firmware_watchdog_holds_and_reports_when_commands_stop() {
+fn the_firmware_watchdog_holds_and_reports_when_commands_stop(target: Target) {
     WATCHDOG_TEST.with(|w| w.set(true));
-    let dev = device();
+    let dev = device(target);
     use std::io::{Read, Write};
     let mut port = serialport::new(&dev.port, 1_000_000)
         .timeout(Duration::from_millis(20))
@@ -430,9 +497,8 @@ fn the_firmware_watchdog_holds_and_reports_when_commands_stop() {
 /// agent targets in pixels) is refused on the arm, naming each channel the
 /// arm cannot supply and each action that drives no joint — never fed joint
 /// positions as block poses because the frame length happened to fit.
-#[test]
-fn a_policy_for_another_world_is_refused_naming_its_channels() {
-    let dev = device();
+fn a_policy_for_another_world_is_refused_naming_its_channels(target: Target) {
+    let dev = device(target);
     let e = crate::support::error_line(&[
         "run",
         &format!("{}/models/pusht-state", env!("CARGO_MANIFEST_DIR")),
@@ -457,32 +523,43 @@ fn a_policy_for_another_world_is_refused_naming_its_channels() {
 /// `diffbc bench-bridge` runs the loop against a fresh emulated arm and
 /// reports its timing against the targets; the figures are the host's, so
 /// only their presence and the delivery check are asserted.
-#[test]
-fn bench_bridge_reports_the_loop_against_its_targets() {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+fn bench_bridge_reports_the_loop_against_its_targets(target: Target) {
     let tmp = tempfile::tempdir().expect("tmp");
     let json = tmp.path().join("bridge.json");
-    let out = crate::support::ok(&[
+    let json_arg = json.to_str().expect("utf-8");
+    let mut args = vec![
         "bench-bridge",
-        // The suite shares two cores: a 1 s watchdog, as for `device()`.
-        "--watchdog-ms",
-        "1000",
         "--rate",
         "100",
         "--seconds",
         "1",
         "--json",
-        json.to_str().expect("utf-8"),
-    ]);
-    for row in [
+        json_arg,
+    ];
+    // bench-bridge spawns its own emulated arm unless given a port.
+    let (_turn, dev) = match target {
+        Target::Emulated => {
+            // The suite shares two cores: a 1 s watchdog, as for `device()`.
+            args.extend(["--watchdog-ms", "1000"]);
+            (Some(one_at_a_time()), None)
+        }
+        Target::Qemu | Target::Real => (None, Some(device(target))),
+    };
+    if let Some(dev) = &dev {
+        args.extend(["--port", dev.port.as_str()]);
+    }
+    let out = crate::support::ok(&args);
+    let mut rows = vec![
         "| tick jitter p50 / p99 / max |",
         "| p99 ≤ 1000 µs |",
         "| missed deadlines |",
         "| the host's timer alone (same schedule, no I/O) p99 / max |",
-        "| commands received, in order |",
-    ] {
+        "| commands the device counted (skipped / stale) |",
+    ];
+    if dev.is_none() {
+        rows.push("| commands received, in order |");
+    }
+    for row in rows {
         assert!(out.contains(row), "{row} missing from\n{out}");
     }
     let r: serde_json::Value =
@@ -492,7 +569,13 @@ fn bench_bridge_reports_the_loop_against_its_targets() {
         (95..=110).contains(&ticks),
         "{ticks} ticks in 1 s at 100 Hz"
     );
-    assert_eq!(r["received_in_order"], r["sent"], "{r}");
+    if dev.is_none() {
+        assert_eq!(r["received_in_order"], r["sent"], "{r}");
+    }
+    // Any device's own count: every command sent arrived, in order.
+    let d = &r["delivery"];
+    assert_eq!(d["complete_in_order"], true, "{r}");
+    assert_eq!(d["device_commands"], r["sent"], "{r}");
     assert!(r["sent"].as_u64().expect("sent") + 2 >= ticks, "{r}");
     assert!(r["jitter_p99_us"].as_u64().expect("p99") <= r["jitter_max_us"].as_u64().expect("max"));
     assert!(
@@ -500,7 +583,7 @@ fn bench_bridge_reports_the_loop_against_its_targets() {
             <= r["timer_max_us"].as_u64().expect("timer max")
     );
     assert_eq!(r["controller"], "sweep");
-    assert_eq!(r["emulated"], true);
+    assert_eq!(r["emulated"], dev.is_none());
 
     // A bad flag is a usage error naming it (clap's exit code 2).
     let out = crate::support::diffbc(&["bench-bridge", "--seconds", "0"]);
@@ -534,8 +617,8 @@ mod emulated {
     /// telemetry frame with `switch`; bad frames are counted, none is accepted,
     /// and the host → device stream stays intact.
     fn corrupted_telemetry(switch: fn(&diffbc_emulator::Faults) -> &std::sync::atomic::AtomicU32) {
-        let dev = device();
-        let sim = &dev.sim;
+        let dev = device(Target::Emulated);
+        let sim = dev.sim();
         switch(&sim.faults).store(5, Ordering::Relaxed);
         let report = run(&dev, &mut Sweep::default(), &config(100.0, 2.0));
         assert_eq!(report.outcome, Ok(()));
@@ -571,8 +654,8 @@ mod emulated {
 
     #[test]
     fn a_silent_device_stops_the_bridge_safely() {
-        let dev = device();
-        let sim = &dev.sim;
+        let dev = device(Target::Emulated);
+        let sim = dev.sim();
         let t = flip_after(500, sim.faults.clone(), |f| &f.silent);
         let report = run(&dev, &mut Sweep::default(), &config(100.0, 5.0));
         t.join().expect("thread");
@@ -587,8 +670,8 @@ mod emulated {
 
     #[test]
     fn a_device_fault_stops_the_bridge_and_is_reported() {
-        let dev = device();
-        let sim = &dev.sim;
+        let dev = device(Target::Emulated);
+        let sim = dev.sim();
         let t = flip_after(300, sim.faults.clone(), |f| &f.overload);
         let report = run(&dev, &mut Sweep::default(), &config(100.0, 5.0));
         t.join().expect("thread");
@@ -603,8 +686,8 @@ mod emulated {
 
     #[test]
     fn the_bridge_reconnects_when_the_port_vanishes_and_keeps_its_log() {
-        let dev = device();
-        let sim = &dev.sim;
+        let dev = device(Target::Emulated);
+        let sim = dev.sim();
         sim.faults.replug_ms.store(150, Ordering::Relaxed);
         let t = flip_after(600, sim.faults.clone(), |f| &f.unplug);
         let report = run(&dev, &mut Sweep::default(), &config(100.0, 2.0));
@@ -728,8 +811,8 @@ mod emulated {
 
     #[test]
     fn an_exported_policy_drives_the_emulated_arm_end_to_end() {
-        let dev = device();
-        let sim = &dev.sim;
+        let dev = device(Target::Emulated);
+        let sim = dev.sim();
         let tmp = tempfile::tempdir().expect("tmp");
         let model = export_arm_policy(tmp.path());
         let out = crate::support::ok(&[
@@ -788,8 +871,8 @@ mod emulated {
     /// and a contradicting rate or a tighter step bound needs `--force`.
     #[test]
     fn the_arm_policy_runs_at_its_trained_rate_and_contradictions_need_force() {
-        let dev = device();
-        let sim = &dev.sim;
+        let dev = device(Target::Emulated);
+        let sim = dev.sim();
         let model = format!("{}/models/arm", env!("CARGO_MANIFEST_DIR"));
         let m = diffbc_runtime::policy::read_manifest(std::path::Path::new(&model))
             .expect("models/arm")
@@ -877,8 +960,8 @@ mod emulated {
 
     #[test]
     fn ctrl_c_sends_a_stop_frame_before_exiting() {
-        let dev = device();
-        let sim = &dev.sim;
+        let dev = device(Target::Emulated);
+        let sim = dev.sim();
         let tmp = tempfile::tempdir().expect("tmp");
         let model = export_arm_policy(tmp.path());
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_diffbc"))
@@ -930,7 +1013,7 @@ mod emulated {
 #[cfg(hil_real_port)]
 #[test]
 fn a_real_port_run_names_the_tests_it_does_not_run() {
-    let dev = device();
+    let dev = device(Target::Real);
     let bridge = Bridge::connect(&dev.port, 1_000_000, Duration::from_secs(2)).expect("handshake");
     let h = bridge.handshake();
     assert!((1..=diffbc_protocol::MAX_JOINTS).contains(&h.joints.len()));

@@ -10,5 +10,6 @@ mod hostile_bridge;
 mod lerobot;
 mod manifest;
 mod pusht;
+mod qemu;
 mod report;
 mod support;

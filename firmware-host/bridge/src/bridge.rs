@@ -10,7 +10,7 @@
 
 use crate::checked;
 use crate::control::{Controller, Link, LoopConfig, Reconnect, RunReport, WallClock};
-use crate::stats::RunStats;
+use crate::stats::{Delivery, RunStats};
 use diffbc_protocol::{
     Decoder, FaultCode, Frame, Handshake, MAX_FRAME, PROTOCOL_VERSION, StopReason, Telemetry,
     encode,
@@ -91,6 +91,10 @@ pub struct Bridge {
     rx: [u8; 1024],
     /// When each command went out, by `seq % 256` (acknowledgement latency).
     sent_at: [Duration; 256],
+    /// Commands written since the last handshake, and the last one's seq:
+    /// what the device's [`diffbc_protocol::LinkCounters`] must match.
+    session_sent: u32,
+    last_sent_seq: u32,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -152,7 +156,15 @@ fn handshake(
             let (f, tail) = decoder.feed(rest);
             rest = tail;
             match f {
-                Some(Ok(Frame::Handshake(h))) if h.protocol == PROTOCOL_VERSION => return Ok(h),
+                Some(Ok(Frame::Handshake(h))) if h.protocol == PROTOCOL_VERSION => {
+                    // The bytes read after it begin the next frame: the
+                    // decoder keeps them, so the first frame polled is whole
+                    // (complete frames here are older than any poll).
+                    while !rest.is_empty() {
+                        rest = decoder.feed(rest).1;
+                    }
+                    return Ok(h);
+                }
                 Some(Ok(Frame::Handshake(h))) => {
                     return Err(BridgeError::Protocol {
                         port: path.into(),
@@ -231,6 +243,8 @@ impl Bridge {
             handshake,
             rx: [0; 1024],
             sent_at: [Duration::ZERO; 256],
+            session_sent: 0,
+            last_sent_seq: 0,
         })
     }
 
@@ -270,6 +284,8 @@ impl Bridge {
                     });
                 }
                 self.port = port;
+                // The device counts afresh from its new handshake.
+                self.session_sent = 0;
                 tracing::warn!(port = %self.path, after_ms = start.elapsed().as_millis() as u64, "reconnected");
                 return Ok(());
             }
@@ -286,14 +302,63 @@ impl Bridge {
 
     /// Run the control loop ([`crate::control::run`]) over this port on the
     /// wall clock until `config.duration` passes, `stop` is set, or an
-    /// error; a stop frame is sent in every case.
+    /// error; a stop frame is sent in every case. Then read the device's
+    /// own count of the commands ([`RunReport::delivery`]).
     pub fn run<C: Controller>(
         &mut self,
         controller: &mut C,
         config: &LoopConfig,
         stop: &AtomicBool,
     ) -> RunReport {
-        crate::control::run(self, &mut WallClock::start(), controller, config, stop)
+        let mut report =
+            crate::control::run(self, &mut WallClock::start(), controller, config, stop);
+        report.delivery = self.delivery(config.telemetry_timeout);
+        if let Some(d) = &report.delivery
+            && !d.complete_in_order()
+        {
+            tracing::warn!(port = %self.path, "{d}");
+        }
+        report
+    }
+
+    /// After a run's stop frame: wait up to `timeout` for telemetry that
+    /// counts every command written since the handshake (the newest one
+    /// acknowledged, or the count reached), and compare. `None` if the
+    /// device sends no telemetry in that time or the port is gone.
+    pub fn delivery(&mut self, timeout: Duration) -> Option<Delivery> {
+        let start = Instant::now();
+        let mut scratch = RunStats::new();
+        let mut newest: Option<Telemetry> = None;
+        let settled = |t: &Telemetry, sent: u32, last: u32| {
+            t.link.commands >= sent || (sent > 0 && t.last_command_seq == last)
+        };
+        loop {
+            let mut latest = None;
+            match self.poll(start.elapsed(), &mut scratch, &mut latest) {
+                Ok(_) => {}
+                // A fault after the stop (the watchdog of a device that
+                // holds): its telemetry still counts.
+                Err(BridgeError::DeviceFault { .. }) => {}
+                Err(_) => return None,
+            }
+            if let Some(t) = latest {
+                newest = Some(t);
+            }
+            if let Some(t) = &newest
+                && (settled(t, self.session_sent, self.last_sent_seq) || start.elapsed() >= timeout)
+            {
+                return Some(Delivery {
+                    sent: self.session_sent,
+                    last_sent_seq: self.last_sent_seq,
+                    device: t.link,
+                    last_applied_seq: t.last_command_seq,
+                });
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -377,6 +442,8 @@ impl Link for Bridge {
         write_frame(self.port.as_mut(), frame)?;
         if let Frame::Command(c) = frame {
             self.sent_at[(c.seq % 256) as usize] = now;
+            self.session_sent = self.session_sent.wrapping_add(1);
+            self.last_sent_seq = c.seq;
         }
         Ok(())
     }

@@ -302,6 +302,10 @@ pub struct RunReport {
     pub log: Ring<LoggedCommand>,
     /// The last telemetry received.
     pub last_telemetry: Option<Telemetry>,
+    /// What the device counted of the commands sent, read back after the
+    /// stop frame ([`crate::Bridge::run`]); `None` where the link does not
+    /// confirm (an in-memory arm) or the device could not say (it vanished).
+    pub delivery: Option<crate::Delivery>,
     /// How the run ended (Ok) or the error that stopped it.
     pub outcome: Result<(), String>,
 }
@@ -425,6 +429,7 @@ pub fn run<L: Link + ?Sized, K: Clock, C: Controller>(
         stats,
         log,
         last_telemetry: last,
+        delivery: None,
         outcome: outcome.map_err(|e| e.to_string()),
     }
 }

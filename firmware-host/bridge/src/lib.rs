@@ -29,4 +29,4 @@ pub use control::{
 };
 pub use ring::Ring;
 pub use safety::SafetyLayer;
-pub use stats::{Histogram, RunStats};
+pub use stats::{Delivery, Histogram, RunStats};

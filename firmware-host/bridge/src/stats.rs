@@ -1,5 +1,6 @@
 //! Run statistics with fixed-size histograms (no allocation while recording).
 
+use diffbc_protocol::LinkCounters;
 use std::time::Duration;
 
 /// Microsecond histogram: 1 µs buckets up to 20 ms, and the exact maximum.
@@ -163,6 +164,55 @@ impl RunStats {
     }
 }
 
+/// What reached the device, in its own words: the commands the host sent
+/// since the last handshake against the [`LinkCounters`] the device reported
+/// in telemetry after the run's stop frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Commands the host wrote since the last handshake.
+    pub sent: u32,
+    /// The last of them.
+    pub last_sent_seq: u32,
+    /// The device's counters.
+    pub device: LinkCounters,
+    /// The last command the device applied (telemetry's `last_command_seq`).
+    pub last_applied_seq: u32,
+}
+
+impl Delivery {
+    /// Every command sent arrived, none skipped, none out of order.
+    pub fn complete_in_order(&self) -> bool {
+        self.device.commands == self.sent && self.device.skipped == 0 && self.device.stale == 0
+    }
+
+    /// Commands sent that the device never counted.
+    pub fn lost(&self) -> u32 {
+        self.sent.saturating_sub(self.device.commands)
+    }
+}
+
+impl std::fmt::Display for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = &self.device;
+        write!(
+            f,
+            "delivery (the device's counters): {} of {} commands arrived, {} skipped, {} stale, {} bad frames at the device; last applied seq {} (last sent {}): {}",
+            d.commands,
+            self.sent,
+            d.skipped,
+            d.stale,
+            d.bad_frames,
+            self.last_applied_seq,
+            self.last_sent_seq,
+            if self.complete_in_order() {
+                "every command arrived, in order"
+            } else {
+                "COMMANDS LOST OR OUT OF ORDER"
+            }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +229,46 @@ mod tests {
         assert_eq!(h.quantile_us(1.0), 50_000);
         assert_eq!(h.max_us(), 50_000);
         assert_eq!(h.count(), 101);
+    }
+
+    #[test]
+    fn delivery_is_complete_only_when_the_device_counted_every_command_in_order() {
+        let ok = Delivery {
+            sent: 100,
+            last_sent_seq: 100,
+            device: LinkCounters {
+                commands: 100,
+                ..LinkCounters::default()
+            },
+            last_applied_seq: 100,
+        };
+        assert!(ok.complete_in_order());
+        assert!(
+            ok.to_string().ends_with("every command arrived, in order"),
+            "{ok}"
+        );
+        let lost = Delivery {
+            device: LinkCounters {
+                commands: 99,
+                skipped: 1,
+                ..LinkCounters::default()
+            },
+            ..ok
+        };
+        assert!(!lost.complete_in_order());
+        assert_eq!(lost.lost(), 1);
+        let reordered = Delivery {
+            device: LinkCounters {
+                commands: 100,
+                stale: 1,
+                ..LinkCounters::default()
+            },
+            ..ok
+        };
+        assert!(!reordered.complete_in_order());
+        assert!(
+            reordered.to_string().contains("OUT OF ORDER"),
+            "{reordered}"
+        );
     }
 }

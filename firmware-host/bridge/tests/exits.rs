@@ -643,3 +643,70 @@ mod link {
         assert!(std::fs::symlink_metadata(&link).is_err());
     }
 }
+
+/// A device that sends telemetry all the time may have the first half of a
+/// telemetry frame in the same read as its handshake: the bridge keeps those
+/// bytes, so the first frame polled decodes (no bad frame at every connect).
+#[test]
+fn bytes_read_after_the_handshake_begin_the_first_frame() {
+    let (mut master, slave) = TTYPort::pair().expect("pty");
+    let name = slave.name().expect("slave name");
+    let limit = JointLimit {
+        min: -1.0,
+        max: 1.0,
+        max_velocity: 2.0,
+        max_acceleration: 10.0,
+    };
+    let telemetry = Frame::Telemetry(Telemetry {
+        seq: 7,
+        device_time_us: 1000,
+        last_command_seq: 0,
+        positions: heapless::Vec::from_slice(&[0.25]).expect("1 joint"),
+        velocities: heapless::Vec::from_slice(&[0.0]).expect("1 joint"),
+        status: 0,
+        link: Default::default(),
+    });
+    let device = std::thread::spawn(move || {
+        let _slave = slave;
+        let _ = master.set_timeout(Duration::from_millis(5));
+        let mut decoder = Decoder::new();
+        let mut buf = [0u8; 256];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            let n = master.read(&mut buf).unwrap_or_default();
+            if decoder
+                .feed(&buf[..n])
+                .0
+                .is_some_and(|f| matches!(f, Ok(Frame::Hello { .. })))
+            {
+                let mut out = [0u8; 2 * MAX_FRAME];
+                let h = Frame::Handshake(Handshake {
+                    protocol: PROTOCOL_VERSION,
+                    joints: heapless::Vec::from_slice(&[limit]).expect("1 joint"),
+                    max_rate_hz: 500,
+                    watchdog_ms: 250,
+                });
+                let k = encode(&h, &mut out).expect("encode");
+                let t = encode(&telemetry, &mut out[k..]).expect("encode");
+                let half = k + t / 2;
+                // The handshake and half a frame in one write, the rest later.
+                master.write_all(&out[..half]).expect("write");
+                std::thread::sleep(Duration::from_millis(100));
+                master.write_all(&out[half..k + t]).expect("write");
+                std::thread::sleep(Duration::from_millis(300));
+                return;
+            }
+        }
+    });
+    let mut bridge = Bridge::connect(&name, 1_000_000, Duration::from_secs(1)).expect("handshake");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut stats = diffbc_bridge::RunStats::new();
+    let mut latest = None;
+    use diffbc_bridge::Link;
+    bridge
+        .poll(Duration::ZERO, &mut stats, &mut latest)
+        .expect("poll");
+    assert_eq!(stats.frames_bad, 0, "{stats:?}");
+    assert_eq!(latest.map(|t| t.seq), Some(7), "the first telemetry frame");
+    device.join().expect("device");
+}

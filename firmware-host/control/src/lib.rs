@@ -330,6 +330,7 @@ mod tests {
             positions: heapless::Vec::from_slice(&[0.1, 0.2, 0.3]).expect("3 joints"),
             velocities: heapless::Vec::from_slice(&[1.1, 1.2, 1.3]).expect("3 joints"),
             status: 0,
+            link: Default::default(),
         }
     }
 

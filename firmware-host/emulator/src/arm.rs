@@ -192,6 +192,11 @@ impl SimArm {
         self.pending.take()
     }
 
+    /// Count a frame the link's decoder dropped (reported in telemetry).
+    pub fn count_bad_frame(&mut self) {
+        self.firmware.count_bad_frame();
+    }
+
     /// Trip the watchdog if commands stopped for longer than allowed; returns
     /// the fault frame to send (once).
     pub fn check_watchdog(&mut self, now: Duration) -> Option<Frame> {

@@ -375,6 +375,7 @@ fn run(
                     Some(Ok(_)) => {}
                     Some(Err(_)) => {
                         shared.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        arm.count_bad_frame();
                     }
                     None => {}
                 }

@@ -82,7 +82,10 @@ impl<M: Motors> Device<M> {
                         send(serial, &r);
                     }
                 }
-                Some(Err(_)) => self.stats.bad_frames = self.stats.bad_frames.wrapping_add(1),
+                Some(Err(_)) => {
+                    self.stats.bad_frames = self.stats.bad_frames.wrapping_add(1);
+                    self.firmware.count_bad_frame();
+                }
                 None => {}
             }
         }
@@ -145,7 +148,7 @@ mod tests {
     extern crate std;
     use super::*;
     use crate::{FirmwareConfig, SimServos};
-    use diffbc_protocol::{Command, JointLimit, Joints, PROTOCOL_VERSION, status};
+    use diffbc_protocol::{Command, JointLimit, Joints, LinkCounters, PROTOCOL_VERSION, status};
     use std::collections::VecDeque;
     use std::vec::Vec;
 
@@ -286,6 +289,91 @@ mod tests {
                 & status::FAULT,
             0
         );
+    }
+
+    fn command(seq: u32, target: f32) -> Frame {
+        Frame::Command(Command {
+            seq,
+            targets: Joints::from_slice(&[target, target]).expect("2"),
+        })
+    }
+
+    fn last_telemetry(wire: &mut Wire) -> diffbc_protocol::Telemetry {
+        wire.frames()
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Telemetry(t) => Some(t),
+                _ => None,
+            })
+            .next_back()
+            .expect("telemetry")
+    }
+
+    #[test]
+    fn telemetry_counts_what_the_link_delivered_and_stale_commands_are_dropped() {
+        let mut dev = device();
+        let mut wire = Wire::default();
+        wire.send(&Frame::Hello {
+            protocol: PROTOCOL_VERSION,
+        });
+        dev.poll(&mut wire, ms(0));
+        // 1, 2, then 4 (3 lost), then 3 late and 4 again: both stale.
+        for (seq, target) in [(1, 0.1), (2, 0.2), (4, 0.4), (3, -1.0), (4, -1.0)] {
+            wire.send(&command(seq, target));
+        }
+        wire.rx.extend([1u8, 2, 3, 0]); // one bad frame
+        dev.poll(&mut wire, ms(5));
+        let t = last_telemetry(&mut wire);
+        assert_eq!(
+            t.link,
+            LinkCounters {
+                commands: 5,
+                skipped: 1,
+                stale: 2,
+                bad_frames: 1,
+            }
+        );
+        assert_eq!(t.last_command_seq, 4, "the newest applied");
+        assert_eq!(
+            dev.firmware.targets(),
+            &[0.4, 0.4],
+            "stale targets not applied"
+        );
+
+        // A new session starts counting afresh, from whatever seq the host
+        // uses next (no "skipped" for the first command).
+        wire.send(&Frame::Hello {
+            protocol: PROTOCOL_VERSION,
+        });
+        wire.send(&command(100, 0.3));
+        wire.send(&command(101, 0.3));
+        dev.poll(&mut wire, ms(10));
+        let t = last_telemetry(&mut wire);
+        assert_eq!(
+            t.link,
+            LinkCounters {
+                commands: 2,
+                ..LinkCounters::default()
+            }
+        );
+        assert_eq!(t.last_command_seq, 101);
+
+        // u32::MAX after 101 is half the ring back: stale.
+        wire.send(&command(u32::MAX, -1.0));
+        dev.poll(&mut wire, ms(15));
+        assert_eq!(last_telemetry(&mut wire).link.stale, 1);
+        // Sequence numbers wrap: u32::MAX then 0 is in order.
+        wire.send(&Frame::Hello {
+            protocol: PROTOCOL_VERSION,
+        });
+        wire.send(&command(u32::MAX - 1, 0.3));
+        wire.send(&command(u32::MAX, 0.3));
+        wire.send(&command(0, 0.2));
+        dev.poll(&mut wire, ms(20));
+        let t = last_telemetry(&mut wire);
+        assert_eq!((t.link.commands, t.link.stale, t.link.skipped), (3, 0, 0));
+        assert_eq!(t.last_command_seq, 0);
+        assert_eq!(dev.firmware.targets(), &[0.2, 0.2]);
     }
 
     #[test]

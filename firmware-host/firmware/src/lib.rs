@@ -20,8 +20,8 @@ pub use motors::{Motors, SimServos, pd_step};
 
 use core::time::Duration;
 use diffbc_protocol::{
-    Command, Fault, FaultCode, Frame, Handshake, JointLimit, Joints, MAX_JOINTS, PROTOCOL_VERSION,
-    StopReason, Telemetry, status,
+    Command, Fault, FaultCode, Frame, Handshake, JointLimit, Joints, LinkCounters, MAX_JOINTS,
+    PROTOCOL_VERSION, StopReason, Telemetry, status,
 };
 
 /// The firmware's fixed settings.
@@ -53,9 +53,15 @@ pub struct Firmware {
     target: Joints,
     enabled: bool,
     last_command: Option<Duration>,
+    /// The last applied command's sequence number this session (0 until the
+    /// first).
     last_command_seq: u32,
+    /// The newest command's sequence number received this session, applied
+    /// or not (`None` until the first command after [`Frame::Hello`]).
+    newest_seq: Option<u32>,
     fault: Option<Fault>,
     telemetry_seq: u32,
+    link: LinkCounters,
 }
 
 impl Firmware {
@@ -71,9 +77,21 @@ impl Firmware {
             enabled: false,
             last_command: None,
             last_command_seq: 0,
+            newest_seq: None,
             fault: None,
             telemetry_seq: 0,
+            link: LinkCounters::default(),
         }
+    }
+
+    /// What the link delivered this session (reported in telemetry).
+    pub fn link(&self) -> LinkCounters {
+        self.link
+    }
+
+    /// Count a frame the decoder dropped (the board's byte loop calls this).
+    pub fn count_bad_frame(&mut self) {
+        self.link.bad_frames = self.link.bad_frames.wrapping_add(1);
     }
 
     /// The settings.
@@ -150,9 +168,23 @@ impl Firmware {
                 self.fault = None;
                 self.last_command = None;
                 self.last_command_seq = 0;
+                self.newest_seq = None;
+                self.link = LinkCounters::default();
                 reply(Some(Frame::Handshake(self.handshake())))
             }
             Frame::Command(c) => {
+                self.link.commands = self.link.commands.wrapping_add(1);
+                if let Some(last) = self.newest_seq {
+                    // Newer in wrapping order: a duplicated or reordered
+                    // command must not move the arm back to an old target.
+                    let ahead = c.seq.wrapping_sub(last);
+                    if ahead == 0 || ahead > u32::MAX / 2 {
+                        self.link.stale = self.link.stale.wrapping_add(1);
+                        return reply(None);
+                    }
+                    self.link.skipped = self.link.skipped.wrapping_add(ahead - 1);
+                }
+                self.newest_seq = Some(c.seq);
                 if self.fault.is_some() {
                     return reply(None);
                 }
@@ -225,6 +257,7 @@ impl Firmware {
             positions: joints(positions),
             velocities: joints(velocities),
             status: s,
+            link: self.link,
         }
     }
 }

@@ -32,7 +32,10 @@ use serde::{Deserialize, Serialize};
 /// 3: telemetry carries the arm's state only (no task channels, no
 /// task-done bit): task state is the host's, computed from what the arm
 /// measures.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: telemetry carries the device's own [`LinkCounters`] (commands received,
+/// skipped, stale, bad frames), and [`FaultCode::Firmware`] reports a
+/// firmware panic.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Most joints an arm may have.
 pub const MAX_JOINTS: usize = 8;
 /// Largest postcard payload, plus 4 bytes of CRC.
@@ -95,6 +98,25 @@ pub struct Telemetry {
     pub velocities: Joints,
     /// [`status`] bits.
     pub status: u16,
+    /// What the device counted on its link since the session's handshake.
+    pub link: LinkCounters,
+}
+
+/// What the device counted on its link since the session's
+/// [`Frame::Hello`]: the host compares them with what it sent, so "every
+/// command arrived, in order" is the device's word, not the host's guess.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkCounters {
+    /// Command frames received (stale ones included).
+    pub commands: u32,
+    /// Sequence numbers jumped over: commands sent that never arrived
+    /// (a command `n` after `m` adds `n - m - 1`).
+    pub skipped: u32,
+    /// Commands whose sequence number was not newer than the last one
+    /// received (duplicated or reordered): dropped, never applied.
+    pub stale: u32,
+    /// Frames the device's decoder dropped (CRC, framing, payload).
+    pub bad_frames: u32,
 }
 
 /// Host → device: joint position targets.
@@ -122,6 +144,10 @@ pub enum FaultCode {
     /// The arm touched an obstacle (contact detected); `detail` is the
     /// obstacle's index.
     Collision,
+    /// The firmware itself failed (a panic or a hard fault): the drives are
+    /// cut and the device answers nothing more until it is reset. `detail`
+    /// is the source line of the panic, or 0.
+    Firmware,
 }
 
 /// Device → host: a latched fault. The device holds position until stopped.

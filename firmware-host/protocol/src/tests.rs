@@ -47,6 +47,13 @@ fn samples() -> Vec<Frame> {
             ]),
             velocities: joints(&[0.5; MAX_JOINTS]),
             status: status::ENABLED | status::FAULT,
+            // The largest counters: the worst-case payload still fits.
+            link: LinkCounters {
+                commands: u32::MAX,
+                skipped: u32::MAX,
+                stale: u32::MAX,
+                bad_frames: u32::MAX,
+            },
         }),
         Frame::Command(Command {
             seq: 42,

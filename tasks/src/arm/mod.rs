@@ -838,6 +838,7 @@ mod tests {
             positions: Joints::from_slice(&q).expect("4 joints"),
             velocities: Joints::from_slice(&[0.0; JOINTS]).expect("4 joints"),
             status: 0,
+            link: Default::default(),
         }
     }
 
