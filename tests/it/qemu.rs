@@ -47,6 +47,14 @@ fn firmware_elf() -> PathBuf {
     ELF.get_or_init(find_or_build_firmware).clone()
 }
 
+/// The test build that panics 3 s after boot (`--features panic-probe`),
+/// built here into its own folder.
+fn panic_probe_elf() -> PathBuf {
+    static ELF: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ELF.get_or_init(|| build_firmware(&["--features", "panic-probe"], "mcu-panic-probe"))
+        .clone()
+}
+
 fn find_or_build_firmware() -> PathBuf {
     if let Some(p) = std::env::var_os("DIFFBC_MCU_ELF") {
         let p = PathBuf::from(p);
@@ -58,12 +66,17 @@ fn find_or_build_firmware() -> PathBuf {
         );
         return p;
     }
+    build_firmware(&[], "mcu")
+}
+
+/// `cargo build --release` of the firmware with `args`, into `dir` beside
+/// the host build (its own folder: the firmware is another workspace).
+fn build_firmware(args: &[&str], dir: &str) -> PathBuf {
     let root = workspace_root();
     let manifest = root.join("firmware-host/mcu/Cargo.toml");
-    // Beside the host build (its own folder: the firmware is another workspace).
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("mcu");
+        .join(dir);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Process::new(cargo)
         // From the firmware's folder: its .cargo/config.toml applies.
@@ -76,6 +89,7 @@ fn find_or_build_firmware() -> PathBuf {
             "--manifest-path",
         ])
         .arg(&manifest)
+        .args(args)
         .arg("--target-dir")
         .arg(&target_dir)
         .env_remove("CARGO_TARGET_DIR")
@@ -93,11 +107,15 @@ fn find_or_build_firmware() -> PathBuf {
 
 /// Boot the firmware in QEMU with UART0 on a fresh pty.
 pub fn boot() -> Qemu {
-    let elf = firmware_elf();
+    boot_elf(&firmware_elf())
+}
+
+/// Boot `elf` in QEMU's lm3s6965evb with UART0 on a fresh pty.
+fn boot_elf(elf: &std::path::Path) -> Qemu {
     let child = Process::new("qemu-system-arm")
         .args(["-M", "lm3s6965evb", "-display", "none", "-monitor", "none"])
         .args(["-serial", "pty", "-kernel"])
-        .arg(&elf)
+        .arg(elf)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -510,5 +528,210 @@ fn a_policy_drives_the_firmware_for_10_s_through_diffbc_run() {
     assert!(
         q.iter().any(|v| v.abs() > 0.1),
         "the policy moved the arm: {q:?}"
+    );
+}
+
+/// Frames read from a port on their own thread until dropped.
+struct Reader {
+    stop: std::sync::Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Frame>>>,
+}
+
+impl Reader {
+    fn start(port: Box<dyn serialport::SerialPort>) -> Self {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut port = port;
+            let mut d = diffbc_protocol::Decoder::new();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = std::io::Read::read(&mut port, &mut buf).unwrap_or(0);
+                let mut rest = &buf[..n];
+                while !rest.is_empty() {
+                    let (f, tail) = d.feed(rest);
+                    rest = tail;
+                    if let Some(Ok(f)) = f {
+                        got.push(f);
+                    }
+                }
+            }
+            got
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Frame> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().expect("running").join().expect("reader")
+    }
+}
+
+/// "Never panics on any input": the fuzz target's seed corpus
+/// (`firmware-host/protocol/fuzz/corpus/decoder`: every frame type, hostile
+/// commands, CRC-valid non-frames, flipped bits, cuts, runs without a
+/// delimiter) written to the firmware's UART three times over, each input in
+/// a session of its own. The firmware
+/// answers what it should (handshakes, `VersionMismatch` and `BadCommand`
+/// faults), never reports a `Firmware` fault (its panic handler's), keeps
+/// sending telemetry and still takes a new session.
+#[test]
+fn the_firmware_survives_the_fuzz_corpus_over_its_uart() {
+    let _turn = crate::hil::one_at_a_time();
+    let qemu = boot();
+    let dir = workspace_root().join("firmware-host/protocol/fuzz/corpus/decoder");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() > 50,
+        "{} inputs in {}",
+        files.len(),
+        dir.display()
+    );
+    let mut port = serialport::new(&qemu.pty, 115_200)
+        .timeout(Duration::from_millis(20))
+        .open()
+        .expect("open the pty");
+    let reader = Reader::start(port.try_clone().expect("clone the port"));
+    let mut written = 0;
+    // Each input in a fresh session (a Hello first), so a fault an earlier
+    // input latched does not shield the commands of the next.
+    let mut hello = [0u8; diffbc_protocol::MAX_FRAME];
+    let n = diffbc_protocol::encode(
+        &Frame::Hello {
+            protocol: PROTOCOL_VERSION,
+        },
+        &mut hello,
+    )
+    .expect("encode");
+    for _ in 0..3 {
+        for f in &files {
+            // The first byte is the fuzz target's read size, not input.
+            let bytes = std::fs::read(f).expect("read");
+            port.write_all(&hello[..n]).expect("write");
+            port.write_all(&bytes[1..]).expect("write");
+            port.write_all(&[0]).expect("write");
+            written += n + bytes.len();
+        }
+    }
+    port.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(500));
+    let got = reader.finish();
+    drop(port);
+    println!(
+        "wrote {written} bytes ({} inputs x 3); the firmware sent {} frames",
+        files.len(),
+        got.len()
+    );
+    let faults: Vec<FaultCode> = got
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Fault(f) => Some(f.code),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !faults.contains(&FaultCode::Firmware),
+        "the firmware panicked: {faults:?}"
+    );
+    for code in [FaultCode::VersionMismatch, FaultCode::BadCommand] {
+        assert!(faults.contains(&code), "no {code:?} among {faults:?}");
+    }
+    let handshakes = got
+        .iter()
+        .filter(|f| matches!(f, Frame::Handshake(_)))
+        .count();
+    assert!(
+        handshakes >= 3 * files.len(),
+        "{handshakes} handshakes for {} sessions",
+        3 * files.len()
+    );
+    let times: Vec<u64> = got
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Telemetry(t) => Some(t.device_time_us),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        times.len() > 50 && times.windows(2).all(|w| w[1] > w[0]),
+        "telemetry kept coming: {} frames",
+        times.len()
+    );
+    // Still a working device: a new session, telemetry, a clean stop.
+    let mut bridge =
+        Bridge::connect(&qemu.pty, 115_200, Duration::from_secs(5)).expect("handshake after");
+    let report = bridge.run(
+        &mut Sweep::default(),
+        &LoopConfig {
+            rate_hz: 100.0,
+            duration: Some(Duration::from_millis(500)),
+            telemetry_timeout: Duration::from_millis(500),
+            ..LoopConfig::default()
+        },
+        &AtomicBool::new(false),
+    );
+    assert_eq!(report.outcome, Ok(()));
+    let d = report.delivery.expect("the device's count");
+    assert!(d.complete_in_order(), "{d}");
+    let mut qemu = qemu;
+    assert!(
+        qemu.child.try_wait().expect("wait").is_none(),
+        "QEMU still running"
+    );
+}
+
+/// The fatal path, on a build that panics 3 s after boot (`--features
+/// panic-probe`): the panic handler sends a `Firmware` fault whose detail is
+/// the panic's source line, the host's loop stops on it (a stop frame, the
+/// run's error), and the device says nothing more (halted, drives cut).
+#[test]
+fn a_firmware_panic_sends_a_firmware_fault_and_halts() {
+    let _turn = crate::hil::one_at_a_time();
+    let main_rs = workspace_root().join("firmware-host/mcu/src/main.rs");
+    let source = std::fs::read_to_string(&main_rs).expect("main.rs");
+    let line = source
+        .lines()
+        .position(|l| l.contains("panic!(\"panic-probe\")"))
+        .expect("the probe's panic in main.rs") as u32
+        + 1;
+    let qemu = boot_elf(&panic_probe_elf());
+    let mut bridge =
+        Bridge::connect(&qemu.pty, 115_200, Duration::from_secs(2)).expect("handshake");
+    let report = bridge.run(
+        &mut Sweep::default(),
+        &LoopConfig {
+            rate_hz: 100.0,
+            duration: Some(Duration::from_secs(10)),
+            telemetry_timeout: Duration::from_millis(500),
+            ..LoopConfig::default()
+        },
+        &AtomicBool::new(false),
+    );
+    let e = report.outcome.expect_err("the panic ends the run");
+    println!("{e}; {} commands before it", report.log.total());
+    assert!(e.contains("Firmware"), "{e}");
+    assert!(e.contains(&line.to_string()), "detail = line {line}: {e}");
+    assert!(
+        (100..=300).contains(&report.log.total()),
+        "{} commands at 100 Hz until the panic at 3 s",
+        report.log.total()
+    );
+    // Halted: not one frame more.
+    let (t, err) = poll_until(&mut bridge, Duration::from_millis(600), |_| false);
+    assert!(
+        t.is_none() && err.is_none(),
+        "after the panic: {t:?} {err:?}"
+    );
+    assert!(
+        report.delivery.is_none(),
+        "no telemetry after the stop to count with"
     );
 }

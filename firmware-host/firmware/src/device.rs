@@ -135,6 +135,21 @@ impl<M: Motors> Device<M> {
     }
 }
 
+/// The frame a board's panic or hard-fault handler sends before it halts:
+/// [`FaultCode::Firmware`] with `detail` (the panic's source line, or 0).
+/// Encoded into `buf` without allocating or panicking; the handler writes
+/// the returned bytes with its UART's blocking write.
+pub fn fatal_fault_frame(detail: u32, buf: &mut [u8; MAX_FRAME]) -> &[u8] {
+    let f = Frame::Fault(diffbc_protocol::Fault {
+        code: FaultCode::Firmware,
+        joint: 255,
+        detail,
+    });
+    // A fault frame is a few bytes: it always fits.
+    let n = encode(&f, buf).unwrap_or(0);
+    &buf[..n]
+}
+
 fn send<S: Serial>(serial: &mut S, frame: &Frame) {
     let mut buf = [0u8; MAX_FRAME];
     // Every frame the firmware builds fits (at most MAX_JOINTS joints).
@@ -374,6 +389,24 @@ mod tests {
         assert_eq!((t.link.commands, t.link.stale, t.link.skipped), (3, 0, 0));
         assert_eq!(t.last_command_seq, 0);
         assert_eq!(dev.firmware.targets(), &[0.2, 0.2]);
+    }
+
+    #[test]
+    fn the_fatal_frame_is_a_firmware_fault_with_its_detail() {
+        let mut buf = [0u8; MAX_FRAME];
+        let bytes = fatal_fault_frame(123, &mut buf).to_vec();
+        let mut wire = Wire {
+            tx: bytes,
+            ..Wire::default()
+        };
+        assert_eq!(
+            wire.frames(),
+            [Frame::Fault(diffbc_protocol::Fault {
+                code: FaultCode::Firmware,
+                joint: 255,
+                detail: 123,
+            })]
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@
 pub mod device;
 pub mod motors;
 
-pub use device::{Device, DeviceStats, Serial};
+pub use device::{Device, DeviceStats, Serial, fatal_fault_frame};
 pub use motors::{Motors, SimServos, pd_step};
 
 use core::time::Duration;

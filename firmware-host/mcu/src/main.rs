@@ -13,11 +13,11 @@
 
 mod uart;
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
-use diffbc_firmware::{Device, Firmware, FirmwareConfig, Motors, SimServos};
+use diffbc_firmware::{Device, Firmware, FirmwareConfig, Motors, Serial, SimServos};
 use diffbc_protocol::JointLimit;
 use uart::Uart0;
 
@@ -44,6 +44,11 @@ const KD: f32 = 20.0;
 const WATCHDOG: Duration = Duration::from_millis(250);
 /// Highest command rate accepted.
 const MAX_RATE_HZ: u16 = 500;
+
+/// `--features panic-probe`: the test build panics this long after boot,
+/// so a test can watch the fatal path (fault frame, drives cut, halt).
+#[cfg(feature = "panic-probe")]
+const PANIC_PROBE_AFTER_MS: u64 = 3000;
 
 /// Milliseconds since power-on (SysTick), wrapping after 49 days; the main
 /// loop widens it to 64 bits.
@@ -85,6 +90,11 @@ fn main() -> ! {
         ms += u64::from(t.wrapping_sub(seen));
         seen = t;
         device.poll(&mut serial, Duration::from_millis(ms));
+        #[cfg(feature = "panic-probe")]
+        if ms >= PANIC_PROBE_AFTER_MS {
+            // The test build's deliberate panic (`--features panic-probe`).
+            panic!("panic-probe");
+        }
         // Sleep until the next tick or byte. Interrupts are masked between
         // the check and WFI, so a byte arriving in between still wakes it.
         cortex_m::interrupt::free(|_| {
@@ -113,21 +123,46 @@ unsafe fn DefaultHandler(irqn: i16) {
 #[allow(unsafe_code)]
 #[exception]
 unsafe fn HardFault(_frame: &cortex_m_rt::ExceptionFrame) -> ! {
+    fatal(0)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    // The source line goes in the fault frame (what a user can report
+    // without a debugger); keeping panic locations costs about 14 KiB of
+    // flash over a handler that ignores them.
+    fatal(info.location().map_or(0, |l| l.line()))
+}
+
+/// Set by the first fatal error: a panic while reporting one only halts.
+static FATAL: AtomicBool = AtomicBool::new(false);
+
+/// A panic or hard fault: interrupts off, the drives cut, a
+/// `FaultCode::Firmware` frame (`detail`: the panic's source line) written
+/// with UART0's blocking write, then the core asleep for good. The host
+/// stops its loop on the fault frame (or on the silence after it).
+fn fatal(detail: u32) -> ! {
+    cortex_m::interrupt::disable();
+    if !FATAL.swap(true, Ordering::Relaxed) {
+        cut_drives();
+        let mut buf = [0u8; diffbc_protocol::MAX_FRAME];
+        let bytes = diffbc_firmware::fatal_fault_frame(detail, &mut buf);
+        Uart0::for_fatal_path().write(bytes);
+    }
     stop_forever()
 }
 
-/// Never returns: interrupts off, the drives cut, the core asleep. The host
-/// sees telemetry stop and stops its loop (its telemetry timeout). The
-/// simulated servos have no power stage; a board cuts its PWM or driver
-/// enable here.
+/// Cut the motors' power stage from the fatal path, without the `Motors`
+/// value (it lives in the main loop, which never runs again). The simulated
+/// servos have no power stage: they stay where they are because nothing
+/// drives them any more. A board writes its PWM outputs to idle or pulls its
+/// driver's enable pin low here, with raw register writes.
+fn cut_drives() {}
+
+/// Never returns: interrupts off, the core asleep.
 fn stop_forever() -> ! {
     cortex_m::interrupt::disable();
     loop {
         cortex_m::asm::wfi();
     }
-}
-
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    stop_forever()
 }

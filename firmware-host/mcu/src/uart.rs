@@ -59,6 +59,12 @@ impl Uart0 {
         Self { _private: () }
     }
 
+    /// UART0 again, for the fatal path only (panic, hard fault): it was
+    /// configured at boot and the main loop that owns it never runs again.
+    pub fn for_fatal_path() -> Self {
+        Self { _private: () }
+    }
+
     /// Whether a received byte waits in the FIFO.
     pub fn rx_ready() -> bool {
         read(FR) & FR_RXFE == 0

@@ -256,7 +256,8 @@ pub enum FrameErrorKind {
         /// CRC of the payload.
         computed: u32,
     },
-    /// The CRC matched but the payload is not a [`Frame`] of this version.
+    /// The CRC matched but the payload is not a [`Frame`] of this version
+    /// (or has bytes after one).
     Payload,
 }
 
@@ -388,9 +389,11 @@ impl Decoder {
         if received != computed {
             return err(FrameErrorKind::Crc { received, computed });
         }
-        match postcard::from_bytes::<Frame>(payload) {
-            Ok(f) => Some(Ok(f)),
-            Err(_) => err(FrameErrorKind::Payload),
+        // The whole payload is the frame: trailing bytes (a sender's bug)
+        // are refused, not ignored.
+        match postcard::take_from_bytes::<Frame>(payload) {
+            Ok((f, [])) => Some(Ok(f)),
+            Ok(_) | Err(_) => err(FrameErrorKind::Payload),
         }
     }
 }
