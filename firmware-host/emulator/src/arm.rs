@@ -70,22 +70,18 @@ impl Obstacle {
 impl SimConfig {
     /// A 4-joint arm, no obstacles.
     pub fn default_arm() -> Self {
-        let lim = JointLimit {
-            min: -2.5,
-            max: 2.5,
-            max_velocity: 3.0,
-            max_acceleration: 30.0,
-        };
+        use diffbc_firmware::reference as arm;
+        let hz = |period: Duration| (1.0 / period.as_secs_f64()).round() as u32;
         Self {
-            limits: vec![lim; 4],
-            kp: 100.0,
-            kd: 20.0,
-            physics_hz: 1000,
-            telemetry_hz: 200,
-            watchdog: Duration::from_millis(250),
-            max_rate_hz: 500,
+            limits: vec![arm::LIMIT; arm::JOINTS],
+            kp: arm::KP,
+            kd: arm::KD,
+            physics_hz: hz(arm::PHYSICS_PERIOD),
+            telemetry_hz: hz(arm::TELEMETRY_PERIOD),
+            watchdog: arm::WATCHDOG,
+            max_rate_hz: arm::MAX_RATE_HZ,
             obstacles: Vec::new(),
-            initial: vec![0.0; 4],
+            initial: vec![0.0; arm::JOINTS],
             time_scale: 1.0,
             command_log: DEFAULT_COMMAND_LOG,
         }

@@ -14,6 +14,7 @@
 
 pub mod device;
 pub mod motors;
+pub mod reference;
 
 pub use device::{Device, DeviceStats, Serial, fatal_fault_frame};
 pub use motors::{Motors, SimServos, pd_step};

@@ -17,34 +17,13 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
-use diffbc_firmware::{Device, Firmware, FirmwareConfig, Motors, Serial, SimServos};
-use diffbc_protocol::JointLimit;
+use diffbc_firmware::{Serial, reference};
 use uart::Uart0;
 
 /// Core clock after reset: QEMU's LM3S6965 runs its 200 MHz PLL / 16.
 const SYSCLK_HZ: u32 = 12_500_000;
 /// SysTick rate (the device clock's resolution).
 const TICK_HZ: u32 = 1000;
-/// Physics steps of the simulated servos.
-const PHYSICS_PERIOD: Duration = Duration::from_millis(1);
-/// Telemetry rate: 200 Hz.
-const TELEMETRY_PERIOD: Duration = Duration::from_millis(5);
-/// The joints: the host emulator's default arm (`SimConfig::default_arm`).
-const JOINTS: usize = 4;
-const LIMIT: JointLimit = JointLimit {
-    min: -2.5,
-    max: 2.5,
-    max_velocity: 3.0,
-    max_acceleration: 30.0,
-};
-/// Servo gains (1/s², 1/s).
-const KP: f32 = 100.0;
-const KD: f32 = 20.0;
-/// Commands older than this latch the watchdog fault.
-const WATCHDOG: Duration = Duration::from_millis(250);
-/// Highest command rate accepted.
-const MAX_RATE_HZ: u16 = 500;
-
 /// `--features panic-probe`: the test build panics this long after boot,
 /// so a test can watch the fatal path (fault frame, drives cut, halt).
 #[cfg(feature = "panic-probe")]
@@ -61,20 +40,9 @@ fn main() -> ! {
     };
     let mut serial = Uart0::init(SYSCLK_HZ);
 
-    let mut limits = heapless::Vec::new();
-    for _ in 0..JOINTS {
-        let _ = limits.push(LIMIT);
-    }
-    let motors = SimServos::new(&limits, KP, KD, &[0.0; JOINTS]);
-    let firmware = Firmware::new(
-        FirmwareConfig {
-            limits,
-            watchdog: WATCHDOG,
-            max_rate_hz: MAX_RATE_HZ,
-        },
-        motors.positions(),
-    );
-    let mut device = Device::new(firmware, motors, PHYSICS_PERIOD, TELEMETRY_PERIOD);
+    // The reference arm (diffbc_firmware::reference: the host emulator's
+    // default arm) on simulated servos.
+    let mut device = reference::device(reference::sim_servos());
 
     core.SYST.set_clock_source(SystClkSource::Core);
     core.SYST.set_reload(SYSCLK_HZ / TICK_HZ - 1);
