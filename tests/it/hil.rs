@@ -33,6 +33,7 @@ pub const EMULATOR_ONLY: &[&str] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     /// The host emulator (`diffbc-emulator`) on a pty.
+    #[cfg_attr(hil_real_port, allow(dead_code))]
     Emulated,
     /// The firmware binary (`firmware-host/mcu`) in QEMU's Cortex-M3 board.
     #[cfg_attr(hil_real_port, allow(dead_code))]
