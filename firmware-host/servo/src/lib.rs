@@ -1,0 +1,26 @@
+//! The servo buses of the low-cost arms people own — Feetech STS/SCS
+//! (SO-100 / SO-101: six STS3215 on a USB–serial adapter) and Dynamixel
+//! Protocol 2.0 (Koch v1.1: XL330 / XL430) — spoken directly by the host:
+//! these arms run no firmware of ours.
+//!
+//! - [`bus`]: the [`Bus`] trait every family implements (ping, register
+//!   read/write, one SYNC_READ of every joint's position and velocity, one
+//!   SYNC_WRITE of every goal), the semantic [`Register`]s and how each
+//!   family lays them out ([`RegisterSpec`]), [`BusError`] (timeouts,
+//!   checksum/CRC errors, servo error bits, named by servo id and byte).
+//!   No allocation per call: packets are built and parsed in fixed buffers.
+//! - [`feetech`]: the Feetech packet protocol (checksum = !sum) and the
+//!   STS3215's registers.
+//! - [`dynamixel`]: Dynamixel Protocol 2.0 (CRC-16, byte stuffing) and the
+//!   X series' registers.
+//! - [`emulated`] (unix): servos on a pseudo-terminal that speak the real
+//!   byte protocols, with dynamics, register state (torque, goals) the tests
+//!   can assert, and fault injection.
+
+pub mod bus;
+pub mod dynamixel;
+#[cfg(unix)]
+pub mod emulated;
+pub mod feetech;
+
+pub use bus::{Bus, BusError, BusStats, Encoding, Family, Register, RegisterSpec, ServoState};
