@@ -20,6 +20,16 @@ impl Family {
         4096
     }
 
+    /// Ticks per second in one unit of the family's present-velocity
+    /// register: Feetech STS counts steps per second; Dynamixel X counts
+    /// 0.229 rpm.
+    pub fn velocity_unit_ticks_per_s(self) -> f64 {
+        match self {
+            Family::Feetech => 1.0,
+            Family::Dynamixel => 0.229 / 60.0 * f64::from(self.ticks_per_rev()),
+        }
+    }
+
     /// Lower-case name, as in arm presets and calibration files.
     pub fn name(self) -> &'static str {
         match self {

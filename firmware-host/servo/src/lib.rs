@@ -9,6 +9,10 @@
 //!   family lays them out ([`RegisterSpec`]), [`BusError`] (timeouts,
 //!   checksum/CRC errors, servo error bits, named by servo id and byte).
 //!   No allocation per call: packets are built and parsed in fixed buffers.
+//! - [`arm`]: arm presets (SO-100/SO-101 and Koch, leader and follower:
+//!   ids, models, joint names, the gripper).
+//! - [`calibration`]: LeRobot-compatible calibration files and the one
+//!   conversion between ticks and joint units (radians, gripper %).
 //! - [`feetech`]: the Feetech packet protocol (checksum = !sum) and the
 //!   STS3215's registers.
 //! - [`dynamixel`]: Dynamixel Protocol 2.0 (CRC-16, byte stuffing) and the
@@ -17,7 +21,9 @@
 //!   byte protocols, with dynamics, register state (torque, goals) the tests
 //!   can assert, and fault injection.
 
+pub mod arm;
 pub mod bus;
+pub mod calibration;
 pub mod dynamixel;
 #[cfg(unix)]
 pub mod emulated;
