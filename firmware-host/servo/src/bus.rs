@@ -295,6 +295,35 @@ pub trait Bus: Send {
     fn stats(&self) -> BusStats;
 }
 
+impl<B: Bus + ?Sized> Bus for Box<B> {
+    fn family(&self) -> Family {
+        (**self).family()
+    }
+    fn ping(&mut self, id: u8) -> Result<u16, BusError> {
+        (**self).ping(id)
+    }
+    fn read(&mut self, id: u8, register: Register) -> Result<i32, BusError> {
+        (**self).read(id, register)
+    }
+    fn write(&mut self, id: u8, register: Register, value: i32) -> Result<(), BusError> {
+        (**self).write(id, register, value)
+    }
+    fn sync_read_state(&mut self, ids: &[u8], out: &mut [ServoState]) -> Result<(), BusError> {
+        (**self).sync_read_state(ids, out)
+    }
+    fn sync_write(
+        &mut self,
+        ids: &[u8],
+        register: Register,
+        values: &[i32],
+    ) -> Result<(), BusError> {
+        (**self).sync_write(ids, register, values)
+    }
+    fn stats(&self) -> BusStats {
+        (**self).stats()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,13 +189,45 @@ impl Joint {
         f64::from(self.calibration.range_max - self.calibration.range_min)
     }
 
-    /// A present position (ticks) in the joint's unit: radians from the
-    /// middle of the range (negated for `drive_mode` 1), or % of the range.
+    /// A present position (ticks) as the horn's angle in radians from the
+    /// middle of the calibrated range (negated for `drive_mode` 1): the
+    /// control loop's unit for every joint, the gripper included.
+    pub fn to_rad(&self, ticks: i32) -> f32 {
+        (self.sign() * (f64::from(ticks) - self.middle()) * self.rad_per_tick()) as f32
+    }
+
+    /// An angle (rad, as [`Joint::to_rad`]) as the nearest goal position
+    /// (ticks), clamped to the calibrated range; NaN gives the middle.
+    pub fn rad_to_ticks(&self, rad: f32) -> i32 {
+        let c = &self.calibration;
+        let t = self.sign() * f64::from(rad) / self.rad_per_tick() + self.middle();
+        if t.is_nan() {
+            return self.middle().round() as i32;
+        }
+        (t.round() as i32).clamp(c.range_min, c.range_max)
+    }
+
+    /// The calibrated range in radians ([`Joint::to_rad`]), low to high.
+    pub fn rad_limits(&self) -> (f32, f32) {
+        let a = self.to_rad(self.calibration.range_min);
+        let b = self.to_rad(self.calibration.range_max);
+        (a.min(b), a.max(b))
+    }
+
+    /// A present velocity (the family's unit) in rad/s ([`Joint::to_rad`]'s sign).
+    pub fn velocity_to_rad(&self, raw: i32) -> f32 {
+        let ticks_per_s = f64::from(raw) * self.family.velocity_unit_ticks_per_s();
+        (self.sign() * ticks_per_s * self.rad_per_tick()) as f32
+    }
+
+    /// A present position (ticks) in the joint's unit for a policy or a
+    /// data set ([`Motor::unit`]): radians ([`Joint::to_rad`]), or % of
+    /// the range (100 − % for `drive_mode` 1).
     pub fn to_unit(&self, ticks: i32) -> f32 {
         let t = f64::from(ticks);
         let c = &self.calibration;
         (match self.motor.unit {
-            Unit::Radian => self.sign() * (t - self.middle()) * self.rad_per_tick(),
+            Unit::Radian => f64::from(self.to_rad(ticks)),
             Unit::Percent => {
                 let p = (t - f64::from(c.range_min)) / self.span() * 100.0;
                 if c.drive_mode == 1 { 100.0 - p } else { p }
@@ -209,7 +241,7 @@ impl Joint {
         let v = f64::from(value);
         let c = &self.calibration;
         let t = match self.motor.unit {
-            Unit::Radian => self.sign() * v / self.rad_per_tick() + self.middle(),
+            Unit::Radian => return self.rad_to_ticks(value),
             Unit::Percent => {
                 let p = if c.drive_mode == 1 { 100.0 - v } else { v };
                 p / 100.0 * self.span() + f64::from(c.range_min)
@@ -225,7 +257,7 @@ impl Joint {
     pub fn velocity_to_unit(&self, raw: i32) -> f32 {
         let ticks_per_s = f64::from(raw) * self.family.velocity_unit_ticks_per_s();
         (match self.motor.unit {
-            Unit::Radian => self.sign() * ticks_per_s * self.rad_per_tick(),
+            Unit::Radian => f64::from(self.velocity_to_rad(raw)),
             Unit::Percent => {
                 let s = if self.calibration.drive_mode == 1 {
                     -1.0

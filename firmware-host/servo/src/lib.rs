@@ -17,6 +17,9 @@
 //!   STS3215's registers.
 //! - [`dynamixel`]: Dynamixel Protocol 2.0 (CRC-16, byte stuffing) and the
 //!   X series' registers.
+//! - [`link`]: [`ServoLink`], a calibrated servo arm as the control loop's
+//!   `Link`: one SYNC_READ per poll, one SYNC_WRITE per command, torque off
+//!   on every stop and on drop.
 //! - [`emulated`] (unix): servos on a pseudo-terminal that speak the real
 //!   byte protocols, with dynamics, register state (torque, goals) the tests
 //!   can assert, and fault injection.
@@ -28,5 +31,7 @@ pub mod dynamixel;
 #[cfg(unix)]
 pub mod emulated;
 pub mod feetech;
+pub mod link;
 
 pub use bus::{Bus, BusError, BusStats, Encoding, Family, Register, RegisterSpec, ServoState};
+pub use link::{ConnectError, ServoLink};
