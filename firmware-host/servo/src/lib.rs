@@ -34,4 +34,4 @@ pub mod feetech;
 pub mod link;
 
 pub use bus::{Bus, BusError, BusStats, Encoding, Family, Register, RegisterSpec, ServoState};
-pub use link::{ConnectError, ServoLink};
+pub use link::{ConnectError, ServoArm, ServoLink};

@@ -13,6 +13,7 @@
 use crate::arm::ArmPreset;
 use crate::calibration::{Calibration, CalibrationError, Joint};
 use crate::{Bus, BusError, Register, ServoState};
+
 use diffbc_bridge::{BridgeError, Link, Reconnect, RunStats};
 use diffbc_protocol::{
     FaultCode, Frame, Handshake, JointLimit, Joints, LinkCounters, MAX_JOINTS, PROTOCOL_VERSION,
@@ -46,24 +47,24 @@ pub enum ConnectError {
     },
 }
 
-/// A calibrated servo-bus arm as a control-loop [`Link`].
-pub struct ServoLink<B: Bus> {
+/// A calibrated arm on a servo bus: the servos of a preset, their
+/// calibration, and buffers for one read and one write per tick (allocated
+/// once, here). Dropping it disables torque.
+pub struct ServoArm<B: Bus> {
     bus: B,
     port: String,
+    name: &'static str,
     ids: Vec<u8>,
     joints: Vec<Joint>,
-    handshake: Handshake,
     state: Vec<ServoState>,
     ticks: Vec<i32>,
     torque: bool,
-    telemetry_seq: u32,
-    last_command_seq: u32,
-    commands: u32,
 }
 
-impl<B: Bus> std::fmt::Debug for ServoLink<B> {
+impl<B: Bus> std::fmt::Debug for ServoArm<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServoLink")
+        f.debug_struct("ServoArm")
+            .field("arm", &self.name)
             .field("port", &self.port)
             .field("ids", &self.ids)
             .field("torque", &self.torque)
@@ -71,20 +72,17 @@ impl<B: Bus> std::fmt::Debug for ServoLink<B> {
     }
 }
 
-impl<B: Bus> ServoLink<B> {
-    /// Check the calibration against `arm`, ping every servo, set each goal
-    /// to where the servo is (so the first move starts from the measured
-    /// position, never a stale goal), then enable torque.
-    /// `calibration_path` names the file in errors; `max_rate_hz` is what
-    /// the handshake reports (the bus's budget for one read and one write
-    /// per tick).
-    pub fn connect(
+impl<B: Bus> ServoArm<B> {
+    /// Check the calibration against `arm` (`calibration_path` names the
+    /// file in errors), ping every servo and read where they are. Torque is
+    /// left as it is: a follower calls [`ServoArm::hold_and_enable`], a
+    /// leader stays limp for the hand.
+    pub fn open(
         mut bus: B,
         port: &str,
         arm: &ArmPreset,
         calibration: &Calibration,
         calibration_path: &str,
-        max_rate_hz: u16,
     ) -> Result<Self, ConnectError> {
         let joints = calibration.joints(arm, calibration_path)?;
         if joints.len() > MAX_JOINTS {
@@ -93,24 +91,161 @@ impl<B: Bus> ServoLink<B> {
                 joints: joints.len(),
             });
         }
+        let ids: Vec<u8> = arm.ids().collect();
         let bus_err = |source| ConnectError::Bus {
             arm: arm.name.into(),
             port: port.into(),
             source,
         };
-        let ids: Vec<u8> = arm.ids().collect();
         for &id in &ids {
             bus.ping(id).map_err(bus_err)?;
         }
-        let mut state = vec![ServoState::default(); ids.len()];
-        bus.sync_read_state(&ids, &mut state).map_err(bus_err)?;
-        let here: Vec<i32> = state.iter().map(|s| s.position).collect();
-        bus.sync_write(&ids, Register::GoalPosition, &here)
-            .map_err(bus_err)?;
-        bus.sync_write(&ids, Register::TorqueEnable, &vec![1; ids.len()])
-            .map_err(bus_err)?;
+        let mut me = Self {
+            bus,
+            port: port.into(),
+            name: arm.name,
+            state: vec![ServoState::default(); ids.len()],
+            ticks: vec![0; ids.len()],
+            ids,
+            joints,
+            torque: false,
+        };
+        me.read().map_err(bus_err)?;
+        Ok(me)
+    }
+
+    /// One SYNC_READ of every servo's position and velocity.
+    pub fn read(&mut self) -> Result<(), BusError> {
+        self.bus.sync_read_state(&self.ids, &mut self.state)
+    }
+
+    /// The last read's positions in radians ([`Joint::to_rad`]), into `out`.
+    pub fn positions(&self, out: &mut [f32]) {
+        for ((o, j), s) in out.iter_mut().zip(&self.joints).zip(&self.state) {
+            *o = j.to_rad(s.position);
+        }
+    }
+
+    /// The last read's velocities in rad/s, into `out`.
+    pub fn velocities(&self, out: &mut [f32]) {
+        for ((o, j), s) in out.iter_mut().zip(&self.joints).zip(&self.state) {
+            *o = j.velocity_to_rad(s.velocity);
+        }
+    }
+
+    /// One SYNC_WRITE of goals (radians, clamped to the calibrated ranges).
+    pub fn write(&mut self, targets: &[f32]) -> Result<(), BusError> {
+        for ((t, j), v) in self.ticks.iter_mut().zip(&self.joints).zip(targets) {
+            *t = j.rad_to_ticks(*v);
+        }
+        self.bus
+            .sync_write(&self.ids, Register::GoalPosition, &self.ticks)
+    }
+
+    /// Set every goal to where the servo is (the last read), then enable
+    /// torque: the arm holds, and moves first from the measured position.
+    pub fn hold_and_enable(&mut self) -> Result<(), BusError> {
+        for (t, s) in self.ticks.iter_mut().zip(&self.state) {
+            *t = s.position;
+        }
+        self.bus
+            .sync_write(&self.ids, Register::GoalPosition, &self.ticks)?;
+        self.set_torque(true)
+    }
+
+    /// Enable or disable torque on every servo, in one SYNC_WRITE.
+    pub fn set_torque(&mut self, on: bool) -> Result<(), BusError> {
+        let values = [i32::from(on); MAX_JOINTS];
+        self.bus
+            .sync_write(&self.ids, Register::TorqueEnable, &values[..self.ids.len()])?;
+        self.torque = on;
+        Ok(())
+    }
+
+    /// Whether torque was last enabled.
+    pub fn torque(&self) -> bool {
+        self.torque
+    }
+
+    /// Joint count.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the arm has no joints (never, for a preset).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The calibrated joints, in order.
+    pub fn joints(&self) -> &[Joint] {
+        &self.joints
+    }
+
+    /// The bus (its statistics: round trips, timeouts, corrupt packets).
+    pub fn bus(&self) -> &B {
+        &self.bus
+    }
+
+    /// The port.
+    pub fn port(&self) -> &str {
+        &self.port
+    }
+
+    /// The joint index of servo `id`.
+    fn joint_of(&self, id: u8) -> u8 {
+        self.ids.iter().position(|&i| i == id).unwrap_or(255) as u8
+    }
+}
+
+impl<B: Bus> Drop for ServoArm<B> {
+    fn drop(&mut self) {
+        if let Err(e) = self.set_torque(false) {
+            tracing::error!(port = %self.port, "could not disable torque: {e}");
+        }
+    }
+}
+
+/// A calibrated servo-bus arm as a control-loop [`Link`].
+pub struct ServoLink<B: Bus> {
+    arm: ServoArm<B>,
+    handshake: Handshake,
+    positions: [f32; MAX_JOINTS],
+    velocities: [f32; MAX_JOINTS],
+    telemetry_seq: u32,
+    last_command_seq: u32,
+    commands: u32,
+}
+
+impl<B: Bus> std::fmt::Debug for ServoLink<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServoLink").field("arm", &self.arm).finish()
+    }
+}
+
+impl<B: Bus> ServoLink<B> {
+    /// [`ServoArm::open`], then hold where the arm is and enable torque (so
+    /// the first move starts from the measured position, never a stale
+    /// goal). `max_rate_hz` is what the handshake reports (the bus's budget
+    /// for one read and one write per tick).
+    pub fn connect(
+        bus: B,
+        port: &str,
+        arm: &ArmPreset,
+        calibration: &Calibration,
+        calibration_path: &str,
+        max_rate_hz: u16,
+    ) -> Result<Self, ConnectError> {
+        let mut servos = ServoArm::open(bus, port, arm, calibration, calibration_path)?;
+        servos
+            .hold_and_enable()
+            .map_err(|source| ConnectError::Bus {
+                arm: arm.name.into(),
+                port: port.into(),
+                source,
+            })?;
         let mut limits = heapless::Vec::new();
-        for j in &joints {
+        for j in servos.joints() {
             let (min, max) = j.rad_limits();
             let _ = limits.push(JointLimit {
                 min,
@@ -122,15 +257,11 @@ impl<B: Bus> ServoLink<B> {
         tracing::info!(
             arm = arm.name,
             port,
-            joints = ids.len(),
+            joints = servos.len(),
             "servo arm connected, torque on"
         );
         Ok(Self {
-            bus,
-            port: port.into(),
-            ticks: here,
-            ids,
-            joints,
+            arm: servos,
             handshake: Handshake {
                 protocol: PROTOCOL_VERSION,
                 joints: limits,
@@ -138,42 +269,22 @@ impl<B: Bus> ServoLink<B> {
                 // No device watchdog on a servo bus (see the module docs).
                 watchdog_ms: 0,
             },
-            state,
-            torque: true,
+            positions: [0.0; MAX_JOINTS],
+            velocities: [0.0; MAX_JOINTS],
             telemetry_seq: 0,
             last_command_seq: 0,
             commands: 0,
         })
     }
 
-    /// Disable torque on every servo (best effort: every servo is tried).
+    /// Disable torque on every servo.
     pub fn torque_off(&mut self) -> Result<(), BusError> {
-        let zeros = [0i32; MAX_JOINTS];
-        let r = self
-            .bus
-            .sync_write(&self.ids, Register::TorqueEnable, &zeros[..self.ids.len()]);
-        if r.is_ok() {
-            self.torque = false;
-        }
-        r
+        self.arm.set_torque(false)
     }
 
-    /// The bus (its statistics: round trips, timeouts, corrupt packets).
-    pub fn bus(&self) -> &B {
-        &self.bus
-    }
-
-    /// The calibrated joints, in order.
-    pub fn joints(&self) -> &[Joint] {
-        &self.joints
-    }
-}
-
-impl<B: Bus> Drop for ServoLink<B> {
-    fn drop(&mut self) {
-        if let Err(e) = self.torque_off() {
-            tracing::error!(port = %self.port, "could not disable torque: {e}");
-        }
+    /// The arm.
+    pub fn arm(&self) -> &ServoArm<B> {
+        &self.arm
     }
 }
 
@@ -195,7 +306,7 @@ impl<B: Bus> Link for ServoLink<B> {
         stats: &mut RunStats,
         latest: &mut Option<Telemetry>,
     ) -> Result<bool, BridgeError> {
-        match self.bus.sync_read_state(&self.ids, &mut self.state) {
+        match self.arm.read() {
             Ok(()) => {}
             // A lost or corrupt status packet: counted; the loop's
             // telemetry timeout stops a run whose bus stays bad.
@@ -206,16 +317,15 @@ impl<B: Bus> Link for ServoLink<B> {
                 return Ok(false);
             }
             Err(BusError::Servo { id, bits, .. }) => {
-                let joint = self.ids.iter().position(|&i| i == id).unwrap_or(255) as u8;
                 return Err(BridgeError::DeviceFault {
                     code: FaultCode::Overload,
-                    joint,
+                    joint: self.arm.joint_of(id),
                     detail: u32::from(bits),
                 });
             }
             Err(e) => {
                 return Err(BridgeError::Vanished {
-                    port: self.port.clone(),
+                    port: self.arm.port.clone(),
                     cause: e.to_string(),
                     waited_ms: 0,
                 });
@@ -223,21 +333,18 @@ impl<B: Bus> Link for ServoLink<B> {
         }
         stats.frames_received += 1;
         self.telemetry_seq = self.telemetry_seq.wrapping_add(1);
-        let mut positions = Joints::new();
-        let mut velocities = Joints::new();
-        for (j, s) in self.joints.iter().zip(&self.state) {
-            let _ = positions.push(j.to_rad(s.position));
-            let _ = velocities.push(j.velocity_to_rad(s.velocity));
-        }
+        let n = self.arm.len();
+        self.arm.positions(&mut self.positions[..n]);
+        self.arm.velocities(&mut self.velocities[..n]);
         *latest = Some(Telemetry {
             seq: self.telemetry_seq,
             device_time_us: now.as_micros().min(u128::from(u64::MAX)) as u64,
             // A SYNC_WRITE has no reply: the last command written is the
             // last one the bus can say anything about.
             last_command_seq: self.last_command_seq,
-            positions,
-            velocities,
-            status: if self.torque {
+            positions: Joints::from_slice(&self.positions[..n]).unwrap_or_default(),
+            velocities: Joints::from_slice(&self.velocities[..n]).unwrap_or_default(),
+            status: if self.arm.torque() {
                 status::ENABLED
             } else {
                 status::HOLDING
@@ -253,12 +360,7 @@ impl<B: Bus> Link for ServoLink<B> {
     fn send(&mut self, frame: &Frame, _now: Duration) -> std::io::Result<()> {
         match frame {
             Frame::Command(c) => {
-                for ((t, j), v) in self.ticks.iter_mut().zip(&self.joints).zip(&c.targets) {
-                    *t = j.rad_to_ticks(*v);
-                }
-                self.bus
-                    .sync_write(&self.ids, Register::GoalPosition, &self.ticks)
-                    .map_err(to_io)?;
+                self.arm.write(&c.targets).map_err(to_io)?;
                 self.last_command_seq = c.seq;
                 self.commands = self.commands.wrapping_add(1);
                 Ok(())
@@ -272,7 +374,7 @@ impl<B: Bus> Link for ServoLink<B> {
         // Reopening a servo bus mid-run would re-enable torque on an arm
         // that may have been moved by hand: the run ends instead.
         Err(BridgeError::Vanished {
-            port: self.port.clone(),
+            port: self.arm.port.clone(),
             cause: cause.into(),
             waited_ms: 0,
         })
