@@ -13,6 +13,8 @@
 //!   ids, models, joint names, the gripper).
 //! - [`calibration`]: LeRobot-compatible calibration files and the one
 //!   conversion between ticks and joint units (radians, gripper %).
+//! - [`calibrate`]: the calibration procedure (`diffbc calibrate`), with a
+//!   person moving the arm through an [`calibrate::Operator`].
 //! - [`feetech`]: the Feetech packet protocol (checksum = !sum) and the
 //!   STS3215's registers.
 //! - [`dynamixel`]: Dynamixel Protocol 2.0 (CRC-16, byte stuffing) and the
@@ -20,18 +22,23 @@
 //! - [`link`]: [`ServoLink`], a calibrated servo arm as the control loop's
 //!   `Link`: one SYNC_READ per poll, one SYNC_WRITE per command, torque off
 //!   on every stop and on drop.
+//! - [`teleop`]: teleoperation recording (`diffbc record`): the follower
+//!   mirrors a leader through the control loop; observations and actions
+//!   per tick, episode by episode.
 //! - [`emulated`] (unix): servos on a pseudo-terminal that speak the real
 //!   byte protocols, with dynamics, register state (torque, goals) the tests
 //!   can assert, and fault injection.
 
 pub mod arm;
 pub mod bus;
+pub mod calibrate;
 pub mod calibration;
 pub mod dynamixel;
 #[cfg(unix)]
 pub mod emulated;
 pub mod feetech;
 pub mod link;
+pub mod teleop;
 
 pub use bus::{Bus, BusError, BusStats, Encoding, Family, Register, RegisterSpec, ServoState};
 pub use link::{ConnectError, ServoArm, ServoLink};

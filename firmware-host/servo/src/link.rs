@@ -277,6 +277,13 @@ impl<B: Bus> ServoLink<B> {
         })
     }
 
+    /// Hold where the arm is now and enable torque again (after a run's
+    /// stop disabled it): a new read, goals = measured, torque on.
+    pub fn rearm(&mut self) -> Result<(), BusError> {
+        self.arm.read()?;
+        self.arm.hold_and_enable()
+    }
+
     /// Disable torque on every servo.
     pub fn torque_off(&mut self) -> Result<(), BusError> {
         self.arm.set_torque(false)
