@@ -487,3 +487,23 @@ fn every_register_reads_back_what_was_written() {
         (100, 3900, -2047, 1234, true)
     );
 }
+
+/// The emulator's unplug closes its own handle to the pty; the bus keeps its
+/// own, so here the servos fall silent (a timeout). A real adapter pulled
+/// out fails the read or write instead (`BusError::Io`).
+#[test]
+fn an_unplugged_adapter_is_an_error_not_a_hang() {
+    let (emu, mut bus) = so101([2048.0; 6]);
+    let mut out = [ServoState::default(); 6];
+    bus.sync_read_state(&IDS, &mut out).expect("plugged");
+    emu.faults.unplug.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    let r = bus.sync_read_state(&IDS, &mut out);
+    assert!(
+        matches!(r, Err(BusError::Timeout { .. } | BusError::Io { .. })),
+        "{r:?}"
+    );
+    assert!(t0.elapsed() < 3 * TIMEOUT);
+    emu.shutdown();
+}

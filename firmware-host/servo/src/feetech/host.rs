@@ -409,12 +409,14 @@ impl Bus for FeetechBus {
             .map_err(|e| Self::usage(e.to_string()))?;
         self.tx.finish();
         self.flush_input()?;
-        self.send()?;
+        // The round trip counts from the write; each packet's wait from
+        // when the instruction is out.
         let t0 = Instant::now();
+        self.send()?;
         let mut rx = Rx::default();
         let mut first_error: Option<BusError> = None;
         let mut slot = 0;
-        let mut waiting_since = t0;
+        let mut waiting_since = Instant::now();
         let mut complete = true;
         while slot < ids.len() {
             let next = self.next_status(&mut rx, waiting_since + self.timeout)?;
