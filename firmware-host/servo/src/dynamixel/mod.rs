@@ -27,8 +27,14 @@
 //!   length, 6 data limit, 7 access).
 //! - Model numbers: XL330-M288 = 1200, XL430-W250 = 1060.
 
+mod bus;
+#[cfg(unix)]
+mod device;
 pub mod packet;
 
+pub use bus::DynamixelBus;
+#[cfg(unix)]
+pub use device::{DynamixelDevice, FIRMWARE_VERSION};
 
 use crate::bus::{Encoding, Register, RegisterSpec};
 
