@@ -355,3 +355,38 @@ fn sync_read_state_and_sync_write_do_not_allocate() {
     assert_eq!(bus.stats().timeouts, 0);
     emu.shutdown();
 }
+
+/// A [`DynamixelDevice`] whose every reply goes out twice, as a late
+/// repeat would arrive after the host stopped listening.
+struct Doubled(DynamixelDevice);
+
+impl ServoDevice for Doubled {
+    fn feed(&mut self, byte: u8, bus: &mut EmuBusState, faults: &BusFaults, reply: &mut Vec<u8>) {
+        let mut mine = Vec::new();
+        self.0.feed(byte, bus, faults, &mut mine);
+        reply.extend_from_slice(&mine);
+        reply.extend_from_slice(&mine);
+    }
+
+    fn goal_actual(&self, servo: &EmuServo) -> f32 {
+        self.0.goal_actual(servo)
+    }
+}
+
+#[test]
+fn stale_replies_are_flushed_before_each_read_transaction() {
+    let (emu, mut bus) = spawn(Doubled(DynamixelDevice::new()), koch_pair());
+    let mut out = [ServoState::default(); 2];
+    for _ in 0..3 {
+        bus.sync_read_state(&[1, 2], &mut out).expect("sync read");
+        // Let the repeats land in the port's input.
+        std::thread::sleep(Duration::from_millis(20));
+        // Servo 1's repeated 8-byte status must not answer this 1-byte READ.
+        assert_eq!(bus.read(1, Register::TorqueEnable).expect("read"), 0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(out.map(|s| s.position), [1000, 3000]);
+    let stats = bus.stats();
+    assert_eq!((stats.corrupt, stats.timeouts), (0, 0));
+    emu.shutdown();
+}
