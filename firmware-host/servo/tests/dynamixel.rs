@@ -390,3 +390,28 @@ fn stale_replies_are_flushed_before_each_read_transaction() {
     assert_eq!((stats.corrupt, stats.timeouts), (0, 0));
     emu.shutdown();
 }
+
+#[test]
+fn an_unplugged_adapter_is_an_error_not_a_hang() {
+    let (emu, mut bus) = spawn(DynamixelDevice::new(), koch_pair());
+    let mut out = [ServoState::default(); 2];
+    bus.sync_read_state(&[1, 2], &mut out).expect("plugged");
+    emu.faults.unplug.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(20));
+    let start = Instant::now();
+    let e = bus
+        .sync_read_state(&[1, 2], &mut out)
+        .expect_err("unplugged");
+    assert!(
+        matches!(e, BusError::Timeout { id: 1, .. } | BusError::Io { .. }),
+        "{e:?}"
+    );
+    assert!(start.elapsed() < TIMEOUT * 3);
+    // Ids no servo can have never reach the bus.
+    assert!(matches!(bus.ping(0xFE), Err(BusError::Usage(_))));
+    assert!(matches!(
+        bus.sync_read_state(&[1, 0xFD], &mut out),
+        Err(BusError::Usage(_))
+    ));
+    emu.shutdown();
+}

@@ -21,7 +21,25 @@ const STATE_LEN: u16 = 8;
 
 /// Dynamixel Protocol 2.0 over a serial port (a U2D2 or any USB–TTL
 /// adapter). `sync_read_state` and `sync_write` allocate nothing: packets
-/// are built in and parsed from fixed buffers.
+/// are built in and parsed from fixed buffers (only an error's message
+/// allocates).
+///
+/// - Every transaction that expects status packets first drops stale input
+///   (the port's and this bus's buffer).
+/// - `sync_read_state` sends one SYNC_READ of Present Velocity(128) and
+///   Present Position(132) and waits, within the timeout, for one status
+///   per id, in order. It waits for all of them even after a fault, so no
+///   late reply is taken for the next tick's, and reports the first fault;
+///   every good status still lands in `out`. A status packet of a later id
+///   means the ones before it are missing (a timeout each, without waiting
+///   out the clock).
+/// - Any error bit is a [`BusError::Servo`] (the hardware alert included:
+///   a real X servo has switched its torque off); on the alert the bus
+///   reads Hardware Error Status(70) to say why. With the alert bit alone
+///   the data of a SYNC_READ or READ is good and is kept.
+/// - `write` to [`BROADCAST_ID`] expects no status.
+/// - [`BusStats::last_round_trip`]: from before the SYNC_READ is written to
+///   the last status parsed (or the fault).
 pub struct DynamixelBus {
     port: Box<dyn SerialPort>,
     path: String,
@@ -345,6 +363,7 @@ impl Bus for DynamixelBus {
     }
 
     fn ping(&mut self, id: u8) -> Result<u16, BusError> {
+        Self::check_ids(&[id], 1, "servo")?;
         let start = Instant::now();
         self.send(id, PING, &[], true)?;
         let status = self.unicast_status(id, "PING", start)?;
@@ -368,6 +387,7 @@ impl Bus for DynamixelBus {
     }
 
     fn read(&mut self, id: u8, register: Register) -> Result<i32, BusError> {
+        Self::check_ids(&[id], 1, "servo")?;
         let s = spec(register);
         let mut b = [0u8; 4];
         let n = usize::from(s.size);
@@ -379,6 +399,9 @@ impl Bus for DynamixelBus {
     }
 
     fn write(&mut self, id: u8, register: Register, value: i32) -> Result<(), BusError> {
+        if id != BROADCAST_ID {
+            Self::check_ids(&[id], 1, "servo")?;
+        }
         let s = spec(register);
         let bytes = s.encode(value).ok_or(BusError::Range {
             family: FAMILY,

@@ -396,6 +396,45 @@ mod tests {
         out
     }
 
+    /// The e-Manual's SYNC_WRITE and SYNC_READ examples, byte for byte:
+    /// the device takes the published instruction and answers with the
+    /// published status packets.
+    #[test]
+    fn the_device_answers_the_published_sync_examples_byte_for_byte() {
+        let mut dev = DynamixelDevice::new();
+        let faults = BusFaults::default();
+        let mut bus = EmuBusState {
+            servos: vec![
+                EmuServo::new(1, 1030, 166.0),
+                EmuServo::new(2, 1030, 2079.0),
+            ],
+            ..EmuBusState::default()
+        };
+        let sync_write = [
+            0xFF, 0xFF, 0xFD, 0x00, 0xFE, 0x11, 0x00, 0x83, 0x74, 0x00, 0x04, 0x00, 0x01, 0x96,
+            0x00, 0x00, 0x00, 0x02, 0xAA, 0x00, 0x00, 0x00, 0x82, 0x87,
+        ];
+        let sync_read = [
+            0xFF, 0xFF, 0xFD, 0x00, 0xFE, 0x09, 0x00, 0x82, 0x84, 0x00, 0x04, 0x00, 0x01, 0x02,
+            0xCE, 0xFA,
+        ];
+        let mut reply = Vec::new();
+        for b in sync_write.into_iter().chain(sync_read) {
+            dev.feed(b, &mut bus, &faults, &mut reply);
+        }
+        assert_eq!(bus.goal_writes, vec![vec![(1, 150), (2, 170)]]);
+        assert_eq!(bus.servo(2).map(|s| s.goal), Some(170));
+        assert_eq!(
+            reply,
+            [
+                0xFF, 0xFF, 0xFD, 0x00, 0x01, 0x08, 0x00, 0x55, 0x00, 0xA6, 0x00, 0x00, 0x00, 0x8C,
+                0xC0, 0xFF, 0xFF, 0xFD, 0x00, 0x02, 0x08, 0x00, 0x55, 0x00, 0x1F, 0x08, 0x00, 0x00,
+                0xBA, 0xBE
+            ]
+        );
+        assert_eq!((bus.packets, bus.bad_packets), (2, 0));
+    }
+
     #[test]
     fn the_control_table_reads_writes_and_refuses_like_an_x_servo() {
         let mut dev = DynamixelDevice::new();
