@@ -415,3 +415,17 @@ fn an_unplugged_adapter_is_an_error_not_a_hang() {
     ));
     emu.shutdown();
 }
+
+#[test]
+fn torque_on_drives_toward_the_goal_register_as_it_stands() {
+    let (emu, mut bus) = spawn(DynamixelDevice::new(), koch_pair());
+    // A goal written with torque off moves nothing…
+    bus.write(1, Register::GoalPosition, 1200).expect("goal");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(bus.read(1, Register::PresentPosition).expect("read"), 1000);
+    // …until the torque comes on: a stale goal moves the arm, which is
+    // why a run writes the measured position first.
+    bus.write(1, Register::TorqueEnable, 1).expect("torque");
+    wait_until_there(&mut bus, &[1], &[1200]);
+    emu.shutdown();
+}

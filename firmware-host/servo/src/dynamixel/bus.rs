@@ -280,12 +280,7 @@ impl DynamixelBus {
 
     /// Read `len` bytes at `address` of `id` into `out`; the status error
     /// byte is returned, not judged.
-    fn read_raw(
-        &mut self,
-        id: u8,
-        address: u16,
-        out: &mut [u8],
-    ) -> Result<(u8, Duration), BusError> {
+    fn read_raw(&mut self, id: u8, address: u16, out: &mut [u8]) -> Result<u8, BusError> {
         let len = out.len() as u16;
         let [a0, a1] = address.to_le_bytes();
         let [l0, l1] = len.to_le_bytes();
@@ -305,7 +300,7 @@ impl DynamixelBus {
         }
         let n = status.params().len().min(out.len());
         out[..n].copy_from_slice(&status.params()[..n]);
-        Ok((status.error, start.elapsed()))
+        Ok(status.error)
     }
 
     /// A status error byte as a [`BusError::Servo`] (counted).
@@ -321,7 +316,7 @@ impl DynamixelBus {
         let hardware = if error & 0x80 != 0 {
             let mut b = [0u8; 1];
             match self.read_raw(id, ADDR_HARDWARE_ERROR_STATUS, &mut b) {
-                Ok((e, _)) if e & 0x7F == 0 => Some(b[0]),
+                Ok(e) if e & 0x7F == 0 => Some(b[0]),
                 _ => None,
             }
         } else {
@@ -391,7 +386,7 @@ impl Bus for DynamixelBus {
         let s = spec(register);
         let mut b = [0u8; 4];
         let n = usize::from(s.size);
-        let (error, _) = self.read_raw(id, s.address, &mut b[..n])?;
+        let error = self.read_raw(id, s.address, &mut b[..n])?;
         if error != 0 {
             return Err(self.servo_error(id, error));
         }

@@ -15,6 +15,11 @@
 //! writes (access error). A refused SYNC_WRITE entry is ignored silently
 //! (SYNC_WRITE has no status packet).
 //!
+//! Torque on drives toward the Goal Position register as it stands, as on
+//! the real servos: a stale goal (or one written before the homing offset
+//! changed) moves the horn, so the host must write the measured position
+//! as the goal before it switches the torque on.
+//!
 //! Not emulated: an overload does not switch the torque off (a real X
 //! servo's Shutdown(63) would): the tests check that the host does.
 
