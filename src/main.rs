@@ -15,15 +15,20 @@ mod arm;
 mod claw;
 mod commands;
 mod pusht;
+mod record;
 mod training;
 
 use anyhow::Result;
 use args::{Cli, Command, EvalArgs, PipelineArgs, ReportArgs, TaskArg};
 use clap::Parser;
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     diffbc_deploy::init_tracing();
-    match Cli::parse().command {
+    diffbc_deploy::exit(dispatch(Cli::parse().command))
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
         Command::Train(a) => commands::train(a),
         Command::Sample(a) => claw::sample(&a),
         Command::Eval(a) => eval(&a),
@@ -34,6 +39,8 @@ fn main() -> Result<()> {
         Command::BenchBridge(a) => diffbc_deploy::bridge_bench::run(&a),
         Command::Reference(a) => commands::reference(a),
         Command::SimArm(a) => diffbc_deploy::cli::sim_arm(a),
+        Command::Calibrate(a) => diffbc_deploy::cli::calibrate(a),
+        Command::Record(a) => record::record(a),
         Command::Run(a) => diffbc_deploy::cli::run(a),
         Command::Report(a) => report(&a),
     }

@@ -25,8 +25,13 @@ pub struct BenchBridgeArgs {
     #[arg(long, default_value = "native")]
     engine: diffbc_runtime::EngineChoice,
     /// Serial port of a real arm (default: the emulated arm on a pseudo-terminal).
+    /// The sweep moves every joint through its range: you are asked to
+    /// confirm first, unless `--yes`.
     #[arg(long)]
     port: Option<String>,
+    /// With `--port`: move the arm without asking.
+    #[arg(long)]
+    yes: bool,
     /// Baud rate (ignored by pseudo-terminals).
     #[arg(long, default_value_t = 1_000_000)]
     baud: u32,
@@ -191,6 +196,24 @@ impl BridgeBenchRecord {
     }
 }
 
+/// Ask the person at the arm before a sweep moves it: `yes` on stdin.
+fn confirm(port: &str) -> Result<()> {
+    eprintln!(
+        "bench-bridge will move the arm at {port} through its joint range for the measured time. Clear the arm's reach, then type yes (or pass --yes):"
+    );
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the confirmation from stdin")?;
+    if line.trim() != "yes" {
+        bail!(
+            "not confirmed ({:?}): nothing moved; pass --yes to skip the question",
+            line.trim()
+        );
+    }
+    Ok(())
+}
+
 /// Run the benchmark and print its table.
 pub fn run(a: &BenchBridgeArgs) -> Result<()> {
     // Both logs hold the whole run, so delivery is checked command by command.
@@ -198,7 +221,12 @@ pub fn run(a: &BenchBridgeArgs) -> Result<()> {
     let stop = crate::cli::interrupt_flag()?;
     let dir = tempfile::tempdir().context("temporary folder for the pty link")?;
     let (port, sim) = match &a.port {
-        Some(port) => (port.clone(), None),
+        Some(port) => {
+            if !a.yes {
+                confirm(port)?;
+            }
+            (port.clone(), None)
+        }
         None => {
             let mut config = match a.task {
                 crate::cli::SimTaskArg::Arm => diffbc_tasks::arm::ArmTask::default()

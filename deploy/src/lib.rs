@@ -13,6 +13,41 @@ pub use cli::{
     BenchArgs, RunArgs, SamplerArgs, SamplerKindArg, SimArmArgs, SimTaskArg, interrupt_flag,
 };
 
+/// A run ended by Ctrl-C (or SIGTERM) after the arm was stopped: exit code
+/// [`EXIT_INTERRUPTED`].
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: the arm was stopped")]
+pub struct Interrupted;
+
+/// A run ended by a fault the arm reported: exit code [`EXIT_DEVICE_FAULT`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DeviceFaulted(pub String);
+
+/// Exit codes of both binaries: 0 done, 1 an error, 2 bad arguments
+/// (clap), 3 the arm reported a fault, 130 interrupted (Ctrl-C).
+pub const EXIT_DEVICE_FAULT: u8 = 3;
+/// See [`EXIT_DEVICE_FAULT`].
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The process's exit for a command's result: errors print as `Error: …`
+/// (with their causes) on stderr, and the code says what kind of end it was.
+pub fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            std::process::ExitCode::from(if e.is::<Interrupted>() {
+                EXIT_INTERRUPTED
+            } else if e.is::<DeviceFaulted>() {
+                EXIT_DEVICE_FAULT
+            } else {
+                1
+            })
+        }
+    }
+}
+
 /// Log to stderr, `RUST_LOG` or `info` (both binaries).
 pub fn init_tracing() {
     tracing_subscriber::fmt()

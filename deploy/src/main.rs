@@ -33,18 +33,25 @@ enum Command {
     BenchBridge(diffbc_deploy::bridge_bench::BenchBridgeArgs),
     /// The emulated arm firmware on a pseudo-terminal (prints the path to open).
     SimArm(diffbc_deploy::SimArmArgs),
+    /// Calibrate a servo-bus arm (SO-100/SO-101, Koch): centre it, sweep every joint.
+    Calibrate(diffbc_deploy::cli::CalibrateArgs),
     /// Exported arm policies closed loop on the arm task (in-process, and
     /// through the bridge with --bridge-episodes).
     Eval(diffbc_deploy::eval::EvalArgs),
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     diffbc_deploy::init_tracing();
-    match Cli::parse().command {
+    diffbc_deploy::exit(dispatch(Cli::parse().command))
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
         Command::Run(a) => diffbc_deploy::cli::run(a),
         Command::Bench(a) => diffbc_deploy::cli::bench(a),
         Command::BenchBridge(a) => diffbc_deploy::bridge_bench::run(&a),
         Command::SimArm(a) => diffbc_deploy::cli::sim_arm(a),
+        Command::Calibrate(a) => diffbc_deploy::cli::calibrate(a),
         Command::Eval(a) => {
             print!("{}", diffbc_deploy::eval::run(&a)?);
             Ok(())

@@ -115,3 +115,26 @@ fn sim_arm_never_deletes_what_is_at_the_link() {
     );
     assert!(std::fs::symlink_metadata(&link).is_err(), "link removed");
 }
+
+/// `bench-bridge --port` sweeps a real arm: without `--yes` it asks first,
+/// and anything but "yes" moves nothing (the port is never opened).
+#[test]
+fn bench_bridge_on_a_real_port_asks_before_it_moves_anything() {
+    let out = diffbc(&[
+        "bench-bridge",
+        "--port",
+        "/nonexistent/arm",
+        "--seconds",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("type yes") && err.contains("not confirmed"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("/nonexistent/arm: "),
+        "the port was not opened: {err}"
+    );
+}

@@ -308,6 +308,8 @@ pub struct RunReport {
     pub delivery: Option<crate::Delivery>,
     /// How the run ended (Ok) or the error that stopped it.
     pub outcome: Result<(), String>,
+    /// The fault the device reported, when that is what ended the run.
+    pub device_fault: Option<diffbc_protocol::Fault>,
 }
 
 /// The message of a caught panic.
@@ -430,6 +432,18 @@ pub fn run<L: Link + ?Sized, K: Clock, C: Controller>(
         log,
         last_telemetry: last,
         delivery: None,
+        device_fault: match &outcome {
+            Err(BridgeError::DeviceFault {
+                code,
+                joint,
+                detail,
+            }) => Some(diffbc_protocol::Fault {
+                code: *code,
+                joint: *joint,
+                detail: *detail,
+            }),
+            _ => None,
+        },
         outcome: outcome.map_err(|e| e.to_string()),
     }
 }
