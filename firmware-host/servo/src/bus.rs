@@ -254,12 +254,12 @@ pub enum BusError {
     #[error("{0}")]
     Usage(String),
     /// The port failed (vanished, unplugged).
-    #[error("servo bus port {port}: {source}")]
+    #[error("servo bus port {port}: {cause}")]
     Io {
         /// The port.
         port: String,
         /// What the OS said.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 

@@ -20,6 +20,8 @@ use std::time::Duration;
 pub trait Operator {
     /// Say `message` and return once the person is ready (Enter).
     fn ready(&mut self, message: &str) -> std::io::Result<()>;
+    /// Say `message` and go on (the person acts while the tool samples).
+    fn say(&mut self, message: &str);
     /// While the joints are swept: `true` to keep sampling, `false` once the
     /// person says the sweep is done. `low`/`high` are the ranges so far
     /// (ticks, per joint) for a live display.
@@ -30,12 +32,12 @@ pub trait Operator {
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrateError {
     /// The bus failed.
-    #[error("{arm}: {source}")]
+    #[error("{arm}: {cause}")]
     Bus {
         /// The preset.
         arm: String,
         /// What the bus said.
-        source: BusError,
+        cause: BusError,
     },
     /// The person could not be asked (stdin closed).
     #[error("{0}")]
@@ -72,7 +74,7 @@ pub fn calibrate<B: Bus>(
 ) -> Result<Calibration, CalibrateError> {
     let err = |source| CalibrateError::Bus {
         arm: arm.name.into(),
-        source,
+        cause: source,
     };
     let ids: Vec<u8> = arm.ids().collect();
     for &id in &ids {
@@ -98,7 +100,7 @@ pub fn calibrate<B: Bus>(
         bus.write(id, Register::HomingOffset, off).map_err(err)?;
     }
 
-    operator.ready("Now move every joint through its whole range; press Enter when done.")?;
+    operator.say("Now move every joint through its whole range; press Enter when done.");
     bus.sync_read_state(&ids, &mut state).map_err(err)?;
     let mut low: Vec<i32> = state.iter().map(|s| s.position).collect();
     let mut high = low.clone();

@@ -39,20 +39,20 @@ pub struct Calibration {
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrationError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: String,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not the expected JSON.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Json {
         /// The file.
         path: String,
         /// What serde said (line and column).
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// A motor of the arm is missing or wrong.
     #[error("{path}: motor {motor:?}: {message}")]
@@ -91,9 +91,12 @@ impl Calibration {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| CalibrationError::Io {
             path: p.clone(),
-            source,
+            cause: source,
         })?;
-        serde_json::from_str(&text).map_err(|source| CalibrationError::Json { path: p, source })
+        serde_json::from_str(&text).map_err(|source| CalibrationError::Json {
+            path: p,
+            cause: source,
+        })
     }
 
     /// Write it (pretty JSON, motors by name).
@@ -101,14 +104,14 @@ impl Calibration {
         let p = path.display().to_string();
         let io = |source| CalibrationError::Io {
             path: p.clone(),
-            source,
+            cause: source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let text = serde_json::to_string_pretty(self).map_err(|source| CalibrationError::Json {
             path: p.clone(),
-            source,
+            cause: source,
         })?;
         std::fs::write(path, text + "\n").map_err(io)
     }

@@ -222,17 +222,16 @@ fn run<D: ServoDevice>(
     faults: &BusFaults,
     stop: &AtomicBool,
 ) {
-    let mut slave = Some(slave);
+    let _slave = slave;
     let _ = master.set_timeout(Duration::from_millis(1));
     let mut buf = [0u8; 512];
     let mut reply = Vec::with_capacity(1024);
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if faults.unplug.load(Ordering::Relaxed) {
-            // The adapter is gone: the host's next read or write fails.
-            drop(slave.take());
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
+            // The adapter is gone: closing the pty's master side makes the
+            // host's reads and writes fail (EIO), as a pulled USB adapter's do.
+            return;
         }
         let n = match master.bytes_to_read() {
             Ok(0) => 0,

@@ -42,3 +42,17 @@ pub mod teleop;
 
 pub use bus::{Bus, BusError, BusStats, Encoding, Family, Register, RegisterSpec, ServoState};
 pub use link::{ConnectError, ServoArm, ServoLink};
+
+/// Open a bus of `family` on `port` (`timeout`: how long to wait for each
+/// status packet).
+pub fn open_bus(
+    family: Family,
+    port: &str,
+    baud: u32,
+    timeout: std::time::Duration,
+) -> Result<Box<dyn Bus>, BusError> {
+    Ok(match family {
+        Family::Feetech => Box::new(feetech::FeetechBus::open(port, baud, timeout)?),
+        Family::Dynamixel => Box::new(dynamixel::DynamixelBus::open(port, baud, timeout)?),
+    })
+}

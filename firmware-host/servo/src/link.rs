@@ -28,14 +28,14 @@ pub enum ConnectError {
     #[error(transparent)]
     Calibration(#[from] CalibrationError),
     /// A servo did not answer, or the bus failed.
-    #[error("{arm} on {port}: {source}")]
+    #[error("{arm} on {port}: {cause}")]
     Bus {
         /// The preset.
         arm: String,
         /// The port.
         port: String,
         /// What the bus said.
-        source: BusError,
+        cause: BusError,
     },
     /// More joints than the protocol carries.
     #[error("{arm}: {joints} joints, at most {MAX_JOINTS}")]
@@ -95,7 +95,7 @@ impl<B: Bus> ServoArm<B> {
         let bus_err = |source| ConnectError::Bus {
             arm: arm.name.into(),
             port: port.into(),
-            source,
+            cause: source,
         };
         for &id in &ids {
             bus.ping(id).map_err(bus_err)?;
@@ -242,7 +242,7 @@ impl<B: Bus> ServoLink<B> {
             .map_err(|source| ConnectError::Bus {
                 arm: arm.name.into(),
                 port: port.into(),
-                source,
+                cause: source,
             })?;
         let mut limits = heapless::Vec::new();
         for j in servos.joints() {
@@ -297,7 +297,7 @@ impl<B: Bus> ServoLink<B> {
 
 fn to_io(e: BusError) -> std::io::Error {
     match e {
-        BusError::Io { source, .. } => source,
+        BusError::Io { cause, .. } => cause,
         other => std::io::Error::other(other.to_string()),
     }
 }

@@ -99,7 +99,7 @@ impl DynamixelBus {
             .open()
             .map_err(|e| BusError::Io {
                 port: path.into(),
-                source: e.into(),
+                cause: e.into(),
             })?;
         Ok(Self::from_port(port, path, timeout))
     }
@@ -131,7 +131,7 @@ impl DynamixelBus {
     fn io(&self, source: std::io::Error) -> BusError {
         BusError::Io {
             port: self.path.clone(),
-            source,
+            cause: source,
         }
     }
 

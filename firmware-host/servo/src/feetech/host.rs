@@ -83,7 +83,7 @@ impl FeetechBus {
             .open()
             .map_err(|e| BusError::Io {
                 port: path.to_string(),
-                source: e.into(),
+                cause: e.into(),
             })?;
         Ok(Self::from_port(port, path, timeout))
     }
@@ -113,7 +113,7 @@ impl FeetechBus {
     fn io(&self, source: std::io::Error) -> BusError {
         BusError::Io {
             port: self.name.clone(),
-            source,
+            cause: source,
         }
     }
 
