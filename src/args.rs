@@ -39,6 +39,10 @@ pub enum Command {
     Reference(ReferenceArgs),
     /// The emulated arm firmware on a pseudo-terminal (prints the path to open).
     SimArm(SimArmArgs),
+    /// Calibrate a servo-bus arm (SO-100/SO-101, Koch): centre it, sweep every joint.
+    Calibrate(diffbc_deploy::cli::CalibrateArgs),
+    /// Record teleoperation demonstrations: a leader arm drives a follower arm.
+    Record(crate::record::RecordArgs),
     /// Drive an arm (real or emulated) with an exported policy over a serial port.
     Run(RunArgs),
     /// The paper's comparison: every method, architecture and sampler on the

@@ -72,6 +72,15 @@ pub struct RunArgs {
     /// included) as one JSON record here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// A servo-bus arm instead of a diffbc-protocol device: the preset
+    /// (so101-follower, so100-follower, koch-follower, …); needs
+    /// `--calibration`.
+    #[arg(long, requires = "calibration")]
+    pub arm: Option<String>,
+    /// The arm's calibration file (`diffbc calibrate` writes it; a LeRobot
+    /// calibration file of the same arm works as it is).
+    #[arg(long, requires = "arm")]
+    pub calibration: Option<PathBuf>,
     /// Sampler (default: the manifest's).
     #[command(flatten)]
     pub sampler: SamplerArgs,
@@ -221,6 +230,168 @@ pub fn sim_arm(a: SimArmArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args, Debug)]
+pub struct CalibrateArgs {
+    /// The arm preset (so101-follower, so101-leader, so100-…, koch-follower, koch-leader).
+    #[arg(long)]
+    pub arm: String,
+    /// The servo bus's serial port (the USB adapter: /dev/ttyACM0, /dev/ttyUSB0).
+    #[arg(long)]
+    pub port: String,
+    /// Baud rate of the bus.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub baud: u32,
+    /// Where to write the calibration (JSON, LeRobot's fields); default
+    /// `calibration/<arm>/<id>.json`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The arm's name, for the default file name (one file per physical arm).
+    #[arg(long, default_value = "default")]
+    pub id: String,
+}
+
+/// A person at a terminal: prompts on stderr, Enter on stdin.
+struct Terminal {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    waiting: bool,
+    shown: std::time::Instant,
+}
+
+impl diffbc_servo::calibrate::Operator for Terminal {
+    fn ready(&mut self, message: &str) -> std::io::Result<()> {
+        eprintln!("{message}");
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "stdin closed before Enter",
+            ));
+        }
+        Ok(())
+    }
+
+    fn say(&mut self, message: &str) {
+        eprintln!("{message}");
+    }
+
+    fn sweeping(&mut self, low: &[i32], high: &[i32]) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.waiting {
+            // Enter ends the sweep: read it on its own thread.
+            self.waiting = true;
+            let done = self.done.clone();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = std::io::stdin().read_line(&mut line);
+                done.store(true, Ordering::Relaxed);
+            });
+        }
+        if self.shown.elapsed() > std::time::Duration::from_millis(500) {
+            self.shown = std::time::Instant::now();
+            let ranges: Vec<String> = low
+                .iter()
+                .zip(high)
+                .map(|(l, h)| format!("{l}..{h}"))
+                .collect();
+            eprint!("\rranges (ticks): {}   ", ranges.join("  "));
+        }
+        !self.done.load(Ordering::Relaxed)
+    }
+}
+
+pub fn calibrate(a: CalibrateArgs) -> Result<()> {
+    let arm = diffbc_servo::arm::ArmPreset::named(&a.arm).map_err(anyhow::Error::msg)?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from("calibration")
+            .join(arm.name)
+            .join(format!("{}.json", a.id))
+    });
+    let mut bus = diffbc_servo::open_bus(
+        arm.family,
+        &a.port,
+        a.baud,
+        std::time::Duration::from_millis(50),
+    )?;
+    let mut operator = Terminal {
+        done: std::sync::Arc::default(),
+        waiting: false,
+        shown: std::time::Instant::now(),
+    };
+    let cal = diffbc_servo::calibrate::calibrate(
+        &mut bus,
+        arm,
+        &mut operator,
+        std::time::Duration::from_millis(20),
+    )?;
+    eprintln!();
+    cal.save(&out)?;
+    for (name, m) in &cal.motors {
+        println!(
+            "{name}: id {} homing_offset {} range {}..{}",
+            m.id, m.homing_offset, m.range_min, m.range_max
+        );
+    }
+    println!("calibration written to {}", out.display());
+    Ok(())
+}
+
+/// `diffbc run --arm`: the policy drives a servo-bus arm through the same
+/// control loop; torque is disabled on every way out.
+fn run_servo_arm(
+    a: &RunArgs,
+    controller: &mut diffbc_control::PolicyController,
+    config: &diffbc_bridge::LoopConfig,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<()> {
+    let (Some(name), Some(cal_path)) = (&a.arm, &a.calibration) else {
+        bail!("--arm needs --calibration");
+    };
+    let arm = diffbc_servo::arm::ArmPreset::named(name).map_err(anyhow::Error::msg)?;
+    let cal = diffbc_servo::calibration::Calibration::load(cal_path)?;
+    let bus = diffbc_servo::open_bus(
+        arm.family,
+        &a.port,
+        a.baud,
+        std::time::Duration::from_millis(20),
+    )?;
+    let mut link = diffbc_servo::ServoLink::connect(
+        bus,
+        &a.port,
+        arm,
+        &cal,
+        &cal_path.display().to_string(),
+        500,
+    )?;
+    let report = diffbc_bridge::control::run(
+        &mut link,
+        &mut diffbc_bridge::WallClock::start(),
+        controller,
+        config,
+        stop,
+    );
+    let bus_stats = diffbc_servo::Bus::stats(link.arm().bus());
+    drop(link);
+    print!("{}", report.stats.markdown());
+    println!(
+        "servo bus: {} status packets, {} timeouts, {} corrupt, {} servo errors; round trip last {} µs, max {} µs",
+        bus_stats.status_received,
+        bus_stats.timeouts,
+        bus_stats.corrupt,
+        bus_stats.servo_errors,
+        bus_stats.last_round_trip.as_micros(),
+        bus_stats.max_round_trip.as_micros()
+    );
+    if let Some(t) = &report.last_telemetry {
+        println!("last positions (rad): {:?}", t.positions);
+    }
+    if let Some(path) = &a.json {
+        let record = RunRecord::new(&a.port, config.rate_hz, &report);
+        std::fs::write(path, serde_json::to_string_pretty(&record)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    run_end(&report, stop)
+}
+
 pub fn run(a: RunArgs) -> Result<()> {
     let stop = interrupt_flag()?;
     let sampler = (!a.sampler.samplers.is_empty()).then(|| a.sampler.configs(&[])[0]);
@@ -284,6 +455,9 @@ pub fn run(a: RunArgs) -> Result<()> {
         max_step,
         ..Default::default()
     };
+    if a.arm.is_some() {
+        return run_servo_arm(&a, &mut controller, &config, &stop);
+    }
     let mut bridge = diffbc_bridge::Bridge::connect(&a.port, a.baud, config.handshake_timeout)?;
     let report = bridge.run(&mut controller, &config, &stop);
     print!("{}", report.stats.markdown());
@@ -304,11 +478,22 @@ pub fn run(a: RunArgs) -> Result<()> {
         let text = serde_json::to_string_pretty(&record)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    report.outcome.map_err(anyhow::Error::msg)?;
+    run_end(&report, &stop)?;
     if let Some(d) = report.delivery.filter(|d| !d.complete_in_order()) {
         bail!("the link lost or reordered commands: {d}");
     }
     Ok(())
+}
+
+/// How a run ended, as the error kinds `diffbc_deploy::exit` maps to exit
+/// codes: a fault the arm reported, Ctrl-C, or another error.
+fn run_end(report: &diffbc_bridge::RunReport, stop: &std::sync::atomic::AtomicBool) -> Result<()> {
+    match &report.outcome {
+        Err(e) if report.device_fault.is_some() => Err(crate::DeviceFaulted(e.clone()).into()),
+        Err(e) => Err(anyhow::Error::msg(e.clone())),
+        Ok(()) if stop.load(std::sync::atomic::Ordering::Relaxed) => Err(crate::Interrupted.into()),
+        Ok(()) => Ok(()),
+    }
 }
 
 /// `diffbc run --json`: one run's figures, the device's count included.

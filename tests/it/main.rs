@@ -12,4 +12,5 @@ mod manifest;
 mod pusht;
 mod qemu;
 mod report;
+mod servo;
 mod support;
