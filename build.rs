@@ -1,4 +1,4 @@
-//! The hardware-in-the-loop tests (`tests/it/hil.rs`) are built for one
+//! The hardware-in-the-loop tests (`tests/hil/hil.rs`) are built for one
 //! device: the emulated arm on a pseudo-terminal (default), or the real arm
 //! whose port `DIFFBC_HIL_PORT` names when the tests are built. For a real
 //! port the emulator-only tests (fault injection, unplugging, what the

@@ -123,6 +123,7 @@ pub fn record(a: RecordArgs) -> Result<()> {
         rate_hz: a.rate,
         duration: Some(a.seconds),
         max_step: a.max_step,
+        velocity_limits: true,
         ..Default::default()
     };
     let mut director = Terminal {

@@ -1,7 +1,7 @@
 //! `diffbc bench-bridge`: the fixed-rate loop's timing over a serial link,
 //! measured against its targets (tick jitter p99 ≤ 1 ms, no missed
 //! deadline). Timing is a property of the host, so it is measured here and
-//! printed as a table, never asserted by a test (`tests/it/hil.rs` asserts
+//! printed as a table, never asserted by a test (`tests/hil/hil.rs` asserts
 //! what holds on any host: every command arrives, in order).
 
 use anyhow::{Context, Result, bail};

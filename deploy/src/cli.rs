@@ -72,6 +72,18 @@ pub struct RunArgs {
     /// included) as one JSON record here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Deployment settings (JSON: `LoopSettings`'s fields, all optional):
+    /// timeouts, the controller's deadline, reconnect back-off, the log's
+    /// size, velocity limits. Flags below override the file.
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+    /// No telemetry for this long (ms): stop the arm.
+    #[arg(long)]
+    pub telemetry_timeout_ms: Option<u64>,
+    /// Fraction of the period the policy may take before the tick counts as
+    /// missed (and the last safe command is held), in (0, 1).
+    #[arg(long)]
+    pub deadline_fraction: Option<f64>,
     /// A servo-bus arm instead of a diffbc-protocol device: the preset
     /// (so101-follower, so100-follower, koch-follower, …); needs
     /// `--calibration`.
@@ -449,13 +461,31 @@ pub fn run(a: RunArgs) -> Result<()> {
         let task = diffbc_tasks::arm::ArmTask::default();
         controller.set_host_source(Box::new(task.state(std::sync::Arc::default())));
     }
-    let config = diffbc_bridge::LoopConfig {
+    let mut settings = match &a.settings {
+        Some(path) => LoopSettings::load(path)?,
+        None => LoopSettings::default(),
+    };
+    settings.telemetry_timeout_ms = a.telemetry_timeout_ms.or(settings.telemetry_timeout_ms);
+    settings.deadline_fraction = a.deadline_fraction.or(settings.deadline_fraction);
+    let config = settings.apply(diffbc_bridge::LoopConfig {
         rate_hz,
         duration: a.seconds,
         max_step,
         ..Default::default()
-    };
+    });
+    if let Err(e) = config.validate() {
+        match &a.settings {
+            Some(p) => bail!("deployment settings ({} and flags): {e}", p.display()),
+            None => bail!("deployment settings: {e}"),
+        }
+    }
     if a.arm.is_some() {
+        // Near people: the step is also bounded by each joint's speed limit
+        // at this rate.
+        let config = diffbc_bridge::LoopConfig {
+            velocity_limits: settings.velocity_limits.unwrap_or(true),
+            ..config
+        };
         return run_servo_arm(&a, &mut controller, &config, &stop);
     }
     let mut bridge = diffbc_bridge::Bridge::connect(&a.port, a.baud, config.handshake_timeout)?;
@@ -493,6 +523,69 @@ fn run_end(report: &diffbc_bridge::RunReport, stop: &std::sync::atomic::AtomicBo
         Err(e) => Err(anyhow::Error::msg(e.clone())),
         Ok(()) if stop.load(std::sync::atomic::Ordering::Relaxed) => Err(crate::Interrupted.into()),
         Ok(()) => Ok(()),
+    }
+}
+
+/// `diffbc run --settings FILE`: the control loop's deployment settings as
+/// JSON, every field optional (the loop's defaults otherwise); unknown
+/// fields are refused, naming them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopSettings {
+    /// No telemetry for this long (ms): stop.
+    pub telemetry_timeout_ms: Option<u64>,
+    /// Fraction of the period the controller may take, in (0, 1).
+    pub deadline_fraction: Option<f64>,
+    /// Handshake timeout (ms).
+    pub handshake_timeout_ms: Option<u64>,
+    /// Reconnect: first back-off (ms).
+    pub reconnect_initial_ms: Option<u64>,
+    /// Reconnect: largest back-off (ms).
+    pub reconnect_max_ms: Option<u64>,
+    /// Reconnect: give up after (ms).
+    pub reconnect_give_up_ms: Option<u64>,
+    /// Commands kept in the run's log (the newest; all are counted).
+    pub log_capacity: Option<usize>,
+    /// Bound each joint's step by its speed limit at the control rate.
+    pub velocity_limits: Option<bool>,
+}
+
+impl LoopSettings {
+    /// Read a settings file (errors name the file, line and field).
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// `config` with these settings where they are given.
+    pub fn apply(&self, mut config: diffbc_bridge::LoopConfig) -> diffbc_bridge::LoopConfig {
+        let ms = std::time::Duration::from_millis;
+        if let Some(v) = self.telemetry_timeout_ms {
+            config.telemetry_timeout = ms(v);
+        }
+        if let Some(v) = self.deadline_fraction {
+            config.deadline_fraction = v;
+        }
+        if let Some(v) = self.handshake_timeout_ms {
+            config.handshake_timeout = ms(v);
+        }
+        if let Some(v) = self.reconnect_initial_ms {
+            config.reconnect.initial = ms(v);
+        }
+        if let Some(v) = self.reconnect_max_ms {
+            config.reconnect.max = ms(v);
+        }
+        if let Some(v) = self.reconnect_give_up_ms {
+            config.reconnect.give_up_after = ms(v);
+        }
+        if let Some(v) = self.log_capacity {
+            config.log_capacity = v;
+        }
+        if let Some(v) = self.velocity_limits {
+            config.velocity_limits = v;
+        }
+        config
     }
 }
 

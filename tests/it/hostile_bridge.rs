@@ -138,3 +138,61 @@ fn bench_bridge_on_a_real_port_asks_before_it_moves_anything() {
         "the port was not opened: {err}"
     );
 }
+
+/// Deployment settings from a file and flags: a bad value or an unknown
+/// field is refused, named, before the port is touched.
+#[test]
+fn run_refuses_bad_deployment_settings_naming_them() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let m = model();
+    let good = dir.path().join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"telemetry_timeout_ms": 500, "deadline_fraction": 0.5}"#,
+    )
+    .expect("write");
+    let typo = dir.path().join("typo.json");
+    std::fs::write(&typo, r#"{"telemetry_timeout": 500}"#).expect("write");
+    let e = crate::support::error_line(&[
+        "run",
+        &m,
+        "--port",
+        "/nonexistent/arm",
+        "--rate",
+        "10",
+        "--force",
+        "--settings",
+        s(&typo),
+    ]);
+    assert!(
+        e.contains("typo.json") && e.contains("telemetry_timeout"),
+        "{e}"
+    );
+    let e = crate::support::error_line(&[
+        "run",
+        &m,
+        "--port",
+        "/nonexistent/arm",
+        "--rate",
+        "10",
+        "--force",
+        "--settings",
+        s(&good),
+        "--deadline-fraction",
+        "1.5",
+    ]);
+    assert!(e.contains("deadline_fraction"), "{e}");
+    // Good settings get as far as the port.
+    let e = crate::support::error_line(&[
+        "run",
+        &m,
+        "--port",
+        "/nonexistent/arm",
+        "--rate",
+        "10",
+        "--force",
+        "--settings",
+        s(&good),
+    ]);
+    assert!(e.contains("/nonexistent/arm"), "{e}");
+}

@@ -4,13 +4,10 @@
 mod arm;
 mod bench;
 mod claw;
-mod hil;
 mod hostile;
 mod hostile_bridge;
 mod lerobot;
 mod manifest;
 mod pusht;
-mod qemu;
 mod report;
-mod servo;
 mod support;

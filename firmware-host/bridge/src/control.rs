@@ -225,6 +225,11 @@ pub struct LoopConfig {
     pub telemetry_timeout: Duration,
     /// Largest change of a target per tick relative to the measured position (rad).
     pub max_step: f32,
+    /// Also bound each joint's step by its `max_velocity` over one tick
+    /// ([`SafetyLayer::with_velocity_limits`]): rate-aware, for arms near
+    /// people. Off by default (the emulated arm's evaluations keep their
+    /// settings).
+    pub velocity_limits: bool,
     /// After a vanished port.
     pub reconnect: Reconnect,
     /// Handshake timeout.
@@ -273,6 +278,7 @@ impl Default for LoopConfig {
             deadline_fraction: 0.6,
             telemetry_timeout: Duration::from_millis(200),
             max_step: 0.2,
+            velocity_limits: false,
             reconnect: Reconnect::default(),
             handshake_timeout: Duration::from_secs(2),
             log_capacity: DEFAULT_LOG_CAPACITY,
@@ -474,8 +480,11 @@ fn run_inner<L: Link + ?Sized, K: Clock, C: Controller>(
             config.rate_hz, h.max_rate_hz
         )));
     }
-    let safety = SafetyLayer::new(&h.joints, config.max_step)
+    let mut safety = SafetyLayer::new(&h.joints, config.max_step)
         .map_err(|e| BridgeError::Config(e.to_string()))?;
+    if config.velocity_limits {
+        safety = safety.with_velocity_limits(config.rate_hz);
+    }
     match catch_unwind(AssertUnwindSafe(|| controller.start(&h))) {
         Ok(r) => r.map_err(BridgeError::Controller)?,
         Err(p) => {

@@ -39,6 +39,9 @@ pub struct Clamped {
 pub struct SafetyLayer {
     limits: Vec<JointLimit>,
     max_step: f32,
+    /// Each joint's largest change per tick: `max_step`, or less with
+    /// [`SafetyLayer::with_velocity_limits`].
+    steps: Vec<f32>,
 }
 
 impl SafetyLayer {
@@ -52,7 +55,26 @@ impl SafetyLayer {
         Ok(Self {
             limits: limits.to_vec(),
             max_step,
+            steps: vec![max_step; limits.len()],
         })
+    }
+
+    /// Also bound each joint's step by its `max_velocity` over one tick at
+    /// `rate_hz`: the same policy at 30 Hz and at 100 Hz then commands no
+    /// faster motion than the limits allow (a fixed per-tick step allows
+    /// 3.3 times the speed at 100 Hz). For arms near people (`diffbc run
+    /// --arm`, `diffbc record`).
+    pub fn with_velocity_limits(mut self, rate_hz: f64) -> Self {
+        let dt = 1.0 / rate_hz.max(1e-3);
+        for (s, l) in self.steps.iter_mut().zip(&self.limits) {
+            *s = s.min((f64::from(l.max_velocity) * dt) as f32);
+        }
+        self
+    }
+
+    /// Each joint's largest change per tick (rad).
+    pub fn steps(&self) -> &[f32] {
+        &self.steps
     }
 
     /// Joint count.
@@ -85,7 +107,8 @@ impl SafetyLayer {
         for j in 0..n {
             let lim = &self.limits[j];
             let mut t = action[j];
-            let (lo, hi) = (measured[j] - self.max_step, measured[j] + self.max_step);
+            let step = self.steps[j];
+            let (lo, hi) = (measured[j] - step, measured[j] + step);
             if t < lo || t > hi {
                 t = t.clamp(lo, hi);
                 c.step += 1;
@@ -163,6 +186,36 @@ mod tests {
             .expect("finite");
         assert_eq!(out, [0.05, -0.02]);
         assert_eq!(c, Clamped::default());
+    }
+
+    #[test]
+    fn velocity_limits_make_the_bound_rate_aware() {
+        // max_velocity 2 rad/s: 0.0667 rad per tick at 30 Hz, 0.02 at 100
+        // Hz; the per-tick max_step (0.1) is the looser bound at both.
+        let at = |hz: f64| layer().with_velocity_limits(hz);
+        assert!((at(30.0).steps()[0] - 2.0 / 30.0).abs() < 1e-6);
+        assert!((at(100.0).steps()[0] - 0.02).abs() < 1e-6);
+        assert_eq!(at(10.0).steps(), [0.1, 0.1], "max_step where it is tighter");
+        // A policy asking for 1 rad every tick: 0.2 s of ticks moves
+        // the arm the same distance at either rate.
+        for hz in [30.0, 100.0] {
+            let s = at(hz);
+            let mut q = [0.0f32; 2];
+            let mut out = [0.0; 2];
+            for _ in 0..(hz * 0.2).round() as usize {
+                let c = s
+                    .apply(&q, &[q[0] + 1.0, q[1] - 1.0], &mut out)
+                    .expect("finite");
+                assert_eq!(c.step, 2);
+                q = out;
+            }
+            assert!(
+                (q[0] - 0.4).abs() < 1e-4 && (q[1] + 0.4).abs() < 1e-4,
+                "{hz} Hz: {q:?}"
+            );
+        }
+        // Without it, 100 Hz moves 3.3 times as far as 30 Hz.
+        assert_eq!(layer().steps(), [0.1, 0.1]);
     }
 
     #[test]

@@ -252,7 +252,7 @@ fn framed(payload: &[u8]) -> Vec<u8> {
 /// are not frames (bad enum tags, truncated and overlong varints, the
 /// largest payload); a valid command with each bit flipped, truncated at
 /// every length, and garbage without a delimiter longer than any frame.
-/// `tests/it/qemu.rs` writes all of it to the QEMU firmware's UART.
+/// `tests/hil/qemu.rs` writes all of it to the QEMU firmware's UART.
 fn seed_corpus() -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     let mut add = |name: &str, chunk: u8, bytes: Vec<u8>| {

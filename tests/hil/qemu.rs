@@ -719,8 +719,10 @@ fn a_firmware_panic_sends_a_firmware_fault_and_halts() {
     println!("{e}; {} commands before it", report.log.total());
     assert!(e.contains("Firmware"), "{e}");
     assert!(e.contains(&line.to_string()), "detail = line {line}: {e}");
+    // Until the panic, not to the end of the 10 s run: 3 s of device time
+    // after boot (QEMU's clock lags the wall clock when the host is busy).
     assert!(
-        (100..=300).contains(&report.log.total()),
+        (100..=700).contains(&report.log.total()),
         "{} commands at 100 Hz until the panic at 3 s",
         report.log.total()
     );

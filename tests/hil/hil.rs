@@ -1,7 +1,7 @@
 //! Hardware-in-the-loop tests of the serial bridge. The tests run over a
 //! pseudo-terminal against the emulated arm firmware by default; when
 //! `DIFFBC_HIL_PORT` names a real arm's port as the tests are built
-//! (`DIFFBC_HIL_PORT=/dev/ttyACM0 cargo test --test it hil::`), the tests
+//! (`DIFFBC_HIL_PORT=/dev/ttyACM0 cargo test --test hil`), the tests
 //! that hold on any device drive that arm, and the emulator-only ones
 //! ([`emulated`]: fault injection, unplugging, counting what the emulated arm
 //! received, driving it with a policy trained for its world) are not built:

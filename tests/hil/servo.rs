@@ -342,80 +342,83 @@ fn calibrate_record_train_and_run_on_emulated_so101_and_koch_arms() {
     assert_eq!(cal["elbow_flex"]["homing_offset"], 2047 - 2700, "{cal}");
     run_on(&koch, "koch-follower", &p("koch.json"), &p("run-koch.json"));
 
-    // Ctrl-C: torque off, exit code 130.
+    // Ctrl-C and a bus fault, on both buses.
+    ways_out(
+        &follower,
+        "so101-follower",
+        &p("follower.json"),
+        &p("model"),
+    );
+    ways_out(&koch, "koch-follower", &p("koch.json"), &p("model"));
+}
+
+/// Start `diffbc run` of `model` on `bus` (`arm`, `cal`) for `seconds` and
+/// return once the servos hold with torque on.
+fn start_run(
+    bus: &EmuBus,
+    arm: &str,
+    cal: &Path,
+    model: &Path,
+    seconds: &str,
+) -> std::process::Child {
     let child = Command::new(env!("CARGO_BIN_EXE_diffbc"))
         .args([
             "run",
-            s(&p("model")),
+            s(model),
             "--arm",
-            "koch-follower",
+            arm,
             "--calibration",
-            s(&p("koch.json")),
+            s(cal),
             "--port",
-            &koch.path,
+            &bus.path,
         ])
+        .args(["--seconds", seconds])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("diffbc run");
     let start = Instant::now();
-    while !torque(&koch, true).iter().all(|&t| t) {
+    while !torque(bus, true).iter().all(|&t| t) {
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "the run never enabled torque"
+            "{arm}: the run never enabled torque"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+/// Ctrl-C (exit 130), an overload reported mid-run (exit 3, naming the
+/// joint) and at connect (refused): torque ends off every time.
+fn ways_out(bus: &EmuBus, arm: &str, cal: &Path, model: &Path) {
+    let mut child = start_run(bus, arm, cal, model, "30");
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
+    wait_or_kill(
+        &mut child,
+        Duration::from_secs(10),
+        "diffbc run after Ctrl-C",
+    );
     let out = child.wait_with_output().expect("run");
     assert_eq!(
         out.status.code(),
         Some(130),
-        "{}",
+        "{arm}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        torque(&koch, false),
+        torque(bus, false),
         [false; JOINTS],
-        "torque off after Ctrl-C"
+        "{arm}: torque off after Ctrl-C"
     );
 
-    // A bus fault mid-run (servo 3 reports an overload): the run ends with
-    // the device-fault exit code, naming the joint; torque off.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_diffbc"))
-        .args([
-            "run",
-            s(&p("model")),
-            "--arm",
-            "koch-follower",
-            "--calibration",
-            s(&p("koch.json")),
-            "--port",
-            &koch.path,
-            "--seconds",
-            "20",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("diffbc run");
-    let start = Instant::now();
-    while !torque(&koch, true).iter().all(|&t| t) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the run never enabled torque"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    koch.faults.overload_id.store(3, Ordering::Relaxed);
+    let mut child = start_run(bus, arm, cal, model, "30");
+    bus.faults.overload_id.store(3, Ordering::Relaxed);
     wait_or_kill(
         &mut child,
         Duration::from_secs(10),
@@ -423,31 +426,36 @@ fn calibrate_record_train_and_run_on_emulated_so101_and_koch_arms() {
     );
     let out = child.wait_with_output().expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("Overload") && err.contains("joint 2"), "{err}");
+    assert_eq!(out.status.code(), Some(3), "{arm}: {err}");
+    assert!(
+        err.contains("Overload") && err.contains("joint 2"),
+        "{arm}: {err}"
+    );
     assert_eq!(
-        torque(&koch, false),
+        torque(bus, false),
         [false; JOINTS],
-        "torque off after the fault"
+        "{arm}: torque off after the fault"
     );
 
-    // A servo already in overload at connect: refused before torque goes on,
-    // naming the servo and the error in words.
+    // Already in overload at connect: refused before torque goes on.
     let e = crate::support::error_line(&[
         "run",
-        s(&p("model")),
+        s(model),
         "--arm",
-        "koch-follower",
+        arm,
         "--calibration",
-        s(&p("koch.json")),
+        s(cal),
         "--port",
-        &koch.path,
+        &bus.path,
         "--seconds",
         "1",
     ]);
-    assert!(e.contains("servo 3") && e.contains("overload"), "{e}");
-    assert_eq!(torque(&koch, false), [false; JOINTS]);
-    koch.faults.overload_id.store(0, Ordering::Relaxed);
+    assert!(
+        e.contains("servo 3") && e.contains("overload"),
+        "{arm}: {e}"
+    );
+    assert_eq!(torque(bus, false), [false; JOINTS], "{arm}");
+    bus.faults.overload_id.store(0, Ordering::Relaxed);
 }
 
 /// A panic in the controller, on the real byte protocol: the loop's stop
@@ -507,6 +515,27 @@ fn a_controller_panic_leaves_the_servos_limp() {
             torque(&b, false),
             [false; JOINTS],
             "{arm}: torque off after the panic"
+        );
+        // Every command reached the bus, in order: after the hold at
+        // connect, one goal SYNC_WRITE per logged command, its targets in
+        // ticks.
+        let joints = link.arm().joints().to_vec();
+        let sent: Vec<Vec<(u8, i32)>> = report
+            .log
+            .iter()
+            .map(|l| {
+                joints
+                    .iter()
+                    .zip(&l.command.targets)
+                    .map(|(j, &v)| (j.motor.id, j.rad_to_ticks(v)))
+                    .collect()
+            })
+            .collect();
+        assert!(sent.len() >= 5, "{arm}: {} commands", sent.len());
+        assert_eq!(
+            b.lock().goal_writes[1..],
+            sent[..],
+            "{arm}: what the servos received"
         );
         drop(link);
     }
