@@ -382,16 +382,18 @@ fn run_servo_arm(
         stop,
     );
     let bus_stats = diffbc_servo::Bus::stats(link.arm().bus());
+    let rtt = link.round_trips().clone();
     drop(link);
     print!("{}", report.stats.markdown());
     println!(
-        "servo bus: {} status packets, {} timeouts, {} corrupt, {} servo errors; round trip last {} µs, max {} µs",
+        "servo bus: {} status packets, {} timeouts, {} corrupt, {} servo errors; SYNC_READ round trip per tick p50 / p99 / max {} / {} / {} µs",
         bus_stats.status_received,
         bus_stats.timeouts,
         bus_stats.corrupt,
         bus_stats.servo_errors,
-        bus_stats.last_round_trip.as_micros(),
-        bus_stats.max_round_trip.as_micros()
+        rtt.quantile_us(0.5),
+        rtt.quantile_us(0.99),
+        rtt.max_us()
     );
     if let Some(t) = &report.last_telemetry {
         println!("last positions (rad): {:?}", t.positions);

@@ -310,6 +310,15 @@ fn calibrate_record_train_and_run_on_emulated_so101_and_koch_arms() {
             "--json",
             s(json),
         ]);
+        // The bus's round trip, per tick.
+        let line = out
+            .lines()
+            .find(|l| l.contains("SYNC_READ round trip per tick"))
+            .unwrap_or_else(|| panic!("no round-trip line in\n{out}"));
+        assert!(
+            line.contains("0 timeouts, 0 corrupt, 0 servo errors"),
+            "{line}"
+        );
         let r = read_json(json);
         assert_eq!(r["outcome"], "ok", "{r}\n{out}");
         let sent = r["sent"].as_u64().expect("sent") as usize;

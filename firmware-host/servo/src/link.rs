@@ -209,6 +209,8 @@ impl<B: Bus> Drop for ServoArm<B> {
 /// A calibrated servo-bus arm as a control-loop [`Link`].
 pub struct ServoLink<B: Bus> {
     arm: ServoArm<B>,
+    /// Each tick's SYNC_READ round trip (write to last status byte).
+    round_trips: diffbc_bridge::Histogram,
     handshake: Handshake,
     positions: [f32; MAX_JOINTS],
     velocities: [f32; MAX_JOINTS],
@@ -262,6 +264,7 @@ impl<B: Bus> ServoLink<B> {
         );
         Ok(Self {
             arm: servos,
+            round_trips: diffbc_bridge::Histogram::new(),
             handshake: Handshake {
                 protocol: PROTOCOL_VERSION,
                 joints: limits,
@@ -292,6 +295,11 @@ impl<B: Bus> ServoLink<B> {
     /// The arm.
     pub fn arm(&self) -> &ServoArm<B> {
         &self.arm
+    }
+
+    /// Every poll's SYNC_READ round trip so far (µs histogram).
+    pub fn round_trips(&self) -> &diffbc_bridge::Histogram {
+        &self.round_trips
     }
 }
 
@@ -339,6 +347,8 @@ impl<B: Bus> Link for ServoLink<B> {
             }
         }
         stats.frames_received += 1;
+        self.round_trips
+            .record(self.arm.bus().stats().last_round_trip);
         self.telemetry_seq = self.telemetry_seq.wrapping_add(1);
         let n = self.arm.len();
         self.arm.positions(&mut self.positions[..n]);
