@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// missed (and the last safe command is held), in (0, 1).
     #[arg(long)]
     pub deadline_fraction: Option<f64>,
+    /// A live status line on stderr once a second (ticks, rate, misses,
+    /// clamps, refusals, worst jitter); default: when stderr is a terminal.
+    #[arg(long)]
+    pub status: bool,
     /// A servo-bus arm instead of a diffbc-protocol device: the preset
     /// (so101-follower, so100-follower, koch-follower, …); needs
     /// `--calibration`.
@@ -347,6 +351,52 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
     Ok(())
 }
 
+fn show_status(a: &RunArgs) -> bool {
+    use std::io::IsTerminal;
+    a.status || std::io::stderr().is_terminal()
+}
+
+/// Run `f` with a [`diffbc_bridge::LiveStats`] it publishes into; when
+/// `show`, a thread prints them as one status line on stderr once a second
+/// (the control loop itself never prints).
+fn with_status_line<R>(show: bool, f: impl FnOnce(&diffbc_bridge::LiveStats) -> R) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let live = diffbc_bridge::LiveStats::default();
+    if !show {
+        return f(&live);
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let start = std::time::Instant::now();
+            let mut printed = false;
+            while !done.load(Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if start.elapsed().as_millis() / 1000 == 0 || done.load(Relaxed) {
+                    continue;
+                }
+                let ticks = live.ticks.load(Relaxed);
+                eprint!(
+                    "\rrun: {ticks} ticks, {:.1} Hz, {} missed, {} clamped, {} refused, jitter max {} µs   ",
+                    ticks as f64 / start.elapsed().as_secs_f64(),
+                    live.missed.load(Relaxed),
+                    live.clamped.load(Relaxed),
+                    live.rejected.load(Relaxed),
+                    live.jitter_max_us.load(Relaxed),
+                );
+                printed = true;
+                std::thread::sleep(std::time::Duration::from_millis(900));
+            }
+            if printed {
+                eprintln!();
+            }
+        });
+        let r = f(&live);
+        done.store(true, Relaxed);
+        r
+    })
+}
+
 /// `diffbc run --arm`: the policy drives a servo-bus arm through the same
 /// control loop; torque is disabled on every way out.
 fn run_servo_arm(
@@ -374,13 +424,16 @@ fn run_servo_arm(
         &cal_path.display().to_string(),
         500,
     )?;
-    let report = diffbc_bridge::control::run(
-        &mut link,
-        &mut diffbc_bridge::WallClock::start(),
-        controller,
-        config,
-        stop,
-    );
+    let report = with_status_line(show_status(a), |live| {
+        diffbc_bridge::control::run_live(
+            &mut link,
+            &mut diffbc_bridge::WallClock::start(),
+            controller,
+            config,
+            stop,
+            live,
+        )
+    });
     let bus_stats = diffbc_servo::Bus::stats(link.arm().bus());
     let rtt = link.round_trips().clone();
     drop(link);
@@ -491,7 +544,9 @@ pub fn run(a: RunArgs) -> Result<()> {
         return run_servo_arm(&a, &mut controller, &config, &stop);
     }
     let mut bridge = diffbc_bridge::Bridge::connect(&a.port, a.baud, config.handshake_timeout)?;
-    let report = bridge.run(&mut controller, &config, &stop);
+    let report = with_status_line(show_status(&a), |live| {
+        bridge.run_live(&mut controller, &config, &stop, live)
+    });
     print!("{}", report.stats.markdown());
     if let Some(t) = &report.last_telemetry {
         println!(

@@ -296,7 +296,7 @@ fn calibrate_record_train_and_run_on_emulated_so101_and_koch_arms() {
 
     let run_on = |bus: &EmuBus, arm: &str, cal: &Path, json: &Path| {
         let before = bus.lock().goal_writes.len();
-        let out = ok(&[
+        let run = crate::support::diffbc(&[
             "run",
             s(&p("model")),
             "--arm",
@@ -309,7 +309,20 @@ fn calibrate_record_train_and_run_on_emulated_so101_and_koch_arms() {
             "10",
             "--json",
             s(json),
+            "--status",
         ]);
+        let (out, err) = (
+            String::from_utf8_lossy(&run.stdout).into_owned(),
+            String::from_utf8_lossy(&run.stderr).into_owned(),
+        );
+        assert!(run.status.success(), "{arm}: {err}");
+        // The live status line, once a second on stderr.
+        let status = err.split('\r').filter(|l| l.starts_with("run: ")).count();
+        assert!(
+            (5..=11).contains(&status),
+            "{status} status lines in 10 s: {err}"
+        );
+        assert!(err.contains(" Hz, ") && err.contains(" clamped, "), "{err}");
         // The bus's round trip, per tick.
         let line = out
             .lines()

@@ -310,8 +310,26 @@ impl Bridge {
         config: &LoopConfig,
         stop: &AtomicBool,
     ) -> RunReport {
-        let mut report =
-            crate::control::run(self, &mut WallClock::start(), controller, config, stop);
+        self.run_live(controller, config, stop, &crate::LiveStats::default())
+    }
+
+    /// [`Bridge::run`], publishing the loop's figures into `live` after
+    /// every tick (for a status line).
+    pub fn run_live<C: Controller>(
+        &mut self,
+        controller: &mut C,
+        config: &LoopConfig,
+        stop: &AtomicBool,
+        live: &crate::LiveStats,
+    ) -> RunReport {
+        let mut report = crate::control::run_live(
+            self,
+            &mut WallClock::start(),
+            controller,
+            config,
+            stop,
+            live,
+        );
         report.delivery = self.delivery(config.telemetry_timeout);
         if let Some(d) = &report.delivery
             && !d.complete_in_order()

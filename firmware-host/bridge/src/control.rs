@@ -31,7 +31,7 @@ use crate::safety::{SafetyError, SafetyLayer};
 use crate::stats::{Histogram, RunStats};
 use diffbc_protocol::{Command, Frame, Handshake, Joints, MAX_JOINTS, StopReason, Telemetry};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -395,6 +395,35 @@ fn send_stop<L: Link + ?Sized>(link: &mut L, reason: StopReason, now: Duration) 
     let _ = link.send(&Frame::Stop { reason }, now);
 }
 
+/// Figures the loop publishes after every tick while it runs (relaxed
+/// atomic stores: no allocation, no lock), for a live status line read from
+/// another thread ([`run_live`]).
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    /// Ticks run.
+    pub ticks: AtomicU64,
+    /// Ticks whose action missed its deadline.
+    pub missed: AtomicU64,
+    /// Joint targets clamped (limits and step).
+    pub clamped: AtomicU64,
+    /// Actions refused (NaN, wrong size).
+    pub rejected: AtomicU64,
+    /// Largest tick lateness so far (µs).
+    pub jitter_max_us: AtomicU64,
+}
+
+impl LiveStats {
+    fn publish(&self, s: &RunStats) {
+        self.ticks.store(s.ticks, Ordering::Relaxed);
+        self.missed.store(s.missed_deadlines, Ordering::Relaxed);
+        self.clamped
+            .store(s.clamped_limit + s.clamped_step, Ordering::Relaxed);
+        self.rejected.store(s.rejected_actions, Ordering::Relaxed);
+        self.jitter_max_us
+            .store(s.jitter.max_us(), Ordering::Relaxed);
+    }
+}
+
 /// Run the control loop over `link` on `clock` until `config.duration`
 /// passes, `stop` is set, or an error; a stop frame is sent in every case.
 pub fn run<L: Link + ?Sized, K: Clock, C: Controller>(
@@ -403,6 +432,18 @@ pub fn run<L: Link + ?Sized, K: Clock, C: Controller>(
     controller: &mut C,
     config: &LoopConfig,
     stop: &AtomicBool,
+) -> RunReport {
+    run_live(link, clock, controller, config, stop, &LiveStats::default())
+}
+
+/// [`run`], publishing [`LiveStats`] into `live` after every tick.
+pub fn run_live<L: Link + ?Sized, K: Clock, C: Controller>(
+    link: &mut L,
+    clock: &mut K,
+    controller: &mut C,
+    config: &LoopConfig,
+    stop: &AtomicBool,
+    live: &LiveStats,
 ) -> RunReport {
     let mut stats = RunStats::new();
     let mut log = Ring::new(config.log_capacity);
@@ -420,6 +461,7 @@ pub fn run<L: Link + ?Sized, K: Clock, C: Controller>(
             &mut log,
             &mut last,
             &mut stopped,
+            live,
         )
     })) {
         Ok(outcome) => outcome,
@@ -468,6 +510,7 @@ fn run_inner<L: Link + ?Sized, K: Clock, C: Controller>(
     log: &mut Ring<LoggedCommand>,
     last: &mut Option<Telemetry>,
     stopped: &mut bool,
+    live: &LiveStats,
 ) -> Result<(), BridgeError> {
     config
         .validate()
@@ -530,6 +573,7 @@ fn run_inner<L: Link + ?Sized, K: Clock, C: Controller>(
         let worker = Worker {
             to: &to_worker,
             from: &from_worker,
+            live,
         };
         let body = catch_unwind(AssertUnwindSafe(|| {
             control_loop(
@@ -557,6 +601,8 @@ fn run_inner<L: Link + ?Sized, K: Clock, C: Controller>(
 struct Worker<'a> {
     to: &'a mpsc::SyncSender<Telemetry>,
     from: &'a mpsc::Receiver<Action>,
+    /// Where the loop publishes its figures after each tick.
+    live: &'a LiveStats,
 }
 
 /// What the loop carries from one tick to the next.
@@ -638,6 +684,7 @@ fn control_loop<L: Link + ?Sized, K: Clock>(
             &mut state, link, clock, config, stop, stats, log, safety, worker, period, deadline,
             joints,
         );
+        worker.live.publish(stats);
         // The report's last telemetry, copied once when the loop ends.
         if !matches!(next, Ok(Next::Tick)) {
             *last = state.latest.clone();

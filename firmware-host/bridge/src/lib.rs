@@ -24,8 +24,8 @@ pub mod stats;
 pub use bridge::{Bridge, BridgeError};
 pub use checked::ValueError;
 pub use control::{
-    Clock, Controller, Link, LoggedCommand, LoopConfig, Reconnect, RunReport, SimClock, Sweep,
-    WallClock,
+    Clock, Controller, Link, LiveStats, LoggedCommand, LoopConfig, Reconnect, RunReport, SimClock,
+    Sweep, WallClock,
 };
 pub use ring::Ring;
 pub use safety::SafetyLayer;
