@@ -613,6 +613,9 @@ struct TickState {
     last_telemetry_at: Duration,
     /// The last safe command (held when there is no new action).
     safe: [f32; MAX_JOINTS],
+    /// The last two commands sent (the acceleration limit's history).
+    sent: [f32; MAX_JOINTS],
+    sent_before: [f32; MAX_JOINTS],
     /// The controller is working on a telemetry frame.
     busy: bool,
     /// Telemetry arrived that the controller has not seen.
@@ -673,6 +676,8 @@ fn control_loop<L: Link + ?Sized, K: Clock>(
         latest,
         last_telemetry_at: clock.now(),
         safe,
+        sent: safe,
+        sent_before: safe,
         busy: false,
         fresh: true,
         seq: 0,
@@ -807,7 +812,13 @@ fn tick<L: Link + ?Sized, K: Clock>(
             return Err(BridgeError::Controller(e));
         }
         let mut out = [0.0f32; MAX_JOINTS];
-        match safety.apply(&measured[..joints], &a.values[..joints], &mut out[..joints]) {
+        match safety.apply_with_history(
+            &measured[..joints],
+            &a.values[..joints],
+            &s.sent[..joints],
+            &s.sent_before[..joints],
+            &mut out[..joints],
+        ) {
             Ok(c) => {
                 stats.clamped_limit += u64::from(c.limit);
                 stats.clamped_step += u64::from(c.step);
@@ -819,6 +830,8 @@ fn tick<L: Link + ?Sized, K: Clock>(
         }
     }
     // 4. Command.
+    s.sent_before = s.sent;
+    s.sent = s.safe;
     s.seq = s.seq.wrapping_add(1);
     let mut targets = Joints::new();
     for &v in &s.safe[..joints] {

@@ -29,7 +29,8 @@ pub enum SafetyError {
 pub struct Clamped {
     /// Joints clamped to their position limits.
     pub limit: u32,
-    /// Joints clamped to the per-tick step.
+    /// Joints clamped to the per-tick step (and, with velocity limits, the
+    /// speed and acceleration bounds).
     pub step: u32,
 }
 
@@ -42,6 +43,9 @@ pub struct SafetyLayer {
     /// Each joint's largest change per tick: `max_step`, or less with
     /// [`SafetyLayer::with_velocity_limits`].
     steps: Vec<f32>,
+    /// Each joint's largest change of the per-tick step from one tick to
+    /// the next (`max_acceleration · dt²`), with velocity limits only.
+    accel_steps: Option<Vec<f32>>,
 }
 
 impl SafetyLayer {
@@ -56,20 +60,82 @@ impl SafetyLayer {
             limits: limits.to_vec(),
             max_step,
             steps: vec![max_step; limits.len()],
+            accel_steps: None,
         })
     }
 
     /// Also bound each joint's step by its `max_velocity` over one tick at
-    /// `rate_hz`: the same policy at 30 Hz and at 100 Hz then commands no
-    /// faster motion than the limits allow (a fixed per-tick step allows
-    /// 3.3 times the speed at 100 Hz). For arms near people (`diffbc run
-    /// --arm`, `diffbc record`).
+    /// `rate_hz`, and the change of that step from one command to the next
+    /// by its `max_acceleration` ([`SafetyLayer::apply_with_history`]): the
+    /// same policy at 30 Hz and at 100 Hz then commands no faster and no
+    /// more abrupt motion than the limits allow (a fixed per-tick step
+    /// allows 3.3 times the speed at 100 Hz). For arms near people
+    /// (`diffbc run --arm`, `diffbc record`).
     pub fn with_velocity_limits(mut self, rate_hz: f64) -> Self {
         let dt = 1.0 / rate_hz.max(1e-3);
         for (s, l) in self.steps.iter_mut().zip(&self.limits) {
             *s = s.min((f64::from(l.max_velocity) * dt) as f32);
         }
+        self.accel_steps = Some(
+            self.limits
+                .iter()
+                .map(|l| (f64::from(l.max_acceleration) * dt * dt) as f32)
+                .collect(),
+        );
         self
+    }
+
+    /// Whether commands need their history ([`SafetyLayer::apply_with_history`]).
+    pub fn limits_acceleration(&self) -> bool {
+        self.accel_steps.is_some()
+    }
+
+    /// [`SafetyLayer::apply`], after first bounding the change of each
+    /// joint's commanded step (`action − last`) from the previous one
+    /// (`last − before_last`) by its acceleration limit, when the layer has
+    /// one ([`SafetyLayer::with_velocity_limits`]). `last` and
+    /// `before_last` are the last two commands sent. The step and position
+    /// bounds apply after, and win.
+    pub fn apply_with_history(
+        &self,
+        measured: &[f32],
+        action: &[f32],
+        last: &[f32],
+        before_last: &[f32],
+        out: &mut [f32],
+    ) -> Result<Clamped, SafetyError> {
+        let Some(acc) = &self.accel_steps else {
+            return self.apply(measured, action, out);
+        };
+        let n = self.limits.len();
+        if action.len() != n || last.len() != n || before_last.len() != n {
+            return Err(SafetyError::Joints {
+                expected: n,
+                got: action.len(),
+            });
+        }
+        if let Some(joint) = action.iter().position(|v| !v.is_finite()) {
+            return Err(SafetyError::NonFinite {
+                joint,
+                value: action[joint],
+            });
+        }
+        let mut smoothed = [0.0f32; diffbc_protocol::MAX_JOINTS];
+        let mut accel = 0;
+        for j in 0..n {
+            let expected = last[j] + (last[j] - before_last[j]);
+            let (lo, hi) = (expected - acc[j], expected + acc[j]);
+            let t = action[j];
+            smoothed[j] = if t < lo || t > hi {
+                accel += 1;
+                t.clamp(lo, hi)
+            } else {
+                t
+            };
+        }
+        let mut c = self.apply(measured, &smoothed[..n], out)?;
+        c.step += accel;
+        Ok(c)
     }
 
     /// Each joint's largest change per tick (rad).
@@ -216,6 +282,48 @@ mod tests {
         }
         // Without it, 100 Hz moves 3.3 times as far as 30 Hz.
         assert_eq!(layer().steps(), [0.1, 0.1]);
+    }
+
+    #[test]
+    fn acceleration_limits_ramp_the_speed_up_and_down() {
+        // max_acceleration 10 rad/s² at 10 Hz: the per-tick step may change
+        // by 0.1 rad per tick; max_velocity 2 → at most 0.2 rad per tick,
+        // max_step 0.1 here: the speed ramps 0.1 per tick, capped at 0.1.
+        let l = limit(-10.0, 10.0);
+        let s = SafetyLayer::new(&[l], 0.15)
+            .expect("valid")
+            .with_velocity_limits(10.0);
+        assert!(s.limits_acceleration());
+        let (mut last, mut before) = ([0.0f32], [0.0f32]);
+        let mut steps = Vec::new();
+        for _ in 0..4 {
+            let mut out = [0.0];
+            s.apply_with_history(&last, &[last[0] + 5.0], &last, &before, &mut out)
+                .expect("finite");
+            steps.push(out[0] - last[0]);
+            before = last;
+            last = out;
+        }
+        let want = [0.1, 0.15, 0.15, 0.15];
+        for (got, w) in steps.iter().zip(want) {
+            assert!((got - w).abs() < 1e-5, "{steps:?}");
+        }
+        // Stopping at once is refused too: the step shrinks by 0.1 per tick.
+        let mut out = [0.0];
+        s.apply_with_history(&last, &[last[0]], &last, &before, &mut out)
+            .expect("finite");
+        assert!(
+            (out[0] - last[0] - 0.05).abs() < 1e-5,
+            "{}",
+            out[0] - last[0]
+        );
+        // Without velocity limits there is no history to respect.
+        let plain = SafetyLayer::new(&[l], 0.15).expect("valid");
+        assert!(!plain.limits_acceleration());
+        plain
+            .apply_with_history(&[0.0], &[5.0], &[0.0], &[0.0], &mut out)
+            .expect("finite");
+        assert_eq!(out, [0.15]);
     }
 
     #[test]
