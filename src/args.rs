@@ -56,6 +56,9 @@ pub struct ReferenceArgs {
     /// Seed of the weights and golden inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// How the graphs store their matrix weights (f32, f16, int8).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub weights: diffbc_deploy::cli::WeightsArg,
     /// Replace the exported model already in the output folder (a folder
     /// that is not an exported model is never replaced).
     #[arg(long)]
@@ -87,6 +90,10 @@ pub struct ExportArgs {
     /// (default: the training config's).
     #[arg(long)]
     pub execute: Option<usize>,
+    /// How the graphs store their matrix weights: f32, f16 (f32
+    /// accumulation) or int8 (symmetric, one scale per output channel).
+    #[arg(long, value_enum, default_value = "f32", conflicts_with = "upgrade")]
+    pub weights: diffbc_deploy::cli::WeightsArg,
     /// Default sampler written to the manifest (with the sampler options below).
     #[command(flatten)]
     pub sampler: SamplerArgs,

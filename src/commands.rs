@@ -135,6 +135,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
         sampler: a.sampler.configs(&[SamplerKindArg::DiffusionX])[0],
         execute: a.execute,
         interface,
+        weights: a.weights.into(),
         ..Default::default()
     };
     let m = diffbc_export::export_checkpoint::<Cpu>(
@@ -144,9 +145,10 @@ pub fn export(a: ExportArgs) -> Result<()> {
         &Default::default(),
     )?;
     println!(
-        "exported {} ({}) -> {}: {} [{}], {} [{}]",
+        "exported {} ({}, {} weights) -> {}: {} [{}], {} [{}]",
         a.checkpoint.display(),
         m.provenance.architecture,
+        m.weights,
         out.display(),
         m.encoder.file,
         &m.encoder.sha256[..12],
@@ -216,10 +218,11 @@ pub fn reference(a: ReferenceArgs) -> Result<()> {
     let out = a
         .out
         .unwrap_or_else(|| Path::new("models").join(a.name.name()));
-    let m = diffbc_export::export_reference(a.name, &out, a.seed, a.force)?;
+    let m = diffbc_export::export_reference(a.name, &out, a.seed, a.force, a.weights.into())?;
     println!(
-        "exported reference {} -> {}: {} [{}], {} [{}]",
+        "exported reference {} ({} weights) -> {}: {} [{}], {} [{}]",
         a.name.name(),
+        m.weights,
         out.display(),
         m.encoder.file,
         &m.encoder.sha256[..12],

@@ -11,7 +11,7 @@ use diffbc_runtime::manifest::{
 };
 use diffbc_runtime::policy::sha256_hex;
 use diffbc_runtime::replay::{self, RecordPlan};
-use diffbc_runtime::{NoiseSchedule, SamplerConfig};
+use diffbc_runtime::{NoiseSchedule, SamplerConfig, WeightFormat};
 use diffbc_train::checkpoint::{self, CheckpointMeta};
 use diffbc_train::data::ObsSpec;
 use diffbc_train::model::{Head, Policy, PolicySpec};
@@ -120,6 +120,10 @@ pub struct ExportOptions {
     pub samplers: Option<BTreeMap<String, SamplerConfig>>,
     /// Seed of the end-to-end golden episodes.
     pub episode_seed: u64,
+    /// How the graphs store their matrix weights (the golden tensors stay
+    /// the trainer's f32 outputs; the runtime compares with
+    /// [`WeightFormat::golden_tolerance`]).
+    pub weights: WeightFormat,
 }
 
 /// The alternatives a denoiser's manifest names beside its default sampler:
@@ -167,6 +171,7 @@ impl Default for ExportOptions {
             interface: None,
             samplers: None,
             episode_seed: 0,
+            weights: WeightFormat::F32,
         }
     }
 }
@@ -490,6 +495,7 @@ pub fn export_policy<B: Backend>(
         channels: interface.channels,
         deployment: interface.deployment,
         unconditional_embedding: UnconditionalEmbedding::Zeros,
+        weights: options.weights,
         encoder: placeholder.clone(),
         head: placeholder,
         provenance: Provenance {
@@ -514,6 +520,19 @@ pub fn export_policy<B: Backend>(
     let (enc_in, enc_out, head_in, head_out) = m.expected_graphs();
     let (encoder, head) = graphs(policy, &m);
     let head_file = Manifest::head_file(m.head_kind);
+    let reduce = |bytes: Vec<u8>, file: &str| -> Result<Vec<u8>, ExportError> {
+        if options.weights.is_f32() {
+            return Ok(bytes);
+        }
+        let (bytes, _) = diffbc_runtime::weights::convert_graph(&bytes, options.weights, file)
+            .map_err(|e| ExportError::Unsupported {
+                what: format!("{} weights", options.weights),
+                why: e.to_string(),
+            })?;
+        Ok(bytes)
+    };
+    let encoder = reduce(encoder, files::ENCODER)?;
+    let head = reduce(head, head_file)?;
     m.encoder = GraphSpec {
         file: files::ENCODER.into(),
         sha256: sha256_hex(&encoder),

@@ -242,3 +242,39 @@ fn the_client_reproduces_every_head_kind() {
         "the reference client disagrees on a baseline head:\n{text}"
     );
 }
+
+/// Reduced-precision folders follow the same contract: `diffbc reference
+/// --weights` writes them (f16 `Cast` and int8 `DequantizeLinear` weights,
+/// `weights` in the manifest), the schema accepts them, and the client —
+/// ONNX Runtime running the graphs as written — reproduces their golden
+/// episodes.
+#[test]
+fn the_client_reproduces_reduced_precision_models() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut dirs = Vec::new();
+    for (name, weights) in [("bench-sieve", "int8"), ("tiny-kmeans-residual", "f16")] {
+        let out = tmp.path().join(format!("{name}-{weights}"));
+        let text = crate::support::ok(&[
+            "reference",
+            name,
+            "--weights",
+            weights,
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]);
+        assert!(text.contains(&format!("({weights} weights)")), "{text}");
+        let (m, _) = diffbc_runtime::policy::read_manifest(&out).expect("manifest");
+        assert_eq!(m.weights.name(), weights);
+        dirs.push(out);
+    }
+    let (ok, text) = script("check_schema.py", &dirs);
+    assert!(
+        ok,
+        "a reduced-precision manifest leaves the schema:\n{text}"
+    );
+    let (ok, text) = script("reference_client.py", &dirs);
+    assert!(
+        ok,
+        "the reference client disagrees on a reduced-precision model:\n{text}"
+    );
+}

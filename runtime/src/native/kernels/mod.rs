@@ -96,6 +96,110 @@ impl Kernel {
     }
 }
 
+/// A weight matrix, transposed (`[n, k]`, row-major), as a kernel reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Matrix<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// IEEE half-precision values.
+    F16(&'a [half::f16]),
+    /// `w_t[j, i] = q[j, i] · scale[j]`.
+    Int8 { q: &'a [i8], scale: &'a [f32] },
+}
+
+/// `y[r, j] = y[r, j] · scale[j] + b[j]` (each part when present), row by
+/// row; every kernel ends with this, so they differ in the sums only.
+fn finish(y: &mut [f32], scale: Option<&[f32]>, bias: Option<&[f32]>, n: usize) {
+    if n == 0 {
+        return;
+    }
+    match (scale, bias) {
+        (None, None) => {}
+        (None, Some(b)) => {
+            for yr in y.chunks_exact_mut(n) {
+                for (o, &bb) in yr.iter_mut().zip(b) {
+                    *o += bb;
+                }
+            }
+        }
+        (Some(s), None) => {
+            for yr in y.chunks_exact_mut(n) {
+                for (o, &ss) in yr.iter_mut().zip(s) {
+                    *o *= ss;
+                }
+            }
+        }
+        (Some(s), Some(b)) => {
+            for yr in y.chunks_exact_mut(n) {
+                for ((o, &ss), &bb) in yr.iter_mut().zip(s).zip(b) {
+                    *o = *o * ss + bb;
+                }
+            }
+        }
+    }
+}
+
+impl Kernel {
+    /// [`Kernel::gemm`] with f16 weights, widened to f32 in the kernel and
+    /// accumulated in f32 (AVX2 + FMA with F16C; NEON and the portable
+    /// kernel widen in plain Rust).
+    pub(crate) fn gemm_f16(
+        self,
+        x: &[f32],
+        w_t: &[half::f16],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        k: usize,
+        n: usize,
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2Fma => x86_64::gemm_f16(x, w_t, bias, y, k, n),
+            #[allow(unreachable_patterns)]
+            _ => portable::gemm_f16(x, w_t, bias, y, k, n),
+        }
+    }
+
+    /// [`Kernel::gemm`] with symmetric int8 weights and one scale per
+    /// output: `y[r, j] = scale[j] · Σ_i x[r, i] · q[j, i] (+ b[j])`, the sum
+    /// in f32.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm_i8(
+        self,
+        x: &[f32],
+        q: &[i8],
+        scale: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        k: usize,
+        n: usize,
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2Fma => x86_64::gemm_i8(x, q, scale, bias, y, k, n),
+            #[allow(unreachable_patterns)]
+            _ => portable::gemm_i8(x, q, scale, bias, y, k, n),
+        }
+    }
+
+    /// The product with a weight in any precision.
+    pub(crate) fn gemm_matrix(
+        self,
+        x: &[f32],
+        w_t: Matrix<'_>,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        k: usize,
+        n: usize,
+    ) {
+        match w_t {
+            Matrix::F32(w) => self.gemm(x, w, bias, y, k, n),
+            Matrix::F16(w) => self.gemm_f16(x, w, bias, y, k, n),
+            Matrix::Int8 { q, scale } => self.gemm_i8(x, q, scale, bias, y, k, n),
+        }
+    }
+}
+
 impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -234,6 +338,140 @@ mod tests {
                             e.to_bits(),
                             "{kernel}: k {k} n {n} batch {batch}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The f16 and int8 kernels: each available kernel against the portable
+    /// one (within 1e-4, relative above 1), the portable one against the f32
+    /// kernel on the widened weights (the same bits for f16; within 1e-5
+    /// relative for int8, which scales once per output instead of once per
+    /// weight), and the results against f32 on the original weights within
+    /// the format's worst case: |Σ x·(w − ŵ)| ≤ Σ |x|·|w − ŵ|, with
+    /// |w − ŵ| ≤ 2⁻¹¹|w| for f16 and ≤ scale/2 for int8.
+    #[test]
+    fn reduced_precision_kernels_agree_with_portable_and_with_f32_within_their_bound() {
+        let mut next = stream(23);
+        let mut compared = 0usize;
+        for rows in [1, 2, 3, 5, 8] {
+            for k in [1, 7, 8, 9, 16, 31, 33, 100, 522] {
+                for n in [1, 3, 4, 5, 8, 9, 13, 17] {
+                    let x: Vec<f32> = (0..rows * k).map(|_| 4.0 * next()).collect();
+                    let w_t: Vec<f32> = (0..n * k).map(|_| next()).collect();
+                    let b: Vec<f32> = (0..n).map(|_| next()).collect();
+                    let h: Vec<half::f16> = w_t.iter().map(|&v| half::f16::from_f32(v)).collect();
+                    let wide: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
+                    let (q, scale) = crate::weights::quantize_int8(&w_t, n, k, 0);
+                    let deq: Vec<f32> = q
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| f32::from(v) * scale[i / k])
+                        .collect();
+                    let mut exact = vec![0.0f32; rows * n];
+                    Kernel::Portable.gemm(&x, &w_t, Some(&b), &mut exact, k, n);
+                    let mut p16 = vec![f32::NAN; rows * n];
+                    Kernel::Portable.gemm_f16(&x, &h, Some(&b), &mut p16, k, n);
+                    let mut want16 = vec![0.0f32; rows * n];
+                    Kernel::Portable.gemm(&x, &wide, Some(&b), &mut want16, k, n);
+                    for (a, e) in p16.iter().zip(&want16) {
+                        assert_eq!(a.to_bits(), e.to_bits(), "portable f16: k {k} n {n}");
+                    }
+                    let mut p8 = vec![f32::NAN; rows * n];
+                    Kernel::Portable.gemm_i8(&x, &q, &scale, Some(&b), &mut p8, k, n);
+                    let mut want8 = vec![0.0f32; rows * n];
+                    Kernel::Portable.gemm(&x, &deq, Some(&b), &mut want8, k, n);
+                    for (a, e) in p8.iter().zip(&want8) {
+                        assert!(
+                            (a - e).abs() <= 1e-5 * e.abs().max(1.0),
+                            "portable int8: rows {rows} k {k} n {n}: {a} vs {e}"
+                        );
+                    }
+                    for r in 0..rows {
+                        let xr = &x[r * k..(r + 1) * k];
+                        let l1: f32 = xr.iter().map(|v| v.abs()).sum();
+                        for j in 0..n {
+                            let wj = &w_t[j * k..(j + 1) * k];
+                            let bound16: f32 =
+                                xr.iter().zip(wj).map(|(a, w)| (a * w).abs()).sum::<f32>() / 2048.0;
+                            let (i, e) = (r * n + j, exact[r * n + j]);
+                            assert!(
+                                (p16[i] - e).abs() <= bound16 + 1e-5,
+                                "f16 off f32 by {} > {bound16}",
+                                (p16[i] - e).abs()
+                            );
+                            let bound8 = l1 * scale[j] / 2.0;
+                            assert!(
+                                (p8[i] - e).abs() <= bound8 + 1e-5,
+                                "int8 off f32 by {} > {bound8}",
+                                (p8[i] - e).abs()
+                            );
+                        }
+                    }
+                    for kernel in Kernel::available() {
+                        let mut y16 = vec![f32::NAN; rows * n];
+                        kernel.gemm_f16(&x, &h, Some(&b), &mut y16, k, n);
+                        let mut y8 = vec![f32::NAN; rows * n];
+                        kernel.gemm_matrix(
+                            &x,
+                            Matrix::Int8 {
+                                q: &q,
+                                scale: &scale,
+                            },
+                            Some(&b),
+                            &mut y8,
+                            k,
+                            n,
+                        );
+                        for (what, got, want) in [("f16", &y16, &p16), ("int8", &y8, &p8)] {
+                            for (a, e) in got.iter().zip(want.iter()) {
+                                assert!(
+                                    (a - e).abs() <= 1e-4 * e.abs().max(1.0),
+                                    "{kernel} {what}: rows {rows} k {k} n {n}: {a}, portable {e}"
+                                );
+                            }
+                        }
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared >= 5 * 9 * 8);
+    }
+
+    /// The f16 and int8 kernels give a row the same bits alone as in a batch.
+    #[test]
+    fn reduced_precision_results_do_not_depend_on_the_batch_size() {
+        let mut next = stream(29);
+        for (k, n) in [(1, 1), (9, 7), (33, 13), (64, 32), (17, 9)] {
+            let rows = 7;
+            let x: Vec<f32> = (0..rows * k).map(|_| next()).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
+            let h: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let (q, scale) = crate::weights::quantize_int8(&w, n, k, 0);
+            for kernel in Kernel::available() {
+                for (what, m) in [
+                    ("f16", Matrix::F16(&h)),
+                    (
+                        "int8",
+                        Matrix::Int8 {
+                            q: &q,
+                            scale: &scale,
+                        },
+                    ),
+                ] {
+                    let mut alone = vec![0.0f32; rows * n];
+                    for r in 0..rows {
+                        let (xr, yr) = (&x[r * k..(r + 1) * k], &mut alone[r * n..(r + 1) * n]);
+                        kernel.gemm_matrix(xr, m, None, yr, k, n);
+                    }
+                    for batch in 2..=rows {
+                        let mut y = vec![0.0f32; batch * n];
+                        kernel.gemm_matrix(&x[..batch * k], m, None, &mut y, k, n);
+                        for (a, e) in y.iter().zip(&alone) {
+                            assert_eq!(a.to_bits(), e.to_bits(), "{kernel} {what}: batch {batch}");
+                        }
                     }
                 }
             }
