@@ -8,10 +8,17 @@ static ALLOCATOR: diffbc_alloc_count::Counting = diffbc_alloc_count::Counting;
 use diffbc_deploy::bench::{BenchPlan, markdown, run};
 use diffbc_runtime::{EngineChoice, SamplerConfig, WeightFormat};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// The allocation count is process-wide: one bench at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 #[test]
 fn bench_counts_allocations_per_action_when_the_allocator_counts() {
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     assert!(diffbc_alloc_count::counting());
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/bench-sieve");
     let plan = BenchPlan {
@@ -41,6 +48,9 @@ fn bench_counts_allocations_per_action_when_the_allocator_counts() {
 /// still allocates nothing per action.
 #[test]
 fn bench_measures_every_weight_format_from_one_f32_folder() {
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/bench-sieve");
     let plan = BenchPlan {
         engines: vec![EngineChoice::Native, EngineChoice::Tract],

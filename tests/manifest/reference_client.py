@@ -70,7 +70,10 @@ def load_graph(folder, spec):
     data = (folder / spec["file"]).read_bytes()
     if hashlib.sha256(data).hexdigest() != spec["sha256"]:
         raise Mismatch(f"{spec['file']}: sha256 differs from the manifest")
-    return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    # int8 weights: f32 activations (manifest.md, "Weight formats").
+    options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 class Policy:
