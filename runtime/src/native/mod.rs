@@ -18,8 +18,9 @@
 //! absent or zeros). Every tensor is `[batch, …]`; constants broadcast over
 //! the batch.
 //!
-//! Matrix products run on the best [`Kernel`] this CPU has (AVX2 + FMA on
-//! x86-64, NEON on aarch64, portable Rust elsewhere), chosen once at load;
+//! Matrix products run on the best [`Kernel`] this CPU has (AVX-512F or
+//! AVX2 + FMA on x86-64, NEON on aarch64, portable Rust elsewhere), chosen
+//! once at load;
 //! [`NativeGraph::kernel`] says which. A Gemm/MatMul weight that reaches it
 //! through `Cast` or `DequantizeLinear` stays in f16 or int8 in memory (2 or 1
 //! byte per weight, plus one f32 scale per output for int8) and is widened

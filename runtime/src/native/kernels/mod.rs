@@ -1,6 +1,6 @@
 //! The native engine's matrix kernel, one module per instruction set (as
 //! tract-linalg arranges its kernels): [`portable`] runs anywhere,
-//! [`x86_64`] uses AVX2 + FMA, [`aarch64`] uses NEON. [`Kernel::detect`]
+//! [`x86_64`] uses AVX2 + FMA or AVX-512F, [`aarch64`] uses NEON. [`Kernel::detect`]
 //! picks the best one this CPU has, once, when a graph is loaded.
 //!
 //! Every kernel computes each output as the same sequence of operations
@@ -25,17 +25,26 @@ pub enum Kernel {
     Portable,
     /// x86-64 with AVX2 and FMA: 8 lanes, fused multiply-add.
     Avx2Fma,
+    /// x86-64 with AVX-512F (and AVX2, FMA): 16 lanes, fused multiply-add.
+    Avx512,
     /// aarch64 NEON (Advanced SIMD): 2 × 4 lanes, fused multiply-add.
     Neon,
 }
 
 impl Kernel {
     /// Every kernel, whether or not this CPU has it.
-    pub const ALL: [Kernel; 3] = [Kernel::Portable, Kernel::Avx2Fma, Kernel::Neon];
+    pub const ALL: [Kernel; 4] = [
+        Kernel::Portable,
+        Kernel::Avx2Fma,
+        Kernel::Avx512,
+        Kernel::Neon,
+    ];
 
     /// The fastest kernel this CPU runs.
     pub fn detect() -> Self {
-        if Self::Avx2Fma.is_available() {
+        if Self::Avx512.is_available() {
+            Self::Avx512
+        } else if Self::Avx2Fma.is_available() {
             Self::Avx2Fma
         } else if Self::Neon.is_available() {
             Self::Neon
@@ -50,6 +59,8 @@ impl Kernel {
             Self::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Self::Avx2Fma => x86_64::available(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => x86_64::available_512(),
             #[cfg(target_arch = "aarch64")]
             Self::Neon => aarch64::available(),
             #[allow(unreachable_patterns)]
@@ -62,11 +73,13 @@ impl Kernel {
         Self::ALL.into_iter().filter(|k| k.is_available())
     }
 
-    /// A short name for logs and tables: `portable`, `avx2+fma`, `neon`.
+    /// A short name for logs and tables: `portable`, `avx2+fma`, `avx512f`,
+    /// `neon`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Portable => "portable",
             Self::Avx2Fma => "avx2+fma",
+            Self::Avx512 => "avx512f",
             Self::Neon => "neon",
         }
     }
@@ -88,6 +101,8 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx2Fma => x86_64::gemm(x, w_t, bias, y, k, n),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => x86_64::gemm512(x, w_t, bias, y, k, n),
             #[cfg(target_arch = "aarch64")]
             Self::Neon => aarch64::gemm(x, w_t, bias, y, k, n),
             #[allow(unreachable_patterns)]
@@ -155,6 +170,8 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx2Fma => x86_64::gemm_f16(x, w_t, bias, y, k, n),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => x86_64::gemm512_f16(x, w_t, bias, y, k, n),
             #[allow(unreachable_patterns)]
             _ => portable::gemm_f16(x, w_t, bias, y, k, n),
         }
@@ -177,6 +194,8 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx2Fma => x86_64::gemm_i8(x, q, scale, bias, y, k, n),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => x86_64::gemm512_i8(x, q, scale, bias, y, k, n),
             #[allow(unreachable_patterns)]
             _ => portable::gemm_i8(x, q, scale, bias, y, k, n),
         }
@@ -226,15 +245,20 @@ mod tests {
         #[cfg(target_arch = "aarch64")]
         assert_eq!(k, Kernel::Neon);
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            assert_eq!(k, Kernel::Avx2Fma);
-        } else {
-            assert_eq!(k, Kernel::Portable);
+            let avx2 = std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma");
+            if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
+                assert_eq!(k, Kernel::Avx512);
+            } else if avx2 {
+                assert_eq!(k, Kernel::Avx2Fma);
+            } else {
+                assert_eq!(k, Kernel::Portable);
+            }
         }
         assert_eq!(k.name(), k.to_string());
         let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["portable", "avx2+fma", "neon"]);
+        assert_eq!(names, ["portable", "avx2+fma", "avx512f", "neon"]);
         assert_eq!(Kernel::available().next(), Some(Kernel::Portable));
     }
 

@@ -1,13 +1,14 @@
-//! x86-64 matrix kernels: AVX2 + FMA, 8 lanes, for f32, f16 and int8
-//! weights (f32 accumulation in every case).
+//! x86-64 matrix kernels: AVX2 + FMA (8 lanes) and AVX-512F (16 lanes), for
+//! f32, f16 and int8 weights (f32 accumulation in every case).
 //!
 //! Every function here is compiled with the features it names enabled and is
 //! reachable only through [`gemm`], [`gemm_f16`] and [`gemm_i8`], which check
 //! that the CPU has them (f16 weights also need F16C, which every AVX2 CPU
 //! has; without it they run the portable kernel). The three share one tile
-//! structure, written once by `kernel!` and instantiated per weight type with
-//! the load that widens 8 weights to 8 f32 lanes: a plain load for f32,
-//! `vcvtph2ps` for f16, `vpmovsxbd` + `vcvtdq2ps` for int8.
+//! structure, written once by `kernel!` and instantiated per vector width and
+//! weight type with the load that widens a vector of weights to f32 lanes: a
+//! plain load for f32, `vcvtph2ps` for f16, `vpmovsxbd` + `vcvtdq2ps` for
+//! int8.
 
 use std::arch::x86_64::*;
 
@@ -44,31 +45,34 @@ fn load_i8(v: &[i8; 8]) -> __m256 {
 
 /// The tile, one-output and whole-product functions for one weight type.
 macro_rules! kernel {
-    ($features:literal, $t:ty, $load:ident, $widen:expr, $tile:ident, $dot:ident, $products:ident) => {
+    (
+        $features:literal, $lanes:literal, $vec:ty, $zero:ident, $fma:ident, $hsum:ident,
+        $xload:ident, $t:ty, $load:ident, $widen:expr, $tile:ident, $dot:ident, $products:ident
+    ) => {
         /// `R` rows × `C` weight rows; `xs`/`ws` are whole rows of length k.
         #[target_feature(enable = $features)]
         #[inline]
         fn $tile<const R: usize, const C: usize>(xs: [&[f32]; R], ws: [&[$t]; C]) -> [[f32; C]; R] {
             let k = xs[0].len();
-            let chunks = k / 8;
-            let mut xc: [&[[f32; 8]]; R] = [&[]; R];
+            let chunks = k / $lanes;
+            let mut xc: [&[[f32; $lanes]]; R] = [&[]; R];
             for r in 0..R {
-                xc[r] = &xs[r].as_chunks::<8>().0[..chunks];
+                xc[r] = &xs[r].as_chunks::<$lanes>().0[..chunks];
             }
-            let mut wc: [&[[$t; 8]]; C] = [&[]; C];
+            let mut wc: [&[[$t; $lanes]]; C] = [&[]; C];
             for j in 0..C {
-                wc[j] = &ws[j].as_chunks::<8>().0[..chunks];
+                wc[j] = &ws[j].as_chunks::<$lanes>().0[..chunks];
             }
-            let mut acc = [[_mm256_setzero_ps(); C]; R];
+            let mut acc: [[$vec; C]; R] = [[$zero(); C]; R];
             for c in 0..chunks {
-                let mut xv = [_mm256_setzero_ps(); R];
+                let mut xv: [$vec; R] = [$zero(); R];
                 for r in 0..R {
-                    xv[r] = load(&xc[r][c]);
+                    xv[r] = $xload(&xc[r][c]);
                 }
                 for j in 0..C {
                     let w = $load(&wc[j][c]);
                     for r in 0..R {
-                        acc[r][j] = _mm256_fmadd_ps(xv[r], w, acc[r][j]);
+                        acc[r][j] = $fma(xv[r], w, acc[r][j]);
                     }
                 }
             }
@@ -76,8 +80,8 @@ macro_rules! kernel {
             let mut out = [[0.0f32; C]; R];
             for r in 0..R {
                 for j in 0..C {
-                    let mut s = hsum(acc[r][j]);
-                    for i in chunks * 8..k {
+                    let mut s = $hsum(acc[r][j]);
+                    for i in chunks * $lanes..k {
                         s = xs[r][i].mul_add(widen(ws[j][i]), s);
                     }
                     out[r][j] = s;
@@ -89,14 +93,14 @@ macro_rules! kernel {
         /// One output: the same operations as one entry of the tile.
         #[target_feature(enable = $features)]
         fn $dot(x: &[f32], w: &[$t]) -> f32 {
-            let (xc, xt) = x.as_chunks::<8>();
-            let (wc, wt) = w.as_chunks::<8>();
-            let mut acc = _mm256_setzero_ps();
+            let (xc, xt) = x.as_chunks::<$lanes>();
+            let (wc, wt) = w.as_chunks::<$lanes>();
+            let mut acc = $zero();
             for (a, b) in xc.iter().zip(wc) {
-                acc = _mm256_fmadd_ps(load(a), $load(b), acc);
+                acc = $fma($xload(a), $load(b), acc);
             }
             let widen = $widen;
-            let mut s = hsum(acc);
+            let mut s = $hsum(acc);
             for (a, b) in xt.iter().zip(wt) {
                 s = a.mul_add(widen(*b), s);
             }
@@ -154,9 +158,39 @@ macro_rules! kernel {
     };
 }
 
-kernel!("avx2,fma", f32, load, |w: f32| w, tile, dot, products);
+#[target_feature(enable = "avx2,fma")]
+fn zero() -> __m256 {
+    _mm256_setzero_ps()
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn fma(x: __m256, w: __m256, acc: __m256) -> __m256 {
+    _mm256_fmadd_ps(x, w, acc)
+}
+
+kernel!(
+    "avx2,fma",
+    8,
+    __m256,
+    zero,
+    fma,
+    hsum,
+    load,
+    f32,
+    load,
+    |w: f32| w,
+    tile,
+    dot,
+    products
+);
 kernel!(
     "avx2,fma,f16c",
+    8,
+    __m256,
+    zero,
+    fma,
+    hsum,
+    load,
     half::f16,
     load_f16,
     |w: half::f16| w.to_f32(),
@@ -166,12 +200,103 @@ kernel!(
 );
 kernel!(
     "avx2,fma",
+    8,
+    __m256,
+    zero,
+    fma,
+    hsum,
+    load,
     i8,
     load_i8,
     |w: i8| f32::from(w),
     tile_i8,
     dot_i8,
     products_i8
+);
+
+// AVX-512: the same tiles, 16 lanes.
+
+/// Sum of the 16 lanes: the two halves added, then [`hsum`].
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn hsum16(v: __m512) -> f32 {
+    let lo = _mm512_castps512_ps256(v);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    hsum(_mm256_add_ps(lo, hi))
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn zero16() -> __m512 {
+    _mm512_setzero_ps()
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn fma16(x: __m512, w: __m512, acc: __m512) -> __m512 {
+    _mm512_fmadd_ps(x, w, acc)
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn load16(v: &[f32; 16]) -> __m512 {
+    // SAFETY: `v` is 16 readable f32s; loadu has no alignment requirement.
+    unsafe { _mm512_loadu_ps(v.as_ptr()) }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn load16_f16(v: &[half::f16; 16]) -> __m512 {
+    // SAFETY: `v` is 16 readable f16s (32 bytes); loadu is unaligned.
+    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(v.as_ptr().cast::<__m256i>())) }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn load16_i8(v: &[i8; 16]) -> __m512 {
+    // SAFETY: `v` is 16 readable bytes; loadu is unaligned.
+    let q = unsafe { _mm_loadu_si128(v.as_ptr().cast::<__m128i>()) };
+    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q))
+}
+
+kernel!(
+    "avx512f,avx2,fma",
+    16,
+    __m512,
+    zero16,
+    fma16,
+    hsum16,
+    load16,
+    f32,
+    load16,
+    |w: f32| w,
+    tile16,
+    dot16,
+    products16
+);
+kernel!(
+    "avx512f,avx2,fma",
+    16,
+    __m512,
+    zero16,
+    fma16,
+    hsum16,
+    load16,
+    half::f16,
+    load16_f16,
+    |w: half::f16| w.to_f32(),
+    tile16_f16,
+    dot16_f16,
+    products16_f16
+);
+kernel!(
+    "avx512f,avx2,fma",
+    16,
+    __m512,
+    zero16,
+    fma16,
+    hsum16,
+    load16,
+    i8,
+    load16_i8,
+    |w: i8| f32::from(w),
+    tile16_i8,
+    dot16_i8,
+    products16_i8
 );
 
 /// Whether this CPU has what the kernel needs (a cached load after the
@@ -240,5 +365,65 @@ pub(super) fn gemm_i8(
     // SAFETY: AVX2 and FMA were found on this CPU just above; every memory
     // access inside is a bounds-checked slice or a load from a fixed-size array.
     unsafe { products_i8(x, q, y, k, n) };
+    super::finish(y, Some(scale), bias, n);
+}
+
+/// Whether this CPU runs the AVX-512 kernels (AVX-512F besides AVX2 + FMA).
+pub(super) fn available_512() -> bool {
+    available() && std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// [`gemm`] on 16 lanes; see [`super::Kernel::gemm`]. Without AVX-512F
+/// (which `Kernel::detect` never picks this kernel for) it runs the AVX2 one.
+pub(super) fn gemm512(
+    x: &[f32],
+    w_t: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    k: usize,
+    n: usize,
+) {
+    if !available_512() || k == 0 {
+        return gemm(x, w_t, bias, y, k, n);
+    }
+    // SAFETY: AVX-512F, AVX2 and FMA were found on this CPU just above; every
+    // memory access inside is a bounds-checked slice or a load from a
+    // fixed-size array.
+    unsafe { products16(x, w_t, y, k, n) };
+    super::finish(y, None, bias, n);
+}
+
+/// [`gemm_f16`] on 16 lanes (AVX-512F converts f16 itself).
+pub(super) fn gemm512_f16(
+    x: &[f32],
+    w_t: &[half::f16],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    k: usize,
+    n: usize,
+) {
+    if !available_512() || k == 0 {
+        return gemm_f16(x, w_t, bias, y, k, n);
+    }
+    // SAFETY: as in `gemm512`.
+    unsafe { products16_f16(x, w_t, y, k, n) };
+    super::finish(y, None, bias, n);
+}
+
+/// [`gemm_i8`] on 16 lanes.
+pub(super) fn gemm512_i8(
+    x: &[f32],
+    q: &[i8],
+    scale: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    k: usize,
+    n: usize,
+) {
+    if !available_512() || k == 0 {
+        return gemm_i8(x, q, scale, bias, y, k, n);
+    }
+    // SAFETY: as in `gemm512`.
+    unsafe { products16_i8(x, q, y, k, n) };
     super::finish(y, Some(scale), bias, n);
 }
