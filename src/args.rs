@@ -67,7 +67,8 @@ pub struct ReferenceArgs {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// Checkpoint folder (with `--upgrade`: the format-1 exported folder).
+    /// Checkpoint folder (with `--upgrade`: the format-1 exported folder;
+    /// with `--weights f16|int8`: an exported f32 folder may stand here).
     pub checkpoint: PathBuf,
     /// Output folder, e.g. models/claw (with `--upgrade`, default: in place).
     #[arg(long, required_unless_present = "upgrade")]
@@ -92,6 +93,8 @@ pub struct ExportArgs {
     pub execute: Option<usize>,
     /// How the graphs store their matrix weights: f32, f16 (f32
     /// accumulation) or int8 (symmetric, one scale per output channel).
+    /// Given an exported f32 folder instead of a checkpoint, writes that
+    /// folder in this format.
     #[arg(long, value_enum, default_value = "f32", conflicts_with = "upgrade")]
     pub weights: diffbc_deploy::cli::WeightsArg,
     /// Default sampler written to the manifest (with the sampler options below).

@@ -121,6 +121,30 @@ pub fn export(a: ExportArgs) -> Result<()> {
         return upgrade(&a);
     }
     let out = a.out.clone().context("--out is required")?;
+    let manifest = a.checkpoint.join(diffbc_runtime::manifest::MANIFEST_FILE);
+    if manifest.is_file() {
+        // An exported folder: only its weight format can change.
+        let weights = diffbc_runtime::WeightFormat::from(a.weights);
+        if weights.is_f32() {
+            bail!(
+                "{} is an exported model, not a checkpoint; pass --weights f16 or int8 to \
+                 write it in another weight format",
+                a.checkpoint.display()
+            );
+        }
+        let m = diffbc_export::reduce(&a.checkpoint, &out, weights, a.force)?;
+        println!(
+            "wrote {} with {} weights -> {}: {} [{}], {} [{}]",
+            a.checkpoint.display(),
+            m.weights,
+            out.display(),
+            m.encoder.file,
+            &m.encoder.sha256[..12],
+            m.head.file,
+            &m.head.sha256[..12]
+        );
+        return Ok(());
+    }
     // Channels from the data when given, else the checkpoint's record.
     let interface = match &a.data {
         Some(data) => {

@@ -404,8 +404,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         .filter(|r| r.threads == 1 && r.sampler == "diffusion-x(M=8)")
     {
         println!(
-            "Diffusion-X (M=8), 1 thread, {}: {:.0} actions/s = {:.2}x the 250 actions/s target",
+            "Diffusion-X (M=8), 1 thread, {} {}: {:.0} actions/s = {:.2}x the 250 actions/s target",
             r.engine,
+            r.weights,
             r.actions_per_s,
             r.actions_per_s / 250.0
         );

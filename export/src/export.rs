@@ -696,3 +696,49 @@ pub fn upgrade(
     diffbc_runtime::fs::replace_dir(staged, out, &KIND).map_err(ExportError::Output)?;
     Ok(m)
 }
+
+/// Write the exported f32 folder `dir` with its weights in `weights` into
+/// `out` (absent, empty, or an exported model with `force`): both graphs
+/// rewritten ([`diffbc_runtime::weights::write_variant`]), the per-graph
+/// golden tensors kept (they stay the trainer's f32 outputs, checked with
+/// the format's tolerance) and the end-to-end golden episodes recorded on the
+/// new graphs. For folders whose checkpoint is gone, e.g. the shipped
+/// `models/`.
+pub fn reduce(
+    dir: &Path,
+    out: &Path,
+    weights: WeightFormat,
+    force: bool,
+) -> Result<Manifest, ExportError> {
+    claim(out, force)?;
+    let staged = diffbc_runtime::fs::staging_dir(out).map_err(ExportError::Output)?;
+    let tmp = staged.path();
+    let runtime_err = |e: diffbc_runtime::PolicyError| ExportError::Unsupported {
+        what: format!("{} as {weights}", dir.display()),
+        why: e.to_string(),
+    };
+    let m = diffbc_runtime::weights::write_variant(dir, tmp, weights).map_err(runtime_err)?;
+    let (from, to) = (dir.join(files::GOLDEN), tmp.join(files::GOLDEN));
+    std::fs::create_dir_all(&to).map_err(write_err(&to))?;
+    let index = diffbc_runtime::fs::read_to_string(
+        &from.join(golden::INDEX_FILE),
+        diffbc_runtime::fs::limits::JSON,
+    )
+    .map_err(ExportError::Output)?;
+    let cases: Vec<GoldenCase> =
+        serde_json::from_str(&index).map_err(|e| ExportError::Unsupported {
+            what: from.join(golden::INDEX_FILE).display().to_string(),
+            why: e.to_string(),
+        })?;
+    for t in cases.iter().flat_map(|c| c.inputs.iter().chain(&c.outputs)) {
+        let src = diffbc_runtime::fs::within(&from, &t.file).map_err(ExportError::Output)?;
+        let bytes = diffbc_runtime::fs::read(&src, diffbc_runtime::fs::limits::NPY)
+            .map_err(ExportError::Output)?;
+        std::fs::write(to.join(&t.file), bytes).map_err(write_err(&to.join(&t.file)))?;
+    }
+    std::fs::write(to.join(golden::INDEX_FILE), index)
+        .map_err(write_err(&to.join(golden::INDEX_FILE)))?;
+    record_episodes(tmp, &m, 0)?;
+    diffbc_runtime::fs::replace_dir(staged, out, &KIND).map_err(ExportError::Output)?;
+    Ok(m)
+}

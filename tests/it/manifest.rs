@@ -278,3 +278,44 @@ fn the_client_reproduces_reduced_precision_models() {
         "the reference client disagrees on a reduced-precision model:\n{text}"
     );
 }
+
+/// `diffbc export` of an exported f32 folder with `--weights` writes it in
+/// that format (the shipped models have no checkpoint): the result loads on
+/// every CPU engine, stays within the format's tolerance of the trainer's
+/// golden outputs and replays its own episodes within 1e-4; without
+/// `--weights` the folder is refused, naming it.
+#[test]
+fn an_exported_folder_is_written_in_another_weight_format() {
+    use diffbc_runtime::{EngineChoice, OnnxModel, WeightFormat};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let claw = root().join("models/claw");
+    let out = tmp.path().join("claw-int8");
+    let text = crate::support::ok(&[
+        "export",
+        claw.to_str().expect("utf-8"),
+        "--weights",
+        "int8",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(text.contains("with int8 weights"), "{text}");
+    for engine in [EngineChoice::Tract, EngineChoice::Native] {
+        let g = OnnxModel::load(&out, engine)
+            .expect("loads")
+            .golden_worst(&out)
+            .expect("golden");
+        assert!(g.within(WeightFormat::Int8) && g.relative > 0.0, "{g:?}");
+        let r = diffbc_runtime::replay::replay(&out, engine).expect("replay");
+        assert!(r.cases >= 5 && r.worst_normalised <= 1e-4, "{r:?}");
+    }
+    let e = crate::support::error_line(&[
+        "export",
+        claw.to_str().expect("utf-8"),
+        "--out",
+        tmp.path().join("again").to_str().expect("utf-8"),
+    ]);
+    assert!(
+        e.contains("models/claw is an exported model") && e.contains("--weights f16 or int8"),
+        "{e}"
+    );
+}
