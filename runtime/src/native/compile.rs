@@ -84,7 +84,8 @@ impl Reduced {
         match self {
             Reduced::F16(v) => v.iter().map(|h| h.to_f32()).collect(),
             Reduced::Int8 { q, scale, axis } => {
-                let inner: usize = dims[axis + 1..].iter().product();
+                // (A single scale may come with any axis; nothing indexes it.)
+                let inner: usize = dims.get(axis + 1..).map_or(1, |d| d.iter().product());
                 let len = dims.get(*axis).copied().unwrap_or(1);
                 q.iter()
                     .enumerate()
@@ -614,5 +615,42 @@ impl Stored {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dequantising follows the axis of a per-axis scale, and a single scale
+    /// with an axis beyond the tensor's rank (legal ONNX: the axis is then
+    /// unused) does not index out of bounds.
+    #[test]
+    fn int8_dequantises_along_its_axis_and_ignores_the_axis_of_one_scale() {
+        let q = vec![1, -2, 3, 4, -5, 6];
+        let per_row = Reduced::Int8 {
+            q: q.clone(),
+            scale: vec![1.0, 0.5],
+            axis: 0,
+        };
+        assert_eq!(
+            per_row.dequantize(&[2, 3]),
+            [1.0, -2.0, 3.0, 2.0, -2.5, 3.0]
+        );
+        let per_col = Reduced::Int8 {
+            q: q.clone(),
+            scale: vec![1.0, 0.5, 2.0],
+            axis: 1,
+        };
+        assert_eq!(
+            per_col.dequantize(&[2, 3]),
+            [1.0, -1.0, 6.0, 4.0, -2.5, 12.0]
+        );
+        let one = Reduced::Int8 {
+            q,
+            scale: vec![0.5],
+            axis: 7,
+        };
+        assert_eq!(one.dequantize(&[2, 3]), [0.5, -1.0, 1.5, 2.0, -2.5, 3.0]);
     }
 }
