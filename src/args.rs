@@ -60,6 +60,9 @@ pub struct ReferenceArgs {
     /// Seed of the weights and golden inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// How the graphs store their matrix weights (f32, f16, int8).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub weights: diffbc_deploy::cli::WeightsArg,
     /// Replace the exported model already in the output folder (a folder
     /// that is not an exported model is never replaced).
     #[arg(long)]
@@ -68,7 +71,8 @@ pub struct ReferenceArgs {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// Checkpoint folder (with `--upgrade`: the format-1 exported folder).
+    /// Checkpoint folder (with `--upgrade`: the format-1 exported folder;
+    /// with `--weights f16|int8`: an exported f32 folder may stand here).
     pub checkpoint: PathBuf,
     /// Output folder, e.g. models/claw (with `--upgrade`, default: in place).
     #[arg(long, required_unless_present = "upgrade")]
@@ -91,6 +95,12 @@ pub struct ExportArgs {
     /// (default: the training config's).
     #[arg(long)]
     pub execute: Option<usize>,
+    /// How the graphs store their matrix weights: f32, f16 (f32
+    /// accumulation) or int8 (symmetric, one scale per output channel).
+    /// Given an exported f32 folder instead of a checkpoint, writes that
+    /// folder in this format.
+    #[arg(long, value_enum, default_value = "f32", conflicts_with = "upgrade")]
+    pub weights: diffbc_deploy::cli::WeightsArg,
     /// Default sampler written to the manifest (with the sampler options below).
     #[command(flatten)]
     pub sampler: SamplerArgs,

@@ -121,6 +121,30 @@ pub fn export(a: ExportArgs) -> Result<()> {
         return upgrade(&a);
     }
     let out = a.out.clone().context("--out is required")?;
+    let manifest = a.checkpoint.join(diffbc_runtime::manifest::MANIFEST_FILE);
+    if manifest.is_file() {
+        // An exported folder: only its weight format can change.
+        let weights = diffbc_runtime::WeightFormat::from(a.weights);
+        if weights.is_f32() {
+            bail!(
+                "{} is an exported model, not a checkpoint; pass --weights f16 or int8 to \
+                 write it in another weight format",
+                a.checkpoint.display()
+            );
+        }
+        let m = diffbc_export::reduce(&a.checkpoint, &out, weights, a.force)?;
+        println!(
+            "wrote {} with {} weights -> {}: {} [{}], {} [{}]",
+            a.checkpoint.display(),
+            m.weights,
+            out.display(),
+            m.encoder.file,
+            &m.encoder.sha256[..12],
+            m.head.file,
+            &m.head.sha256[..12]
+        );
+        return Ok(());
+    }
     // Channels from the data when given, else the checkpoint's record.
     let interface = match &a.data {
         Some(data) => {
@@ -135,6 +159,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
         sampler: a.sampler.configs(&[SamplerKindArg::DiffusionX])[0],
         execute: a.execute,
         interface,
+        weights: a.weights.into(),
         ..Default::default()
     };
     let m = diffbc_export::export_checkpoint::<Cpu>(
@@ -144,9 +169,10 @@ pub fn export(a: ExportArgs) -> Result<()> {
         &Default::default(),
     )?;
     println!(
-        "exported {} ({}) -> {}: {} [{}], {} [{}]",
+        "exported {} ({}, {} weights) -> {}: {} [{}], {} [{}]",
         a.checkpoint.display(),
         m.provenance.architecture,
+        m.weights,
         out.display(),
         m.encoder.file,
         &m.encoder.sha256[..12],
@@ -216,10 +242,11 @@ pub fn reference(a: ReferenceArgs) -> Result<()> {
     let out = a
         .out
         .unwrap_or_else(|| Path::new("models").join(a.name.name()));
-    let m = diffbc_export::export_reference(a.name, &out, a.seed, a.force)?;
+    let m = diffbc_export::export_reference(a.name, &out, a.seed, a.force, a.weights.into())?;
     println!(
-        "exported reference {} -> {}: {} [{}], {} [{}]",
+        "exported reference {} ({} weights) -> {}: {} [{}], {} [{}]",
         a.name.name(),
+        m.weights,
         out.display(),
         m.encoder.file,
         &m.encoder.sha256[..12],

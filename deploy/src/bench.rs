@@ -1,14 +1,18 @@
 //! `diffbc bench <model-dir>`: latency and throughput of `Policy::act` at
-//! batch 1 for each engine × sampler × thread count, with FLOPs counted from
-//! the graphs, and allocations per action counted by the binary's allocator.
+//! batch 1 for each engine × weight format × thread count × sampler, with
+//! FLOPs and weight bytes counted from the graphs, and allocations per action
+//! counted by the binary's allocator. The reduced-precision formats of an f32
+//! folder are written from its graphs into a temporary folder
+//! ([`diffbc_runtime::weights::write_variant`]), so one shipped folder
+//! measures every format.
 
-use anyhow::Result;
-use diffbc_runtime::policy::flops_per_decision;
-use diffbc_runtime::{EngineChoice, Policy, PolicyOptions, SamplerConfig};
+use anyhow::{Context, Result, bail};
+use diffbc_runtime::policy::{flops_per_decision, weight_bytes_per_call};
+use diffbc_runtime::{EngineChoice, Policy, PolicyOptions, SamplerConfig, WeightFormat};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// One row of the table (and one JSON record).
@@ -16,6 +20,15 @@ use std::time::{Duration, Instant};
 pub struct BenchRecord {
     /// Engine name.
     pub engine: String,
+    /// How the graphs store their matrix weights.
+    pub weights: WeightFormat,
+    /// Bytes of constants one denoiser (head) call reads on the native engine
+    /// (matrix weights in their stored precision, int8 scales, biases);
+    /// `None` for other engines, which widen reduced weights themselves.
+    pub weight_bytes_per_call: Option<usize>,
+    /// Weight bytes read per second at this rate (native engine, batch 1:
+    /// each call reads every weight once; encoder once per decision).
+    pub weight_gb_per_s: Option<f64>,
     /// Sampler label.
     pub sampler: String,
     /// Threads the engine may use.
@@ -47,6 +60,9 @@ pub struct BenchRecord {
 pub struct BenchPlan {
     /// Engines, in table order.
     pub engines: Vec<EngineChoice>,
+    /// Weight formats; empty: every format for an f32 folder, else the
+    /// folder's own.
+    pub weights: Vec<WeightFormat>,
     /// Thread counts.
     pub threads: Vec<usize>,
     /// Samplers.
@@ -87,6 +103,9 @@ fn measure(
     let manifest = policy.manifest().clone();
     let schedule = diffbc_runtime::policy::read_manifest(dir)?.1;
     let flops = flops_per_decision(dir, &manifest, &schedule, &sampler);
+    let bytes = (engine == EngineChoice::Native)
+        .then(|| weight_bytes_per_call(dir, &manifest))
+        .flatten();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let f = policy.frame_len();
     let observations: Vec<Vec<f32>> = (0..16)
@@ -119,11 +138,17 @@ fn measure(
     let allocs = diffbc_alloc_count::allocations() - allocs_before;
     times.sort_by(f64::total_cmp);
     let actions_per_s = n as f64 / total;
+    let network_calls = sampler.network_calls(&schedule);
     Ok(BenchRecord {
         engine: policy.engine_name(),
+        weights: manifest.weights,
+        weight_bytes_per_call: bytes.map(|(_, head)| head),
+        weight_gb_per_s: bytes
+            .filter(|_| sampler.rows_per_decision() == 1)
+            .map(|(enc, head)| (enc + network_calls * head) as f64 * actions_per_s / 1e9),
         sampler: sampler.label(),
         threads,
-        network_calls: sampler.network_calls(&schedule),
+        network_calls,
         batch: sampler.rows_per_decision(),
         actions_per_s,
         p50_us: percentile(&times, 0.5),
@@ -135,35 +160,74 @@ fn measure(
     })
 }
 
-/// Run every row of `plan`; rows that cannot run (a missing engine) are
-/// reported and skipped.
+/// The folders to measure, one per weight format: `dir` itself for its own
+/// format, and for an f32 folder the reduced formats written into `scratch`.
+fn folders(dir: &Path, plan: &BenchPlan, scratch: &Path) -> Result<Vec<(WeightFormat, PathBuf)>> {
+    let own = diffbc_runtime::policy::read_manifest(dir)?.0.weights;
+    let formats: Vec<WeightFormat> = if plan.weights.is_empty() {
+        if own.is_f32() {
+            WeightFormat::ALL.to_vec()
+        } else {
+            vec![own]
+        }
+    } else {
+        plan.weights.clone()
+    };
+    let mut out = Vec::new();
+    for w in formats {
+        if w == own {
+            out.push((w, dir.to_path_buf()));
+        } else if own.is_f32() {
+            let d = scratch.join(w.name());
+            std::fs::create_dir_all(&d).with_context(|| d.display().to_string())?;
+            diffbc_runtime::weights::write_variant(dir, &d, w)?;
+            out.push((w, d));
+        } else {
+            bail!(
+                "{}: its weights are {own}; {w} can only be measured from an f32 folder",
+                dir.display()
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Run every row of `plan`; rows that cannot run (a missing engine, a
+/// format an engine refuses) are reported and skipped.
 pub fn run(dir: &Path, plan: &BenchPlan) -> Result<Vec<BenchRecord>> {
     // Fail early, naming the file, when `dir` is not a policy folder.
     diffbc_runtime::policy::read_manifest(dir)?;
+    let scratch = tempfile::tempdir().context("a temporary folder for the weight formats")?;
+    let folders = folders(dir, plan, scratch.path())?;
     let mut records = Vec::new();
     let mut last_error = None;
-    'engines: for &engine in &plan.engines {
-        for &threads in &plan.threads {
-            if engine == EngineChoice::Native && threads > 1 {
-                tracing::info!("native engine: single-threaded by design; no {threads}-thread row");
-                continue;
-            }
-            for &sampler in &plan.samplers {
-                match measure(dir, engine, threads, sampler, plan) {
-                    Ok(r) => {
-                        tracing::info!(
-                            "{} {} threads={}: {:.1} actions/s",
-                            r.engine,
-                            r.sampler,
-                            r.threads,
-                            r.actions_per_s
-                        );
-                        records.push(r);
-                    }
-                    Err(e) => {
-                        tracing::warn!("{engine} skipped: {e:#}");
-                        last_error = Some(e);
-                        continue 'engines;
+    for &engine in &plan.engines {
+        'format: for (weights, folder) in &folders {
+            for &threads in &plan.threads {
+                if engine == EngineChoice::Native && threads > 1 {
+                    tracing::info!(
+                        "native engine: single-threaded by design; no {threads}-thread row"
+                    );
+                    continue;
+                }
+                for &sampler in &plan.samplers {
+                    match measure(folder, engine, threads, sampler, plan) {
+                        Ok(r) => {
+                            tracing::info!(
+                                "{} {} {} threads={}: {:.1} actions/s",
+                                r.engine,
+                                r.weights,
+                                r.sampler,
+                                r.threads,
+                                r.actions_per_s
+                            );
+                            records.push(r);
+                        }
+                        Err(e) => {
+                            tracing::warn!("{engine} with {weights} weights skipped: {e:#}");
+                            last_error = Some(e);
+                            continue 'format;
+                        }
                     }
                 }
             }
@@ -175,10 +239,30 @@ pub fn run(dir: &Path, plan: &BenchPlan) -> Result<Vec<BenchRecord>> {
     }
 }
 
+/// Native rows at batch 1 on one thread with the sampler `label`: each
+/// reduced format's actions/s over f32's, fastest first.
+pub fn speedups(records: &[BenchRecord], label: &str) -> Vec<(WeightFormat, f64)> {
+    let row = |w: WeightFormat| {
+        records.iter().find(|r| {
+            r.engine == "native" && r.threads == 1 && r.sampler == label && r.weights == w
+        })
+    };
+    let Some(base) = row(WeightFormat::F32) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(WeightFormat, f64)> = WeightFormat::ALL
+        .into_iter()
+        .filter(|w| !w.is_f32())
+        .filter_map(|w| row(w).map(|r| (w, r.actions_per_s / base.actions_per_s)))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
 /// The table as Markdown.
 pub fn markdown(records: &[BenchRecord], peak_gflops: f64) -> String {
     let mut s = String::from(
-        "| engine | sampler | threads | net calls × rows | actions/s | p50 µs | p99 µs | MFLOP/action | GFLOP/s | % of batch-1 ceiling | allocs/act |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| engine | weights | sampler | threads | net calls × rows | actions/s | p50 µs | p99 µs | MFLOP/action | GFLOP/s | % of batch-1 ceiling | weight bytes/call | weight GB/s | allocs/act |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in records {
         let (mflop, gf, pct) = match (r.flops_per_action, r.gflops) {
@@ -194,8 +278,9 @@ pub fn markdown(records: &[BenchRecord], peak_gflops: f64) -> String {
             _ => ("n/a".into(), "n/a".into(), "n/a".into()),
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} × {} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} × {} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
             r.engine,
+            r.weights,
             r.sampler,
             r.threads,
             r.network_calls,
@@ -206,6 +291,10 @@ pub fn markdown(records: &[BenchRecord], peak_gflops: f64) -> String {
             mflop,
             gf,
             pct,
+            r.weight_bytes_per_call
+                .map_or_else(|| "n/a".to_string(), |b| format!("{:.2} MB", b as f64 / 1e6)),
+            r.weight_gb_per_s
+                .map_or_else(|| "n/a".to_string(), |g| format!("{g:.1}")),
             r.allocs_per_act
                 .map_or_else(|| "not counted".to_string(), |a| format!("{a:.1}"))
         ));

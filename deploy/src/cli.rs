@@ -122,9 +122,35 @@ pub struct BenchArgs {
     /// Also write the table as JSON records here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Weight formats to measure; repeat for several. Default: every format
+    /// (f32, f16, int8) for an f32 folder — the reduced ones written from its
+    /// graphs into a temporary folder — and the folder's own format otherwise.
+    #[arg(long = "weights", value_enum)]
+    pub weights: Vec<WeightsArg>,
     /// Samplers (default: DDPM, Diffusion-X, KDE, DDIM).
     #[command(flatten)]
     pub sampler: SamplerArgs,
+}
+
+/// How the exported graphs store their matrix weights.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsArg {
+    /// 32-bit floats (the trained values).
+    F32,
+    /// Half precision, f32 accumulation.
+    F16,
+    /// Symmetric int8 with one f32 scale per output channel, f32 accumulation.
+    Int8,
+}
+
+impl From<WeightsArg> for diffbc_runtime::WeightFormat {
+    fn from(w: WeightsArg) -> Self {
+        match w {
+            WeightsArg::F32 => Self::F32,
+            WeightsArg::F16 => Self::F16,
+            WeightsArg::Int8 => Self::Int8,
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -796,6 +822,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     threads.dedup();
     let plan = crate::bench::BenchPlan {
         engines,
+        weights: a.weights.iter().map(|&w| w.into()).collect(),
         threads,
         samplers: a.sampler.configs(&[
             SamplerKindArg::Ddpm,
@@ -826,12 +853,23 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         .filter(|r| r.threads == 1 && r.sampler == "diffusion-x(M=8)")
     {
         println!(
-            "Diffusion-X (M=8), 1 thread, {}: {:.0} actions/s = {:.2}x the 250 actions/s target",
+            "Diffusion-X (M=8), 1 thread, {} {}: {:.0} actions/s = {:.2}x the 250 actions/s target",
             r.engine,
+            r.weights,
             r.actions_per_s,
             r.actions_per_s / 250.0
         );
     }
+    let label = SamplerConfig::diffusion_x(8).label();
+    for (w, ratio) in crate::bench::speedups(&records, &label) {
+        println!("Diffusion-X (M=8), batch 1, 1 thread: native {w} / native f32 = {ratio:.2}x");
+    }
+    println!(
+        "\nweight bytes/call: what one denoiser call reads on the native engine (matrix weights \
+         in their stored precision, int8 scales, biases and norms in f32); weight GB/s: those \
+         bytes (and the encoder's once) per decision × actions/s, batch-1 rows only. tract and \
+         ONNX Runtime widen reduced weights themselves (n/a)."
+    );
     if let Some(path) = &a.json {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;

@@ -11,7 +11,7 @@ use diffbc_runtime::manifest::{
 };
 use diffbc_runtime::policy::sha256_hex;
 use diffbc_runtime::replay::{self, RecordPlan};
-use diffbc_runtime::{NoiseSchedule, SamplerConfig};
+use diffbc_runtime::{NoiseSchedule, SamplerConfig, WeightFormat};
 use diffbc_train::checkpoint::{self, CheckpointMeta};
 use diffbc_train::data::ObsSpec;
 use diffbc_train::model::{Head, Policy, PolicySpec};
@@ -120,6 +120,10 @@ pub struct ExportOptions {
     pub samplers: Option<BTreeMap<String, SamplerConfig>>,
     /// Seed of the end-to-end golden episodes.
     pub episode_seed: u64,
+    /// How the graphs store their matrix weights (the golden tensors stay
+    /// the trainer's f32 outputs; the runtime compares with
+    /// [`WeightFormat::golden_tolerance`]).
+    pub weights: WeightFormat,
 }
 
 /// The alternatives a denoiser's manifest names beside its default sampler:
@@ -167,6 +171,7 @@ impl Default for ExportOptions {
             interface: None,
             samplers: None,
             episode_seed: 0,
+            weights: WeightFormat::F32,
         }
     }
 }
@@ -490,6 +495,7 @@ pub fn export_policy<B: Backend>(
         channels: interface.channels,
         deployment: interface.deployment,
         unconditional_embedding: UnconditionalEmbedding::Zeros,
+        weights: options.weights,
         encoder: placeholder.clone(),
         head: placeholder,
         provenance: Provenance {
@@ -514,6 +520,19 @@ pub fn export_policy<B: Backend>(
     let (enc_in, enc_out, head_in, head_out) = m.expected_graphs();
     let (encoder, head) = graphs(policy, &m);
     let head_file = Manifest::head_file(m.head_kind);
+    let reduce = |bytes: Vec<u8>, file: &str| -> Result<Vec<u8>, ExportError> {
+        if options.weights.is_f32() {
+            return Ok(bytes);
+        }
+        let (bytes, _) = diffbc_runtime::weights::convert_graph(&bytes, options.weights, file)
+            .map_err(|e| ExportError::Unsupported {
+                what: format!("{} weights", options.weights),
+                why: e.to_string(),
+            })?;
+        Ok(bytes)
+    };
+    let encoder = reduce(encoder, files::ENCODER)?;
+    let head = reduce(head, head_file)?;
     m.encoder = GraphSpec {
         file: files::ENCODER.into(),
         sha256: sha256_hex(&encoder),
@@ -673,6 +692,52 @@ pub fn upgrade(
     let out_manifest = tmp.join(manifest::MANIFEST_FILE);
     let text = serde_json::to_string_pretty(&m).map_err(|e| bad(e.to_string()))?;
     std::fs::write(&out_manifest, text + "\n").map_err(write_err(&out_manifest))?;
+    record_episodes(tmp, &m, 0)?;
+    diffbc_runtime::fs::replace_dir(staged, out, &KIND).map_err(ExportError::Output)?;
+    Ok(m)
+}
+
+/// Write the exported f32 folder `dir` with its weights in `weights` into
+/// `out` (absent, empty, or an exported model with `force`): both graphs
+/// rewritten ([`diffbc_runtime::weights::write_variant`]), the per-graph
+/// golden tensors kept (they stay the trainer's f32 outputs, checked with
+/// the format's tolerance) and the end-to-end golden episodes recorded on the
+/// new graphs. For folders whose checkpoint is gone, e.g. the shipped
+/// `models/`.
+pub fn reduce(
+    dir: &Path,
+    out: &Path,
+    weights: WeightFormat,
+    force: bool,
+) -> Result<Manifest, ExportError> {
+    claim(out, force)?;
+    let staged = diffbc_runtime::fs::staging_dir(out).map_err(ExportError::Output)?;
+    let tmp = staged.path();
+    let runtime_err = |e: diffbc_runtime::PolicyError| ExportError::Unsupported {
+        what: format!("{} as {weights}", dir.display()),
+        why: e.to_string(),
+    };
+    let m = diffbc_runtime::weights::write_variant(dir, tmp, weights).map_err(runtime_err)?;
+    let (from, to) = (dir.join(files::GOLDEN), tmp.join(files::GOLDEN));
+    std::fs::create_dir_all(&to).map_err(write_err(&to))?;
+    let index = diffbc_runtime::fs::read_to_string(
+        &from.join(golden::INDEX_FILE),
+        diffbc_runtime::fs::limits::JSON,
+    )
+    .map_err(ExportError::Output)?;
+    let cases: Vec<GoldenCase> =
+        serde_json::from_str(&index).map_err(|e| ExportError::Unsupported {
+            what: from.join(golden::INDEX_FILE).display().to_string(),
+            why: e.to_string(),
+        })?;
+    for t in cases.iter().flat_map(|c| c.inputs.iter().chain(&c.outputs)) {
+        let src = diffbc_runtime::fs::within(&from, &t.file).map_err(ExportError::Output)?;
+        let bytes = diffbc_runtime::fs::read(&src, diffbc_runtime::fs::limits::NPY)
+            .map_err(ExportError::Output)?;
+        std::fs::write(to.join(&t.file), bytes).map_err(write_err(&to.join(&t.file)))?;
+    }
+    std::fs::write(to.join(golden::INDEX_FILE), index)
+        .map_err(write_err(&to.join(golden::INDEX_FILE)))?;
     record_episodes(tmp, &m, 0)?;
     diffbc_runtime::fs::replace_dir(staged, out, &KIND).map_err(ExportError::Output)?;
     Ok(m)

@@ -17,7 +17,7 @@ mod reference;
 
 pub use export::{
     ExportError, ExportOptions, default_samplers, episode_plan, export_checkpoint, export_policy,
-    record_episodes, upgrade,
+    record_episodes, reduce, upgrade,
 };
 pub use graph::GraphBuilder;
 pub use layers::ToOnnx;

@@ -125,6 +125,7 @@ pub fn export_reference(
     out: &Path,
     seed: u64,
     force: bool,
+    weights: diffbc_runtime::WeightFormat,
 ) -> Result<Manifest, ExportError> {
     let spec = reference.spec();
     let device = Default::default();
@@ -153,6 +154,7 @@ pub fn export_reference(
         interface: None,
         samplers: None,
         episode_seed: seed,
+        weights,
     };
     export_policy(&spec, &meta, &policy, out, &options, &device)
 }

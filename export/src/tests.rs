@@ -238,6 +238,64 @@ fn every_architecture_and_encoder_exports_and_tract_matches_burn() {
     assert_eq!(count, encoders().len() * heads().len());
 }
 
+/// Every architecture and encoder in f16 and int8: the manifest says so, the
+/// graphs hold the reduced weights, every engine that runs the architecture
+/// stays within the format's tolerance of burn's f32 outputs, and the
+/// end-to-end golden episodes (recorded on the reduced graphs) replay within
+/// 1e-4 on each of them.
+#[test]
+fn every_architecture_exports_in_every_weight_format() {
+    use diffbc_runtime::WeightFormat;
+    let device = Default::default();
+    let mut count = 0;
+    for (encoder, obs, history) in encoders() {
+        for (method, denoiser) in heads() {
+            let spec = spec(encoder.clone(), obs, history, method, denoiser.clone());
+            let policy = spec.init_seeded::<Nb>(&device, 3);
+            for weights in [WeightFormat::F16, WeightFormat::Int8] {
+                let dir = tempfile::tempdir().expect("tmp");
+                let out = dir.path().join("model");
+                let options = ExportOptions {
+                    weights,
+                    ..ExportOptions::default()
+                };
+                let m = export_policy(&spec, &meta(&spec), &policy, &out, &options, &device)
+                    .expect("export");
+                assert_eq!(m.weights, weights);
+                let head = std::fs::read(out.join(&m.head.file)).expect("head graph");
+                assert_eq!(
+                    diffbc_runtime::weights::graph_format(&head).expect("graph"),
+                    weights
+                );
+                let engines: &[EngineChoice] = if native_runs(method, &denoiser) {
+                    &[EngineChoice::Tract, EngineChoice::Native]
+                } else {
+                    &[EngineChoice::Tract]
+                };
+                for &engine in engines {
+                    let g = OnnxModel::load(&out, engine)
+                        .expect("the runtime loads the export")
+                        .golden_worst(&out)
+                        .expect("golden cases run");
+                    assert!(
+                        g.within(weights),
+                        "{encoder:?} + {method:?} {denoiser:?} {weights}: {engine} is {g:?} \
+                         off burn's f32 outputs"
+                    );
+                    let r = diffbc_runtime::replay::replay(&out, engine).expect("replay");
+                    assert!(
+                        r.cases > 0 && r.worst_normalised <= 1e-4,
+                        "{encoder:?} + {method:?} {weights}: {engine} replays within {}",
+                        r.worst_normalised
+                    );
+                }
+                count += 1;
+            }
+        }
+    }
+    assert_eq!(count, 2 * encoders().len() * heads().len());
+}
+
 /// A classifier's manifest without its decoder, or with centres / bins that
 /// do not fit the action, is refused with the field named (checked on a copy).
 fn decoder_mismatches_are_named(dir: &Path) {
@@ -430,8 +488,14 @@ fn the_shipped_bench_sieve_is_reproducible() {
     let (want, _) = diffbc_runtime::policy::read_manifest(&shipped).expect("shipped manifest");
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("bench-sieve");
-    let got = crate::export_reference(crate::Reference::BenchSieve, &out, 0, false)
-        .expect("reference export");
+    let got = crate::export_reference(
+        crate::Reference::BenchSieve,
+        &out,
+        0,
+        false,
+        diffbc_runtime::WeightFormat::F32,
+    )
+    .expect("reference export");
     assert_eq!(got.encoder.sha256, want.encoder.sha256);
     assert_eq!(got.head.sha256, want.head.sha256);
     assert_eq!(got.observation.frame_shape, vec![30]);

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod replay;
 pub mod sampler;
 pub mod schedule;
+pub mod weights;
 
 pub use decode::{ActionDecoder, Choice, DecodeScheme};
 pub use engine::ExecutionProvider;
@@ -34,3 +35,4 @@ pub use sampler::{
     SamplerError, Selection, StepRule,
 };
 pub use schedule::{NoiseSchedule, ScheduleConfig, ScheduleError};
+pub use weights::WeightFormat;

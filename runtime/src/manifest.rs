@@ -18,6 +18,7 @@
 use crate::decode::ActionDecoder;
 use crate::normalize::Normalizer;
 use crate::sampler::SamplerConfig;
+pub use crate::weights::WeightFormat;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -594,6 +595,10 @@ pub struct Manifest {
     pub deployment: Deployment,
     /// The unconditional embedding for guidance.
     pub unconditional_embedding: UnconditionalEmbedding,
+    /// How both graphs store their matrix weights; absent means f32
+    /// ([`WeightFormat`]).
+    #[serde(default, skip_serializing_if = "WeightFormat::is_f32")]
+    pub weights: WeightFormat,
     /// Encoder graph.
     pub encoder: GraphSpec,
     /// Head graph.

@@ -103,6 +103,12 @@ fn session(
         .with_intra_threads(threads.max(1))
         .map_err(|e| err(e.to_string()))?
         .with_inter_threads(1)
+        .map_err(|e| err(e.to_string()))?
+        // ONNX Runtime fuses an int8 weight's DequantizeLinear and its
+        // MatMul/Gemm into MatMulNBits, which by default (accuracy level 4)
+        // quantises the activations to int8 as well: outputs ~1e-2 off the
+        // weight-only definition (docs/manifest.md). Level 1 computes in f32.
+        .with_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
         .map_err(|e| err(e.to_string()))?;
     let missing = |name: &str| {
         EngineError::Provider {

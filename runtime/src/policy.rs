@@ -171,7 +171,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// absolute path, no `..`, no symlink out), a regular file within the ONNX
 /// size limit, and with the SHA-256 the manifest records. Engines parse these
 /// bytes; nothing opens the file again, so what runs is what was checked.
-fn read_graph(
+pub(crate) fn read_graph(
     dir: &Path,
     field: &str,
     spec: &manifest::GraphSpec,
@@ -192,6 +192,41 @@ fn read_graph(
         });
     }
     Ok((path, bytes))
+}
+
+/// The manifest's `weights` against what the graphs store: a graph may hold
+/// no reduced weight (an encoder of convolutions only), but never another
+/// format, and a reduced-precision manifest needs at least one graph in it.
+fn check_weights(dir: &Path, m: &Manifest, graphs: [(&Path, &[u8]); 2]) -> Result<(), PolicyError> {
+    use crate::weights::{WeightFormat, graph_format};
+    let mut seen = false;
+    for (path, bytes) in graphs {
+        let found = graph_format(bytes).map_err(|message| EngineError::Load {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        if found != WeightFormat::F32 && found != m.weights {
+            return Err(PolicyError::Manifest {
+                path: dir.join(manifest::MANIFEST_FILE),
+                message: format!(
+                    "weights is {}, but {} stores {found} weights",
+                    m.weights,
+                    path.display()
+                ),
+            });
+        }
+        seen |= found == m.weights;
+    }
+    if !seen {
+        return Err(PolicyError::Manifest {
+            path: dir.join(manifest::MANIFEST_FILE),
+            message: format!(
+                "weights is {}, but neither graph stores {} weights",
+                m.weights, m.weights
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Read and check a manifest (everything that needs no graph).
@@ -300,6 +335,30 @@ pub fn read_manifest(dir: &Path) -> Result<(Manifest, NoiseSchedule), PolicyErro
     Ok((m, schedule))
 }
 
+/// How far an engine came from the per-graph golden outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoldenWorst {
+    /// Largest |output − golden| over every case.
+    pub absolute: f32,
+    /// Largest |output − golden| / max(1, largest |golden| of that case).
+    pub relative: f32,
+    /// The batch size of each case run.
+    pub batches: Vec<usize>,
+}
+
+impl GoldenWorst {
+    /// Whether the outputs are within what `weights` allows: 1e-4 absolute
+    /// for f32, [`crate::WeightFormat::golden_tolerance`] relative for the
+    /// reduced formats.
+    pub fn within(&self, weights: crate::WeightFormat) -> bool {
+        if weights.is_f32() {
+            self.absolute <= weights.golden_tolerance()
+        } else {
+            self.relative <= weights.golden_tolerance()
+        }
+    }
+}
+
 impl OnnxModel {
     /// Load and validate a policy folder (manifest, hashes, tensor names and
     /// shapes) and prepare its graphs on `engine`, single-threaded.
@@ -317,6 +376,14 @@ impl OnnxModel {
         let (manifest, schedule) = read_manifest(dir)?;
         let (enc_path, enc_bytes) = read_graph(dir, "encoder", &manifest.encoder)?;
         let (head_path, head_bytes) = read_graph(dir, "head", &manifest.head)?;
+        check_weights(
+            dir,
+            &manifest,
+            [
+                (enc_path.as_path(), enc_bytes.as_slice()),
+                (head_path.as_path(), head_bytes.as_slice()),
+            ],
+        )?;
         let enc = GraphBytes {
             path: &enc_path,
             bytes: &enc_bytes,
@@ -404,6 +471,15 @@ impl OnnxModel {
     /// Run every golden case in `<dir>/golden` and return the largest absolute
     /// difference from the outputs the trainer stored, with the batch sizes seen.
     pub fn golden_max_diff(&mut self, dir: &Path) -> Result<(f32, Vec<usize>), PolicyError> {
+        let g = self.golden_worst(dir)?;
+        Ok((g.absolute, g.batches))
+    }
+
+    /// Run every golden case in `<dir>/golden` against the outputs the
+    /// trainer stored: the largest absolute difference, and the largest
+    /// difference relative to its case ([`GoldenWorst::relative`], what
+    /// [`crate::WeightFormat::golden_tolerance`] bounds).
+    pub fn golden_worst(&mut self, dir: &Path) -> Result<GoldenWorst, PolicyError> {
         use crate::golden::{GoldenCase, INDEX_FILE, read_npy};
         let gdir = dir.join(manifest::files::GOLDEN);
         let index = gdir.join(INDEX_FILE);
@@ -426,7 +502,7 @@ impl OnnxModel {
                     message: e.to_string(),
                 })
         };
-        let (mut worst, mut batches) = (0.0f32, Vec::new());
+        let (mut worst, mut relative, mut batches) = (0.0f32, 0.0f32, Vec::new());
         for case in &cases {
             let inputs = case
                 .inputs
@@ -442,14 +518,21 @@ impl OnnxModel {
                 GraphId::Head
             };
             self.engine.run(graph, case.batch, &refs, &mut got)?;
-            worst = got
+            let diff = got
                 .iter()
                 .zip(&expected)
                 .map(|(a, b)| (a - b).abs())
-                .fold(worst, f32::max);
+                .fold(0.0f32, f32::max);
+            let scale = expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            worst = worst.max(diff);
+            relative = relative.max(diff / scale);
             batches.push(case.batch);
         }
-        Ok((worst, batches))
+        Ok(GoldenWorst {
+            absolute: worst,
+            relative,
+            batches,
+        })
     }
 
     /// Regressor and classifier heads: the head's output rows (actions in
@@ -533,15 +616,8 @@ impl Default for PolicyOptions {
     }
 }
 
-/// FLOPs of one decision: the encoder once, the head once per network call
-/// on every row the sampler runs; counted from the graphs. `None` when a
-/// graph holds an operator the counter does not know.
-pub fn flops_per_decision(
-    dir: &Path,
-    manifest: &Manifest,
-    schedule: &NoiseSchedule,
-    sampler: &SamplerConfig,
-) -> Option<u64> {
+/// Both graphs of `dir` compiled by the native engine (for counting).
+fn native_graphs(dir: &Path, manifest: &Manifest) -> Option<(NativeGraph, NativeGraph)> {
     let widths = |specs: &[manifest::TensorSpec]| -> Vec<usize> {
         specs.iter().map(manifest::TensorSpec::row_len).collect()
     };
@@ -565,6 +641,19 @@ pub fn flops_per_decision(
         &widths(&manifest.head.inputs),
     )
     .ok()?;
+    Some((enc, head))
+}
+
+/// FLOPs of one decision: the encoder once, the head once per network call
+/// on every row the sampler runs; counted from the graphs. `None` when a
+/// graph holds an operator the counter does not know.
+pub fn flops_per_decision(
+    dir: &Path,
+    manifest: &Manifest,
+    schedule: &NoiseSchedule,
+    sampler: &SamplerConfig,
+) -> Option<u64> {
+    let (enc, head) = native_graphs(dir, manifest)?;
     let head_calls = match manifest.head_kind {
         HeadKind::Denoiser => {
             (sampler.network_calls(schedule) * sampler.rows_per_decision()) as u64
@@ -572,6 +661,15 @@ pub fn flops_per_decision(
         HeadKind::Regressor | HeadKind::Classifier => 1,
     };
     Some(enc.flops_per_row() + head_calls * head.flops_per_row())
+}
+
+/// Bytes of constants the native engine reads in one call of the encoder and
+/// of the head ([`NativeGraph::weight_bytes`]: matrix weights in the
+/// precision it keeps them in, everything else f32). `None` when the native
+/// engine cannot compile a graph.
+pub fn weight_bytes_per_call(dir: &Path, manifest: &Manifest) -> Option<(usize, usize)> {
+    let (enc, head) = native_graphs(dir, manifest)?;
+    Some((enc.weight_bytes(), head.weight_bytes()))
 }
 
 /// The one place a decision is made: `out.len() / action_dim` decisions

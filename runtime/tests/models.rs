@@ -2,7 +2,7 @@
 //! graphs, tract reproduces the trainer's golden outputs, and a tampered or
 //! inconsistent folder is refused with a message naming what is wrong.
 
-use diffbc_runtime::{EngineChoice, OnnxModel, PolicyError};
+use diffbc_runtime::{EngineChoice, OnnxModel, PolicyError, WeightFormat};
 use std::path::{Path, PathBuf};
 
 fn models_dir() -> PathBuf {
@@ -287,4 +287,163 @@ fn replaying_other_draws_or_too_few_is_caught() {
         .expect_err("unused draws")
         .to_string();
     assert!(e.contains(&format!("of the {}", longer.len())), "{e}");
+}
+
+/// A copy of a shipped folder in `format`, written from its f32 graphs, with
+/// the shipped per-graph golden tensors (the trainer's f32 outputs) beside it.
+fn variant(name: &str, format: WeightFormat) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dst = tmp.path().join(name);
+    let src = models_dir().join(name);
+    std::fs::create_dir_all(dst.join("golden")).expect("mkdir");
+    diffbc_runtime::weights::write_variant(&src, &dst, format).expect("variant");
+    for e in std::fs::read_dir(src.join("golden")).expect("golden") {
+        let p = e.expect("entry").path();
+        let file = p.file_name().expect("name").to_string_lossy().into_owned();
+        if !file.starts_with("ep-") && file != "episodes.json" {
+            std::fs::copy(&p, dst.join("golden").join(&file)).expect("copy");
+        }
+    }
+    (tmp, dst)
+}
+
+/// Every golden input of `dir` through `graph` on `model`: the outputs.
+fn golden_outputs(model: &mut OnnxModel, dir: &Path) -> Vec<Vec<f32>> {
+    use diffbc_runtime::engine::GraphId;
+    use diffbc_runtime::golden::{GoldenCase, read_npy};
+    let g = dir.join("golden");
+    let cases: Vec<GoldenCase> =
+        serde_json::from_str(&std::fs::read_to_string(g.join("index.json")).expect("index"))
+            .expect("json");
+    let mut outs = Vec::new();
+    for c in cases {
+        let inputs: Vec<Vec<f32>> = c
+            .inputs
+            .iter()
+            .map(|t| read_npy(&g.join(&t.file)).expect("npy").1)
+            .collect();
+        let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+        let want = read_npy(&g.join(&c.outputs[0].file)).expect("npy").1;
+        let mut got = vec![0.0; want.len()];
+        let graph = if c.graph == "encoder" {
+            GraphId::Encoder
+        } else {
+            GraphId::Head
+        };
+        model
+            .run_graph(graph, c.batch, &refs, &mut got)
+            .expect("run");
+        outs.push(got);
+    }
+    outs
+}
+
+/// The shipped models in f16 and int8: tract and the native engine (which
+/// keeps the weights in 2 and 1 bytes) stay within the format's tolerance of
+/// the trainer's f32 outputs, agree with each other within 1e-4 on the
+/// reduced graphs, and the native engine reads about a half and a quarter of
+/// the f32 bytes per call.
+#[test]
+fn reduced_precision_variants_of_the_shipped_models_stay_within_their_tolerance() {
+    for name in ["bench-sieve", "claw", "arm", "pusht-state"] {
+        let (m32, _) =
+            diffbc_runtime::policy::read_manifest(&models_dir().join(name)).expect("manifest");
+        let (_, head32) =
+            diffbc_runtime::policy::weight_bytes_per_call(&models_dir().join(name), &m32)
+                .expect("native compiles");
+        for format in [WeightFormat::F16, WeightFormat::Int8] {
+            let (_tmp, dir) = variant(name, format);
+            let mut outs = Vec::new();
+            for engine in [EngineChoice::Tract, EngineChoice::Native] {
+                let mut model = OnnxModel::load(&dir, engine)
+                    .unwrap_or_else(|e| panic!("{name} {format} on {engine}: {e}"));
+                let g = model.golden_worst(&dir).expect("golden");
+                println!(
+                    "{name} {format} {engine}: {:.2e} ({:.2e} relative) off the f32 golden outputs",
+                    g.absolute, g.relative
+                );
+                assert!(
+                    g.within(format) && g.relative > 0.0,
+                    "{name} {format} on {engine}: {g:?} off the trainer's f32 outputs"
+                );
+                outs.push(golden_outputs(&mut model, &dir));
+            }
+            let apart = outs[0]
+                .iter()
+                .flatten()
+                .zip(outs[1].iter().flatten())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                apart <= 1e-4,
+                "{name} {format}: tract and native {apart} apart"
+            );
+            let (m, _) = diffbc_runtime::policy::read_manifest(&dir).expect("manifest");
+            assert_eq!(m.weights, format);
+            let (_, head) =
+                diffbc_runtime::policy::weight_bytes_per_call(&dir, &m).expect("native compiles");
+            let per = if format == WeightFormat::F16 { 2 } else { 4 };
+            assert!(
+                head * per < head32 * 11 / 10 && head * per > head32 * 9 / 10,
+                "{name} {format}: {head} bytes per call against {head32} in f32"
+            );
+        }
+    }
+}
+
+/// The manifest's `weights` must say what the graphs store, both ways.
+#[test]
+fn a_weights_field_that_does_not_match_the_graphs_is_refused() {
+    let (_t1, dir) = variant("claw", WeightFormat::Int8);
+    edit_manifest(&dir, |v| {
+        v.as_object_mut().expect("object").remove("weights");
+    });
+    let e = load_err(&dir);
+    assert!(
+        e.contains("manifest.json") && e.contains("weights is f32") && e.contains("stores int8"),
+        "{e}"
+    );
+    let (_t2, dir) = scratch_copy();
+    edit_manifest(&dir, |v| v["weights"] = "f16".into());
+    let e = load_err(&dir);
+    assert!(
+        e.contains("weights is f16, but neither graph stores f16"),
+        "{e}"
+    );
+    let (_t3, dir) = scratch_copy();
+    edit_manifest(&dir, |v| v["weights"] = "bf16".into());
+    let e = load_err(&dir);
+    assert!(e.contains("manifest.json") && e.contains("bf16"), "{e}");
+}
+
+/// An int8 weight with a non-zero zero point (asymmetric) is not the
+/// exported pattern: the native engine refuses it naming the node, while
+/// tract runs the graph as ONNX defines it.
+#[test]
+fn an_asymmetric_int8_weight_is_refused_by_the_native_engine_naming_the_node() {
+    use prost::Message;
+    use tract_onnx::pb;
+    let (_tmp, dir) = variant("claw", WeightFormat::Int8);
+    let path = dir.join("denoiser.onnx");
+    let mut model =
+        pb::ModelProto::decode(std::fs::read(&path).expect("read").as_slice()).expect("onnx");
+    let g = model.graph.as_mut().expect("graph");
+    let zp = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.ends_with(".zero_point"))
+        .expect("a zero point");
+    zp.raw_data[0] = 3;
+    let bytes = model.encode_to_vec();
+    std::fs::write(&path, &bytes).expect("write");
+    let sha = sha256_hex(&path);
+    edit_manifest(&dir, |v| v["head"]["sha256"] = sha.into());
+    OnnxModel::load(&dir, EngineChoice::Tract).expect("tract runs an asymmetric weight");
+    let e = OnnxModel::load(&dir, EngineChoice::Native)
+        .expect_err("native refuses it")
+        .to_string();
+    assert!(
+        e.contains("denoiser.onnx") && e.contains("DequantizeLinear") && e.contains("symmetric"),
+        "{e}"
+    );
 }

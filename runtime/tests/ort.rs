@@ -159,3 +159,60 @@ fn a_missing_library_is_named() {
         "{e}"
     );
 }
+
+/// ONNX Runtime runs the f16 and int8 graphs (`Cast` and per-axis
+/// `DequantizeLinear` weights): within the format's tolerance of the
+/// trainer's f32 outputs, and `act` agrees with tract's on the same reduced
+/// graphs within 1e-4.
+#[test]
+fn ort_runs_every_weight_format() {
+    use diffbc_runtime::WeightFormat;
+    require_library();
+    for format in [WeightFormat::F16, WeightFormat::Int8] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("bench-sieve");
+        let src = model("bench-sieve");
+        std::fs::create_dir_all(dir.join("golden")).expect("mkdir");
+        diffbc_runtime::weights::write_variant(&src, &dir, format).expect("variant");
+        for e in std::fs::read_dir(src.join("golden")).expect("golden") {
+            let p = e.expect("entry").path();
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            if !name.starts_with("ep-") && name != "episodes.json" {
+                std::fs::copy(&p, dir.join("golden").join(&name)).expect("copy");
+            }
+        }
+        let mut m = OnnxModel::load(&dir, ORT).unwrap_or_else(|e| panic!("{format}: {e}"));
+        let g = m.golden_worst(&dir).expect("golden");
+        assert!(
+            g.relative > 0.0 && g.within(format),
+            "{format}: ort is {g:?} off the f32 outputs"
+        );
+        let mut actions = Vec::new();
+        for engine in [EngineChoice::Tract, ORT, EngineChoice::Native] {
+            let mut p = Policy::load_with(
+                &dir,
+                &PolicyOptions {
+                    engine,
+                    sampler: Some(SamplerConfig::diffusion_x(8)),
+                    seed: 5,
+                    ..PolicyOptions::default()
+                },
+            )
+            .expect("load");
+            let mut out = Vec::new();
+            for i in 0..3 {
+                let o: Vec<f32> = (0..30).map(|j| ((i + j) % 13) as f32 / 13.0).collect();
+                out.extend_from_slice(p.act(&o).expect("act"));
+            }
+            actions.push(out);
+        }
+        for other in &actions[1..] {
+            let d = actions[0]
+                .iter()
+                .zip(other)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(d <= 1e-4, "{format}: engines differ by {d}");
+        }
+    }
+}

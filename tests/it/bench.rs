@@ -29,6 +29,10 @@ fn bench_prints_a_table_and_writes_json_records() {
         "diffusion-x",
         "--sampler",
         "ddim",
+        "--weights",
+        "f32",
+        "--weights",
+        "int8",
         "--seconds",
         "0.05",
         "--min-iterations",
@@ -36,14 +40,27 @@ fn bench_prints_a_table_and_writes_json_records() {
         "--json",
         json.to_str().expect("utf-8"),
     ]);
-    assert!(out.contains("| engine | sampler | threads |"), "{out}");
+    assert!(
+        out.contains("| engine | weights | sampler | threads |"),
+        "{out}"
+    );
     assert!(out.contains("250 actions/s target"), "{out}");
+    assert!(
+        out.contains("Diffusion-X (M=8), batch 1, 1 thread: native int8 / native f32 = "),
+        "{out}"
+    );
     let records: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
-    assert_eq!(records.len(), 4, "2 engines x 2 samplers: {records:?}");
+    assert_eq!(
+        records.len(),
+        8,
+        "2 engines x 2 weight formats x 2 samplers: {records:?}"
+    );
     for r in &records {
         for key in [
             "engine",
+            "weights",
+            "weight_bytes_per_call",
             "sampler",
             "threads",
             "actions_per_s",
@@ -60,7 +77,22 @@ fn bench_prints_a_table_and_writes_json_records() {
     }
     let native: Vec<&serde_json::Value> =
         records.iter().filter(|r| r["engine"] == "native").collect();
-    assert_eq!(native.len(), 2);
+    assert_eq!(native.len(), 4);
+    // The native engine keeps int8 weights in a byte: about a quarter of
+    // the f32 bytes per denoiser call.
+    let bytes = |w: &str| {
+        native
+            .iter()
+            .find(|r| r["weights"] == w)
+            .and_then(|r| r["weight_bytes_per_call"].as_u64())
+            .expect("native counts its weight bytes")
+    };
+    assert!(
+        bytes("int8") * 3 < bytes("f32"),
+        "{} vs {}",
+        bytes("int8"),
+        bytes("f32")
+    );
     // The shipped binary has no counting allocator: the column says so
     // instead of a made-up 0 (runtime/tests/no_alloc.rs and
     // deploy/tests/bench_alloc.rs count with one).

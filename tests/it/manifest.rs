@@ -242,3 +242,80 @@ fn the_client_reproduces_every_head_kind() {
         "the reference client disagrees on a baseline head:\n{text}"
     );
 }
+
+/// Reduced-precision folders follow the same contract: `diffbc reference
+/// --weights` writes them (f16 `Cast` and int8 `DequantizeLinear` weights,
+/// `weights` in the manifest), the schema accepts them, and the client —
+/// ONNX Runtime running the graphs as written — reproduces their golden
+/// episodes.
+#[test]
+fn the_client_reproduces_reduced_precision_models() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut dirs = Vec::new();
+    for (name, weights) in [("bench-sieve", "int8"), ("tiny-kmeans-residual", "f16")] {
+        let out = tmp.path().join(format!("{name}-{weights}"));
+        let text = crate::support::ok(&[
+            "reference",
+            name,
+            "--weights",
+            weights,
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]);
+        assert!(text.contains(&format!("({weights} weights)")), "{text}");
+        let (m, _) = diffbc_runtime::policy::read_manifest(&out).expect("manifest");
+        assert_eq!(m.weights.name(), weights);
+        dirs.push(out);
+    }
+    let (ok, text) = script("check_schema.py", &dirs);
+    assert!(
+        ok,
+        "a reduced-precision manifest leaves the schema:\n{text}"
+    );
+    let (ok, text) = script("reference_client.py", &dirs);
+    assert!(
+        ok,
+        "the reference client disagrees on a reduced-precision model:\n{text}"
+    );
+}
+
+/// `diffbc export` of an exported f32 folder with `--weights` writes it in
+/// that format (the shipped models have no checkpoint): the result loads on
+/// every CPU engine, stays within the format's tolerance of the trainer's
+/// golden outputs and replays its own episodes within 1e-4; without
+/// `--weights` the folder is refused, naming it.
+#[test]
+fn an_exported_folder_is_written_in_another_weight_format() {
+    use diffbc_runtime::{EngineChoice, OnnxModel, WeightFormat};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let claw = root().join("models/claw");
+    let out = tmp.path().join("claw-int8");
+    let text = crate::support::ok(&[
+        "export",
+        claw.to_str().expect("utf-8"),
+        "--weights",
+        "int8",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(text.contains("with int8 weights"), "{text}");
+    for engine in [EngineChoice::Tract, EngineChoice::Native] {
+        let g = OnnxModel::load(&out, engine)
+            .expect("loads")
+            .golden_worst(&out)
+            .expect("golden");
+        assert!(g.within(WeightFormat::Int8) && g.relative > 0.0, "{g:?}");
+        let r = diffbc_runtime::replay::replay(&out, engine).expect("replay");
+        assert!(r.cases >= 5 && r.worst_normalised <= 1e-4, "{r:?}");
+    }
+    let e = crate::support::error_line(&[
+        "export",
+        claw.to_str().expect("utf-8"),
+        "--out",
+        tmp.path().join("again").to_str().expect("utf-8"),
+    ]);
+    assert!(
+        e.contains("models/claw is an exported model") && e.contains("--weights f16 or int8"),
+        "{e}"
+    );
+}

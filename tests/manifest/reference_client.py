@@ -24,6 +24,10 @@ import onnxruntime as ort
 
 f32 = np.float32
 TOL = 1e-4  # in the head's (normalised) units, and for per-graph outputs
+# Per-graph outputs against the trainer's f32 outputs, by `weights` (the
+# table in manifest.md's "Golden files"): absolute for f32, relative to
+# max(1, largest |expected output| of the case) for the reduced formats.
+GRAPH_TOL = {"f32": 1e-4, "f16": 1e-3, "int8": 5e-2}
 
 
 class Mismatch(Exception):
@@ -66,7 +70,10 @@ def load_graph(folder, spec):
     data = (folder / spec["file"]).read_bytes()
     if hashlib.sha256(data).hexdigest() != spec["sha256"]:
         raise Mismatch(f"{spec['file']}: sha256 differs from the manifest")
-    return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    # int8 weights: f32 activations (manifest.md, "Weight formats").
+    options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 class Policy:
@@ -200,6 +207,7 @@ class Policy:
 def replay_index(policy):
     golden = policy.folder / "golden"
     worst = 0.0
+    tol = GRAPH_TOL[policy.m.get("weights", "f32")]
     for i, case in enumerate(json.loads((golden / "index.json").read_text())):
         sess = policy.encoder if case["graph"] == "encoder" else policy.head
         feeds = {t["name"]: np.load(golden / t["file"]) for t in case["inputs"]}
@@ -207,10 +215,12 @@ def replay_index(policy):
         for name, got in zip(names, sess.run(names, feeds)):
             want = np.load(golden / next(t["file"] for t in case["outputs"] if t["name"] == name))
             d = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
+            if policy.m.get("weights", "f32") != "f32" and want.size:
+                d /= max(1.0, float(np.max(np.abs(want))))
             worst = max(worst, d)
-            if not d <= TOL:
+            if not d <= tol:
                 raise Mismatch(f"index case {i} ({case['graph']}, batch {case['batch']}), "
-                               f"output {name}: |difference| {d:.3g} > {TOL}")
+                               f"output {name}: |difference| {d:.3g} > {tol}")
     return worst
 
 

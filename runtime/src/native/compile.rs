@@ -56,12 +56,99 @@ pub(super) enum Known {
     Row(Value),
     Const(Vec<usize>, Vec<f32>),
     Shape(Vec<i64>),
+    /// A FLOAT16 initialiser (only a `Cast` to f32 may read it).
+    Half(Vec<usize>, Vec<half::f16>),
+    /// An INT8 initialiser (only a `DequantizeLinear` may read it).
+    Int8(Vec<usize>, Vec<i8>),
+    /// A weight matrix in reduced precision: a `Cast` of a FLOAT16
+    /// initialiser, or a symmetric `DequantizeLinear` of an INT8 one.
+    Weight(Vec<usize>, Reduced),
+}
+
+/// A reduced-precision constant as the graph stores it.
+#[derive(Debug, Clone)]
+pub(super) enum Reduced {
+    F16(Vec<half::f16>),
+    /// `value = q · scale[index along axis]` (`scale` has one value, or one
+    /// per index of `axis`).
+    Int8 {
+        q: Vec<i8>,
+        scale: Vec<f32>,
+        axis: usize,
+    },
+}
+
+impl Reduced {
+    /// The f32 values (what tract and ONNX Runtime compute from the graph).
+    fn dequantize(&self, dims: &[usize]) -> Vec<f32> {
+        match self {
+            Reduced::F16(v) => v.iter().map(|h| h.to_f32()).collect(),
+            Reduced::Int8 { q, scale, axis } => {
+                // (A single scale may come with any axis; nothing indexes it.)
+                let inner: usize = dims.get(axis + 1..).map_or(1, |d| d.iter().product());
+                let len = dims.get(*axis).copied().unwrap_or(1);
+                q.iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let s = if scale.len() == 1 {
+                            scale[0]
+                        } else {
+                            scale[(i / inner.max(1)) % len.max(1)]
+                        };
+                        f32::from(v) * s
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// A FLOAT16 or INT8 initialiser.
+pub(super) fn tensor_reduced(t: &pb::TensorProto) -> Result<Known, String> {
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let n: usize = dims.iter().product();
+    let known = match t.data_type {
+        // FLOAT16: raw little-endian halves, or one per int32_data entry.
+        10 if !t.raw_data.is_empty() => Known::Half(
+            dims,
+            t.raw_data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        ),
+        10 => Known::Half(
+            dims,
+            t.int32_data
+                .iter()
+                .map(|&v| half::f16::from_bits(v as u16))
+                .collect(),
+        ),
+        // INT8: raw bytes, or one per int32_data entry.
+        3 if !t.raw_data.is_empty() => {
+            Known::Int8(dims, t.raw_data.iter().map(|&b| b as i8).collect())
+        }
+        3 => Known::Int8(dims, t.int32_data.iter().map(|&v| v as i8).collect()),
+        other => return Err(format!("initialiser {} has data type {other}", t.name)),
+    };
+    let len = match &known {
+        Known::Half(_, v) => v.len(),
+        Known::Int8(_, v) => v.len(),
+        _ => n,
+    };
+    if len != n {
+        return Err(format!(
+            "initialiser {} has {len} values for dims {:?}",
+            t.name, t.dims
+        ));
+    }
+    Ok(known)
 }
 
 pub(super) struct Compiler {
     pub(super) known: HashMap<String, Known>,
     pub(super) widths: Vec<usize>,
     pub(super) consts: Vec<Vec<f32>>,
+    pub(super) weights: Vec<WeightBuf>,
     pub(super) steps: Vec<Step>,
     pub(super) flops: u64,
 }
@@ -96,8 +183,70 @@ impl Compiler {
     fn constant(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
         match self.known.get(name) {
             Some(Known::Const(d, v)) => Ok((d.clone(), v.clone())),
+            // A reduced-precision constant anywhere but a matrix weight is
+            // used as the f32 values it stands for.
+            Some(Known::Weight(d, r)) => Ok((d.clone(), r.dequantize(d))),
             _ => Err(format!("{name} must be a constant initialiser")),
         }
+    }
+
+    /// `Cast(to = FLOAT)` of a FLOAT16 initialiser (or of an f32 constant).
+    fn cast(&self, node: &pb::NodeProto) -> Result<Known, String> {
+        let to = attr(node, "to").map(|a| a.i);
+        if to != Some(1) {
+            return Err(format!(
+                "casts to type {to:?}, only to FLOAT (1) is supported"
+            ));
+        }
+        let name = node.input.first().ok_or("input 0 is missing")?;
+        match self.known.get(name) {
+            Some(Known::Half(d, v)) => Ok(Known::Weight(d.clone(), Reduced::F16(v.clone()))),
+            Some(Known::Const(d, v)) => Ok(Known::Const(d.clone(), v.clone())),
+            _ => Err(format!("{name} must be a FLOAT16 or FLOAT initialiser")),
+        }
+    }
+
+    /// A symmetric `DequantizeLinear` of an INT8 initialiser: f32 scales (one,
+    /// or one per index of `axis`), zero point absent or all zeros.
+    fn dequantize_linear(&self, node: &pb::NodeProto) -> Result<Known, String> {
+        let input = |i: usize| node.input.get(i).filter(|s| !s.is_empty());
+        let x = input(0).ok_or("input 0 is missing")?;
+        let (dims, q) = match self.known.get(x) {
+            Some(Known::Int8(d, q)) => (d.clone(), q.clone()),
+            _ => return Err(format!("{x} must be an INT8 initialiser")),
+        };
+        let rank = dims.len() as i64;
+        let axis = attr(node, "axis").map_or(1, |a| a.i);
+        let axis = if axis < 0 { axis + rank } else { axis };
+        let scale_name = input(1).ok_or("input 1 (scale) is missing")?;
+        let (sd, scale) = match self.known.get(scale_name) {
+            Some(Known::Const(d, v)) => (d.clone(), v.clone()),
+            _ => return Err(format!("scale {scale_name} must be an f32 initialiser")),
+        };
+        let per_axis = sd.len() == 1 && sd[0] == scale.len() && scale.len() > 1;
+        if per_axis && !(0..rank).contains(&axis) {
+            return Err(format!("axis {axis} is outside a rank-{rank} tensor"));
+        }
+        let axis = axis.max(0) as usize;
+        if !(scale.len() == 1 || per_axis && dims.get(axis) == Some(&scale.len())) {
+            return Err(format!(
+                "scale {scale_name} has shape {sd:?}; expected one value or one per index of \
+                 axis {axis} of {dims:?}"
+            ));
+        }
+        if let Some(zp) = input(2) {
+            match self.known.get(zp) {
+                Some(Known::Int8(d, z)) if d == &sd && z.iter().all(|&v| v == 0) => {}
+                Some(Known::Int8(..)) => {
+                    return Err(format!(
+                        "zero point {zp} must be zeros shaped like the scale (symmetric \
+                         quantisation only)"
+                    ));
+                }
+                _ => return Err(format!("zero point {zp} must be an INT8 initialiser")),
+            }
+        }
+        Ok(Known::Weight(dims, Reduced::Int8 { q, scale, axis }))
     }
 
     pub(super) fn node(&mut self, node: &pb::NodeProto) -> Result<(), String> {
@@ -122,7 +271,13 @@ impl Compiler {
                 {
                     return Err("only transA = 0, alpha = 1, beta = 1 is supported".into());
                 }
-                let (wd, w) = self.constant(input(1)?)?;
+                let (wd, w) = match self.known.get(input(1)?) {
+                    Some(Known::Weight(d, r)) => (d.clone(), Stored::Reduced(r.clone())),
+                    _ => {
+                        let (d, v) = self.constant(input(1)?)?;
+                        (d, Stored::F32(v))
+                    }
+                };
                 if wd.len() != 2 || x.shape.len() != 1 {
                     return Err(format!(
                         "expects a [batch, k] input and a 2-D weight, got {:?} and {wd:?}",
@@ -138,17 +293,7 @@ impl Compiler {
                 if k != x.width() {
                     return Err(format!("weight has k = {k}, the input has {}", x.width()));
                 }
-                let w_t = if trans_b {
-                    w
-                } else {
-                    let mut t = vec![0.0; k * n];
-                    for i in 0..k {
-                        for j in 0..n {
-                            t[j * k + i] = w[i * n + j];
-                        }
-                    }
-                    t
-                };
+                let w_t = w.transposed(&wd, trans_b, k, n);
                 let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
                     Some(b) => {
                         let (_, b) = self.constant(b)?;
@@ -161,7 +306,8 @@ impl Compiler {
                     }
                     None => None,
                 };
-                let w_t = self.new_const(w_t);
+                self.weights.push(w_t);
+                let w_t = self.weights.len() - 1;
                 let f = x.factor();
                 let y = self.new_buf(f, vec![n]);
                 self.flops +=
@@ -305,6 +451,8 @@ impl Compiler {
                 Known::Row(y)
             }
             "Conv" => self.conv(node)?,
+            "Cast" => self.cast(node)?,
+            "DequantizeLinear" => self.dequantize_linear(node)?,
             "Reshape" => {
                 let x = self.row(input(0)?)?;
                 let shape = match self.known.get(input(1)?) {
@@ -417,5 +565,92 @@ impl Compiler {
             pad: [p[0], p[1]],
         })));
         Ok(Known::Row(y))
+    }
+}
+
+/// A Gemm/MatMul weight as the graph gives it.
+enum Stored {
+    F32(Vec<f32>),
+    Reduced(Reduced),
+}
+
+/// `w` (`[k, n]`, or `[n, k]` when `trans_b`) as `[n, k]` rows.
+fn transpose<T: Copy>(w: &[T], trans_b: bool, k: usize, n: usize) -> Vec<T> {
+    if trans_b {
+        return w.to_vec();
+    }
+    let mut t = Vec::with_capacity(k * n);
+    for j in 0..n {
+        for i in 0..k {
+            t.push(w[i * n + j]);
+        }
+    }
+    t
+}
+
+impl Stored {
+    /// The weight as the kernels take it, `[n, k]`: f16 and int8 stay in
+    /// their precision (int8 with one scale per output `j`); an int8 weight
+    /// whose scales run along the input axis is dequantised to f32.
+    fn transposed(self, dims: &[usize], trans_b: bool, k: usize, n: usize) -> WeightBuf {
+        match self {
+            Stored::F32(w) => WeightBuf::F32(transpose(&w, trans_b, k, n)),
+            Stored::Reduced(Reduced::F16(w)) => WeightBuf::F16(transpose(&w, trans_b, k, n)),
+            Stored::Reduced(Reduced::Int8 { q, scale, axis }) => {
+                // The output axis of the stored matrix.
+                let out_axis = usize::from(!trans_b);
+                if scale.len() == 1 || axis == out_axis {
+                    let scale = if scale.len() == 1 {
+                        vec![scale[0]; n]
+                    } else {
+                        scale
+                    };
+                    WeightBuf::Int8 {
+                        q: transpose(&q, trans_b, k, n),
+                        scale,
+                    }
+                } else {
+                    let r = Reduced::Int8 { q, scale, axis };
+                    WeightBuf::F32(transpose(&r.dequantize(dims), trans_b, k, n))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dequantising follows the axis of a per-axis scale, and a single scale
+    /// with an axis beyond the tensor's rank (legal ONNX: the axis is then
+    /// unused) does not index out of bounds.
+    #[test]
+    fn int8_dequantises_along_its_axis_and_ignores_the_axis_of_one_scale() {
+        let q = vec![1, -2, 3, 4, -5, 6];
+        let per_row = Reduced::Int8 {
+            q: q.clone(),
+            scale: vec![1.0, 0.5],
+            axis: 0,
+        };
+        assert_eq!(
+            per_row.dequantize(&[2, 3]),
+            [1.0, -2.0, 3.0, 2.0, -2.5, 3.0]
+        );
+        let per_col = Reduced::Int8 {
+            q: q.clone(),
+            scale: vec![1.0, 0.5, 2.0],
+            axis: 1,
+        };
+        assert_eq!(
+            per_col.dequantize(&[2, 3]),
+            [1.0, -1.0, 6.0, 4.0, -2.5, 12.0]
+        );
+        let one = Reduced::Int8 {
+            q,
+            scale: vec![0.5],
+            axis: 7,
+        };
+        assert_eq!(one.dequantize(&[2, 3]), [0.5, -1.0, 1.5, 2.0, -2.5, 3.0]);
     }
 }

@@ -11,23 +11,33 @@
 //! refuses (with the node's name) any operator or attribute outside the
 //! exported set: Gemm, MatMul, Conv (no groups or dilation), LayerNormalization
 //! over the last axis, LeakyRelu, Relu, Erf, Sin, Cos, Tanh, Sigmoid, Add, Sub,
-//! Mul, Div, Concat on axis 1, Reshape, Flatten, Identity. Every tensor is
-//! `[batch, …]`; constants broadcast over the batch.
+//! Mul, Div, Concat on axis 1, Reshape, Flatten, Identity — and the two
+//! ways a reduced-precision export stores a weight ([`crate::weights`]):
+//! `Cast` of a FLOAT16 initialiser to f32, and a symmetric `DequantizeLinear`
+//! of an INT8 initialiser (one scale, or one per index of `axis`; zero point
+//! absent or zeros). Every tensor is `[batch, …]`; constants broadcast over
+//! the batch.
 //!
-//! Matrix products run on the best [`Kernel`] this CPU has (AVX2 + FMA on
-//! x86-64, NEON on aarch64, portable Rust elsewhere), chosen once at load;
-//! [`NativeGraph::kernel`] says which.
+//! Matrix products run on the best [`Kernel`] this CPU has (AVX-512F or
+//! AVX2 + FMA on x86-64, NEON on aarch64, portable Rust elsewhere), chosen
+//! once at load;
+//! [`NativeGraph::kernel`] says which. A Gemm/MatMul weight that reaches it
+//! through `Cast` or `DequantizeLinear` stays in f16 or int8 in memory (2 or 1
+//! byte per weight, plus one f32 scale per output for int8) and is widened
+//! inside the kernel, products summed in f32; any other use of such a
+//! constant sees its f32 values.
 
 mod compile;
 mod exec;
 mod kernels;
 mod probe;
 
-use compile::{Compiler, Known, tensor_f32, tensor_i64};
+use compile::{Compiler, Known, tensor_f32, tensor_i64, tensor_reduced};
 use exec::{Rhs, binary, conv, unary};
 pub use probe::kernel_peak_gflops;
 
 pub use kernels::Kernel;
+use kernels::Matrix;
 
 use crate::engine::{EngineError, GraphBytes};
 use prost::Message;
@@ -87,8 +97,8 @@ enum Binary {
 
 #[derive(Debug, Clone)]
 enum Step {
-    /// `y = x · W (+ b)`; `w_t` holds W transposed, `[n, k]`; `factor`
-    /// matrix rows per batch row.
+    /// `y = x · W (+ b)`; `w_t` (an index into the weights) holds W
+    /// transposed, `[n, k]`; `factor` matrix rows per batch row.
     Gemm {
         factor: usize,
         x: usize,
@@ -143,6 +153,37 @@ struct ConvStep {
     pad: [usize; 2],
 }
 
+/// A matrix weight, transposed (`[n, k]`), in the precision the graph
+/// stores it in.
+#[derive(Debug, Clone)]
+enum WeightBuf {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+    /// `w_t[j, i] = q[j, i] · scale[j]`.
+    Int8 {
+        q: Vec<i8>,
+        scale: Vec<f32>,
+    },
+}
+
+impl WeightBuf {
+    fn matrix(&self) -> Matrix<'_> {
+        match self {
+            Self::F32(w) => Matrix::F32(w),
+            Self::F16(w) => Matrix::F16(w),
+            Self::Int8 { q, scale } => Matrix::Int8 { q, scale },
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Self::F32(w) => 4 * w.len(),
+            Self::F16(w) => 2 * w.len(),
+            Self::Int8 { q, scale } => q.len() + 4 * scale.len(),
+        }
+    }
+}
+
 /// One compiled graph.
 #[derive(Debug, Clone)]
 pub struct NativeGraph {
@@ -151,6 +192,7 @@ pub struct NativeGraph {
     output: Value,
     steps: Vec<Step>,
     consts: Vec<Vec<f32>>,
+    weights: Vec<WeightBuf>,
     /// Width of each buffer per row.
     widths: Vec<usize>,
     bufs: Vec<Vec<f32>>,
@@ -180,12 +222,15 @@ impl NativeGraph {
             known: HashMap::new(),
             widths: Vec::new(),
             consts: Vec::new(),
+            weights: Vec::new(),
             steps: Vec::new(),
             flops: 0,
         };
         for t in &graph.initializer {
             let known = if t.data_type == 7 {
                 Known::Shape(tensor_i64(t).map_err(&err)?)
+            } else if matches!(t.data_type, 3 | 10) {
+                tensor_reduced(t).map_err(&err)?
             } else {
                 let (d, v) = tensor_f32(t).map_err(&err)?;
                 Known::Const(d, v)
@@ -234,6 +279,7 @@ impl NativeGraph {
             output,
             steps: c.steps,
             consts: c.consts,
+            weights: c.weights,
             widths: c.widths,
             bufs,
             rows_capacity: 0,
@@ -252,6 +298,14 @@ impl NativeGraph {
     /// element-wise ops, 8 per element of a layer norm.
     pub fn flops_per_row(&self) -> u64 {
         self.flops_per_row
+    }
+
+    /// Bytes of constants one call reads: every matrix weight in the
+    /// precision it is kept in (int8 scales included), and every other
+    /// constant (biases, norms, convolution kernels) as f32.
+    pub fn weight_bytes(&self) -> usize {
+        self.weights.iter().map(WeightBuf::bytes).sum::<usize>()
+            + self.consts.iter().map(|c| 4 * c.len()).sum::<usize>()
     }
 
     /// Size every buffer for `rows` rows (done once; later calls with at
@@ -314,6 +368,7 @@ impl NativeGraph {
 
     fn step(&mut self, i: usize, rows: usize) {
         let consts = &self.consts;
+        let weights = &self.weights;
         let widths = &self.widths;
         let bufs = &mut self.bufs;
         // Take the output buffer out so inputs can be borrowed beside it
@@ -339,8 +394,14 @@ impl NativeGraph {
                 ..
             } => {
                 let x = &bufs[x][..rows * factor * k];
-                self.kernel
-                    .gemm(x, &consts[w_t], bias.map(|b| consts[b].as_slice()), y, k, n);
+                self.kernel.gemm_matrix(
+                    x,
+                    weights[w_t].matrix(),
+                    bias.map(|b| consts[b].as_slice()),
+                    y,
+                    k,
+                    n,
+                );
             }
             &Step::Unary { x, op, .. } => {
                 let x = &bufs[x][..y.len()];

@@ -1,6 +1,6 @@
 //! The native engine's matrix kernel, one module per instruction set (as
 //! tract-linalg arranges its kernels): [`portable`] runs anywhere,
-//! [`x86_64`] uses AVX2 + FMA, [`aarch64`] uses NEON. [`Kernel::detect`]
+//! [`x86_64`] uses AVX2 + FMA or AVX-512F, [`aarch64`] uses NEON. [`Kernel::detect`]
 //! picks the best one this CPU has, once, when a graph is loaded.
 //!
 //! Every kernel computes each output as the same sequence of operations
@@ -25,17 +25,26 @@ pub enum Kernel {
     Portable,
     /// x86-64 with AVX2 and FMA: 8 lanes, fused multiply-add.
     Avx2Fma,
+    /// x86-64 with AVX-512F (and AVX2, FMA): 16 lanes, fused multiply-add.
+    Avx512,
     /// aarch64 NEON (Advanced SIMD): 2 × 4 lanes, fused multiply-add.
     Neon,
 }
 
 impl Kernel {
     /// Every kernel, whether or not this CPU has it.
-    pub const ALL: [Kernel; 3] = [Kernel::Portable, Kernel::Avx2Fma, Kernel::Neon];
+    pub const ALL: [Kernel; 4] = [
+        Kernel::Portable,
+        Kernel::Avx2Fma,
+        Kernel::Avx512,
+        Kernel::Neon,
+    ];
 
     /// The fastest kernel this CPU runs.
     pub fn detect() -> Self {
-        if Self::Avx2Fma.is_available() {
+        if Self::Avx512.is_available() {
+            Self::Avx512
+        } else if Self::Avx2Fma.is_available() {
             Self::Avx2Fma
         } else if Self::Neon.is_available() {
             Self::Neon
@@ -50,6 +59,8 @@ impl Kernel {
             Self::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Self::Avx2Fma => x86_64::available(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => x86_64::available_512(),
             #[cfg(target_arch = "aarch64")]
             Self::Neon => aarch64::available(),
             #[allow(unreachable_patterns)]
@@ -62,11 +73,13 @@ impl Kernel {
         Self::ALL.into_iter().filter(|k| k.is_available())
     }
 
-    /// A short name for logs and tables: `portable`, `avx2+fma`, `neon`.
+    /// A short name for logs and tables: `portable`, `avx2+fma`, `avx512f`,
+    /// `neon`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Portable => "portable",
             Self::Avx2Fma => "avx2+fma",
+            Self::Avx512 => "avx512f",
             Self::Neon => "neon",
         }
     }
@@ -88,10 +101,120 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Avx2Fma => x86_64::gemm(x, w_t, bias, y, k, n),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => x86_64::gemm512(x, w_t, bias, y, k, n),
             #[cfg(target_arch = "aarch64")]
             Self::Neon => aarch64::gemm(x, w_t, bias, y, k, n),
             #[allow(unreachable_patterns)]
             _ => portable::gemm(x, w_t, bias, y, k, n),
+        }
+    }
+}
+
+/// A weight matrix, transposed (`[n, k]`, row-major), as a kernel reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Matrix<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// IEEE half-precision values.
+    F16(&'a [half::f16]),
+    /// `w_t[j, i] = q[j, i] · scale[j]`.
+    Int8 { q: &'a [i8], scale: &'a [f32] },
+}
+
+/// `y[r, j] = y[r, j] · scale[j] + b[j]` (each part when present), row by
+/// row; every kernel ends with this, so they differ in the sums only.
+fn finish(y: &mut [f32], scale: Option<&[f32]>, bias: Option<&[f32]>, n: usize) {
+    if n == 0 {
+        return;
+    }
+    match (scale, bias) {
+        (None, None) => {}
+        (None, Some(b)) => {
+            for yr in y.chunks_exact_mut(n) {
+                for (o, &bb) in yr.iter_mut().zip(b) {
+                    *o += bb;
+                }
+            }
+        }
+        (Some(s), None) => {
+            for yr in y.chunks_exact_mut(n) {
+                for (o, &ss) in yr.iter_mut().zip(s) {
+                    *o *= ss;
+                }
+            }
+        }
+        (Some(s), Some(b)) => {
+            for yr in y.chunks_exact_mut(n) {
+                for ((o, &ss), &bb) in yr.iter_mut().zip(s).zip(b) {
+                    *o = *o * ss + bb;
+                }
+            }
+        }
+    }
+}
+
+impl Kernel {
+    /// [`Kernel::gemm`] with f16 weights, widened to f32 in the kernel and
+    /// accumulated in f32 (AVX2 + FMA with F16C; NEON and the portable
+    /// kernel widen in plain Rust).
+    pub(crate) fn gemm_f16(
+        self,
+        x: &[f32],
+        w_t: &[half::f16],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        k: usize,
+        n: usize,
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2Fma => x86_64::gemm_f16(x, w_t, bias, y, k, n),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => x86_64::gemm512_f16(x, w_t, bias, y, k, n),
+            #[allow(unreachable_patterns)]
+            _ => portable::gemm_f16(x, w_t, bias, y, k, n),
+        }
+    }
+
+    /// [`Kernel::gemm`] with symmetric int8 weights and one scale per
+    /// output: `y[r, j] = scale[j] · Σ_i x[r, i] · q[j, i] (+ b[j])`, the sum
+    /// in f32.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm_i8(
+        self,
+        x: &[f32],
+        q: &[i8],
+        scale: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        k: usize,
+        n: usize,
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2Fma => x86_64::gemm_i8(x, q, scale, bias, y, k, n),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => x86_64::gemm512_i8(x, q, scale, bias, y, k, n),
+            #[allow(unreachable_patterns)]
+            _ => portable::gemm_i8(x, q, scale, bias, y, k, n),
+        }
+    }
+
+    /// The product with a weight in any precision.
+    pub(crate) fn gemm_matrix(
+        self,
+        x: &[f32],
+        w_t: Matrix<'_>,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        k: usize,
+        n: usize,
+    ) {
+        match w_t {
+            Matrix::F32(w) => self.gemm(x, w, bias, y, k, n),
+            Matrix::F16(w) => self.gemm_f16(x, w, bias, y, k, n),
+            Matrix::Int8 { q, scale } => self.gemm_i8(x, q, scale, bias, y, k, n),
         }
     }
 }
@@ -122,15 +245,20 @@ mod tests {
         #[cfg(target_arch = "aarch64")]
         assert_eq!(k, Kernel::Neon);
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            assert_eq!(k, Kernel::Avx2Fma);
-        } else {
-            assert_eq!(k, Kernel::Portable);
+            let avx2 = std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma");
+            if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
+                assert_eq!(k, Kernel::Avx512);
+            } else if avx2 {
+                assert_eq!(k, Kernel::Avx2Fma);
+            } else {
+                assert_eq!(k, Kernel::Portable);
+            }
         }
         assert_eq!(k.name(), k.to_string());
         let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["portable", "avx2+fma", "neon"]);
+        assert_eq!(names, ["portable", "avx2+fma", "avx512f", "neon"]);
         assert_eq!(Kernel::available().next(), Some(Kernel::Portable));
     }
 
@@ -234,6 +362,140 @@ mod tests {
                             e.to_bits(),
                             "{kernel}: k {k} n {n} batch {batch}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The f16 and int8 kernels: each available kernel against the portable
+    /// one (within 1e-4, relative above 1), the portable one against the f32
+    /// kernel on the widened weights (the same bits for f16; within 1e-5
+    /// relative for int8, which scales once per output instead of once per
+    /// weight), and the results against f32 on the original weights within
+    /// the format's worst case: |Σ x·(w − ŵ)| ≤ Σ |x|·|w − ŵ|, with
+    /// |w − ŵ| ≤ 2⁻¹¹|w| for f16 and ≤ scale/2 for int8.
+    #[test]
+    fn reduced_precision_kernels_agree_with_portable_and_with_f32_within_their_bound() {
+        let mut next = stream(23);
+        let mut compared = 0usize;
+        for rows in [1, 2, 3, 5, 8] {
+            for k in [1, 7, 8, 9, 16, 31, 33, 100, 522] {
+                for n in [1, 3, 4, 5, 8, 9, 13, 17] {
+                    let x: Vec<f32> = (0..rows * k).map(|_| 4.0 * next()).collect();
+                    let w_t: Vec<f32> = (0..n * k).map(|_| next()).collect();
+                    let b: Vec<f32> = (0..n).map(|_| next()).collect();
+                    let h: Vec<half::f16> = w_t.iter().map(|&v| half::f16::from_f32(v)).collect();
+                    let wide: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
+                    let (q, scale) = crate::weights::quantize_int8(&w_t, n, k, 0);
+                    let deq: Vec<f32> = q
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| f32::from(v) * scale[i / k])
+                        .collect();
+                    let mut exact = vec![0.0f32; rows * n];
+                    Kernel::Portable.gemm(&x, &w_t, Some(&b), &mut exact, k, n);
+                    let mut p16 = vec![f32::NAN; rows * n];
+                    Kernel::Portable.gemm_f16(&x, &h, Some(&b), &mut p16, k, n);
+                    let mut want16 = vec![0.0f32; rows * n];
+                    Kernel::Portable.gemm(&x, &wide, Some(&b), &mut want16, k, n);
+                    for (a, e) in p16.iter().zip(&want16) {
+                        assert_eq!(a.to_bits(), e.to_bits(), "portable f16: k {k} n {n}");
+                    }
+                    let mut p8 = vec![f32::NAN; rows * n];
+                    Kernel::Portable.gemm_i8(&x, &q, &scale, Some(&b), &mut p8, k, n);
+                    let mut want8 = vec![0.0f32; rows * n];
+                    Kernel::Portable.gemm(&x, &deq, Some(&b), &mut want8, k, n);
+                    for (a, e) in p8.iter().zip(&want8) {
+                        assert!(
+                            (a - e).abs() <= 1e-5 * e.abs().max(1.0),
+                            "portable int8: rows {rows} k {k} n {n}: {a} vs {e}"
+                        );
+                    }
+                    for r in 0..rows {
+                        let xr = &x[r * k..(r + 1) * k];
+                        let l1: f32 = xr.iter().map(|v| v.abs()).sum();
+                        for j in 0..n {
+                            let wj = &w_t[j * k..(j + 1) * k];
+                            let bound16: f32 =
+                                xr.iter().zip(wj).map(|(a, w)| (a * w).abs()).sum::<f32>() / 2048.0;
+                            let (i, e) = (r * n + j, exact[r * n + j]);
+                            assert!(
+                                (p16[i] - e).abs() <= bound16 + 1e-5,
+                                "f16 off f32 by {} > {bound16}",
+                                (p16[i] - e).abs()
+                            );
+                            let bound8 = l1 * scale[j] / 2.0;
+                            assert!(
+                                (p8[i] - e).abs() <= bound8 + 1e-5,
+                                "int8 off f32 by {} > {bound8}",
+                                (p8[i] - e).abs()
+                            );
+                        }
+                    }
+                    for kernel in Kernel::available() {
+                        let mut y16 = vec![f32::NAN; rows * n];
+                        kernel.gemm_f16(&x, &h, Some(&b), &mut y16, k, n);
+                        let mut y8 = vec![f32::NAN; rows * n];
+                        kernel.gemm_matrix(
+                            &x,
+                            Matrix::Int8 {
+                                q: &q,
+                                scale: &scale,
+                            },
+                            Some(&b),
+                            &mut y8,
+                            k,
+                            n,
+                        );
+                        for (what, got, want) in [("f16", &y16, &p16), ("int8", &y8, &p8)] {
+                            for (a, e) in got.iter().zip(want.iter()) {
+                                assert!(
+                                    (a - e).abs() <= 1e-4 * e.abs().max(1.0),
+                                    "{kernel} {what}: rows {rows} k {k} n {n}: {a}, portable {e}"
+                                );
+                            }
+                        }
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared >= 5 * 9 * 8);
+    }
+
+    /// The f16 and int8 kernels give a row the same bits alone as in a batch.
+    #[test]
+    fn reduced_precision_results_do_not_depend_on_the_batch_size() {
+        let mut next = stream(29);
+        for (k, n) in [(1, 1), (9, 7), (33, 13), (64, 32), (17, 9)] {
+            let rows = 7;
+            let x: Vec<f32> = (0..rows * k).map(|_| next()).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
+            let h: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let (q, scale) = crate::weights::quantize_int8(&w, n, k, 0);
+            for kernel in Kernel::available() {
+                for (what, m) in [
+                    ("f16", Matrix::F16(&h)),
+                    (
+                        "int8",
+                        Matrix::Int8 {
+                            q: &q,
+                            scale: &scale,
+                        },
+                    ),
+                ] {
+                    let mut alone = vec![0.0f32; rows * n];
+                    for r in 0..rows {
+                        let (xr, yr) = (&x[r * k..(r + 1) * k], &mut alone[r * n..(r + 1) * n]);
+                        kernel.gemm_matrix(xr, m, None, yr, k, n);
+                    }
+                    for batch in 2..=rows {
+                        let mut y = vec![0.0f32; batch * n];
+                        kernel.gemm_matrix(&x[..batch * k], m, None, &mut y, k, n);
+                        for (a, e) in y.iter().zip(&alone) {
+                            assert_eq!(a.to_bits(), e.to_bits(), "{kernel} {what}: batch {batch}");
+                        }
                     }
                 }
             }

@@ -1,7 +1,36 @@
 //! The portable matrix kernel: plain Rust in 8-lane chunks that the compiler
 //! vectorises for whatever the target's baseline is (SSE2 on x86-64, NEON on
 //! aarch64). Every CPU can run it; it is also the reference the other kernels
-//! are tested against.
+//! are tested against. It is generic over the weight's storage ([`Weight`]):
+//! an f16 or int8 weight is widened to f32 lane by lane and multiplied and
+//! added exactly as an f32 weight would be.
+
+/// A weight element the kernel widens to f32 (exactly: every f16 and every
+/// i8 is an f32).
+pub(super) trait Weight: Copy {
+    fn f32(self) -> f32;
+}
+
+impl Weight for f32 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self
+    }
+}
+
+impl Weight for half::f16 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+impl Weight for i8 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        f32::from(self)
+    }
+}
 
 const LANES: usize = 8;
 /// Outputs computed together (each weight row is loaded once per row tile).
@@ -9,10 +38,14 @@ const COLS: usize = 4;
 
 /// Dot products of `R` input rows with `COLS` weight rows, 8 lanes wide.
 #[inline(always)]
-fn tile<const R: usize>(xs: [&[f32]; R], ws: [&[f32]; COLS], k: usize) -> [[f32; COLS]; R] {
+fn tile<const R: usize, W: Weight>(
+    xs: [&[f32]; R],
+    ws: [&[W]; COLS],
+    k: usize,
+) -> [[f32; COLS]; R] {
     let mut acc = [[[0.0f32; LANES]; COLS]; R];
     let xc: [&[[f32; LANES]]; R] = xs.map(|x| x.as_chunks::<LANES>().0);
-    let wc: [&[[f32; LANES]]; COLS] = ws.map(|w| w.as_chunks::<LANES>().0);
+    let wc: [&[[W; LANES]]; COLS] = ws.map(|w| w.as_chunks::<LANES>().0);
     let chunks = k / LANES;
     for c in 0..chunks {
         for r in 0..R {
@@ -20,7 +53,7 @@ fn tile<const R: usize>(xs: [&[f32]; R], ws: [&[f32]; COLS], k: usize) -> [[f32;
             for j in 0..COLS {
                 let wv = &wc[j][c];
                 for l in 0..LANES {
-                    acc[r][j][l] += xv[l] * wv[l];
+                    acc[r][j][l] += xv[l] * wv[l].f32();
                 }
             }
         }
@@ -30,7 +63,7 @@ fn tile<const R: usize>(xs: [&[f32]; R], ws: [&[f32]; COLS], k: usize) -> [[f32;
         for j in 0..COLS {
             let mut s = acc[r][j].iter().sum::<f32>();
             for i in chunks * LANES..k {
-                s += xs[r][i] * ws[j][i];
+                s += xs[r][i] * ws[j][i].f32();
             }
             out[r][j] = s;
         }
@@ -39,18 +72,18 @@ fn tile<const R: usize>(xs: [&[f32]; R], ws: [&[f32]; COLS], k: usize) -> [[f32;
 }
 
 #[inline(always)]
-fn dot(x: &[f32], w: &[f32]) -> f32 {
+fn dot<W: Weight>(x: &[f32], w: &[W]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let (xc, xt) = x.as_chunks::<LANES>();
     let (wc, wt) = w.as_chunks::<LANES>();
     for (xv, wv) in xc.iter().zip(wc) {
         for l in 0..LANES {
-            acc[l] += xv[l] * wv[l];
+            acc[l] += xv[l] * wv[l].f32();
         }
     }
     let mut s = acc.iter().sum::<f32>();
     for (a, b) in xt.iter().zip(wt) {
-        s += a * b;
+        s += a * b.f32();
     }
     s
 }
@@ -65,6 +98,41 @@ pub(super) fn gemm(
     k: usize,
     n: usize,
 ) {
+    products(x, w_t, y, k, n);
+    super::finish(y, None, bias, n);
+}
+
+/// [`gemm`] with f16 weights (f32 accumulation).
+pub(super) fn gemm_f16(
+    x: &[f32],
+    w_t: &[half::f16],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    k: usize,
+    n: usize,
+) {
+    products(x, w_t, y, k, n);
+    super::finish(y, None, bias, n);
+}
+
+/// [`gemm`] with int8 weights: `y[r, j] = scale[j] · Σ_i x[r, i] · q[j, i]
+/// (+ b[j])`, the sum in f32.
+pub(super) fn gemm_i8(
+    x: &[f32],
+    q: &[i8],
+    scale: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    k: usize,
+    n: usize,
+) {
+    products(x, q, y, k, n);
+    super::finish(y, Some(scale), bias, n);
+}
+
+/// `y[r, j] = Σ_i x[r, i] · w_t[j, i]`.
+#[inline(always)]
+fn products<W: Weight>(x: &[f32], w_t: &[W], y: &mut [f32], k: usize, n: usize) {
     let rows = x.len() / k.max(1);
     let row = |r: usize| &x[r * k..(r + 1) * k];
     let wrow = |j: usize| &w_t[j * k..(j + 1) * k];
@@ -76,12 +144,12 @@ pub(super) fn gemm(
         while j < full {
             let ws = [wrow(j), wrow(j + 1), wrow(j + 2), wrow(j + 3)];
             if take == 2 {
-                let o = tile::<2>([row(r), row(r + 1)], ws, k);
+                let o = tile::<2, W>([row(r), row(r + 1)], ws, k);
                 for (rr, vals) in o.iter().enumerate() {
                     y[(r + rr) * n + j..(r + rr) * n + j + COLS].copy_from_slice(vals);
                 }
             } else {
-                let o = tile::<1>([row(r)], ws, k);
+                let o = tile::<1, W>([row(r)], ws, k);
                 y[r * n + j..r * n + j + COLS].copy_from_slice(&o[0]);
             }
             j += COLS;
@@ -92,12 +160,5 @@ pub(super) fn gemm(
             }
         }
         r += take;
-    }
-    if let Some(b) = bias {
-        for yr in y.chunks_exact_mut(n) {
-            for (o, &bb) in yr.iter_mut().zip(b) {
-                *o += bb;
-            }
-        }
     }
 }
