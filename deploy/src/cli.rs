@@ -27,6 +27,11 @@ pub struct SimArmArgs {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long, value_parser = diffbc_bridge::checked::flag::seconds, allow_hyphen_values = true)]
     pub seconds: Option<std::time::Duration>,
+    /// Emulate a servo arm instead (so101-follower, koch-leader, …): its
+    /// servos on a pty speaking the real Feetech or Dynamixel protocol, at
+    /// mid-turn, torque off; prints the pty's path (`--link` is not used).
+    #[arg(long)]
+    pub servos: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -238,6 +243,9 @@ pub fn interrupt_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>>
 pub fn sim_arm(a: SimArmArgs) -> Result<()> {
     use std::sync::atomic::Ordering;
     let stop = interrupt_flag()?;
+    if let Some(name) = &a.servos {
+        return sim_servo_arm(name, a.seconds, &stop);
+    }
     let mut config = match a.task {
         SimTaskArg::Arm => diffbc_tasks::arm::ArmTask::default().sim_config(a.seed),
         SimTaskArg::None => diffbc_emulator::SimConfig::default_arm(),
@@ -421,6 +429,48 @@ fn with_status_line<R>(show: bool, f: impl FnOnce(&diffbc_bridge::LiveStats) -> 
         done.store(true, Relaxed);
         r
     })
+}
+
+/// `diffbc sim-arm --servos PRESET`: an emulated servo arm on a pty until
+/// Ctrl-C (or `seconds`).
+fn sim_servo_arm(
+    name: &str,
+    seconds: Option<std::time::Duration>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<()> {
+    use diffbc_servo::Family;
+    use diffbc_servo::emulated::{EmuBus, EmuServo};
+    let arm = diffbc_servo::arm::ArmPreset::named(name).map_err(anyhow::Error::msg)?;
+    let model = match arm.family {
+        Family::Feetech => diffbc_servo::feetech::STS3215_MODEL,
+        Family::Dynamixel => diffbc_servo::dynamixel::MODEL_XL330_M288,
+    };
+    let servos = arm
+        .ids()
+        .map(|id| EmuServo::new(id, model, 2047.0))
+        .collect();
+    let bus = match arm.family {
+        Family::Feetech => EmuBus::spawn(diffbc_servo::feetech::FeetechDevice::new(), servos),
+        Family::Dynamixel => EmuBus::spawn(diffbc_servo::dynamixel::DynamixelDevice::new(), servos),
+    }
+    .context("opening a pseudo-terminal for the emulated servos")?;
+    println!("{}", bus.path);
+    tracing::info!(
+        arm = arm.name,
+        "emulated {} servos at {} (Ctrl-C to stop)",
+        arm.family.name(),
+        bus.path
+    );
+    let start = std::time::Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+        && seconds.is_none_or(|s| start.elapsed() < s)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let goal_writes = bus.lock().goal_writes.len();
+    bus.shutdown();
+    println!("goal writes received: {goal_writes}");
+    Ok(())
 }
 
 /// `diffbc run --arm`: the policy drives a servo-bus arm through the same

@@ -434,11 +434,12 @@ fn the_firmware_watchdog_holds_and_reports_when_commands_stop(target: Target) {
     };
     let mut dec = diffbc_protocol::Decoder::new();
     let mut rx = [0u8; 256];
-    // Read frames until `pick` takes one (or 2 s pass).
+    // Read frames until `pick` takes one (or `within` passes).
     let mut next = |port: &mut Box<dyn serialport::SerialPort>,
+                    within: Duration,
                     pick: &mut dyn FnMut(Frame) -> bool| {
         let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_secs(2) {
+        while start.elapsed() < within {
             let n = port.read(&mut rx).unwrap_or(0);
             let mut rest = &rx[..n];
             while !rest.is_empty() {
@@ -453,22 +454,28 @@ fn the_firmware_watchdog_holds_and_reports_when_commands_stop(target: Target) {
         }
         false
     };
-    send(
-        &Frame::Hello {
-            protocol: diffbc_protocol::PROTOCOL_VERSION,
-        },
-        &mut port,
-    );
+    // Hello until the arm answers, as the bridge does (a firmware just
+    // booting may miss the first one while it sets up its UART).
     let mut handshake = None;
     let mut here = None;
-    next(&mut port, &mut |f| {
-        match f {
-            Frame::Handshake(h) => handshake = Some(h),
-            Frame::Telemetry(t) if handshake.is_some() => here = Some(t.positions),
-            _ => {}
+    for _ in 0..10 {
+        send(
+            &Frame::Hello {
+                protocol: diffbc_protocol::PROTOCOL_VERSION,
+            },
+            &mut port,
+        );
+        if next(&mut port, Duration::from_millis(300), &mut |f| {
+            match f {
+                Frame::Handshake(h) => handshake = Some(h),
+                Frame::Telemetry(t) if handshake.is_some() => here = Some(t.positions),
+                _ => {}
+            }
+            here.is_some()
+        }) {
+            break;
         }
-        here.is_some()
-    });
+    }
     let h = handshake.expect("handshake");
     let targets = here.expect("telemetry after the handshake");
     assert_eq!(targets.len(), h.joints.len(), "one position per joint");
@@ -479,7 +486,7 @@ fn the_firmware_watchdog_holds_and_reports_when_commands_stop(target: Target) {
     let sent = std::time::Instant::now();
     // Now stay silent; the arm must report a watchdog fault after its period.
     let mut fault = None;
-    next(&mut port, &mut |f| {
+    next(&mut port, Duration::from_secs(2), &mut |f| {
         if let Frame::Fault(f) = f {
             fault = Some((f, sent.elapsed()));
         }

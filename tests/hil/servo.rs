@@ -562,3 +562,102 @@ fn a_controller_panic_leaves_the_servos_limp() {
         drop(link);
     }
 }
+
+/// A real servo arm (`DIFFBC_HIL_ARM`, `DIFFBC_HIL_PORT`,
+/// `DIFFBC_HIL_CALIBRATION` set when the tests are built; see `build.rs`):
+/// a gentle motion (±0.1 rad around where each joint is) for 10 s at 30 Hz,
+/// every command written, no timeout or corrupt status; torque read back off
+/// from every servo after the end and after Ctrl-C (the run's stop flag).
+#[cfg(hil_real_arm)]
+#[test]
+fn real_arm() {
+    use diffbc_bridge::{Controller, LoopConfig, WallClock};
+    use diffbc_protocol::{Handshake, Telemetry};
+    use diffbc_servo::{Bus, Register};
+    struct Gentle {
+        home: Vec<f32>,
+        tick: u32,
+    }
+    impl Controller for Gentle {
+        fn start(&mut self, _h: &Handshake) -> Result<(), String> {
+            self.home.clear();
+            Ok(())
+        }
+        fn act(&mut self, t: &Telemetry, a: &mut [f32]) -> Result<(), String> {
+            if self.home.is_empty() {
+                self.home = t.positions.to_vec();
+            }
+            self.tick += 1;
+            let phase = self.tick as f32 / 30.0;
+            for (j, (o, h)) in a.iter_mut().zip(&self.home).enumerate() {
+                *o = h + 0.1 * (phase + j as f32).sin();
+            }
+            Ok(())
+        }
+    }
+    let _turn = crate::hil::one_at_a_time();
+    let port = env!("DIFFBC_HIL_PORT_AT_BUILD");
+    let arm = diffbc_servo::arm::ArmPreset::named(env!("DIFFBC_HIL_ARM_AT_BUILD")).expect("preset");
+    let cal_path = env!("DIFFBC_HIL_CALIBRATION_AT_BUILD");
+    let cal = diffbc_servo::calibration::Calibration::load(Path::new(cal_path))
+        .expect("DIFFBC_HIL_CALIBRATION: the arm's calibration file");
+    let open = || {
+        diffbc_servo::open_bus(arm.family, port, 1_000_000, Duration::from_millis(20))
+            .expect("open")
+    };
+    let torque_read_back = || -> Vec<i32> {
+        let mut bus = open();
+        arm.ids()
+            .map(|id| bus.read(id, Register::TorqueEnable).expect("read torque"))
+            .collect()
+    };
+    for (label, stop_after) in [("the end", None), ("Ctrl-C", Some(Duration::from_secs(2)))] {
+        let mut link = diffbc_servo::ServoLink::connect(open(), port, arm, &cal, cal_path, 500)
+            .expect("connect");
+        let stop = AtomicBool::new(false);
+        let report = std::thread::scope(|scope| {
+            if let Some(after) = stop_after {
+                let stop = &stop;
+                scope.spawn(move || {
+                    std::thread::sleep(after);
+                    stop.store(true, Ordering::Relaxed);
+                });
+            }
+            diffbc_bridge::control::run(
+                &mut link,
+                &mut WallClock::start(),
+                &mut Gentle {
+                    home: Vec::new(),
+                    tick: 0,
+                },
+                &LoopConfig {
+                    rate_hz: 30.0,
+                    duration: Some(Duration::from_secs(10)),
+                    velocity_limits: true,
+                    ..LoopConfig::default()
+                },
+                &stop,
+            )
+        });
+        println!("{label}: {}", report.stats.markdown());
+        assert_eq!(report.outcome, Ok(()), "{label}");
+        let stats = link.arm().bus().stats();
+        assert_eq!(
+            (stats.timeouts, stats.corrupt, stats.servo_errors),
+            (0, 0, 0),
+            "{label}: {stats:?}"
+        );
+        if stop_after.is_none() {
+            assert!(
+                report.log.total() >= 290,
+                "{label}: {} commands",
+                report.log.total()
+            );
+        }
+        drop(link);
+        assert!(
+            torque_read_back().iter().all(|&t| t == 0),
+            "{label}: torque off"
+        );
+    }
+}
