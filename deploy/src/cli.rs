@@ -403,12 +403,14 @@ fn with_status_line<R>(show: bool, f: impl FnOnce(&diffbc_bridge::LiveStats) -> 
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let start = std::time::Instant::now();
-            let mut printed = false;
+            let mut shown = 0;
             while !done.load(Relaxed) {
                 std::thread::sleep(std::time::Duration::from_millis(100));
-                if start.elapsed().as_millis() / 1000 == 0 || done.load(Relaxed) {
+                let seconds = start.elapsed().as_secs();
+                if seconds == shown || done.load(Relaxed) {
                     continue;
                 }
+                shown = seconds;
                 let ticks = live.ticks.load(Relaxed);
                 eprint!(
                     "\rrun: {ticks} ticks, {:.1} Hz, {} missed, {} clamped, {} refused, jitter max {} µs   ",
@@ -418,10 +420,8 @@ fn with_status_line<R>(show: bool, f: impl FnOnce(&diffbc_bridge::LiveStats) -> 
                     live.rejected.load(Relaxed),
                     live.jitter_max_us.load(Relaxed),
                 );
-                printed = true;
-                std::thread::sleep(std::time::Duration::from_millis(900));
             }
-            if printed {
+            if shown > 0 {
                 eprintln!();
             }
         });

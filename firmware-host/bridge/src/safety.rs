@@ -85,6 +85,25 @@ impl SafetyLayer {
         self
     }
 
+    /// An action of one finite value per joint, beside `others` of the same
+    /// length; else the error that refuses it (nothing is written).
+    fn check(&self, action: &[f32], others: &[&[f32]]) -> Result<(), SafetyError> {
+        let n = self.limits.len();
+        if action.len() != n || others.iter().any(|o| o.len() != n) {
+            return Err(SafetyError::Joints {
+                expected: n,
+                got: action.len(),
+            });
+        }
+        if let Some(joint) = action.iter().position(|v| !v.is_finite()) {
+            return Err(SafetyError::NonFinite {
+                joint,
+                value: action[joint],
+            });
+        }
+        Ok(())
+    }
+
     /// Whether commands need their history ([`SafetyLayer::apply_with_history`]).
     pub fn limits_acceleration(&self) -> bool {
         self.accel_steps.is_some()
@@ -108,18 +127,7 @@ impl SafetyLayer {
             return self.apply(measured, action, out);
         };
         let n = self.limits.len();
-        if action.len() != n || last.len() != n || before_last.len() != n {
-            return Err(SafetyError::Joints {
-                expected: n,
-                got: action.len(),
-            });
-        }
-        if let Some(joint) = action.iter().position(|v| !v.is_finite()) {
-            return Err(SafetyError::NonFinite {
-                joint,
-                value: action[joint],
-            });
-        }
+        self.check(action, &[last, before_last])?;
         let mut smoothed = [0.0f32; diffbc_protocol::MAX_JOINTS];
         let mut accel = 0;
         for j in 0..n {
@@ -157,18 +165,7 @@ impl SafetyLayer {
         out: &mut [f32],
     ) -> Result<Clamped, SafetyError> {
         let n = self.limits.len();
-        if action.len() != n || measured.len() != n || out.len() != n {
-            return Err(SafetyError::Joints {
-                expected: n,
-                got: action.len(),
-            });
-        }
-        if let Some(joint) = action.iter().position(|v| !v.is_finite()) {
-            return Err(SafetyError::NonFinite {
-                joint,
-                value: action[joint],
-            });
-        }
+        self.check(action, &[measured, out])?;
         let mut c = Clamped::default();
         for j in 0..n {
             let lim = &self.limits[j];

@@ -11,7 +11,6 @@ use crate::{Bus, BusError};
 use diffbc_bridge::{Controller, LoopConfig, WallClock};
 use diffbc_protocol::{Handshake, Telemetry};
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 /// One recorded episode, row-major: `observations` has `2 × joints`
 /// values per tick (positions, then velocities), `actions` `joints`.
@@ -170,9 +169,4 @@ pub fn record<F: Bus, L: Bus>(
         }
     }
     Ok(kept)
-}
-
-/// The control rate's period (for callers sizing their waits).
-pub fn period(config: &LoopConfig) -> Duration {
-    Duration::from_secs_f64(1.0 / config.rate_hz)
 }
