@@ -3,10 +3,11 @@
  * .cargo/qemu/aarch64, the aarch64 test runner; never part of a build).
  *
  * Why: serialport (the bridge's port) opens every port with the termios2
- * ioctls TCGETS2/TCSETS2, which take any baud rate. qemu-user before 10.2
- * (Debian 12 ships 7.2) does not translate them and answers ENOSYS
- * ("Function not implemented"), so no port opens under emulation, not even
- * a pseudo-terminal. The classic TCGETS/TCSETS* ioctls are translated.
+ * ioctls TCGETS2/TCSETS2, which take any baud rate. qemu-user 7.2 (Debian
+ * 12; distributions still patched 10.1 for it) does not translate them and
+ * answers ENOSYS ("Function not implemented"), so no port opens under
+ * emulation, not even a pseudo-terminal. The classic TCGETS/TCSETS*
+ * ioctls are translated.
  *
  * What: ioctl() answers the four termios2 requests with the classic ones,
  * carrying the speed as its Bnnn code (every rate the bridge uses has one:
