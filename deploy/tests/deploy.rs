@@ -9,8 +9,24 @@ fn models() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
 }
 
+/// The deploy binary as a command. A cross build's tests run under an
+/// emulator (`.cargo/qemu/aarch64`), which names itself in
+/// `DIFFBC_CROSS_RUNNER`: the binary is started through it, as cargo starts
+/// the test itself, instead of being handed to the host's kernel.
+fn deploy_command() -> Command {
+    let bin = env!("CARGO_BIN_EXE_diffbc-deploy");
+    match std::env::var_os("DIFFBC_CROSS_RUNNER") {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
 fn deploy(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_diffbc-deploy"))
+    deploy_command()
         .args(args)
         .env("RUST_LOG", "warn")
         .output()
@@ -49,7 +65,7 @@ fn eval_runs_the_shipped_arm_policy_closed_loop() {
 fn sim_arm_and_run_drive_the_emulated_arm_at_the_trained_rate() {
     let tmp = tempfile::tempdir().expect("tmp");
     let link = tmp.path().join("arm");
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_diffbc-deploy"))
+    let mut sim = deploy_command()
         .args(["sim-arm", "--task", "arm", "--seconds", "20", "--link"])
         .arg(&link)
         .env("RUST_LOG", "warn")
