@@ -251,10 +251,8 @@ pub fn run(dir: &Path, plan: &BenchPlan) -> Result<Vec<BenchRecord>> {
             }
         }
     }
-    if records.is_empty() {
-        if let Some(e) = last_error {
-            return Err(e);
-        }
+    if let (true, Some(e)) = (records.is_empty(), last_error) {
+        return Err(e);
     }
     read_bandwidths(&mut records, plan.bandwidth_time);
     Ok(records)
