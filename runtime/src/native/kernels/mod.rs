@@ -210,6 +210,8 @@ pub(super) fn pack_panels<W: Weight>(
 }
 
 /// The inverse of [`pack_panels`]: `[n, k]` rows again.
+// Used by the x86-64 kernels (and the tests) only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) fn unpack_panels<W: Weight>(
     w: &[W],
     k: usize,
@@ -235,6 +237,8 @@ pub(super) fn unpack_panels<W: Weight>(
 /// How many leading inputs all `rows` rows of `x` (`[rows, k]`) have in
 /// common, bit for bit (so that a product over them is the same for every
 /// row); 0 for fewer than two rows.
+// Used by the x86-64 kernels (and the tests) only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) fn shared_prefix(x: &[f32], k: usize, rows: usize) -> usize {
     if rows < 2 || k == 0 {
         return 0;
