@@ -1,13 +1,17 @@
 //! `diffbc bench <model-dir>`: latency and throughput of `Policy::act` at
 //! batch 1 for each engine × weight format × thread count × sampler, with
-//! FLOPs and weight bytes counted from the graphs, and allocations per action
-//! counted by the binary's allocator. The reduced-precision formats of an f32
+//! FLOPs and weight bytes counted from the graphs, the weight bytes per
+//! second that rate streams beside this core's measured read bandwidth for a
+//! buffer of that size, and allocations per action counted by the binary's
+//! allocator. The reduced-precision formats of an f32
 //! folder are written from its graphs into a temporary folder
 //! ([`diffbc_runtime::weights::write_variant`]), so one shipped folder
 //! measures every format.
 
 use anyhow::{Context, Result, bail};
-use diffbc_runtime::policy::{flops_per_decision, weight_bytes_per_call};
+use diffbc_runtime::policy::{
+    flops_per_decision, weight_bytes_per_call, weight_bytes_per_call_f32,
+};
 use diffbc_runtime::{EngineChoice, Policy, PolicyOptions, SamplerConfig, WeightFormat};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,13 +26,21 @@ pub struct BenchRecord {
     pub engine: String,
     /// How the graphs store their matrix weights.
     pub weights: WeightFormat,
-    /// Bytes of constants one denoiser (head) call reads on the native engine
-    /// (matrix weights in their stored precision, int8 scales, biases);
-    /// `None` for other engines, which widen reduced weights themselves.
+    /// Bytes of constants one denoiser (head) call reads, counted from the
+    /// graph as the engine holds its weights: the native engine in their
+    /// stored precision (int8 scales, biases and norms in f32, a last
+    /// panel's padding included); tract widens f16 and int8 to f32 at load,
+    /// and ONNX Runtime folds f16's `Cast` into f32 weights and keeps int8
+    /// as 8-bit (`MatMulNBits`). `None` when the native compiler, which
+    /// counts them, cannot read the graph.
     pub weight_bytes_per_call: Option<usize>,
-    /// Weight bytes read per second at this rate (native engine, batch 1:
-    /// each call reads every weight once; encoder once per decision).
+    /// Weight bytes read per second at this rate: every call reads every
+    /// weight once (the encoder once per decision), at any batch.
     pub weight_gb_per_s: Option<f64>,
+    /// This core's read bandwidth for a buffer of `weight_bytes_per_call`
+    /// bytes, measured in the same run ([`diffbc_runtime::native::read_bandwidth_gbs`]):
+    /// the bound on `weight_gb_per_s` for a call that streams its weights.
+    pub read_gb_per_s: Option<f64>,
     /// Sampler label.
     pub sampler: String,
     /// Threads the engine may use.
@@ -71,6 +83,8 @@ pub struct BenchPlan {
     pub seconds: Duration,
     /// Fewest timed actions per row.
     pub min_iterations: usize,
+    /// Time to measure the read bandwidth for each distinct weight size.
+    pub bandwidth_time: Duration,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -103,9 +117,13 @@ fn measure(
     let manifest = policy.manifest().clone();
     let schedule = diffbc_runtime::policy::read_manifest(dir)?.1;
     let flops = flops_per_decision(dir, &manifest, &schedule, &sampler);
-    let bytes = (engine == EngineChoice::Native)
-        .then(|| weight_bytes_per_call(dir, &manifest))
-        .flatten();
+    let bytes = match engine {
+        EngineChoice::Native => weight_bytes_per_call(dir, &manifest),
+        EngineChoice::Ort(_) if manifest.weights == WeightFormat::Int8 => {
+            weight_bytes_per_call(dir, &manifest)
+        }
+        _ => weight_bytes_per_call_f32(dir, &manifest),
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let f = policy.frame_len();
     let observations: Vec<Vec<f32>> = (0..16)
@@ -144,8 +162,8 @@ fn measure(
         weights: manifest.weights,
         weight_bytes_per_call: bytes.map(|(_, head)| head),
         weight_gb_per_s: bytes
-            .filter(|_| sampler.rows_per_decision() == 1)
             .map(|(enc, head)| (enc + network_calls * head) as f64 * actions_per_s / 1e9),
+        read_gb_per_s: None,
         sampler: sampler.label(),
         threads,
         network_calls,
@@ -233,9 +251,32 @@ pub fn run(dir: &Path, plan: &BenchPlan) -> Result<Vec<BenchRecord>> {
             }
         }
     }
-    match (records.is_empty(), last_error) {
-        (true, Some(e)) => Err(e),
-        _ => Ok(records),
+    if let (true, Some(e)) = (records.is_empty(), last_error) {
+        return Err(e);
+    }
+    read_bandwidths(&mut records, plan.bandwidth_time);
+    Ok(records)
+}
+
+/// Fill in each row's read bandwidth, measured once per distinct weight
+/// size, after the timed rows (so that it does not heat or load the core
+/// differently for some rows than for others).
+fn read_bandwidths(records: &mut [BenchRecord], time: Duration) {
+    let mut measured: Vec<(usize, f64)> = Vec::new();
+    for r in records.iter_mut() {
+        let Some(bytes) = r.weight_bytes_per_call else {
+            continue;
+        };
+        let gbs = match measured.iter().find(|(b, _)| *b == bytes) {
+            Some(&(_, g)) => g,
+            None => {
+                let g = diffbc_runtime::native::read_bandwidth_gbs(bytes, time);
+                tracing::info!("read bandwidth over {bytes} bytes: {g:.1} GB/s");
+                measured.push((bytes, g));
+                g
+            }
+        };
+        r.read_gb_per_s = Some(gbs);
     }
 }
 
@@ -262,7 +303,7 @@ pub fn speedups(records: &[BenchRecord], label: &str) -> Vec<(WeightFormat, f64)
 /// The table as Markdown.
 pub fn markdown(records: &[BenchRecord], peak_gflops: f64) -> String {
     let mut s = String::from(
-        "| engine | weights | sampler | threads | net calls × rows | actions/s | p50 µs | p99 µs | MFLOP/action | GFLOP/s | % of batch-1 ceiling | weight bytes/call | weight GB/s | allocs/act |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| engine | weights | sampler | threads | net calls × rows | actions/s | p50 µs | p99 µs | MFLOP/action | GFLOP/s | % of batch-1 ceiling | weight bytes/call | weight GB/s | read GB/s at that size | % of read GB/s | allocs/act |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in records {
         let (mflop, gf, pct) = match (r.flops_per_action, r.gflops) {
@@ -278,7 +319,7 @@ pub fn markdown(records: &[BenchRecord], peak_gflops: f64) -> String {
             _ => ("n/a".into(), "n/a".into(), "n/a".into()),
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} × {} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} × {} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.engine,
             r.weights,
             r.sampler,
@@ -295,6 +336,12 @@ pub fn markdown(records: &[BenchRecord], peak_gflops: f64) -> String {
                 .map_or_else(|| "n/a".to_string(), |b| format!("{:.2} MB", b as f64 / 1e6)),
             r.weight_gb_per_s
                 .map_or_else(|| "n/a".to_string(), |g| format!("{g:.1}")),
+            r.read_gb_per_s
+                .map_or_else(|| "n/a".to_string(), |g| format!("{g:.1}")),
+            match (r.weight_gb_per_s, r.read_gb_per_s) {
+                (Some(w), Some(m)) if m > 0.0 => format!("{:.0} %", 100.0 * w / m),
+                _ => "n/a".to_string(),
+            },
             r.allocs_per_act
                 .map_or_else(|| "not counted".to_string(), |a| format!("{a:.1}"))
         ));

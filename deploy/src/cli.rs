@@ -882,6 +882,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         ]),
         seconds: a.seconds,
         min_iterations: a.min_iterations.max(1),
+        bandwidth_time: std::time::Duration::from_millis(400),
     };
     let peak1 =
         diffbc_runtime::native::kernel_peak_gflops(1, std::time::Duration::from_millis(300));
@@ -915,10 +916,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         println!("Diffusion-X (M=8), batch 1, 1 thread: native {w} / native f32 = {ratio:.2}x");
     }
     println!(
-        "\nweight bytes/call: what one denoiser call reads on the native engine (matrix weights \
-         in their stored precision, int8 scales, biases and norms in f32); weight GB/s: those \
-         bytes (and the encoder's once) per decision × actions/s, batch-1 rows only. tract and \
-         ONNX Runtime widen reduced weights themselves (n/a)."
+        "\nweight bytes/call: what one denoiser call reads, counted from the graph as the engine \
+         holds its weights (native: matrix weights in their stored precision, int8 scales, biases \
+         and norms in f32; tract: f32 for every format, widened at load; ONNX Runtime: f32 for \
+         f32 and f16, whose Cast it folds at load, 8-bit for int8). weight GB/s: those bytes \
+         (and the encoder's once) per decision × actions/s. read GB/s at that size: this core \
+         streaming a buffer of that many bytes, measured in this run (best of repeated passes) — \
+         the bound on weight GB/s for a call that reads each weight once; batch-1 rows near \
+         100 % are bound by it, batched rows (KDE) reuse each weight across rows and are not."
     );
     if let Some(path) = &a.json {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

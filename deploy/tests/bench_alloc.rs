@@ -28,6 +28,7 @@ fn bench_counts_allocations_per_action_when_the_allocator_counts() {
         samplers: vec![SamplerConfig::ddpm()],
         seconds: Duration::from_millis(50),
         min_iterations: 5,
+        bandwidth_time: Duration::from_millis(20),
     };
     let records = run(&model, &plan).expect("bench");
     assert_eq!(records.len(), 2);
@@ -59,6 +60,7 @@ fn bench_measures_every_weight_format_from_one_f32_folder() {
         samplers: vec![SamplerConfig::diffusion_x(1)],
         seconds: Duration::from_millis(20),
         min_iterations: 2,
+        bandwidth_time: Duration::from_millis(20),
     };
     let records = run(&model, &plan).expect("bench");
     let rows: Vec<(&str, WeightFormat)> = records
@@ -90,17 +92,34 @@ fn bench_measures_every_weight_format_from_one_f32_folder() {
         bytes[2] * 4 < bytes[0] + 200_000 && bytes[2] * 3 < bytes[0],
         "{bytes:?}"
     );
+    // tract widens every format to f32 at load: the f32 bytes, unpadded.
+    let tract: Vec<usize> = records[3..]
+        .iter()
+        .map(|r| r.weight_bytes_per_call.expect("counted for tract too"))
+        .collect();
+    assert_eq!(tract, [tract[0]; 3], "{tract:?}");
+    assert!(
+        tract[0] <= bytes[0] && tract[0] + 50_000 > bytes[0],
+        "{tract:?} {bytes:?}"
+    );
     for r in &records {
         assert!(r.actions_per_s > 0.0, "{r:?}");
         if r.engine == "native" {
             assert_eq!(r.allocs_per_act, Some(0.0), "{r:?}");
-        } else {
-            assert_eq!(r.weight_bytes_per_call, None, "{r:?}");
         }
+        // Every row: the bytes it streams per second and the core's read
+        // bandwidth for that many bytes, both measured.
+        assert!(r.weight_gb_per_s.is_some_and(|g| g > 0.0), "{r:?}");
+        assert!(r.read_gb_per_s.is_some_and(|g| g > 0.0), "{r:?}");
     }
     let label = SamplerConfig::diffusion_x(1).label();
     let ratios = diffbc_deploy::bench::speedups(&records, &label);
     assert_eq!(ratios.len(), 2, "{ratios:?}");
     let table = markdown(&records, 100.0);
     assert!(table.contains("| native | int8 |"), "{table}");
+    assert!(
+        table.contains("| read GB/s at that size | % of read GB/s |"),
+        "{table}"
+    );
+    assert!(!table.contains("n/a"), "{table}");
 }

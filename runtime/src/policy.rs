@@ -672,6 +672,14 @@ pub fn weight_bytes_per_call(dir: &Path, manifest: &Manifest) -> Option<(usize, 
     Some((enc.weight_bytes(), head.weight_bytes()))
 }
 
+/// [`weight_bytes_per_call`] with every matrix weight counted as f32
+/// ([`NativeGraph::weight_bytes_f32`]): what an engine that widens f16 and
+/// int8 weights at load reads per call.
+pub fn weight_bytes_per_call_f32(dir: &Path, manifest: &Manifest) -> Option<(usize, usize)> {
+    let (enc, head) = native_graphs(dir, manifest)?;
+    Some((enc.weight_bytes_f32(), head.weight_bytes_f32()))
+}
+
 /// The one place a decision is made: `out.len() / action_dim` decisions
 /// (whole chunks) from one observation's `embedding`, de-normalised into
 /// raw units. A denoiser samples (a single decision straight from the

@@ -151,6 +151,8 @@ pub(super) struct Compiler {
     pub(super) weights: Vec<WeightBuf>,
     pub(super) steps: Vec<Step>,
     pub(super) flops: u64,
+    /// The kernel the graph will run, which lays out the matrix weights.
+    pub(super) kernel: Kernel,
 }
 
 impl Compiler {
@@ -293,7 +295,7 @@ impl Compiler {
                 if k != x.width() {
                     return Err(format!("weight has k = {k}, the input has {}", x.width()));
                 }
-                let w_t = w.transposed(&wd, trans_b, k, n);
+                let w_t = w.packed(&wd, trans_b, k, n, self.kernel);
                 let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
                     Some(b) => {
                         let (_, b) = self.constant(b)?;
@@ -589,13 +591,23 @@ fn transpose<T: Copy>(w: &[T], trans_b: bool, k: usize, n: usize) -> Vec<T> {
 }
 
 impl Stored {
-    /// The weight as the kernels take it, `[n, k]`: f16 and int8 stay in
-    /// their precision (int8 with one scale per output `j`); an int8 weight
-    /// whose scales run along the input axis is dequantised to f32.
-    fn transposed(self, dims: &[usize], trans_b: bool, k: usize, n: usize) -> WeightBuf {
+    /// The weight as `kernel` takes it (transposed to `[n, k]`, then
+    /// [`Kernel::pack`]ed): f16 and int8 stay in their precision (int8 with
+    /// one scale per output `j`); an int8 weight whose scales run along the
+    /// input axis is dequantised to f32.
+    fn packed(
+        self,
+        dims: &[usize],
+        trans_b: bool,
+        k: usize,
+        n: usize,
+        kernel: Kernel,
+    ) -> WeightBuf {
         match self {
-            Stored::F32(w) => WeightBuf::F32(transpose(&w, trans_b, k, n)),
-            Stored::Reduced(Reduced::F16(w)) => WeightBuf::F16(transpose(&w, trans_b, k, n)),
+            Stored::F32(w) => WeightBuf::F32(kernel.pack(&transpose(&w, trans_b, k, n), k, n)),
+            Stored::Reduced(Reduced::F16(w)) => {
+                WeightBuf::F16(kernel.pack(&transpose(&w, trans_b, k, n), k, n))
+            }
             Stored::Reduced(Reduced::Int8 { q, scale, axis }) => {
                 // The output axis of the stored matrix.
                 let out_axis = usize::from(!trans_b);
@@ -606,12 +618,16 @@ impl Stored {
                         scale
                     };
                     WeightBuf::Int8 {
-                        q: transpose(&q, trans_b, k, n),
+                        q: kernel.pack(&transpose(&q, trans_b, k, n), k, n),
                         scale,
                     }
                 } else {
                     let r = Reduced::Int8 { q, scale, axis };
-                    WeightBuf::F32(transpose(&r.dequantize(dims), trans_b, k, n))
+                    WeightBuf::F32(kernel.pack(
+                        &transpose(&r.dequantize(dims), trans_b, k, n),
+                        k,
+                        n,
+                    ))
                 }
             }
         }

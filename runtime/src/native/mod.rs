@@ -33,8 +33,8 @@ mod kernels;
 mod probe;
 
 use compile::{Compiler, Known, tensor_f32, tensor_i64, tensor_reduced};
-use exec::{Rhs, binary, conv, unary};
-pub use probe::kernel_peak_gflops;
+use exec::{Rhs, binary, conv, layer_norm, unary};
+pub use probe::{kernel_peak_gflops, read_bandwidth_gbs};
 
 pub use kernels::Kernel;
 use kernels::Matrix;
@@ -97,8 +97,8 @@ enum Binary {
 
 #[derive(Debug, Clone)]
 enum Step {
-    /// `y = x · W (+ b)`; `w_t` (an index into the weights) holds W
-    /// transposed, `[n, k]`; `factor` matrix rows per batch row.
+    /// `y = x · W (+ b)`; `w_t` (an index into the weights) holds W packed
+    /// for the graph's kernel; `factor` matrix rows per batch row.
     Gemm {
         factor: usize,
         x: usize,
@@ -153,13 +153,13 @@ struct ConvStep {
     pad: [usize; 2],
 }
 
-/// A matrix weight, transposed (`[n, k]`), in the precision the graph
-/// stores it in.
+/// A matrix weight in the precision the graph stores it in, laid out for
+/// the graph's kernel ([`Kernel::pack`]).
 #[derive(Debug, Clone)]
 enum WeightBuf {
     F32(Vec<f32>),
     F16(Vec<half::f16>),
-    /// `w_t[j, i] = q[j, i] · scale[j]`.
+    /// `w[i, j] = q[i, j] · scale[j]`.
     Int8 {
         q: Vec<i8>,
         scale: Vec<f32>,
@@ -225,6 +225,7 @@ impl NativeGraph {
             weights: Vec::new(),
             steps: Vec::new(),
             flops: 0,
+            kernel: Kernel::detect(),
         };
         for t in &graph.initializer {
             let known = if t.data_type == 7 {
@@ -284,7 +285,7 @@ impl NativeGraph {
             bufs,
             rows_capacity: 0,
             flops_per_row: c.flops,
-            kernel: Kernel::detect(),
+            kernel: c.kernel,
         })
     }
 
@@ -301,11 +302,27 @@ impl NativeGraph {
     }
 
     /// Bytes of constants one call reads: every matrix weight in the
-    /// precision it is kept in (int8 scales included), and every other
+    /// precision and layout it is kept in (int8 scales and a last panel's
+    /// zero padding included), and every other
     /// constant (biases, norms, convolution kernels) as f32.
     pub fn weight_bytes(&self) -> usize {
         self.weights.iter().map(WeightBuf::bytes).sum::<usize>()
             + self.consts.iter().map(|c| 4 * c.len()).sum::<usize>()
+    }
+
+    /// [`NativeGraph::weight_bytes`] with every matrix weight in f32 and
+    /// unpadded (`4 · k · n` bytes each): what an engine that widens reduced
+    /// weights once at load (tract) reads per call.
+    pub fn weight_bytes_f32(&self) -> usize {
+        let matrices: usize = self
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Gemm { k, n, .. } => 4 * k * n,
+                _ => 0,
+            })
+            .sum();
+        matrices + self.consts.iter().map(|c| 4 * c.len()).sum::<usize>()
     }
 
     /// Size every buffer for `rows` rows (done once; later calls with at
@@ -403,6 +420,47 @@ impl NativeGraph {
                     n,
                 );
             }
+            step => self.kernel.run_vectorised(Loops {
+                step,
+                bufs,
+                consts,
+                widths,
+                y,
+                y_id,
+                rows,
+            }),
+        }
+        bufs[y_id] = y_buf;
+    }
+}
+
+/// A step other than a matrix product, with its buffers: the loops
+/// [`Kernel::run_vectorised`] compiles for the graph's instruction set.
+struct Loops<'a> {
+    step: &'a Step,
+    bufs: &'a [Vec<f32>],
+    consts: &'a [Vec<f32>],
+    widths: &'a [usize],
+    y: &'a mut [f32],
+    y_id: usize,
+    rows: usize,
+}
+
+impl kernels::Loops for Loops<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let Loops {
+            step,
+            bufs,
+            consts,
+            widths,
+            y,
+            y_id,
+            rows,
+        } = self;
+        match step {
+            // Matrix products run on the kernel itself.
+            Step::Gemm { .. } => {}
             &Step::Unary { x, op, .. } => {
                 let x = &bufs[x][..y.len()];
                 unary(op, x, y);
@@ -435,20 +493,10 @@ impl NativeGraph {
                 eps,
                 ..
             } => {
-                let (g, b) = (&consts[gamma], &consts[beta]);
-                let last = g.len();
                 let x = &bufs[x][..y.len()];
-                for (yr, xr) in y.chunks_exact_mut(last).zip(x.chunks_exact(last)) {
-                    let mean = xr.iter().sum::<f32>() / last as f32;
-                    let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / last as f32;
-                    let inv = 1.0 / (var + eps).sqrt();
-                    for (((o, &v), &gg), &bb) in yr.iter_mut().zip(xr).zip(g).zip(b) {
-                        *o = (v - mean) * inv * gg + bb;
-                    }
-                }
+                layer_norm(x, &consts[gamma], &consts[beta], eps, y);
             }
             Step::Conv(c) => conv(c, &bufs[c.x], consts, y, rows),
         }
-        bufs[y_id] = y_buf;
     }
 }

@@ -7,11 +7,14 @@
 
 /// A weight element the kernel widens to f32 (exactly: every f16 and every
 /// i8 is an f32).
-pub(super) trait Weight: Copy {
+pub(crate) trait Weight: Copy {
+    /// Zero in this storage (a packed panel's padding).
+    const ZERO: Self;
     fn f32(self) -> f32;
 }
 
 impl Weight for f32 {
+    const ZERO: Self = 0.0;
     #[inline(always)]
     fn f32(self) -> f32 {
         self
@@ -19,6 +22,7 @@ impl Weight for f32 {
 }
 
 impl Weight for half::f16 {
+    const ZERO: Self = half::f16::ZERO;
     #[inline(always)]
     fn f32(self) -> f32 {
         self.to_f32()
@@ -26,6 +30,7 @@ impl Weight for half::f16 {
 }
 
 impl Weight for i8 {
+    const ZERO: Self = 0;
     #[inline(always)]
     fn f32(self) -> f32 {
         f32::from(self)
@@ -132,7 +137,7 @@ pub(super) fn gemm_i8(
 
 /// `y[r, j] = Σ_i x[r, i] · w_t[j, i]`.
 #[inline(always)]
-fn products<W: Weight>(x: &[f32], w_t: &[W], y: &mut [f32], k: usize, n: usize) {
+pub(super) fn products<W: Weight>(x: &[f32], w_t: &[W], y: &mut [f32], k: usize, n: usize) {
     let rows = x.len() / k.max(1);
     let row = |r: usize| &x[r * k..(r + 1) * k];
     let wrow = |j: usize| &w_t[j * k..(j + 1) * k];
@@ -161,4 +166,16 @@ fn products<W: Weight>(x: &[f32], w_t: &[W], y: &mut [f32], k: usize, n: usize) 
         }
         r += take;
     }
+}
+
+/// The sum of `data` in 32 independent lanes; see [`super::Kernel::read_sum`].
+pub(super) fn read_sum(data: &[f32]) -> f32 {
+    let (chunks, tail) = data.as_chunks::<32>();
+    let mut acc = [0.0f32; 32];
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
 }
