@@ -135,13 +135,22 @@ fn handshake(
     };
     decoder.reset();
     let _ = port.clear(serialport::ClearBuffer::Input);
-    write_frame(
-        port,
-        &Frame::Hello {
-            protocol: PROTOCOL_VERSION,
-        },
-    )
-    .map_err(io)?;
+    // A device still draining what was written before (a slow UART behind a
+    // full tty buffer) makes a write time out: that is not a failure to
+    // connect, the hello is sent again until the timeout.
+    let hello = |port: &mut dyn SerialPort| -> Result<bool, BridgeError> {
+        match write_frame(
+            port,
+            &Frame::Hello {
+                protocol: PROTOCOL_VERSION,
+            },
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(false),
+            Err(e) => Err(io(e)),
+        }
+    };
+    let mut sent = hello(port)?;
     let start = Instant::now();
     let mut buf = [0u8; 256];
     let mut resent = Instant::now();
@@ -180,15 +189,10 @@ fn handshake(
                 _ => {}
             }
         }
-        if resent.elapsed() > Duration::from_millis(200) {
+        let every = if sent { 200 } else { 20 };
+        if resent.elapsed() > Duration::from_millis(every) {
             resent = Instant::now();
-            write_frame(
-                port,
-                &Frame::Hello {
-                    protocol: PROTOCOL_VERSION,
-                },
-            )
-            .map_err(io)?;
+            sent = hello(port)?;
         }
     }
     Err(BridgeError::NoHandshake {

@@ -710,3 +710,73 @@ fn bytes_read_after_the_handshake_begin_the_first_frame() {
     assert_eq!(latest.map(|t| t.seq), Some(7), "the first telemetry frame");
     device.join().expect("device");
 }
+
+/// A device still draining bytes written before the connection (the tty
+/// buffer full, the hello's write timing out) is waited for, not refused:
+/// CI saw "Open … Operation timed out" after the fuzz garbage on QEMU.
+#[test]
+fn a_device_slow_to_drain_its_input_still_gets_a_hello() {
+    let (mut master, slave) = TTYPort::pair().expect("pty");
+    let name = slave.name().expect("slave name");
+    // Another writer fills the host-to-device buffer and blocks until the
+    // device reads (a tty write waits for room); its garbage ends with a
+    // frame delimiter so the hello after it decodes.
+    let filler = {
+        let name = name.clone();
+        std::thread::spawn(move || {
+            // A plain blocking file: no serial-port lock for the bridge to
+            // trip over.
+            let mut port = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&name)
+                .expect("open");
+            let mut junk = vec![0x55u8; 256 << 10];
+            *junk.last_mut().expect("junk") = 0;
+            port.write_all(&junk)
+                .expect("the device drained the garbage");
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let limit = JointLimit {
+        min: -1.0,
+        max: 1.0,
+        max_velocity: 2.0,
+        max_acceleration: 10.0,
+    };
+    let device = std::thread::spawn(move || {
+        let _slave = slave;
+        // Busy for a while before reading anything.
+        std::thread::sleep(Duration::from_millis(600));
+        let _ = master.set_timeout(Duration::from_millis(5));
+        let mut decoder = Decoder::new();
+        let mut buf = [0u8; 4096];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(8) {
+            let n = master.read(&mut buf).unwrap_or_default();
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let (f, tail) = decoder.feed(rest);
+                rest = tail;
+                if let Some(Ok(Frame::Hello { .. })) = f {
+                    let mut out = [0u8; MAX_FRAME];
+                    let h = Frame::Handshake(Handshake {
+                        protocol: PROTOCOL_VERSION,
+                        joints: heapless::Vec::from_slice(&[limit]).expect("1 joint"),
+                        max_rate_hz: 500,
+                        watchdog_ms: 250,
+                    });
+                    let k = encode(&h, &mut out).expect("encode");
+                    master.write_all(&out[..k]).expect("write");
+                    std::thread::sleep(Duration::from_millis(200));
+                    return;
+                }
+            }
+        }
+        panic!("the device never saw a hello");
+    });
+    let bridge = Bridge::connect(&name, 1_000_000, Duration::from_secs(5))
+        .expect("a handshake once the device drained its input");
+    assert_eq!(bridge.handshake().joints.len(), 1);
+    device.join().expect("device");
+    filler.join().expect("filler");
+}
