@@ -62,6 +62,46 @@ pub fn train(a: TrainArgs) -> Result<()> {
 }
 
 /// `diffbc demos`.
+/// `diffbc modes`: learn the arm demonstrations' modes and print what each
+/// code captured.
+pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
+    let task = match &a.task_config {
+        Some(p) => crate::arm::read_task(p)?,
+        None => ArmTask::default(),
+    };
+    if let Some(json) = &a.json
+        && json.exists()
+        && !a.force
+    {
+        bail!("{} exists; --force replaces it", json.display());
+    }
+    let config = diffbc_train::modes::ModesConfig {
+        codes: a.codes,
+        horizon: a.horizon,
+        steps: a.steps,
+        warmup: diffbc_train::modes::ModesConfig::default()
+            .warmup
+            .min(a.steps / 5),
+        seed: a.model_seed,
+        ..Default::default()
+    };
+    let (study, _) = diffbc_tasks::arm::modes::study::<crate::training::CpuTrain>(
+        &task,
+        a.episodes,
+        a.seed,
+        &config,
+        &Default::default(),
+        true,
+    )?;
+    println!("{}", study.markdown());
+    if let Some(json) = &a.json {
+        let text = serde_json::to_string_pretty(&study)?;
+        std::fs::write(json, text).with_context(|| format!("writing {}", json.display()))?;
+        println!("wrote {}", json.display());
+    }
+    Ok(())
+}
+
 pub fn demos(a: DemosArgs) -> Result<()> {
     if a.task != TaskArg::Arm {
         bail!("--task claw has no generator: its scenes are read from ../shared/data/claw");

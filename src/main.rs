@@ -34,6 +34,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Eval(a) => eval(&a),
         Command::Pipeline(a) => pipeline(&a),
         Command::Demos(a) => commands::demos(a),
+        Command::Modes(a) => commands::modes(a),
         Command::Export(a) => commands::export(a),
         Command::Bench(a) => diffbc_deploy::cli::bench(a),
         Command::BenchBridge(a) => diffbc_deploy::bridge_bench::run(&a),

@@ -130,9 +130,100 @@ pub fn entropy_at<T: std::hash::Hash + Eq + Clone>(outcomes: &[T], n: usize) -> 
         / reps as f64
 }
 
+/// How well one labelling of a sample predicts another (codes against
+/// ground truth): counts, mutual information, entropy and purity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agreement {
+    /// Mutual information I(codes; truth) in bits (plug-in estimate).
+    pub mutual_information: f64,
+    /// Entropy H(truth) in bits (plug-in, so that I ≤ H).
+    pub truth_entropy: f64,
+    /// Share of the sample whose truth is its code's most common truth.
+    pub purity: f64,
+}
+
+impl Agreement {
+    /// I / H(truth): the share of the truth's uncertainty the codes remove.
+    pub fn explained(&self) -> f64 {
+        if self.truth_entropy > 0.0 {
+            self.mutual_information / self.truth_entropy
+        } else {
+            0.0
+        }
+    }
+}
+
+/// [`Agreement`] of `codes` with `truth` (same length; summed in a fixed order).
+pub fn agreement<A: Ord + Copy, B: Ord + Copy>(codes: &[A], truth: &[B]) -> Agreement {
+    use std::collections::BTreeMap;
+    let n = codes.len().min(truth.len());
+    if n == 0 {
+        return Agreement {
+            mutual_information: 0.0,
+            truth_entropy: 0.0,
+            purity: 0.0,
+        };
+    }
+    let mut joint: BTreeMap<(A, B), usize> = BTreeMap::new();
+    let mut by_code: BTreeMap<A, usize> = BTreeMap::new();
+    let mut by_truth: BTreeMap<B, usize> = BTreeMap::new();
+    for (&a, &b) in codes.iter().zip(truth).take(n) {
+        *joint.entry((a, b)).or_default() += 1;
+        *by_code.entry(a).or_default() += 1;
+        *by_truth.entry(b).or_default() += 1;
+    }
+    let nf = n as f64;
+    let mut mi = 0.0;
+    for (&(a, b), &c) in &joint {
+        let p = c as f64 / nf;
+        let pa = by_code[&a] as f64 / nf;
+        let pb = by_truth[&b] as f64 / nf;
+        mi += p * (p / (pa * pb)).log2();
+    }
+    let h = by_truth
+        .values()
+        .map(|&c| {
+            let p = c as f64 / nf;
+            -p * p.log2()
+        })
+        .sum();
+    let mut best: BTreeMap<A, usize> = BTreeMap::new();
+    for (&(a, _), &c) in &joint {
+        let e = best.entry(a).or_default();
+        *e = (*e).max(c);
+    }
+    Agreement {
+        mutual_information: mi.max(0.0),
+        truth_entropy: h,
+        purity: best.values().sum::<usize>() as f64 / nf,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agreement_of_codes_with_truth() {
+        // A relabelling of the truth explains all of it.
+        let truth = [0u8, 0, 1, 1, 2, 2, 2, 2];
+        let codes = [5u8, 5, 3, 3, 4, 4, 4, 4];
+        let a = agreement(&codes, &truth);
+        assert!((a.mutual_information - 1.5).abs() < 1e-12, "{a:?}");
+        assert!((a.truth_entropy - 1.5).abs() < 1e-12);
+        assert_eq!(a.purity, 1.0);
+        assert!((a.explained() - 1.0).abs() < 1e-12);
+        // Independent codes explain nothing; purity is the majority share.
+        let codes = [0u8, 1, 0, 1, 0, 1, 0, 1];
+        let a = agreement(&codes, &truth);
+        assert!(a.mutual_information.abs() < 1e-12, "{a:?}");
+        assert_eq!(a.purity, 0.5);
+        // One code splitting a class in two: half a bit of 1.5 lost.
+        let codes = [0u8, 0, 0, 0, 2, 2, 2, 2];
+        let a = agreement(&codes, &truth);
+        assert!((a.mutual_information - 1.0).abs() < 1e-12, "{a:?}");
+        assert_eq!(a.purity, 0.75);
+    }
 
     #[test]
     fn a_shift_by_d_along_one_axis_is_d_times_the_mean_absolute_cosine() {

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod kmeans;
 pub mod lerobot;
 pub mod model;
+pub mod modes;
 pub mod train;
 
 pub use config::{Method, TaskDefaults, TrainConfig};

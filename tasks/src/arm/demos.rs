@@ -30,6 +30,17 @@ pub fn channel_hints(task: &ArmTask) -> diffbc_train::interface::ChannelHints {
 
 /// Generate `episodes` demonstrations with seeds `seed, seed+1, …`.
 pub fn generate(task: &ArmTask, episodes: usize, seed: u64, progress: bool) -> Result<Episodes> {
+    Ok(generate_with_truth(task, episodes, seed, progress)?.0)
+}
+
+/// [`generate`], with the demonstrator's ground truth: per episode, one
+/// [`TickTruth`] per recorded row.
+pub fn generate_with_truth(
+    task: &ArmTask,
+    episodes: usize,
+    seed: u64,
+    progress: bool,
+) -> Result<(Episodes, Vec<Vec<TickTruth>>)> {
     task.validate()?;
     require!(episodes > 0, "--episodes must be at least 1");
     let mut out = Episodes::new(task.frame_len(), JOINTS);
@@ -47,6 +58,7 @@ pub fn generate(task: &ArmTask, episodes: usize, seed: u64, progress: bool) -> R
     };
     let mut incomplete = 0;
     let mut dropped = Vec::new();
+    let mut truth = Vec::with_capacity(episodes);
     let mut e = 0u64;
     while out.len() < episodes {
         let s = seed.wrapping_add(e);
@@ -70,6 +82,15 @@ pub fn generate(task: &ArmTask, episodes: usize, seed: u64, progress: bool) -> R
         let obs: Vec<f32> = rows.iter().flat_map(|(f, _)| f.iter().copied()).collect();
         let act: Vec<f32> = rows.iter().flat_map(|(_, a)| a.iter().copied()).collect();
         out.push_episode(&obs, &act)?;
+        let mut t = demo.truth();
+        require!(
+            t.len() >= rows.len(),
+            "the demonstrator logged {} ticks for {} recorded rows",
+            t.len(),
+            rows.len()
+        );
+        t.truncate(rows.len());
+        truth.push(t);
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -81,7 +102,7 @@ pub fn generate(task: &ArmTask, episodes: usize, seed: u64, progress: bool) -> R
         "dropped_collisions": dropped,
         "task": task,
     });
-    Ok(out)
+    Ok((out, truth))
 }
 
 /// Task orders of recorded episodes, read from the done flags in the

@@ -27,6 +27,8 @@
 pub mod demos;
 pub mod eval;
 #[cfg(feature = "train")]
+pub mod modes;
+#[cfg(feature = "train")]
 pub mod report;
 
 use crate::error::Result;
@@ -534,6 +536,7 @@ fn min_jerk(u: f32) -> f32 {
 #[derive(Debug, Clone)]
 struct Reach {
     site: usize,
+    side: Side,
     from: [f32; JOINTS],
     to: [f32; JOINTS],
     bow: [f32; JOINTS],
@@ -585,6 +588,32 @@ pub struct Demonstrator {
     tremor: [f32; JOINTS],
     visited: Vec<usize>,
     tick: usize,
+    truth: Vec<TickTruth>,
+}
+
+/// Which side of the obstacle a reach passes, seen in the direction of
+/// travel in the joint 0–1 plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// The obstacle was not in the way.
+    Clear,
+    /// The path bulges to the left of the straight line (the obstacle on its right).
+    Left,
+    /// The path bulges to the right (the obstacle on its left).
+    Right,
+}
+
+/// What the demonstrator was doing at one tick: ground truth that only the
+/// seeded demonstrator knows (a learner never sees it; the modes study
+/// scores its unsupervised codes against it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickTruth {
+    /// The target of the reach under way, or of the next reach while
+    /// reacting or dwelling (the last target once no reach follows).
+    pub heading: u8,
+    /// The side of the obstacle that reach passes.
+    pub side: Side,
 }
 
 impl Demonstrator {
@@ -599,7 +628,25 @@ impl Demonstrator {
             tremor: [0.0; JOINTS],
             visited: Vec::new(),
             tick: 0,
+            truth: Vec::new(),
         }
+    }
+
+    /// Ground truth of the episode so far, one entry per [`Driver::act`]
+    /// call (the last call of a run observed a frame that was not recorded).
+    /// Ticks after the last reach head for its target; an episode with no
+    /// reach at all has heading `u8::MAX`.
+    pub fn truth(&self) -> Vec<TickTruth> {
+        let mut out = self.truth.clone();
+        let mut last = None;
+        for t in &mut out {
+            match (t.heading, last) {
+                (u8::MAX, Some(h)) => t.heading = h,
+                (u8::MAX, None) => {}
+                (h, _) => last = Some(h),
+            }
+        }
+        out
     }
 
     fn uniform(&mut self, r: [f32; 2]) -> f32 {
@@ -635,8 +682,10 @@ impl Demonstrator {
         for j in 0..JOINTS {
             bow[j] = b[j] / bn * amp;
         }
-        if let Some(detour) = self.detour(&from, &to, &bow) {
+        let mut side = Side::Clear;
+        if let Some((detour, s)) = self.detour(&from, &to, &bow) {
             bow = detour;
+            side = s;
         }
         let jitter = self.uniform(self.task.demonstrator.speed_jitter);
         // Time follows the length of the bowed path, not of the chord.
@@ -664,6 +713,7 @@ impl Demonstrator {
             });
         Phase::Move(Reach {
             site,
+            side,
             from,
             to,
             bow,
@@ -676,13 +726,14 @@ impl Demonstrator {
     /// When the reach (with its bow) passes the obstacle closer than the
     /// clearance, a bow in the joint 0–1 plane that passes it on one side:
     /// the side needing the smaller detour with `near_side_probability`,
-    /// else the other, each with a little extra margin that varies.
+    /// else the other, each with a little extra margin that varies; and
+    /// which side of the obstacle that is.
     fn detour(
         &mut self,
         from: &[f32; JOINTS],
         to: &[f32; JOINTS],
         bow: &[f32; JOINTS],
-    ) -> Option<[f32; JOINTS]> {
+    ) -> Option<([f32; JOINTS], Side)> {
         let ob = self.task.obstacle()?;
         // The clearance, or less where a reach starts or ends closer (the
         // home pose), but never less than a little off the surface.
@@ -742,7 +793,42 @@ impl Demonstrator {
         let mut out = *bow;
         out[0] = sign * nx * (a + extra);
         out[1] = sign * ny * (a + extra);
-        Some(out)
+        // The path bulges to the left of the direction of travel when the
+        // bow turns counter-clockwise from it: the obstacle is on its right.
+        let side = if dx * out[1] - dy * out[0] > 0.0 {
+            Side::Left
+        } else {
+            Side::Right
+        };
+        Some((out, side))
+    }
+
+    /// Log this tick's truth. While reacting or dwelling the heading is not
+    /// known yet: a placeholder that the next reach fills in (see
+    /// [`Demonstrator::truth`]), the dwell's own target if none follows.
+    fn log_truth(&mut self) {
+        let current = match &self.phase {
+            Phase::Move(r) => Some(TickTruth {
+                heading: r.site as u8,
+                side: r.side,
+            }),
+            _ => None,
+        };
+        match current {
+            Some(t) => {
+                for past in self.truth.iter_mut().rev() {
+                    if past.heading != u8::MAX {
+                        break;
+                    }
+                    *past = t;
+                }
+                self.truth.push(t);
+            }
+            None => self.truth.push(TickTruth {
+                heading: u8::MAX,
+                side: Side::Clear,
+            }),
+        }
     }
 
     /// Advance the correlated tremor by `dt`.
@@ -773,6 +859,7 @@ impl Driver for Demonstrator {
         self.tremor = [0.0; JOINTS];
         self.tick = 0;
         self.hold = [f32::NAN; JOINTS];
+        self.truth.clear();
     }
 
     fn act(&mut self, t: &Telemetry, frame: &[f32], out: &mut [f32]) -> Result<()> {
@@ -809,6 +896,7 @@ impl Driver for Demonstrator {
                 None => break,
             }
         }
+        self.log_truth();
         let base = match &self.phase {
             Phase::Move(r) => r.at(now),
             Phase::Dwell { site, .. } => self.task.site(*site),

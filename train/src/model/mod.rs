@@ -223,7 +223,7 @@ impl PolicySpec {
 }
 
 /// Give parameters the ids 0, 1, 2, … in visiting order (burn draws them at random).
-struct Renumber(u64);
+pub(crate) struct Renumber(pub(crate) u64);
 
 impl<B: Backend> ModuleMapper<B> for Renumber {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
