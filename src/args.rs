@@ -80,6 +80,9 @@ pub struct ModesArgs {
     /// Write the study (per-code summaries and scores) as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw a PNG here: a panel per code with some of its windows' paths.
+    #[arg(long)]
+    pub figure: Option<PathBuf>,
     /// Replace the file at --json.
     #[arg(long)]
     pub force: bool,

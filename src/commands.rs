@@ -69,11 +69,10 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
         Some(p) => crate::arm::read_task(p)?,
         None => ArmTask::default(),
     };
-    if let Some(json) = &a.json
-        && json.exists()
-        && !a.force
-    {
-        bail!("{} exists; --force replaces it", json.display());
+    for out in [&a.json, &a.figure].into_iter().flatten() {
+        if out.exists() && !a.force {
+            bail!("{} exists; --force replaces it", out.display());
+        }
     }
     let config = diffbc_train::modes::ModesConfig {
         codes: a.codes,
@@ -92,8 +91,12 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
         &config,
         &Default::default(),
         true,
+        a.figure.as_deref(),
     )?;
     println!("{}", study.markdown());
+    if let Some(f) = &a.figure {
+        println!("wrote {}", f.display());
+    }
     if let Some(json) = &a.json {
         let text = serde_json::to_string_pretty(&study)?;
         std::fs::write(json, text).with_context(|| format!("writing {}", json.display()))?;

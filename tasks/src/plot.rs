@@ -172,7 +172,7 @@ pub fn bar_chart(path: &Path, title: &str, series: &[(String, Vec<f64>)]) -> Res
     })
 }
 
-/// Paths in a plane, one panel per series: each path a polyline of
+/// Paths in a plane, one panel per series (at most 8 a row): each path a polyline of
 /// `(x, y)` pairs (e.g. two joints of the arm over an episode), `marks`
 /// drawn as rings in every panel (e.g. the targets), and `disc` (centre,
 /// radius, in data units; e.g. an obstacle) filled grey. `extent` is the
@@ -185,9 +185,12 @@ pub fn paths_figure(
     extent: f32,
 ) -> Result<(), TaskError> {
     let size = 300u32;
-    let width = panels.len().max(1) as u32 * size;
-    figure(path, (width, size), |root| {
-        let areas = root.split_evenly((1, panels.len().max(1)));
+    // At most 8 panels a row.
+    let n = panels.len().max(1);
+    let rows = n.div_ceil(8);
+    let cols = n.div_ceil(rows);
+    figure(path, (cols as u32 * size, rows as u32 * size), |root| {
+        let areas = root.split_evenly((rows, cols));
         for ((label, paths), area) in panels.iter().zip(&areas) {
             let e = f64::from(extent);
             let mut chart = d(ChartBuilder::on(area)

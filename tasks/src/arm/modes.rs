@@ -111,7 +111,9 @@ fn side_index(s: Side) -> usize {
 
 /// Generate `episodes` demonstrations from `seed`, learn modes from their
 /// windows with `B` (an autodiff backend), and score them against the
-/// demonstrator's ground truth.
+/// demonstrator's ground truth. With `figure`, a PNG there with one panel
+/// per code: a dozen of its windows' commanded paths (joints 0–1) among
+/// the targets and the obstacle.
 pub fn study<B: burn::tensor::backend::AutodiffBackend>(
     task: &ArmTask,
     episodes: usize,
@@ -119,6 +121,7 @@ pub fn study<B: burn::tensor::backend::AutodiffBackend>(
     config: &ModesConfig,
     device: &B::Device,
     progress: bool,
+    figure: Option<&std::path::Path>,
 ) -> Result<(ModesStudy, Modes)> {
     let (demos, truth) = generate_with_truth(task, episodes, seed, progress)?;
     let data = demos.to_chunked_dataset(0, config.horizon);
@@ -196,6 +199,37 @@ pub fn study<B: burn::tensor::backend::AutodiffBackend>(
         row += t.len();
     }
     let first_target = Score::of(&firsts.0, &firsts.1);
+    if let Some(path) = figure {
+        let a = data.action_dim;
+        let panels: Vec<(String, Vec<Vec<[f32; 2]>>)> = (0..k)
+            .map(|c| {
+                let rows: Vec<usize> = (0..modes.code.len())
+                    .filter(|&i| usize::from(modes.code[i]) == c)
+                    .collect();
+                let every = (rows.len() / 12).max(1);
+                let paths = rows
+                    .iter()
+                    .step_by(every)
+                    .take(12)
+                    .map(|&i| {
+                        data.actions[i * a..(i + 1) * a]
+                            .chunks_exact(super::JOINTS)
+                            .map(|q| [q[0], q[1]])
+                            .collect()
+                    })
+                    .collect();
+                (format!("code {c} ({} windows)", rows.len()), paths)
+            })
+            .collect();
+        let marks: Vec<[f32; 2]> = (0..task.sites)
+            .map(|i| {
+                let q = task.site(i);
+                [q[0], q[1]]
+            })
+            .collect();
+        let disc = task.obstacle().map(|o| (o.center, o.radius));
+        crate::plot::paths_figure(path, &panels, &marks, disc, 2.0)?;
+    }
     let study = ModesStudy {
         episodes,
         seed,
@@ -362,6 +396,7 @@ mod tests {
             &config,
             &Default::default(),
             false,
+            None,
         )
         .expect("study");
         println!("{}", study.markdown());
