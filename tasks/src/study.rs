@@ -503,7 +503,7 @@ pub fn run(a: &StudyOptions) -> Result<()> {
                 }
             }
             #[cfg(not(feature = "pusht"))]
-            TaskKind::PushT => invalid!("Push-T needs diffbc-tasks' `pusht` feature"),
+            TaskKind::PushT => crate::invalid!("Push-T needs diffbc-tasks' `pusht` feature"),
             #[cfg(feature = "pusht")]
             TaskKind::PushT => {
                 let data = PathBuf::from(task.default_data());
