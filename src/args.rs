@@ -83,7 +83,7 @@ pub struct ModesArgs {
     /// Draw a PNG here: a panel per code with some of its windows' paths.
     #[arg(long)]
     pub figure: Option<PathBuf>,
-    /// Replace the file at --json.
+    /// Replace the files at --json and --figure.
     #[arg(long)]
     pub force: bool,
 }

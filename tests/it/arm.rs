@@ -271,3 +271,36 @@ fn a_chunked_policy_drives_the_arm_through_the_bridge() {
     );
     assert_eq!(bridge["timing"]["frames_bad"], 0, "{bridge}");
 }
+
+/// `diffbc modes` prints a row per code and the agreement table, writes its
+/// JSON and figure, and refuses to overwrite them without `--force`.
+#[test]
+fn modes_are_learned_and_reported_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (json, png) = (dir.path().join("m.json"), dir.path().join("m.png"));
+    let args = [
+        "modes",
+        "--episodes",
+        "8",
+        "--codes",
+        "4",
+        "--horizon",
+        "10",
+        "--steps",
+        "100",
+        "--json",
+        crate::support::s(&json),
+        "--figure",
+        crate::support::s(&png),
+    ];
+    let out = ok(&args);
+    assert!(out.contains("| 3 |"), "a row per code:\n{out}");
+    assert!(out.contains("target the reach heads for"), "{out}");
+    let study: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
+    assert_eq!(study["codes"].as_array().map(Vec::len), Some(4));
+    assert!(study["heading"]["mutual_information"].as_f64().is_some());
+    assert!(std::fs::metadata(&png).expect("figure").len() > 1000);
+    let e = error_line(&args);
+    assert!(e.contains("exists") && e.contains("--force"), "{e}");
+}

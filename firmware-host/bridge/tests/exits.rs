@@ -644,6 +644,16 @@ mod link {
     }
 }
 
+/// The handshake of a device with one joint of `limit`.
+fn one_joint_handshake(limit: JointLimit) -> Frame {
+    Frame::Handshake(Handshake {
+        protocol: PROTOCOL_VERSION,
+        joints: heapless::Vec::from_slice(&[limit]).expect("1 joint"),
+        max_rate_hz: 500,
+        watchdog_ms: 250,
+    })
+}
+
 /// A device that sends telemetry all the time may have the first half of a
 /// telemetry frame in the same read as its handshake: the bridge keeps those
 /// bytes, so the first frame polled decodes (no bad frame at every connect).
@@ -680,13 +690,7 @@ fn bytes_read_after_the_handshake_begin_the_first_frame() {
                 .is_some_and(|f| matches!(f, Ok(Frame::Hello { .. })))
             {
                 let mut out = [0u8; 2 * MAX_FRAME];
-                let h = Frame::Handshake(Handshake {
-                    protocol: PROTOCOL_VERSION,
-                    joints: heapless::Vec::from_slice(&[limit]).expect("1 joint"),
-                    max_rate_hz: 500,
-                    watchdog_ms: 250,
-                });
-                let k = encode(&h, &mut out).expect("encode");
+                let k = encode(&one_joint_handshake(limit), &mut out).expect("encode");
                 let t = encode(&telemetry, &mut out[k..]).expect("encode");
                 let half = k + t / 2;
                 // The handshake and half a frame in one write, the rest later.
@@ -759,13 +763,7 @@ fn a_device_slow_to_drain_its_input_still_gets_a_hello() {
                 rest = tail;
                 if let Some(Ok(Frame::Hello { .. })) = f {
                     let mut out = [0u8; MAX_FRAME];
-                    let h = Frame::Handshake(Handshake {
-                        protocol: PROTOCOL_VERSION,
-                        joints: heapless::Vec::from_slice(&[limit]).expect("1 joint"),
-                        max_rate_hz: 500,
-                        watchdog_ms: 250,
-                    });
-                    let k = encode(&h, &mut out).expect("encode");
+                    let k = encode(&one_joint_handshake(limit), &mut out).expect("encode");
                     master.write_all(&out[..k]).expect("write");
                     std::thread::sleep(Duration::from_millis(200));
                     return;
