@@ -440,6 +440,8 @@ pub struct Sampler {
     model_eps: Vec<f32>,
     model_emb: Vec<f32>,
     embeddings: Vec<f32>,
+    /// Weights of the steering variants of the current call (empty: none).
+    steer: Vec<f32>,
 }
 
 impl Sampler {
@@ -468,6 +470,7 @@ impl Sampler {
             model_eps: Vec::new(),
             model_emb: Vec::new(),
             embeddings: Vec::new(),
+            steer: Vec::new(),
         })
     }
 
@@ -523,9 +526,62 @@ impl Sampler {
         rng: &mut N,
         out: &mut [f32],
     ) -> Result<(), SamplerError<M::Error>> {
+        self.steer.clear();
+        self.run(model, embeddings, rng, out)
+    }
+
+    /// Steered sampling (mode steering): `embeddings` holds `1 + weights.len()`
+    /// blocks of `[rows, embedding_dim]` — the base (e.g. no mode given),
+    /// then one per variant (e.g. a mode to go towards, one to avoid) — and
+    /// every step uses ε̂ = ε_base + Σᵢ wᵢ (εᵢ − ε_base): a positive weight
+    /// pulls towards variant i, a negative one pushes away from it. All
+    /// variants run in one batch per step. Not combined with classifier-free
+    /// guidance (the config's `guidance` must be 0).
+    pub fn sample_steered<M: NoiseModel, N: Noise + ?Sized>(
+        &mut self,
+        model: &mut M,
+        embeddings: &[f32],
+        weights: &[f32],
+        rng: &mut N,
+        out: &mut [f32],
+    ) -> Result<(), SamplerError<M::Error>> {
+        if self.config.guidance != 0.0 && !weights.is_empty() {
+            return Err(SamplerError::Config(
+                "steering and classifier-free guidance (sampler.guidance) do not combine".into(),
+            ));
+        }
+        if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
+            return Err(SamplerError::Config(format!(
+                "a steering weight must be finite, got {w}"
+            )));
+        }
+        let ed = model.embedding_dim();
+        let blocks = 1 + weights.len();
+        if ed == 0 || !embeddings.len().is_multiple_of(blocks * ed) {
+            return Err(SamplerError::Shape {
+                what: "steering embeddings (base + one block per weight)",
+                expected: blocks * ed.max(1) * (embeddings.len() / (blocks * ed.max(1))).max(1),
+                got: embeddings.len(),
+            });
+        }
+        self.steer.clear();
+        self.steer.extend_from_slice(weights);
+        let result = self.run(model, embeddings, rng, out);
+        self.steer.clear();
+        result
+    }
+
+    fn run<M: NoiseModel, N: Noise + ?Sized>(
+        &mut self,
+        model: &mut M,
+        embeddings: &[f32],
+        rng: &mut N,
+        out: &mut [f32],
+    ) -> Result<(), SamplerError<M::Error>> {
         let (ad, ed) = (model.action_dim(), model.embedding_dim());
-        let rows = embeddings.len() / ed.max(1);
-        if ed == 0 || embeddings.len() != rows * ed {
+        let blocks = 1 + self.steer.len();
+        let rows = embeddings.len() / (ed * blocks).max(1);
+        if ed == 0 || embeddings.len() != blocks * rows * ed {
             return Err(SamplerError::Shape {
                 what: "embeddings",
                 expected: rows * ed,
@@ -548,15 +604,19 @@ impl Sampler {
         };
         let n = rows * cand;
         let guided = self.config.guidance != 0.0;
-        let model_rows = if guided { 2 * n } else { n };
+        let model_rows = if guided { 2 * n } else { blocks * n };
 
-        // Model-side embedding batch: each row repeated `cand` times, then (with
-        // guidance) the same number of all-zero unconditional rows.
+        // Model-side embedding batch: each row repeated `cand` times (block
+        // by block when steering), then (with guidance) the same number of
+        // all-zero unconditional rows.
         self.model_emb.clear();
-        for r in 0..rows {
-            for _ in 0..cand {
-                self.model_emb
-                    .extend_from_slice(&embeddings[r * ed..(r + 1) * ed]);
+        for b in 0..blocks {
+            let block = &embeddings[b * rows * ed..(b + 1) * rows * ed];
+            for r in 0..rows {
+                for _ in 0..cand {
+                    self.model_emb
+                        .extend_from_slice(&block[r * ed..(r + 1) * ed]);
+                }
             }
         }
         if guided {
@@ -633,6 +693,24 @@ impl Sampler {
     ) -> Result<(), SamplerError<M::Error>> {
         let t = self.schedule.time_input(tau);
         let w = self.config.guidance;
+        if !self.steer.is_empty() {
+            let n = self.x.len();
+            for b in 0..=self.steer.len() {
+                self.model_x[b * n..(b + 1) * n].copy_from_slice(&self.x);
+            }
+            model
+                .predict_noise(&self.model_emb, &self.model_x, t, &mut self.model_eps)
+                .map_err(SamplerError::Model)?;
+            let (base, variants) = self.model_eps.split_at(n);
+            self.eps.copy_from_slice(base);
+            for (v, &wv) in self.steer.iter().enumerate() {
+                let variant = &variants[v * n..(v + 1) * n];
+                for ((e, b), x) in self.eps.iter_mut().zip(base).zip(variant) {
+                    *e += wv * (x - b);
+                }
+            }
+            return Ok(());
+        }
         if w == 0.0 {
             return model
                 .predict_noise(&self.model_emb, &self.x, t, &mut self.eps)
@@ -953,6 +1031,87 @@ mod tests {
         assert!(emb[9..].iter().all(|&v| v == 0.0));
         assert!(emb[..9].iter().any(|&v| v != 0.0));
         assert_eq!(act[..6], act[6..]);
+    }
+
+    #[test]
+    fn steering_moves_each_step_towards_and_away_from_variants_in_one_batch() {
+        // ε = 0.2 a + e0 is linear in the embedding, so steering with base b,
+        // variants v1 (w = 3) and v2 (w = −2) is the unsteered chain with
+        // embedding b + 3 (v1 − b) − 2 (v2 − b). KDE checks the block layout.
+        let rows = 2;
+        let base = [0.1f32, 0.0, 0.0, -0.3, 0.0, 0.0];
+        let towards = [0.5f32, 0.0, 0.0, 0.2, 0.0, 0.0];
+        let away = [-0.4f32, 0.0, 0.0, 0.1, 0.0, 0.0];
+        let weights = [3.0f32, -2.0];
+        let mut blocks = base.to_vec();
+        blocks.extend_from_slice(&towards);
+        blocks.extend_from_slice(&away);
+        let combined: Vec<f32> = (0..base.len())
+            .map(|i| base[i] + 3.0 * (towards[i] - base[i]) - 2.0 * (away[i] - base[i]))
+            .collect();
+        for config in [SamplerConfig::ddpm(), SamplerConfig::kde(4, 0.5)] {
+            let mut steered = Mock {
+                scale: 0.2,
+                emb_gain: 1.0,
+                ..Default::default()
+            };
+            let mut plain = Mock {
+                scale: 0.2,
+                emb_gain: 1.0,
+                ..Default::default()
+            };
+            let mut s = Sampler::new(schedule(10), config).expect("valid");
+            let (mut a, mut b) = (vec![0.0; rows * 2], vec![0.0; rows * 2]);
+            s.sample_steered(
+                &mut steered,
+                &blocks,
+                &weights,
+                &mut ChaCha8Rng::seed_from_u64(5),
+                &mut a,
+            )
+            .expect("steered");
+            s.sample_embedded(
+                &mut plain,
+                &combined,
+                &mut ChaCha8Rng::seed_from_u64(5),
+                &mut b,
+            )
+            .expect("plain");
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-4, "{config:?}: {x} vs {y}");
+            }
+            // One call per step, three blocks of rows × candidates, each
+            // block the same noisy actions.
+            let cand = config.rows_per_decision();
+            assert_eq!(steered.calls.len(), 10);
+            let (_, emb, act) = &steered.calls[0];
+            let n = rows * cand * 2;
+            assert_eq!(act.len(), 3 * n);
+            assert_eq!(act[..n], act[n..2 * n]);
+            assert_eq!(act[..n], act[2 * n..]);
+            assert_eq!(emb[0], 0.1);
+            assert_eq!(emb[3 * rows * cand], 0.5);
+            assert_eq!(emb[6 * rows * cand], -0.4);
+        }
+        // Refused: with guidance, a non-finite weight, blocks that do not fit.
+        let mut m = Mock::default();
+        let mut out = vec![0.0; rows * 2];
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut guided =
+            Sampler::new(schedule(10), SamplerConfig::ddpm().with_guidance(1.0)).expect("valid");
+        let e = guided
+            .sample_steered(&mut m, &blocks, &weights, &mut rng, &mut out)
+            .expect_err("refused");
+        assert!(e.to_string().contains("do not combine"), "{e}");
+        let mut s = Sampler::new(schedule(10), SamplerConfig::ddpm()).expect("valid");
+        let e = s
+            .sample_steered(&mut m, &blocks, &[1.0, f32::NAN], &mut rng, &mut out)
+            .expect_err("refused");
+        assert!(e.to_string().contains("finite"), "{e}");
+        let e = s
+            .sample_steered(&mut m, &blocks[..15], &weights, &mut rng, &mut out)
+            .expect_err("refused");
+        assert!(e.to_string().contains("steering embeddings"), "{e}");
     }
 
     #[test]
