@@ -310,6 +310,11 @@ pub enum Source {
     JointPosition(usize),
     /// `joint.velocity[i]`: the arm's measured velocity of joint i (telemetry).
     JointVelocity(usize),
+    /// `mode[k]`: how much the policy should act like mode k of the
+    /// demonstrations (a soft code of `diffbc modes`). Set by the policy's
+    /// steering, not by the robot: 0 for every k when none is asked for
+    /// (the policy was trained with these channels dropped to 0).
+    Mode(usize),
     /// Anything else: supplied by the integrator's host-side source under this
     /// key (task state, a camera, a tracker).
     Host(String),
@@ -328,6 +333,8 @@ impl Source {
             Self::JointPosition(i)
         } else if let Some(i) = indexed("joint.velocity") {
             Self::JointVelocity(i)
+        } else if let Some(k) = indexed("mode") {
+            Self::Mode(k)
         } else {
             Self::Host(s.to_string())
         }
@@ -339,6 +346,7 @@ impl std::fmt::Display for Source {
         match self {
             Self::JointPosition(i) => write!(f, "joint.position[{i}]"),
             Self::JointVelocity(i) => write!(f, "joint.velocity[{i}]"),
+            Self::Mode(k) => write!(f, "mode[{k}]"),
             Self::Host(k) => f.write_str(k),
         }
     }

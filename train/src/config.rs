@@ -190,6 +190,13 @@ pub struct TrainConfig {
     /// Probability of dropping the observation embedding during training
     /// (classifier-free guidance needs > 0).
     pub obs_dropout: f64,
+    /// Probability of setting a sample's `mode[k]` observation channels to 0
+    /// (no mode given) during training, so one network is both the
+    /// mode-conditional and the unconditional policy that steering
+    /// contrasts. Only meaningful for data with mode channels
+    /// (`diffbc modes`); absent = 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mode_dropout: f64,
     /// How actions are scaled before the networks see them. This sets the
     /// data's scale against the fixed noise schedule: the paper's claw code
     /// feeds raw actions in [0, 1] (`none`).
@@ -226,6 +233,7 @@ impl TrainConfig {
             history: task.history,
             chunk: task.chunk,
             obs_dropout: 0.0,
+            mode_dropout: 0.0,
             action_scaling: task.action_scaling,
             data: DataConfig {
                 samples: 20_000,
@@ -295,6 +303,9 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.obs_dropout) {
             return Err(TrainError::config("obs_dropout", "must be in [0, 1)"));
         }
+        if !(0.0..1.0).contains(&self.mode_dropout) {
+            return Err(TrainError::config("mode_dropout", "must be in [0, 1)"));
+        }
         if !(0.0..1.0).contains(&self.data.test_fraction) {
             return Err(TrainError::config(
                 "data.test_fraction",
@@ -320,6 +331,12 @@ impl TrainConfig {
         })?;
         Ok(cfg)
     }
+}
+
+/// `skip_serializing_if` for settings whose absence means 0 (configs
+/// written before the setting existed stay byte-identical).
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 #[cfg(test)]

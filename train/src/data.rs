@@ -110,6 +110,31 @@ impl Dataset {
         Ok(())
     }
 
+    /// The frame's `mode[0]`, …, `mode[K-1]` channels (sources, in order
+    /// and adjacent), if the data has them.
+    pub fn mode_channels(&self) -> Result<Option<std::ops::Range<usize>>, TrainError> {
+        use diffbc_runtime::manifest::Source;
+        let Some(interface) = &self.interface else {
+            return Ok(None);
+        };
+        let mut at = 0;
+        let mut found: Option<std::ops::Range<usize>> = None;
+        for c in &interface.channels.observation {
+            if let Source::Mode(k) = c.source() {
+                let r = found.get_or_insert(at..at);
+                if c.len() != 1 || r.end != at || k != r.len() {
+                    return Err(TrainError::Data(format!(
+                        "observation channel {} (source {}): mode channels must be single values mode[0], mode[1], … next to each other",
+                        c.name, c.source
+                    )));
+                }
+                r.end = at + 1;
+            }
+            at += c.len();
+        }
+        Ok(found)
+    }
+
     /// Split into (train, test) by shuffling sample indices with `seed`.
     pub fn split(&self, test_fraction: f64, seed: u64) -> (Dataset, Dataset) {
         let mut idx: Vec<usize> = (0..self.len()).collect();

@@ -119,6 +119,7 @@ fn make_batch(
     rows: &[usize],
     schedule: &NoiseSchedule,
     dropout: f64,
+    modes: Option<(&std::ops::Range<usize>, f64)>,
     rng: &mut ChaCha8Rng,
 ) -> Batch {
     let (a, h) = (p.action_dim, p.history + 1);
@@ -129,7 +130,7 @@ fn make_batch(
     let slot_ids = ids.clone();
     ids.sort_unstable();
     ids.dedup();
-    let slot = slot_ids
+    let slot: Vec<i32> = slot_ids
         .iter()
         .map(|f| ids.binary_search(f).map(|i| i as i32).unwrap_or(0))
         .collect();
@@ -168,8 +169,39 @@ fn make_batch(
             &mut noisy[i * a..(i + 1) * a],
         );
     }
+    let mut distinct = ids.len();
+    if let Some((channels, p_drop)) = modes
+        && p_drop > 0.0
+    {
+        // A sample whose mode is dropped gets its own copies of its frames
+        // with the mode channels at 0 (frames are shared between samples).
+        let mut slot: Vec<i32> = slot;
+        for i in 0..n {
+            if rng.random::<f64>() < p_drop {
+                for s in &mut slot[i * h..(i + 1) * h] {
+                    let from = *s as usize * p.frame_len;
+                    frames.extend_from_within(from..from + p.frame_len);
+                    let at = distinct * p.frame_len;
+                    frames[at + channels.start..at + channels.end].fill(0.0);
+                    *s = distinct as i32;
+                    distinct += 1;
+                }
+            }
+        }
+        return Batch {
+            distinct,
+            frames,
+            slot,
+            keep,
+            clean,
+            noisy,
+            noise,
+            t,
+            rows: n,
+        };
+    }
     Batch {
-        distinct: ids.len(),
+        distinct,
         frames,
         slot,
         keep,
@@ -284,7 +316,7 @@ fn split_loss<B: Backend>(
     let (mut total, mut count) = (0.0, 0usize);
     let rows: Vec<usize> = (0..n).collect();
     for chunk in rows.chunks(512) {
-        let b = make_batch(data, chunk, schedule, 0.0, &mut rng);
+        let b = make_batch(data, chunk, schedule, 0.0, None, &mut rng);
         let l: f64 = batch_loss(model, &b, spec, device).into_scalar().elem();
         total += l * chunk.len() as f64;
         count += chunk.len();
@@ -322,6 +354,18 @@ pub fn train<B: AutodiffBackend>(
     }
     let schedule = NoiseSchedule::new(&config.diffusion)
         .map_err(|e| TrainError::config("diffusion", e.to_string()))?;
+    let mode_channels = data.mode_channels()?;
+    if mode_channels.is_some() && data.obs.norm_group() != 1 {
+        return Err(TrainError::Data(
+            "mode[k] channels need a vector observation (an image's channels are normalised as groups)".into(),
+        ));
+    }
+    if config.mode_dropout > 0.0 && mode_channels.is_none() {
+        return Err(TrainError::config(
+            "mode_dropout",
+            "is set but the data has no mode[k] observation channels (see `diffbc modes`)",
+        ));
+    }
     let (train_set, test_set) = data.split(config.data.test_fraction, config.seed);
     if train_set.is_empty() || test_set.is_empty() {
         return Err(TrainError::Data(format!(
@@ -386,7 +430,13 @@ pub fn train<B: AutodiffBackend>(
             meta.train_loss,
         )
     } else {
-        let obs_norm = train_set.fit_obs_normalizer()?;
+        let mut obs_norm = train_set.fit_obs_normalizer()?;
+        // Mode channels stay in their own units (soft codes in [0, 1]), so
+        // that 0 — no mode — is 0 to the network too (mode dropout).
+        if let Some(c) = &mode_channels {
+            obs_norm.mean[c.clone()].fill(0.0);
+            obs_norm.std[c.clone()].fill(1.0);
+        }
         let act_norm = train_set.fit_action_normalizer(config.action_scaling)?;
         let ema = flat_params(&model.valid());
         (0, obs_norm, act_norm, ema, f64::NAN)
@@ -438,7 +488,14 @@ pub fn train<B: AutodiffBackend>(
         let rows: Vec<usize> = (0..config.optim.batch_size)
             .map(|_| rng.random_range(0..train_p.len()))
             .collect();
-        let batch = make_batch(&train_p, &rows, &schedule, config.obs_dropout, &mut rng);
+        let batch = make_batch(
+            &train_p,
+            &rows,
+            &schedule,
+            config.obs_dropout,
+            mode_channels.as_ref().map(|c| (c, config.mode_dropout)),
+            &mut rng,
+        );
         let loss = batch_loss(&model, &batch, &spec, device);
         let value: f64 = loss.clone().into_scalar().elem();
         if !value.is_finite() {
@@ -775,6 +832,207 @@ pub(crate) mod tests {
                 "{rows} rows: {err}"
             );
         }
+    }
+
+    /// Rows whose action moves from the observed point in one of three
+    /// directions; the direction is in the `mode[k]` channels (one-hot).
+    fn three_modes(rows: usize, seed: u64) -> crate::episodes::Episodes {
+        let mut e = crate::episodes::Episodes::new(5, 2);
+        let names = ["x", "y", "mode[0]", "mode[1]", "mode[2]"].map(String::from);
+        e.obs_names = names.to_vec();
+        e.hints.obs_sources = names.to_vec();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (mut obs, mut act) = (Vec::new(), Vec::new());
+        for _ in 0..rows {
+            let p = [
+                rng.random_range(-1.0f32..1.0),
+                rng.random_range(-1.0f32..1.0),
+            ];
+            let m = rng.random_range(0..3usize);
+            obs.extend_from_slice(&p);
+            obs.extend((0..3).map(|k| f32::from(u8::from(k == m))));
+            act.push(p[0] + 0.6 * DIRECTIONS[m][0]);
+            act.push(p[1] + 0.6 * DIRECTIONS[m][1]);
+        }
+        e.push_episode(&obs, &act).expect("episode");
+        e
+    }
+
+    const DIRECTIONS: [[f32; 2]; 3] = [[1.0, 0.0], [-0.5, 0.87], [-0.5, -0.87]];
+
+    #[test]
+    fn a_mode_conditional_policy_follows_its_mode_and_steering_avoids_one() {
+        use crate::infer::BurnPolicy;
+        use diffbc_runtime::{NoiseModel, Sampler, SamplerConfig};
+        let data = three_modes(3000, 1).to_dataset(0);
+        assert_eq!(data.mode_channels().expect("modes"), Some(2..5));
+        let mut c = TrainConfig::for_task(&TaskDefaults::vector("modes"), Method::Diffusion);
+        c.history = 0;
+        c.mode_dropout = 0.3;
+        c.encoder = crate::model::EncoderConfig::Mlp {
+            hidden: 64,
+            embed: 32,
+        };
+        c.denoiser = crate::model::DenoiserConfig::MlpSieve(crate::model::MlpSieveConfig {
+            embed: 64,
+            hidden: 128,
+            ..Default::default()
+        });
+        c.optim.steps = 800;
+        c.optim.batch_size = 128;
+        c.checkpoint_every = 0;
+        c.seed = 3;
+        let dir = tempfile::tempdir().expect("tmp");
+        let ck = dir.path().join("ck");
+        train::<Tb>(&c, &data, &ck, &Default::default(), RunOptions::default()).expect("train");
+        let mut policy = BurnPolicy::<burn::backend::NdArray<f32>>::load(&ck, &Default::default())
+            .expect("load");
+        // Mode channels are not standardised: 0 means "no mode" to the network.
+        let norm = policy.meta.obs_normalizer.clone();
+        assert_eq!(
+            (&norm.mean[2..], &norm.std[2..]),
+            (&[0.0; 3][..], &[1.0; 3][..])
+        );
+        let act_norm = policy.meta.action_normalizer.clone();
+        let schedule = NoiseSchedule::new(&c.diffusion).expect("schedule");
+        let mut sampler = Sampler::new(schedule, SamplerConfig::ddpm()).expect("sampler");
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let n = 60;
+        let points: Vec<[f32; 2]> = (0..n)
+            .map(|_| {
+                [
+                    rng.random_range(-0.8f32..0.8),
+                    rng.random_range(-0.8f32..0.8),
+                ]
+            })
+            .collect();
+        let obs_with = |mode: [f32; 3]| -> Vec<f32> {
+            let mut o: Vec<f32> = points
+                .iter()
+                .flat_map(|p| [p[0], p[1], mode[0], mode[1], mode[2]])
+                .collect();
+            norm.normalize("obs", &mut o).expect("finite");
+            o
+        };
+        // Shares of the three directions among the sampled actions.
+        let shares = |actions: &mut Vec<f32>| -> [f64; 3] {
+            act_norm.denormalize(actions);
+            let mut count = [0usize; 3];
+            for (i, p) in points.iter().enumerate() {
+                let d = [actions[2 * i] - p[0], actions[2 * i + 1] - p[1]];
+                let k = (0..3)
+                    .max_by(|&a, &b| {
+                        let da = d[0] * DIRECTIONS[a][0] + d[1] * DIRECTIONS[a][1];
+                        let db = d[0] * DIRECTIONS[b][0] + d[1] * DIRECTIONS[b][1];
+                        da.total_cmp(&db)
+                    })
+                    .unwrap_or(0);
+                count[k] += 1;
+            }
+            count.map(|c| c as f64 / n as f64)
+        };
+        let ed = policy.embedding_dim();
+        let embed = |policy: &mut BurnPolicy<_>, o: &[f32]| {
+            let mut e = vec![0.0; n * ed];
+            policy.encode(o, &mut e).expect("encode");
+            e
+        };
+        let mut out = vec![0.0; n * 2];
+        let one_hot = |m: usize| {
+            let mut v = [0.0; 3];
+            v[m] = 1.0;
+            v
+        };
+        // Given a mode, the policy follows it.
+        for m in 0..3 {
+            sampler
+                .sample(&mut policy, &obs_with(one_hot(m)), &mut rng, &mut out)
+                .expect("sample");
+            let s = shares(&mut out);
+            println!("mode {m}: shares {s:?}");
+            assert!(s[m] >= 0.9, "mode {m}: shares {s:?}");
+        }
+        // Without one, every mode appears.
+        sampler
+            .sample(&mut policy, &obs_with([0.0; 3]), &mut rng, &mut out)
+            .expect("sample");
+        let s = shares(&mut out);
+        println!("no mode: shares {s:?}");
+        assert!(s.iter().all(|&v| v >= 0.15), "no mode: shares {s:?}");
+        // Steering away from mode 0 (base: no mode) leaves the other two.
+        let mut blocks = embed(&mut policy, &obs_with([0.0; 3]));
+        blocks.extend(embed(&mut policy, &obs_with(one_hot(0))));
+        sampler
+            .sample_steered(&mut policy, &blocks, &[-4.0], &mut rng, &mut out)
+            .expect("steered");
+        let s = shares(&mut out);
+        println!("away from mode 0 (w = -4): shares {s:?}");
+        assert!(
+            s[0] <= 0.05 && s[1] >= 0.2 && s[2] >= 0.2,
+            "away from 0: shares {s:?}"
+        );
+    }
+
+    #[test]
+    fn mode_dropout_zeroes_a_samples_mode_channels_in_its_own_frame_copies() {
+        // History 1: neighbouring samples share frames.
+        let data = three_modes(40, 4).to_dataset(1);
+        let p = Prepared::new(&data, &Normalizer::identity(5), &Normalizer::identity(2))
+            .expect("prepared");
+        let schedule = NoiseSchedule::new(&Default::default()).expect("schedule");
+        let rows: Vec<usize> = (0..20).collect();
+        let plain = make_batch(&p, &rows, &schedule, 0.0, None, &mut step_rng(0, 0));
+        let frame = |b: &Batch, s: i32| {
+            let at = s as usize * 5;
+            b.frames[at..at + 5].to_vec()
+        };
+        for (p_drop, dropped) in [(1.0, true), (0.0, false)] {
+            let b = make_batch(
+                &p,
+                &rows,
+                &schedule,
+                0.0,
+                Some((&(2..5), p_drop)),
+                &mut step_rng(0, 0),
+            );
+            // The noise is drawn as without mode dropout.
+            assert_eq!(b.noisy, plain.noisy);
+            for (&s, &q) in b.slot.iter().zip(&plain.slot) {
+                let (f, g) = (frame(&b, s), frame(&plain, q));
+                assert_eq!(f[..2], g[..2], "the position is kept");
+                if dropped {
+                    assert_eq!(f[2..], [0.0; 3], "mode channels dropped");
+                } else {
+                    assert_eq!(f, g);
+                }
+            }
+            // The shared frames themselves are untouched.
+            assert_eq!(b.frames[..plain.frames.len()], plain.frames[..]);
+        }
+    }
+
+    #[test]
+    fn mode_dropout_needs_mode_channels() {
+        let mut c = TrainConfig::for_task(&TaskDefaults::vector("modes"), Method::Diffusion);
+        c.history = 0;
+        c.mode_dropout = 0.2;
+        let mut e = three_modes(200, 2);
+        e.obs_names = ["x", "y", "a", "b", "c"].map(String::from).to_vec();
+        e.hints.obs_sources = e.obs_names.clone();
+        let dir = tempfile::tempdir().expect("tmp");
+        let err = train::<Tb>(
+            &c,
+            &e.to_dataset(0),
+            &dir.path().join("ck"),
+            &Default::default(),
+            RunOptions::default(),
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            err.contains("mode_dropout") && err.contains("mode[k]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -44,6 +44,8 @@ enum Slot {
         offset: usize,
         len: usize,
     },
+    /// A `mode[k]` channel: 0 here, set by the policy's steering.
+    Mode,
 }
 
 /// How telemetry (and a host source) map to a policy's observation frame.
@@ -87,6 +89,8 @@ impl ObsLayout {
             let slot = match c.source() {
                 Source::JointPosition(j) if j < joints && n == 1 => Some(Slot::Position(j)),
                 Source::JointVelocity(j) if j < joints && n == 1 => Some(Slot::Velocity(j)),
+                // The policy's steering sets these; the frame carries 0 (no mode).
+                Source::Mode(_) if n == 1 => Some(Slot::Mode),
                 Source::Host(key) => host_offsets
                     .iter()
                     .find(|(k, _, m)| *k == key && *m == n)
@@ -149,6 +153,10 @@ impl ObsLayout {
                 Slot::Host { offset, len } => {
                     out[at..at + len].copy_from_slice(&host[offset..offset + len]);
                     at += len;
+                }
+                Slot::Mode => {
+                    out[at] = 0.0;
+                    at += 1;
                 }
             }
         }
