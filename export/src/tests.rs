@@ -512,3 +512,121 @@ fn the_shipped_bench_sieve_is_reproducible() {
     );
     assert!("kitchen".parse::<crate::Reference>().is_err());
 }
+
+/// A mode-conditional policy, exported: the manifest names its `mode[k]`
+/// channels, and `Policy` steers it on every engine — towards a mode
+/// (plain conditioning), and away from one (steered sampling over the
+/// no-mode base) — with the same seed giving the same actions; bad
+/// steering is refused, naming what is wrong.
+#[test]
+fn an_exported_mode_conditional_policy_is_steered_by_the_runtime() {
+    use diffbc_runtime::Steering;
+    use diffbc_runtime::manifest::Source;
+    use diffbc_train::modes::toy::{direction, three_directions};
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut c = TrainConfig::for_task(&TaskDefaults::vector("modes"), Method::Diffusion);
+    c.history = 0;
+    c.mode_dropout = 0.3;
+    c.encoder = EncoderConfig::Mlp {
+        hidden: 64,
+        embed: 32,
+    };
+    c.denoiser = DenoiserConfig::MlpSieve(MlpSieveConfig {
+        embed: 64,
+        hidden: 128,
+        ..Default::default()
+    });
+    c.optim.steps = 800;
+    c.optim.batch_size = 128;
+    c.checkpoint_every = 0;
+    c.seed = 3;
+    let ck = dir.path().join("ck");
+    diffbc_train::train::train::<burn::backend::Autodiff<Nb>>(
+        &c,
+        &three_directions(3000, 1).to_dataset(0),
+        &ck,
+        &Default::default(),
+        Default::default(),
+    )
+    .expect("train");
+    let out = dir.path().join("model");
+    let m = export_checkpoint::<Nb>(&ck, &out, &ExportOptions::default(), &Default::default())
+        .expect("export");
+    let modes: Vec<Source> = m
+        .channels
+        .observation
+        .iter()
+        .map(|c| c.source())
+        .filter(|s| matches!(s, Source::Mode(_)))
+        .collect();
+    assert_eq!(modes, [Source::Mode(0), Source::Mode(1), Source::Mode(2)]);
+
+    let points: Vec<[f32; 2]> = (0..40)
+        .map(|i| {
+            let a = i as f32 * 0.61;
+            [0.7 * a.cos(), 0.7 * (1.3 * a).sin()]
+        })
+        .collect();
+    // Shares of the three directions over the points, one episode each.
+    let shares = |p: &mut Policy| -> [f64; 3] {
+        let mut count = [0usize; 3];
+        for (i, q) in points.iter().enumerate() {
+            p.reset();
+            p.reseed(i as u64);
+            // The frame's mode channels carry anything: steering decides.
+            let a = p.act(&[q[0], q[1], 0.3, 0.3, 0.3]).expect("act");
+            count[direction(*q, [a[0], a[1]])] += 1;
+        }
+        count.map(|c| c as f64 / points.len() as f64)
+    };
+    for engine in [EngineChoice::Tract, EngineChoice::Native] {
+        let mut p = Policy::load(&out, engine).expect("load");
+        assert_eq!(p.modes(), 3);
+        for k in 0..3 {
+            p.set_steering(Some(Steering::towards(3, k, 1.0)))
+                .expect("steer");
+            let s = shares(&mut p);
+            assert!(s[k] >= 0.9, "{engine}: towards {k}: {s:?}");
+        }
+        p.set_steering(None).expect("none");
+        let s = shares(&mut p);
+        assert!(s.iter().all(|&v| v >= 0.15), "{engine}: no mode: {s:?}");
+        let away = Steering::default().and_away_from(3, 0, 4.0);
+        p.set_steering(Some(away.clone())).expect("steer");
+        let s = shares(&mut p);
+        assert!(
+            s[0] <= 0.05 && s[1] >= 0.2 && s[2] >= 0.2,
+            "{engine}: away from 0: {s:?}"
+        );
+        let again = shares(&mut p);
+        assert_eq!(s, again, "{engine}: same seeds, same actions");
+        // Refused: wrong length, a negative weight, a non-finite value.
+        for (bad, what) in [
+            (Steering::towards(2, 0, 1.0), "has 2 values"),
+            (Steering::default().and_away_from(3, 1, -1.0), "≥ 0"),
+            (
+                Steering {
+                    towards: vec![f32::NAN, 0.0, 0.0],
+                    weight: 1.0,
+                    away: Vec::new(),
+                },
+                "mode[0]",
+            ),
+        ] {
+            let e = p.set_steering(Some(bad)).expect_err("refused").to_string();
+            assert!(e.contains(what), "{e}");
+        }
+    }
+    // A policy without mode channels refuses steering.
+    let plain = dir.path().join("plain");
+    let ck2 = tiny_checkpoint(&dir.path().join("t"));
+    export_checkpoint::<Nb>(&ck2, &plain, &ExportOptions::default(), &Default::default())
+        .expect("export");
+    let mut p = Policy::load(&plain, EngineChoice::Native).expect("load");
+    assert_eq!(p.modes(), 0);
+    let e = p
+        .set_steering(Some(Steering::towards(3, 0, 1.0)))
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("no mode[k]"), "{e}");
+}

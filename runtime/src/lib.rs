@@ -29,7 +29,7 @@ pub use decode::{ActionDecoder, Choice, DecodeScheme};
 pub use engine::ExecutionProvider;
 pub use fs::FileError;
 pub use normalize::{Normalizer, NormalizerError};
-pub use policy::{EngineChoice, OnnxModel, Policy, PolicyError, PolicyOptions};
+pub use policy::{EngineChoice, OnnxModel, Policy, PolicyError, PolicyOptions, Steering};
 pub use sampler::{
     DEFAULT_KDE_BANDWIDTH, Noise, NoiseModel, NoiseRecorder, NoiseTape, Sampler, SamplerConfig,
     SamplerError, Selection, StepRule,

@@ -129,6 +129,9 @@ pub enum PolicyError {
     /// A chunk setting that does not fit the policy's horizon.
     #[error("{0}")]
     Chunk(String),
+    /// A steering request this policy cannot follow (names the mode or weight).
+    #[error("steering: {0}")]
+    Steering(String),
 }
 
 impl From<SamplerError<EngineError>> for PolicyError {
@@ -749,6 +752,115 @@ fn decide<N: Noise + ?Sized>(
 /// seeded result: the noise is drawn batch by batch.
 pub const SAMPLE_MANY_ROWS: usize = 2000;
 
+/// Steering towards or away from modes of the demonstrations, for a policy
+/// trained with `mode[k]` observation channels (`diffbc modes`, mode
+/// dropout). A mode input is the K values of those channels: a one-hot
+/// code, or a soft mixture of codes. Each step of the sampler uses
+/// ε̂ = ε₀ + w (ε_towards − ε₀) − Σⱼ wⱼ (ε_awayⱼ − ε₀), ε₀ with no mode given
+/// (all channels 0). `towards` at weight 1 and nothing to avoid is plain
+/// conditioning and costs no extra network rows.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Steering {
+    /// The mode input to act like (empty: none).
+    pub towards: Vec<f32>,
+    /// Its weight (1 = condition on it; more pushes further).
+    pub weight: f32,
+    /// Mode inputs to stay away from, each with its weight (≥ 0).
+    pub away: Vec<(Vec<f32>, f32)>,
+}
+
+impl Steering {
+    /// Act like mode `k` of `modes` (one-hot), at `weight`.
+    pub fn towards(modes: usize, k: usize, weight: f32) -> Self {
+        Self {
+            towards: one_hot(modes, k),
+            weight,
+            away: Vec::new(),
+        }
+    }
+
+    /// Also stay away from mode `k` of `modes` (one-hot), at `weight`.
+    pub fn and_away_from(mut self, modes: usize, k: usize, weight: f32) -> Self {
+        self.away.push((one_hot(modes, k), weight));
+        self
+    }
+
+    /// Plain conditioning: one mode at weight 1, nothing avoided.
+    fn is_plain(&self) -> bool {
+        self.away.is_empty() && (self.towards.is_empty() || self.weight == 1.0)
+    }
+}
+
+fn one_hot(n: usize, k: usize) -> Vec<f32> {
+    (0..n).map(|i| f32::from(u8::from(i == k))).collect()
+}
+
+/// Where a policy's `mode[k]` channels sit in its frame, and the steering
+/// in use with its buffers (sized when set, so `act` does not allocate).
+#[derive(Debug, Clone, Default)]
+struct Steer {
+    /// Frame offset of `mode[k]`, in k order.
+    offsets: Vec<usize>,
+    /// The observation normaliser's mean and standard deviation there.
+    scale: Vec<(f32, f32)>,
+    steering: Option<Steering>,
+    /// Encoder input of one variant.
+    row: Vec<f32>,
+    /// Embeddings of the base and every variant.
+    embeddings: Vec<f32>,
+    /// The sampler's weight per variant.
+    weights: Vec<f32>,
+}
+
+impl Steer {
+    fn new(m: &Manifest) -> Result<Self, PolicyError> {
+        let mut offsets = Vec::new();
+        let mut at = 0;
+        for c in &m.channels.observation {
+            if let manifest::Source::Mode(k) = c.source() {
+                if k != offsets.len() || c.len() != 1 {
+                    return Err(PolicyError::Steering(format!(
+                        "channel {} (source {}): mode channels must be single values mode[0], mode[1], … in order",
+                        c.name, c.source
+                    )));
+                }
+                offsets.push(at);
+            }
+            at += c.len();
+        }
+        let norm = &m.normalization.observation;
+        let stat = |v: &[f32], at: usize, default: f32| {
+            v.get(at / norm.group.max(1)).copied().unwrap_or(default)
+        };
+        let scale = offsets
+            .iter()
+            .map(|&at| (stat(&norm.mean, at, 0.0), stat(&norm.std, at, 1.0)))
+            .collect();
+        Ok(Self {
+            offsets,
+            scale,
+            ..Self::default()
+        })
+    }
+}
+
+/// Write `mode` (raw values; all 0 when empty) into every frame of the
+/// normalised encoder input `row`, at `offsets` normalised with `scale`.
+fn write_mode(
+    offsets: &[usize],
+    scale: &[(f32, f32)],
+    frame_len: usize,
+    mode: &[f32],
+    row: &mut [f32],
+) {
+    for frame in row.chunks_exact_mut(frame_len.max(1)) {
+        for (k, (&at, &(mean, std))) in offsets.iter().zip(scale).enumerate() {
+            let v = mode.get(k).copied().unwrap_or(0.0);
+            frame[at] = (v - mean) / std;
+        }
+    }
+}
+
 /// A deployed policy: observations in, actions out.
 ///
 /// `act` keeps the last `history` frames (an episode starts by repeating its
@@ -779,6 +891,8 @@ pub struct Policy {
     execute: usize,
     /// Next action of the chunk to hand out; `execute` means "decide".
     cursor: usize,
+    /// Mode channels and the steering in use.
+    steer: Steer,
 }
 
 impl std::fmt::Debug for Policy {
@@ -809,6 +923,7 @@ impl Policy {
         let config = options.sampler.unwrap_or(model.manifest.sampler);
         let sampler = Sampler::new(model.schedule.clone(), config)
             .map_err(|e| PolicyError::Sampler(e.to_string()))?;
+        let steer = Steer::new(&model.manifest)?;
         let m = &model.manifest;
         let frames = m.observation.history + 1;
         let mut policy = Self {
@@ -826,6 +941,7 @@ impl Policy {
             seed: options.seed,
             next: 0,
             started: false,
+            steer,
         };
         policy.model.reserve(1, config.rows_per_decision());
         Ok(policy)
@@ -837,6 +953,83 @@ impl Policy {
         self.sampler = Sampler::new(self.model.schedule.clone(), config)
             .map_err(|e| PolicyError::Sampler(e.to_string()))?;
         self.model.reserve(1, config.rows_per_decision());
+        Ok(())
+    }
+
+    /// How many modes the policy takes (its `mode[k]` channels; 0: none).
+    pub fn modes(&self) -> usize {
+        self.steer.offsets.len()
+    }
+
+    /// Steer the policy (see [`Steering`]); `None` stops steering (no mode
+    /// given). Refused, naming what is wrong, for a policy without mode
+    /// channels, a mode input of the wrong length or with non-finite
+    /// values, a negative or non-finite weight, weights other than plain
+    /// conditioning on a head that is not a denoiser, or together with
+    /// classifier-free guidance. Buffers are sized here, not in `act`.
+    pub fn set_steering(&mut self, steering: Option<Steering>) -> Result<(), PolicyError> {
+        let Some(st) = steering else {
+            self.steer.steering = None;
+            return Ok(());
+        };
+        let k = self.modes();
+        if k == 0 {
+            return Err(PolicyError::Steering(
+                "this policy has no mode[k] observation channels (it was not trained with modes)"
+                    .into(),
+            ));
+        }
+        let inputs = std::iter::once((&st.towards, st.weight, "towards"))
+            .chain(st.away.iter().map(|(v, w)| (v, *w, "away")));
+        for (v, w, what) in inputs {
+            if what == "towards" && v.is_empty() {
+                continue;
+            }
+            if v.len() != k {
+                return Err(PolicyError::Steering(format!(
+                    "a mode input ({what}) has {} values, the policy takes {k} (mode[0..{k}])",
+                    v.len()
+                )));
+            }
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(PolicyError::Steering(format!(
+                    "mode[{i}] ({what}) is {}",
+                    v[i]
+                )));
+            }
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(PolicyError::Steering(format!(
+                    "the {what} weight must be a number ≥ 0, got {w}"
+                )));
+            }
+        }
+        let plain = st.is_plain();
+        if !plain {
+            if self.model.manifest.head_kind != HeadKind::Denoiser {
+                return Err(PolicyError::Steering(
+                    "weights other than 1, and avoiding modes, need a diffusion policy".into(),
+                ));
+            }
+            if self.sampler.config().guidance != 0.0 {
+                return Err(PolicyError::Steering(
+                    "steering and classifier-free guidance (--guidance) do not combine".into(),
+                ));
+            }
+        }
+        let variants = usize::from(!st.towards.is_empty()) + st.away.len();
+        let ed = self.model.manifest.embedding_dim;
+        self.steer.row = vec![0.0; self.row.len()];
+        self.steer.embeddings = vec![0.0; (1 + variants) * ed];
+        self.steer.weights = Vec::with_capacity(variants);
+        if !st.towards.is_empty() {
+            self.steer.weights.push(st.weight);
+        }
+        self.steer.weights.extend(st.away.iter().map(|(_, w)| -*w));
+        if !plain {
+            let rows = self.sampler.config().rows_per_decision() * (1 + variants);
+            self.model.reserve(1, rows);
+        }
+        self.steer.steering = Some(st);
         Ok(())
     }
 
@@ -1072,16 +1265,56 @@ impl Policy {
             let src = (newest + 1 + i) % slots;
             self.row[i * f..(i + 1) * f].copy_from_slice(&self.frames[src * f..(src + 1) * f]);
         }
-        self.model.encode(&self.row, &mut self.embedding)?;
-        decide(
-            &mut self.model,
-            &mut self.sampler,
-            self.choice,
-            &self.embedding,
-            &mut self.scores,
-            rng,
-            &mut self.action,
-        )?;
+        let Steer {
+            offsets,
+            scale,
+            steering,
+            row,
+            embeddings,
+            weights,
+        } = &mut self.steer;
+        match steering {
+            Some(st) if !st.is_plain() => {
+                // The base (no mode) and every variant, encoded one by one
+                // into their blocks; one steered sampling over all of them.
+                let ed = self.embedding.len();
+                let variants = std::iter::once(&[][..])
+                    .chain((!st.towards.is_empty()).then_some(&st.towards[..]))
+                    .chain(st.away.iter().map(|(v, _)| &v[..]));
+                for (b, mode) in variants.enumerate() {
+                    row.copy_from_slice(&self.row);
+                    write_mode(offsets, scale, f, mode, row);
+                    self.model
+                        .encode(row, &mut embeddings[b * ed..(b + 1) * ed])?;
+                }
+                self.sampler.sample_steered(
+                    &mut self.model,
+                    embeddings,
+                    weights,
+                    rng,
+                    &mut self.action,
+                )?;
+                self.model
+                    .manifest
+                    .normalization
+                    .action
+                    .denormalize(&mut self.action);
+            }
+            steering => {
+                let mode = steering.as_ref().map_or(&[][..], |s| &s.towards[..]);
+                write_mode(offsets, scale, f, mode, &mut self.row);
+                self.model.encode(&self.row, &mut self.embedding)?;
+                decide(
+                    &mut self.model,
+                    &mut self.sampler,
+                    self.choice,
+                    &self.embedding,
+                    &mut self.scores,
+                    rng,
+                    &mut self.action,
+                )?;
+            }
+        }
         // No non-finite action leaves the policy, whatever the head: a
         // regressor or classifier fed an observation far outside its data
         // can overflow, and so can de-normalisation.

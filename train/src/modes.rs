@@ -518,6 +518,52 @@ fn summarise<B: Backend>(
     })
 }
 
+/// A toy data set whose modes are known, for tests of mode-conditional
+/// policies and steering (here and in the crates that export and run them).
+pub mod toy {
+    use crate::episodes::Episodes;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The three directions an action moves in.
+    pub const DIRECTIONS: [[f32; 2]; 3] = [[1.0, 0.0], [-0.5, 0.87], [-0.5, -0.87]];
+
+    /// `rows` rows (one episode): observation `[x, y, mode[0], mode[1],
+    /// mode[2]]` with a random point and a one-hot mode, action the point
+    /// moved 0.6 along the mode's direction.
+    pub fn three_directions(rows: usize, seed: u64) -> Episodes {
+        let mut e = Episodes::new(5, 2);
+        let names = ["x", "y", "mode[0]", "mode[1]", "mode[2]"].map(String::from);
+        e.obs_names = names.to_vec();
+        e.hints.obs_sources = names.to_vec();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (mut obs, mut act) = (Vec::new(), Vec::new());
+        for _ in 0..rows {
+            let p = [
+                rng.random_range(-1.0f32..1.0),
+                rng.random_range(-1.0f32..1.0),
+            ];
+            let m = rng.random_range(0..3usize);
+            obs.extend_from_slice(&p);
+            obs.extend((0..3).map(|k| f32::from(u8::from(k == m))));
+            act.push(p[0] + 0.6 * DIRECTIONS[m][0]);
+            act.push(p[1] + 0.6 * DIRECTIONS[m][1]);
+        }
+        // Rows are generated, so pushing them cannot fail.
+        let _ = e.push_episode(&obs, &act);
+        e
+    }
+
+    /// Which direction the move from `from` to `to` is closest to.
+    pub fn direction(from: [f32; 2], to: [f32; 2]) -> usize {
+        let d = [to[0] - from[0], to[1] - from[1]];
+        let score = |k: usize| d[0] * DIRECTIONS[k][0] + d[1] * DIRECTIONS[k][1];
+        (0..3)
+            .max_by(|&a, &b| score(a).total_cmp(&score(b)))
+            .unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

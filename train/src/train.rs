@@ -834,31 +834,7 @@ pub(crate) mod tests {
         }
     }
 
-    /// Rows whose action moves from the observed point in one of three
-    /// directions; the direction is in the `mode[k]` channels (one-hot).
-    fn three_modes(rows: usize, seed: u64) -> crate::episodes::Episodes {
-        let mut e = crate::episodes::Episodes::new(5, 2);
-        let names = ["x", "y", "mode[0]", "mode[1]", "mode[2]"].map(String::from);
-        e.obs_names = names.to_vec();
-        e.hints.obs_sources = names.to_vec();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (mut obs, mut act) = (Vec::new(), Vec::new());
-        for _ in 0..rows {
-            let p = [
-                rng.random_range(-1.0f32..1.0),
-                rng.random_range(-1.0f32..1.0),
-            ];
-            let m = rng.random_range(0..3usize);
-            obs.extend_from_slice(&p);
-            obs.extend((0..3).map(|k| f32::from(u8::from(k == m))));
-            act.push(p[0] + 0.6 * DIRECTIONS[m][0]);
-            act.push(p[1] + 0.6 * DIRECTIONS[m][1]);
-        }
-        e.push_episode(&obs, &act).expect("episode");
-        e
-    }
-
-    const DIRECTIONS: [[f32; 2]; 3] = [[1.0, 0.0], [-0.5, 0.87], [-0.5, -0.87]];
+    use crate::modes::toy::{direction, three_directions as three_modes};
 
     #[test]
     fn a_mode_conditional_policy_follows_its_mode_and_steering_avoids_one() {
@@ -919,14 +895,7 @@ pub(crate) mod tests {
             act_norm.denormalize(actions);
             let mut count = [0usize; 3];
             for (i, p) in points.iter().enumerate() {
-                let d = [actions[2 * i] - p[0], actions[2 * i + 1] - p[1]];
-                let k = (0..3)
-                    .max_by(|&a, &b| {
-                        let da = d[0] * DIRECTIONS[a][0] + d[1] * DIRECTIONS[a][1];
-                        let db = d[0] * DIRECTIONS[b][0] + d[1] * DIRECTIONS[b][1];
-                        da.total_cmp(&db)
-                    })
-                    .unwrap_or(0);
+                let k = direction(*p, [actions[2 * i], actions[2 * i + 1]]);
                 count[k] += 1;
             }
             count.map(|c| c as f64 / n as f64)
