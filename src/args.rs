@@ -86,6 +86,26 @@ pub struct ModesArgs {
     /// Replace the files at --json and --figure.
     #[arg(long)]
     pub force: bool,
+    /// Then train a mode-conditional diffusion policy on the demonstrations
+    /// with the codes as `mode[k]` observation channels, and evaluate it
+    /// unsteered and steered towards each code that starts a demonstration.
+    #[arg(long)]
+    pub steer: bool,
+    /// With --steer: training steps of the policy (default: the arm's).
+    #[arg(long)]
+    pub policy_steps: Option<usize>,
+    /// With --steer: probability of dropping the mode channels in training.
+    #[arg(long, default_value_t = 0.2)]
+    pub mode_dropout: f64,
+    /// With --steer: weight towards the code (1 = condition on it).
+    #[arg(long, default_value_t = 1.0)]
+    pub weight: f32,
+    /// With --steer: in-process episodes per row.
+    #[arg(long, default_value_t = 100)]
+    pub steer_episodes: usize,
+    /// With --steer: folder for the checkpoint and exported policy.
+    #[arg(long, default_value = "out/modes")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]

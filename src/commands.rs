@@ -61,7 +61,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `diffbc demos`.
 /// `diffbc modes`: learn the arm demonstrations' modes and print what each
 /// code captured.
 pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
@@ -84,9 +83,12 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
         seed: a.model_seed,
         ..Default::default()
     };
-    let (study, _) = diffbc_tasks::arm::modes::study::<crate::training::CpuTrain>(
+    let (demos, truth) =
+        diffbc_tasks::arm::demos::generate_with_truth(&task, a.episodes, a.seed, true)?;
+    let (study, modes) = diffbc_tasks::arm::modes::study_of::<crate::training::CpuTrain>(
         &task,
-        a.episodes,
+        &demos,
+        &truth,
         a.seed,
         &config,
         &Default::default(),
@@ -97,6 +99,33 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
     if let Some(f) = &a.figure {
         println!("wrote {}", f.display());
     }
+    if a.steer {
+        let steps = a.policy_steps.unwrap_or(
+            diffbc_tasks::Task::Arm
+                .train_config(diffbc_train::Method::Diffusion)
+                .optim
+                .steps,
+        );
+        let rows = diffbc_tasks::arm::modes::steering_study::<crate::training::CpuTrain>(
+            &task,
+            &demos,
+            &truth,
+            &modes,
+            &study,
+            &a.out,
+            steps,
+            a.mode_dropout,
+            a.weight,
+            a.steer_episodes,
+            &Default::default(),
+            true,
+        )?;
+        println!(
+            "\nMode steering ({steps} training steps, mode dropout {}, {} episodes per row, Diffusion-X):\n",
+            a.mode_dropout, a.steer_episodes
+        );
+        println!("{}", diffbc_tasks::arm::modes::steering_markdown(&rows));
+    }
     if let Some(json) = &a.json {
         let text = serde_json::to_string_pretty(&study)?;
         std::fs::write(json, text).with_context(|| format!("writing {}", json.display()))?;
@@ -105,6 +134,7 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
     Ok(())
 }
 
+/// `diffbc demos`.
 pub fn demos(a: DemosArgs) -> Result<()> {
     if a.task != TaskArg::Arm {
         bail!("--task claw has no generator: its scenes are read from ../shared/data/claw");

@@ -164,6 +164,16 @@ pub fn summarise(
 /// A runtime [`Policy`] as an in-process driver.
 struct PolicyDriver<'a> {
     policy: &'a mut Policy,
+    /// The policy's frame: the task's, then its `mode[k]` channels (set by
+    /// its steering) when it was trained with modes.
+    frame: Vec<f32>,
+}
+
+impl<'a> PolicyDriver<'a> {
+    fn new(policy: &'a mut Policy) -> Self {
+        let frame = vec![0.0; policy.frame_len()];
+        Self { policy, frame }
+    }
 }
 
 impl Driver for PolicyDriver<'_> {
@@ -173,7 +183,13 @@ impl Driver for PolicyDriver<'_> {
     }
 
     fn act(&mut self, _t: &Telemetry, frame: &[f32], out: &mut [f32]) -> Result<()> {
-        let a = self.policy.act(frame)?;
+        let a = if self.frame.len() == frame.len() {
+            self.policy.act(frame)?
+        } else {
+            // Only the trailing mode channels differ (checked at load).
+            self.frame[..frame.len()].copy_from_slice(frame);
+            self.policy.act(&self.frame)?
+        };
         out.copy_from_slice(a);
         Ok(())
     }
@@ -203,19 +219,43 @@ pub fn rollouts_in_process(
     threads: usize,
     pb: &ProgressBar,
 ) -> Result<(Vec<EpisodeResult>, f64)> {
+    rollouts_steered(task, dir, sampler, None, episodes, threads, pb)
+}
+
+/// [`rollouts_in_process`] with the policy steered (a policy trained with
+/// `mode[k]` channels after the task's frame; see `diffbc modes`).
+pub fn rollouts_steered(
+    task: &ArmTask,
+    dir: &Path,
+    sampler: Option<SamplerConfig>,
+    steering: Option<&diffbc_runtime::Steering>,
+    episodes: usize,
+    threads: usize,
+    pb: &ProgressBar,
+) -> Result<(Vec<EpisodeResult>, f64)> {
     let load = || -> Result<Policy> {
         let mut policy = Policy::load(dir, diffbc_runtime::EngineChoice::Native)
             .context_with(|| format!("loading {}", dir.display()))?;
         if let Some(cfg) = sampler {
             policy.set_sampler(cfg)?;
         }
+        if policy.frame_len() != task.frame_len() + policy.modes() {
+            invalid!(
+                "{}: the policy reads {}-value frames ({} mode channels); the arm task's frames have {}",
+                dir.display(),
+                policy.frame_len(),
+                policy.modes(),
+                task.frame_len()
+            );
+        }
+        policy.set_steering(steering.cloned())?;
         Ok(policy)
     };
     let jobs =
         crate::pool::longest_first_with(&vec![1.0; episodes], threads, load, |policy, e| {
             let seed = EVAL_SEED_BASE + e as u64;
             let t0 = Instant::now();
-            let r = run_episode(task, seed, &mut PolicyDriver { policy }, None)
+            let r = run_episode(task, seed, &mut PolicyDriver::new(policy), None)
                 .context_with(|| format!("episode with seed {seed}"))?;
             pb.inc(1);
             Ok((r, t0.elapsed().as_secs_f64()))

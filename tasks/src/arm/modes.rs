@@ -8,6 +8,7 @@ use super::demos::generate_with_truth;
 use super::{ArmTask, Side, TickTruth};
 use crate::error::{Context, Result};
 use crate::metrics::{Agreement, agreement};
+use diffbc_train::episodes::Episodes;
 use diffbc_train::modes::{Modes, ModesConfig};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -124,6 +125,22 @@ pub fn study<B: burn::tensor::backend::AutodiffBackend>(
     figure: Option<&std::path::Path>,
 ) -> Result<(ModesStudy, Modes)> {
     let (demos, truth) = generate_with_truth(task, episodes, seed, progress)?;
+    study_of::<B>(task, &demos, &truth, seed, config, device, progress, figure)
+}
+
+/// [`study`] of demonstrations already generated (with their ground truth).
+#[allow(clippy::too_many_arguments)]
+pub fn study_of<B: burn::tensor::backend::AutodiffBackend>(
+    task: &ArmTask,
+    demos: &Episodes,
+    truth: &[Vec<TickTruth>],
+    seed: u64,
+    config: &ModesConfig,
+    device: &B::Device,
+    progress: bool,
+    figure: Option<&std::path::Path>,
+) -> Result<(ModesStudy, Modes)> {
+    let episodes = demos.len();
     let data = demos.to_chunked_dataset(0, config.horizon);
     let modes = diffbc_train::modes::learn::<B>(&data, config, device, progress)
         .context("learning the modes")?;
@@ -171,7 +188,7 @@ pub fn study<B: burn::tensor::backend::AutodiffBackend>(
     let side = Score::of(&blocked_codes, &blocked_sides);
     let mut starts = (Vec::new(), Vec::new());
     let mut row = 0;
-    for t in &truth {
+    for t in truth {
         let mut run = 0;
         for (i, tick) in t.iter().enumerate() {
             run = if i > 0 && t[i - 1].heading == tick.heading {
@@ -191,7 +208,7 @@ pub fn study<B: burn::tensor::backend::AutodiffBackend>(
     let first_ticks = (task.control_hz.round() as usize).max(1);
     let mut firsts = (Vec::new(), Vec::new());
     let mut row = 0;
-    for t in &truth {
+    for t in truth {
         for (i, tick) in t.iter().enumerate().take(first_ticks) {
             firsts.0.push(modes.code[row + i]);
             firsts.1.push(tick.heading);
@@ -334,6 +351,234 @@ impl ModesStudy {
         );
         s
     }
+}
+
+/// `demos` with the modes' soft codes appended to every frame as channels
+/// `mode[0]`, …, `mode[K-1]` (source `mode[k]`, unit 1): the data a
+/// mode-conditional policy trains on. `modes` must come from these
+/// demonstrations' rows, in order.
+pub fn with_mode_channels(demos: &Episodes, modes: &Modes) -> Result<Episodes> {
+    let k = modes.config.codes;
+    crate::require!(
+        modes.code.len() == demos.steps(),
+        "{} mode assignments for {} rows",
+        modes.code.len(),
+        demos.steps()
+    );
+    let mut out = Episodes::new(demos.obs_dim + k, demos.action_dim);
+    let names: Vec<String> = (0..k).map(|i| format!("mode[{i}]")).collect();
+    out.obs_names = demos
+        .obs_names
+        .iter()
+        .cloned()
+        .chain(names.clone())
+        .collect();
+    out.action_names = demos.action_names.clone();
+    out.hints = demos.hints.clone();
+    out.hints.obs_sources.extend(names);
+    out.hints
+        .obs_units
+        .extend(std::iter::repeat_n("1".to_string(), k));
+    out.source = demos.source.clone();
+    for e in 0..demos.len() {
+        let rows = demos.episode(e);
+        let mut obs = Vec::with_capacity(rows.len() * (demos.obs_dim + k));
+        for i in rows.clone() {
+            obs.extend_from_slice(demos.obs_row(i));
+            obs.extend_from_slice(&modes.soft[i * k..(i + 1) * k]);
+        }
+        let act = &demos.actions[rows.start * demos.action_dim..rows.end * demos.action_dim];
+        out.push_episode(&obs, act)
+            .context("appending the mode channels")?;
+    }
+    Ok(out)
+}
+
+/// One row of the steering table.
+#[derive(Debug, Clone, Serialize)]
+pub struct SteeringRow {
+    /// The code steered towards, or `None` for the unsteered policy.
+    pub code: Option<usize>,
+    /// Its weight.
+    pub weight: f32,
+    /// What the code reads as (from the modes study).
+    pub reads_as: String,
+    /// The first target of the demonstrations whose first window has this
+    /// code (most often), and how often.
+    pub first_target: Option<(u8, f64)>,
+    /// Episodes.
+    pub episodes: usize,
+    /// Share of episodes by first target.
+    pub first_shares: Vec<f64>,
+    /// Share of episodes whose first target is `first_target`.
+    pub follow: f64,
+    /// Share completing every target.
+    pub all_targets: f64,
+    /// Share ending in a collision.
+    pub collisions: f64,
+}
+
+/// Train a diffusion policy on `demos` with the modes' soft codes as
+/// `mode[k]` channels (mode dropout `mode_dropout`, `steps` training
+/// steps), export it to `out/policy`, and run `episodes` in-process
+/// episodes unsteered and steered towards each code that starts some
+/// demonstration (one-hot, at `weight`). The same evaluation seeds for
+/// every row.
+#[allow(clippy::too_many_arguments)]
+pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
+    task: &ArmTask,
+    demos: &Episodes,
+    truth: &[Vec<TickTruth>],
+    modes: &Modes,
+    study: &ModesStudy,
+    out: &std::path::Path,
+    steps: usize,
+    mode_dropout: f64,
+    weight: f32,
+    episodes: usize,
+    device: &B::Device,
+    progress: bool,
+) -> Result<Vec<SteeringRow>> {
+    use diffbc_runtime::Steering;
+    let data = with_mode_channels(demos, modes)?;
+    let mut config = crate::Task::Arm.train_config(diffbc_train::Method::Diffusion);
+    config.optim.steps = steps;
+    config.mode_dropout = mode_dropout;
+    config.checkpoint_every = 0;
+    let dataset = data.to_chunked_dataset(config.history, config.chunk.horizon);
+    let ck = out.join("checkpoint");
+    diffbc_train::train::train::<B>(
+        &config,
+        &dataset,
+        &ck,
+        device,
+        diffbc_train::train::RunOptions {
+            progress,
+            force: true,
+            ..Default::default()
+        },
+    )
+    .context("training the mode-conditional policy")?;
+    let dir = out.join("policy");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).context_with(|| format!("replacing {}", dir.display()))?;
+    }
+    crate::Task::Arm.export(&ck, &dir)?;
+    // Which first target each code starts: the episodes' first windows.
+    let k = modes.config.codes;
+    let mut starts = vec![vec![0usize; task.sites]; k];
+    let mut row = 0;
+    for (e, t) in truth.iter().enumerate() {
+        if let Some(first) = t.first() {
+            let c = usize::from(modes.code[row]);
+            if let Some(n) = starts[c].get_mut(usize::from(first.heading)) {
+                *n += 1;
+            }
+        }
+        row += demos.episode(e).len();
+    }
+    let threads = crate::pool::default_threads();
+    let sampler = Some(diffbc_runtime::SamplerConfig::diffusion_x(
+        super::report::EXTRA_STEPS,
+    ));
+    let mut rows = Vec::new();
+    let mut settings: Vec<Option<usize>> = vec![None];
+    settings.extend(
+        (0..k)
+            .filter(|&c| starts[c].iter().sum::<usize>() > 0)
+            .map(Some),
+    );
+    for code in settings {
+        let steering = code.map(|c| Steering::towards(k, c, weight));
+        let label = code.map_or("unsteered".to_string(), |c| format!("towards code {c}"));
+        let pb = if progress {
+            super::eval::bar(episodes, label)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let (results, _) = super::eval::rollouts_steered(
+            task,
+            &dir,
+            sampler,
+            steering.as_ref(),
+            episodes,
+            threads,
+            &pb,
+        )?;
+        let n = results.len().max(1) as f64;
+        let mut first_shares = vec![0.0; task.sites];
+        for r in &results {
+            if let Some(f) = r
+                .order
+                .first()
+                .and_then(|&f| first_shares.get_mut(usize::from(f)))
+            {
+                *f += 1.0 / n;
+            }
+        }
+        let first_target = code.and_then(|c| {
+            let total: usize = starts[c].iter().sum();
+            let (t, m) = starts[c]
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, m)| **m)
+                .map(|(t, m)| (t, *m))?;
+            (total > 0).then(|| (t as u8, m as f64 / total as f64))
+        });
+        rows.push(SteeringRow {
+            code,
+            weight: if code.is_some() { weight } else { 0.0 },
+            reads_as: code.map_or(String::new(), |c| study.codes[c].description.clone()),
+            first_target,
+            episodes: results.len(),
+            follow: first_target.map_or(0.0, |(t, _)| first_shares[usize::from(t)]),
+            first_shares,
+            all_targets: results
+                .iter()
+                .filter(|r| r.order.len() >= task.goal)
+                .count() as f64
+                / n,
+            collisions: results.iter().filter(|r| r.collided).count() as f64 / n,
+        });
+    }
+    Ok(rows)
+}
+
+/// The steering rows as Markdown, with binomial standard errors.
+pub fn steering_markdown(rows: &[SteeringRow]) -> String {
+    let se = |p: f64, n: usize| (p * (1.0 - p) / n.max(1) as f64).sqrt();
+    let mut s = String::from(
+        "| steering | code reads as | demos starting with it go first to | first target = that (steered) | same target, unsteered | all targets | collisions |\n|---|---|---|---:|---:|---:|---:|\n",
+    );
+    let base = rows.iter().find(|r| r.code.is_none());
+    for r in rows {
+        let n = r.episodes;
+        let (first, follow, unsteered) = match r.first_target {
+            Some((t, share)) => (
+                format!("target {t} ({:.0} %)", 100.0 * share),
+                format!("{:.2} ± {:.2}", r.follow, se(r.follow, n)),
+                base.map_or("-".into(), |b| {
+                    let p = b.first_shares[usize::from(t)];
+                    format!("{p:.2} ± {:.2}", se(p, b.episodes))
+                }),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {first} | {follow} | {unsteered} | {:.2} ± {:.2} | {:.2} ± {:.2} |",
+            r.code.map_or("none".to_string(), |c| format!(
+                "towards {c} (w = {})",
+                r.weight
+            )),
+            r.reads_as,
+            r.all_targets,
+            se(r.all_targets, n),
+            r.collisions,
+            se(r.collisions, n)
+        );
+    }
+    s
 }
 
 #[cfg(test)]
