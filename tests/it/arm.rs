@@ -296,6 +296,30 @@ fn modes_are_learned_and_reported_from_the_command_line() {
     let out = ok(&args);
     assert!(out.contains("| 3 |"), "a row per code:\n{out}");
     assert!(out.contains("target the reach heads for"), "{out}");
+    // --steer trains a mode-conditional policy, exports it and runs it
+    // steered (a test-sized policy: the plumbing, not the figures).
+    let work = dir.path().join("steer");
+    let steered = ok(&[
+        "modes",
+        "--episodes",
+        "8",
+        "--codes",
+        "4",
+        "--horizon",
+        "10",
+        "--steps",
+        "100",
+        "--steer",
+        "--policy-steps",
+        "20",
+        "--steer-episodes",
+        "2",
+        "--out",
+        crate::support::s(&work),
+    ]);
+    assert!(steered.contains("| none |"), "{steered}");
+    assert!(steered.contains("| towards "), "{steered}");
+    assert!(work.join("policy").join("manifest.json").is_file());
     let study: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
     assert_eq!(study["codes"].as_array().map(Vec::len), Some(4));

@@ -546,7 +546,10 @@ pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
 
 /// The steering rows as Markdown, with binomial standard errors.
 pub fn steering_markdown(rows: &[SteeringRow]) -> String {
-    let se = |p: f64, n: usize| (p * (1.0 - p) / n.max(1) as f64).sqrt();
+    let se = |p: f64, n: usize| {
+        let p = p.clamp(0.0, 1.0);
+        (p * (1.0 - p) / n.max(1) as f64).sqrt()
+    };
     let mut s = String::from(
         "| steering | code reads as | demos starting with it go first to | first target = that (steered) | same target, unsteered | all targets | collisions |\n|---|---|---|---:|---:|---:|---:|\n",
     );
