@@ -524,22 +524,7 @@ fn an_exported_mode_conditional_policy_is_steered_by_the_runtime() {
     use diffbc_runtime::manifest::Source;
     use diffbc_train::modes::toy::{direction, three_directions};
     let dir = tempfile::tempdir().expect("tmp");
-    let mut c = TrainConfig::for_task(&TaskDefaults::vector("modes"), Method::Diffusion);
-    c.history = 0;
-    c.mode_dropout = 0.3;
-    c.encoder = EncoderConfig::Mlp {
-        hidden: 64,
-        embed: 32,
-    };
-    c.denoiser = DenoiserConfig::MlpSieve(MlpSieveConfig {
-        embed: 64,
-        hidden: 128,
-        ..Default::default()
-    });
-    c.optim.steps = 800;
-    c.optim.batch_size = 128;
-    c.checkpoint_every = 0;
-    c.seed = 3;
+    let c = diffbc_train::modes::toy::policy_config();
     let ck = dir.path().join("ck");
     diffbc_train::train::train::<burn::backend::Autodiff<Nb>>(
         &c,

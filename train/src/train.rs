@@ -170,12 +170,12 @@ fn make_batch(
         );
     }
     let mut distinct = ids.len();
+    let mut slot = slot;
     if let Some((channels, p_drop)) = modes
         && p_drop > 0.0
     {
         // A sample whose mode is dropped gets its own copies of its frames
         // with the mode channels at 0 (frames are shared between samples).
-        let mut slot: Vec<i32> = slot;
         for i in 0..n {
             if rng.random::<f64>() < p_drop {
                 for s in &mut slot[i * h..(i + 1) * h] {
@@ -188,17 +188,6 @@ fn make_batch(
                 }
             }
         }
-        return Batch {
-            distinct,
-            frames,
-            slot,
-            keep,
-            clean,
-            noisy,
-            noise,
-            t,
-            rows: n,
-        };
     }
     Batch {
         distinct,
@@ -842,22 +831,7 @@ pub(crate) mod tests {
         use diffbc_runtime::{NoiseModel, Sampler, SamplerConfig};
         let data = three_modes(3000, 1).to_dataset(0);
         assert_eq!(data.mode_channels().expect("modes"), Some(2..5));
-        let mut c = TrainConfig::for_task(&TaskDefaults::vector("modes"), Method::Diffusion);
-        c.history = 0;
-        c.mode_dropout = 0.3;
-        c.encoder = crate::model::EncoderConfig::Mlp {
-            hidden: 64,
-            embed: 32,
-        };
-        c.denoiser = crate::model::DenoiserConfig::MlpSieve(crate::model::MlpSieveConfig {
-            embed: 64,
-            hidden: 128,
-            ..Default::default()
-        });
-        c.optim.steps = 800;
-        c.optim.batch_size = 128;
-        c.checkpoint_every = 0;
-        c.seed = 3;
+        let c = crate::modes::toy::policy_config();
         let dir = tempfile::tempdir().expect("tmp");
         let ck = dir.path().join("ck");
         train::<Tb>(&c, &data, &ck, &Default::default(), RunOptions::default()).expect("train");
