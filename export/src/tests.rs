@@ -585,6 +585,26 @@ fn an_exported_mode_conditional_policy_is_steered_by_the_runtime() {
         );
         let again = shares(&mut p);
         assert_eq!(s, again, "{engine}: same seeds, same actions");
+        // Batched draws for one observation: plain conditioning only.
+        use rand::SeedableRng;
+        let mut noise = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let window = [0.1, 0.1, 0.0, 0.0, 0.0];
+        let e = p
+            .sample_many(&window, 4, &mut noise)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("plain conditioning"), "{e}");
+        p.set_steering(Some(Steering::towards(3, 1, 1.0)))
+            .expect("steer");
+        let many = p.sample_many(&window, 20, &mut noise).expect("draws");
+        let follow = many
+            .chunks_exact(2)
+            .filter(|a| direction([0.1, 0.1], [a[0], a[1]]) == 1)
+            .count();
+        assert!(
+            follow >= 18,
+            "{engine}: {follow} of 20 draws towards mode 1"
+        );
         // Refused: wrong length, a negative weight, a non-finite value.
         for (bad, what) in [
             (Steering::towards(2, 0, 1.0), "has 2 values"),

@@ -1161,7 +1161,8 @@ impl Policy {
     /// classifier decodes its scores once per row (a fresh draw each when it
     /// samples). This is how evaluation reads a policy's action distribution;
     /// the episode history, the chunk in progress and the policy's own noise
-    /// stream are left as they were.
+    /// stream are left as they were. Mode channels are set as in `act`
+    /// (plain conditioning; steering with other weights is refused).
     pub fn sample_many<N: Noise + ?Sized>(
         &mut self,
         observation: &[f32],
@@ -1190,6 +1191,25 @@ impl Policy {
             .observation
             .normalize("observation", &mut obs)
             .map_err(|e| PolicyError::Observation(e.to_string()))?;
+        // The policy owns its mode channels here too: the steering's mode
+        // input (plain conditioning only), else 0.
+        let mode = match &self.steer.steering {
+            Some(st) if !st.is_plain() => {
+                return Err(PolicyError::Steering(
+                    "sample_many draws with plain conditioning only (weight 1, nothing avoided)"
+                        .into(),
+                ));
+            }
+            Some(st) => &st.towards[..],
+            None => &[][..],
+        };
+        write_mode(
+            &self.steer.offsets,
+            &self.steer.scale,
+            self.frame_len(),
+            mode,
+            &mut obs,
+        );
         let mut emb = vec![0.0; self.model.manifest.embedding_dim];
         self.model.encode(&obs, &mut emb)?;
         let a = self.model.manifest.action_dim;
