@@ -603,7 +603,7 @@ mod tests {
     fn three_ways(n: usize, seed: u64) -> (Dataset, Vec<u8>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let horizon = 4;
-        let dirs = [[1.0f32, 0.0], [-0.5, 0.87], [-0.5, -0.87]];
+        let dirs = super::toy::DIRECTIONS;
         let (mut frames, mut actions, mut truth) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..n {
             let p = [
