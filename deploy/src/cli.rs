@@ -855,7 +855,7 @@ pub fn run_settings(
 pub fn bench(a: BenchArgs) -> Result<()> {
     use diffbc_runtime::{EngineChoice, ExecutionProvider};
     let engines = if a.engines.is_empty() {
-        let mut e = vec![EngineChoice::Native, EngineChoice::Tract];
+        let mut e = EngineChoice::pure_rust();
         if cfg!(feature = "ort") {
             e.push(EngineChoice::Ort(ExecutionProvider::Cpu));
         }

@@ -1,6 +1,8 @@
 //! `bench`'s allocations column in a build that counts: the test binary
 //! installs the counting allocator, as `--features count-allocations` does
-//! for the binaries.
+//! for the binaries. Its rows compare the native engine with tract, so it
+//! is built with the `tract` feature (the default).
+#![cfg(feature = "tract")]
 
 #[global_allocator]
 static ALLOCATOR: diffbc_alloc_count::Counting = diffbc_alloc_count::Counting;

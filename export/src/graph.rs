@@ -1,7 +1,7 @@
 //! A small builder for ONNX graphs on top of `tract_onnx::pb`.
 
 use diffbc_runtime::manifest::{Dim, IR_VERSION, OPSET, TensorSpec};
-use tract_onnx::pb;
+use diffbc_runtime::onnx as pb;
 
 /// `TensorProto.DataType.FLOAT`.
 const FLOAT: i32 = 1;

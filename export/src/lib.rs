@@ -6,9 +6,9 @@
 //! defines — every layer type emits its own ONNX nodes from its own weights
 //! ([`ToOnnx`]) — so there is no second definition of any network.
 //!
-//! The protobuf is written with the prost-generated ONNX types that
-//! `tract-onnx` exposes (`tract_onnx::pb`), so the workspace has one protobuf
-//! implementation (prost) and no `protobuf` crate version conflict.
+//! The protobuf is written with the ONNX messages of
+//! `diffbc_runtime::onnx` (prost), the same definitions the native engine
+//! reads them with.
 
 mod export;
 mod graph;

@@ -8,7 +8,9 @@
 //! engines, through the [`NoiseModel`] trait.
 //!
 //! It also loads exported policy folders ([`manifest`], [`OnnxModel`]) and
-//! runs their graphs with tract ([`engine`]).
+//! runs their graphs on one of three engines ([`engine`]): diffbc's own
+//! allocation-free [`native`] engine, tract (feature `tract`, on by default)
+//! and ONNX Runtime (feature `ort`). The ONNX file format itself is [`onnx`].
 
 pub mod decode;
 pub mod engine;
@@ -17,12 +19,15 @@ pub mod golden;
 pub mod manifest;
 pub mod native;
 pub mod normalize;
+pub mod onnx;
 #[cfg(feature = "ort")]
 pub mod ort_engine;
 pub mod policy;
 pub mod replay;
 pub mod sampler;
 pub mod schedule;
+#[cfg(feature = "tract")]
+pub mod tract_engine;
 pub mod weights;
 
 pub use decode::{ActionDecoder, Choice, DecodeScheme};

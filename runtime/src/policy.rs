@@ -7,31 +7,53 @@
 //! engine that does not allocate either: [`EngineChoice::Native`]).
 
 use crate::decode::Choice;
-use crate::engine::{
-    Engine, EngineError, ExecutionProvider, GraphBytes, GraphId, NativeEngine, TractEngine,
-    TractGraph,
-};
+use crate::engine::{Engine, EngineError, ExecutionProvider, GraphBytes, GraphId, NativeEngine};
 use crate::fs::{self as userfs, FileError, limits};
 use crate::manifest::{self, HeadKind, MANIFEST_FORMAT, Manifest};
 use crate::native::NativeGraph;
 use crate::sampler::{Noise, NoiseModel, Sampler, SamplerConfig, SamplerError};
 use crate::schedule::NoiseSchedule;
+#[cfg(feature = "tract")]
+use crate::tract_engine::{TractEngine, TractGraph};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Which engine runs the graphs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineChoice {
-    /// tract, pure Rust, CPU; allocates its tensors on every run.
-    #[default]
+    /// tract, pure Rust, CPU; allocates its tensors on every run (cargo
+    /// feature `tract`, on by default).
     Tract,
     /// diffbc's own executor for the exported op set: pure Rust, CPU, one
     /// thread, no allocation after warm-up. The control loop's engine.
     Native,
     /// ONNX Runtime (cargo feature `ort`) on the given execution provider.
     Ort(ExecutionProvider),
+}
+
+/// tract where this build has it, else the native engine.
+impl Default for EngineChoice {
+    fn default() -> Self {
+        if cfg!(feature = "tract") {
+            Self::Tract
+        } else {
+            Self::Native
+        }
+    }
+}
+
+impl EngineChoice {
+    /// The pure-Rust engines this build has: native, and tract with the
+    /// `tract` feature (a cross build for an Arm board leaves it out).
+    pub fn pure_rust() -> Vec<Self> {
+        let mut engines = vec![Self::Native];
+        if cfg!(feature = "tract") {
+            engines.push(Self::Tract);
+        }
+        engines
+    }
 }
 
 impl std::fmt::Display for EngineChoice {
@@ -396,6 +418,7 @@ impl OnnxModel {
             bytes: &head_bytes,
         };
         let engine: Box<dyn Engine> = match engine {
+            #[cfg(feature = "tract")]
             EngineChoice::Tract => Box::new(TractEngine::new(
                 TractGraph::load(
                     enc,
@@ -411,15 +434,18 @@ impl OnnxModel {
                 )?,
                 threads,
             )),
-            EngineChoice::Native => {
-                let widths = |specs: &[manifest::TensorSpec]| -> Vec<usize> {
-                    specs.iter().map(manifest::TensorSpec::row_len).collect()
-                };
-                Box::new(NativeEngine::load(
-                    (enc, &widths(&manifest.encoder.inputs)),
-                    (head, &widths(&manifest.head.inputs)),
-                )?)
+            #[cfg(not(feature = "tract"))]
+            EngineChoice::Tract => {
+                return Err(EngineError::NotBuilt {
+                    engine: "tract",
+                    feature: "tract",
+                }
+                .into());
             }
+            EngineChoice::Native => Box::new(NativeEngine::load(
+                (enc, &manifest.encoder.inputs),
+                (head, &manifest.head.inputs),
+            )?),
             #[cfg(feature = "ort")]
             EngineChoice::Ort(provider) => Box::new(crate::ort_engine::OrtEngine::load(
                 (enc, &manifest.encoder.inputs),
@@ -621,9 +647,6 @@ impl Default for PolicyOptions {
 
 /// Both graphs of `dir` compiled by the native engine (for counting).
 fn native_graphs(dir: &Path, manifest: &Manifest) -> Option<(NativeGraph, NativeGraph)> {
-    let widths = |specs: &[manifest::TensorSpec]| -> Vec<usize> {
-        specs.iter().map(manifest::TensorSpec::row_len).collect()
-    };
     let (enc_path, enc_bytes) = read_graph(dir, "encoder", &manifest.encoder).ok()?;
     let (head_path, head_bytes) = read_graph(dir, "head", &manifest.head).ok()?;
     let enc = NativeGraph::load(
@@ -632,7 +655,7 @@ fn native_graphs(dir: &Path, manifest: &Manifest) -> Option<(NativeGraph, Native
             bytes: &enc_bytes,
         },
         "encoder",
-        &widths(&manifest.encoder.inputs),
+        &manifest.encoder.inputs,
     )
     .ok()?;
     let head = NativeGraph::load(
@@ -641,7 +664,7 @@ fn native_graphs(dir: &Path, manifest: &Manifest) -> Option<(NativeGraph, Native
             bytes: &head_bytes,
         },
         "head",
-        &widths(&manifest.head.inputs),
+        &manifest.head.inputs,
     )
     .ok()?;
     Some((enc, head))

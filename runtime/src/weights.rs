@@ -21,12 +21,12 @@
 //! its matrix kernels with f32 accumulation.
 
 use crate::manifest::{self, Manifest};
+use crate::onnx as pb;
 use crate::policy::{PolicyError, read_graph, read_manifest, sha256_hex};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use tract_onnx::pb;
 
 /// `TensorProto.DataType.FLOAT`.
 const FLOAT: i32 = 1;

@@ -60,7 +60,10 @@ fn load_within(dir: &Path, engine: EngineChoice) -> Result<(), String> {
     }
 }
 
-const ENGINES: [EngineChoice; 2] = [EngineChoice::Tract, EngineChoice::Native];
+/// The pure-Rust engines of this build (tract is left out of the Arm cross build).
+fn engines() -> Vec<EngineChoice> {
+    EngineChoice::pure_rust()
+}
 
 #[test]
 fn graph_paths_that_leave_the_folder_are_refused_even_when_the_graph_is_valid() {
@@ -75,7 +78,7 @@ fn graph_paths_that_leave_the_folder_are_refused_even_when_the_graph_is_valid() 
         ("nested parent", "golden/../../encoder.onnx".to_string()),
     ] {
         edit_manifest(&dir, |m| m["encoder"]["file"] = file.clone().into());
-        for engine in ENGINES {
+        for engine in engines() {
             let e = load_within(&dir, engine).expect_err(name);
             assert!(
                 e.contains("encoder.file") && e.contains("inside the folder"),
@@ -86,14 +89,14 @@ fn graph_paths_that_leave_the_folder_are_refused_even_when_the_graph_is_valid() 
     // A symlink in the folder that points at the graph outside.
     edit_manifest(&dir, |m| m["encoder"]["file"] = "encoder.onnx".into());
     std::os::unix::fs::symlink(&outside, dir.join("encoder.onnx")).expect("symlink");
-    for engine in ENGINES {
+    for engine in engines() {
         let e = load_within(&dir, engine).expect_err("symlink out");
         assert!(e.contains("symlink"), "{engine}: {e}");
     }
     // Moved back in place, the folder loads: the refusals were about the paths.
     std::fs::remove_file(dir.join("encoder.onnx")).expect("rm");
     std::fs::rename(&outside, dir.join("encoder.onnx")).expect("mv back");
-    for engine in ENGINES {
+    for engine in engines() {
         load_within(&dir, engine).expect("the repaired folder loads");
     }
 }
@@ -106,7 +109,7 @@ fn a_file_outside_is_never_read_so_its_hash_never_leaks() {
     std::fs::write(&secret, b"private key material").expect("write");
     let digest = diffbc_runtime::policy::sha256_hex(b"private key material");
     edit_manifest(&dir, |m| m["head"]["file"] = "../secret.txt".into());
-    let e = load_within(&dir, EngineChoice::Tract).expect_err("outside");
+    let e = load_within(&dir, EngineChoice::default()).expect_err("outside");
     assert!(!e.contains(&digest), "the error leaks the file's hash: {e}");
     assert!(e.contains("head.file"), "{e}");
 }
@@ -122,7 +125,7 @@ fn special_files_are_refused_without_reading_or_blocking() {
         .status()
         .expect("mkfifo");
     assert!(status.success());
-    for engine in ENGINES {
+    for engine in engines() {
         let e = load_within(&dir, engine).expect_err("fifo");
         assert!(
             e.contains("denoiser.onnx") && e.contains("FIFO"),
@@ -141,7 +144,7 @@ fn special_files_are_refused_without_reading_or_blocking() {
         .status()
         .expect("mkfifo");
     assert!(status.success());
-    let e = load_within(&dir, EngineChoice::Tract).expect_err("fifo manifest");
+    let e = load_within(&dir, EngineChoice::default()).expect_err("fifo manifest");
     assert!(e.contains("manifest.json") && e.contains("FIFO"), "{e}");
 }
 
@@ -153,7 +156,7 @@ fn a_device_file_is_refused_not_read_until_memory_runs_out() {
     let dir = copy_model("bench-sieve", tmp.path());
     std::fs::remove_file(dir.join("manifest.json")).expect("rm");
     std::os::unix::fs::symlink("/dev/zero", dir.join("manifest.json")).expect("symlink");
-    let e = load_within(&dir, EngineChoice::Tract).expect_err("device manifest");
+    let e = load_within(&dir, EngineChoice::default()).expect_err("device manifest");
     assert!(e.contains("character device"), "{e}");
 }
 
@@ -164,7 +167,7 @@ fn an_oversized_manifest_is_refused_before_it_is_read() {
     // A sparse 200 MB file: no disk used, far over what a manifest may hold.
     let f = std::fs::File::create(dir.join("manifest.json")).expect("create");
     f.set_len(200 << 20).expect("set_len");
-    let e = load_within(&dir, EngineChoice::Tract).expect_err("huge");
+    let e = load_within(&dir, EngineChoice::default()).expect_err("huge");
     assert!(
         e.contains("manifest.json") && e.contains("more than"),
         "{e}"

@@ -68,6 +68,7 @@ fn the_same_seed_gives_the_same_actions_and_another_seed_does_not() {
     assert_eq!(run(&mut p, &obs), first);
 }
 
+#[cfg(feature = "tract")]
 #[test]
 fn tract_and_native_agree_on_act_for_every_sampler() {
     for (name, frame) in [("bench-sieve", 30usize), ("claw", 3 * 64 * 64)] {

@@ -40,9 +40,9 @@ pub use kernels::Kernel;
 use kernels::Matrix;
 
 use crate::engine::{EngineError, GraphBytes};
+use crate::onnx as pb;
 use prost::Message;
 use std::collections::HashMap;
-use tract_onnx::pb;
 
 /// A batched value: its buffer, the elements it holds per batch row of the
 /// graph input, and its shape after the leading axis. A reshape to
@@ -202,12 +202,12 @@ pub struct NativeGraph {
 }
 
 impl NativeGraph {
-    /// Compile `source`. `input_widths` are the per-row widths the manifest
-    /// declares, in graph order.
+    /// Compile `source`, whose inputs must be `inputs` (the manifest's, in
+    /// graph order: names checked, per-row widths taken from the shapes).
     pub fn load(
         source: GraphBytes<'_>,
         name: &'static str,
-        input_widths: &[usize],
+        inputs: &[crate::manifest::TensorSpec],
     ) -> Result<Self, EngineError> {
         let err = |message: String| EngineError::Load {
             path: source.path.to_path_buf(),
@@ -243,16 +243,17 @@ impl NativeGraph {
             .iter()
             .filter(|i| !c.known.contains_key(&i.name))
             .collect();
-        if declared.len() != input_widths.len() {
+        let names: Vec<&str> = declared.iter().map(|i| i.name.as_str()).collect();
+        let expected: Vec<&str> = inputs.iter().map(|s| s.name.as_str()).collect();
+        if names != expected {
             return Err(err(format!(
-                "the graph has {} inputs, the manifest declares {}",
-                declared.len(),
-                input_widths.len()
+                "graph inputs are {names:?}, the manifest says {expected:?}"
             )));
         }
+        let specs = inputs;
         let mut inputs = Vec::new();
-        for (info, &w) in declared.iter().zip(input_widths) {
-            let v = c.new_buf(1, vec![w]);
+        for (info, spec) in declared.iter().zip(specs) {
+            let v = c.new_buf(1, vec![spec.row_len()]);
             c.known.insert(info.name.clone(), Known::Row(v.clone()));
             inputs.push(v);
         }
