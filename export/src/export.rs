@@ -574,14 +574,20 @@ pub fn export_policy<B: Backend>(
 }
 
 /// Check the written folder as the runtime will load it and record its
-/// end-to-end golden episodes (with tract, the reference engine).
+/// end-to-end golden episodes: on the native engine (the control loop's)
+/// where it compiles both graphs, else on tract, which runs every exported
+/// graph. Every engine must then reproduce them within 1e-4.
 pub fn record_episodes(dir: &Path, m: &Manifest, seed: u64) -> Result<(), ExportError> {
+    use diffbc_runtime::EngineChoice;
     let plan = episode_plan(m.observation.frame_len(), seed);
-    replay::record(dir, diffbc_runtime::EngineChoice::Tract, &plan).map_err(|e| {
-        ExportError::Write {
-            path: dir.join(files::GOLDEN).join(files::EPISODES),
-            message: e.to_string(),
-        }
+    let engine = if diffbc_runtime::OnnxModel::load(dir, EngineChoice::Native).is_ok() {
+        EngineChoice::Native
+    } else {
+        EngineChoice::Tract
+    };
+    replay::record(dir, engine, &plan).map_err(|e| ExportError::Write {
+        path: dir.join(files::GOLDEN).join(files::EPISODES),
+        message: format!("{engine}: {e}"),
     })?;
     Ok(())
 }
