@@ -257,14 +257,17 @@ pub struct TensorProto {
     #[prost(uint64, repeated, tag = "11")]
     pub uint64_data: Vec<u64>,
     /// `DEFAULT` (0) or `EXTERNAL` (1): the values are in another file.
-    /// Kept so an externally stored tensor is recognised and refused, not
-    /// read as empty.
+    /// Kept so the native engine refuses an externally stored tensor by
+    /// name instead of reading it as empty.
     #[prost(int32, optional, tag = "14")]
     pub data_location: Option<i32>,
 }
 
 /// Nested types of [`TensorProto`].
 pub mod tensor_proto {
+    /// `DataLocation.EXTERNAL`: the values are in a file beside the graph.
+    pub const EXTERNAL: i32 = 1;
+
     /// Element types (the subset of `TensorProto.DataType` diffbc's graphs
     /// use; other values decode as their number).
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]

@@ -453,3 +453,37 @@ fn an_asymmetric_int8_weight_is_refused_by_the_native_engine_naming_the_node() {
         "{e}"
     );
 }
+
+/// An initialiser whose values live in an external file (ONNX's
+/// `data_location = EXTERNAL`) is refused by the native engine naming the
+/// initialiser, not read as an empty tensor.
+#[test]
+fn an_externally_stored_initialiser_is_refused_naming_it() {
+    use diffbc_runtime::onnx as pb;
+    use prost::Message;
+    let (_tmp, dir) = scratch_copy();
+    let path = dir.join("denoiser.onnx");
+    let mut model =
+        pb::ModelProto::decode(std::fs::read(&path).expect("read").as_slice()).expect("onnx");
+    let t = model
+        .graph
+        .as_mut()
+        .expect("graph")
+        .initializer
+        .iter_mut()
+        .find(|t| t.data_type == 1 && !t.raw_data.is_empty())
+        .expect("an f32 initialiser");
+    let name = t.name.clone();
+    t.raw_data.clear();
+    t.data_location = Some(pb::tensor_proto::EXTERNAL);
+    std::fs::write(&path, model.encode_to_vec()).expect("write");
+    let sha = sha256_hex(&path);
+    edit_manifest(&dir, |v| v["head"]["sha256"] = sha.into());
+    let e = OnnxModel::load(&dir, EngineChoice::Native)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("denoiser.onnx") && e.contains(&name) && e.contains("external file"),
+        "{e}"
+    );
+}

@@ -95,11 +95,7 @@ fn ort_agrees_with_the_pure_rust_engines_on_act_for_the_same_seed() {
             }
             assert!(actions.len() >= 2, "ort and at least the native engine");
             for other in &actions[1..] {
-                let d = actions[0]
-                    .iter()
-                    .zip(other)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let d = max_diff(&actions[0], other);
                 assert!(
                     d <= 1e-4,
                     "{name} {}: ort and a pure-Rust engine differ by {d}",
@@ -210,12 +206,17 @@ fn ort_runs_every_weight_format() {
             actions.push(out);
         }
         for other in &actions[1..] {
-            let d = actions[0]
-                .iter()
-                .zip(other)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let d = max_diff(&actions[0], other);
             assert!(d <= 1e-4, "{format}: engines differ by {d}");
         }
     }
+}
+
+/// Largest |a − b| over two action sequences of the same length.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "action sequences of different lengths");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
 }

@@ -228,6 +228,13 @@ impl NativeGraph {
             kernel: Kernel::detect(),
         };
         for t in &graph.initializer {
+            if t.data_location == Some(crate::onnx::tensor_proto::EXTERNAL) {
+                return Err(err(format!(
+                    "initialiser {} keeps its values in an external file; \
+                     diffbc's graphs are self-contained (export them again)",
+                    t.name
+                )));
+            }
             let known = if t.data_type == 7 {
                 Known::Shape(tensor_i64(t).map_err(&err)?)
             } else if matches!(t.data_type, 3 | 10) {
