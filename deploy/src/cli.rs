@@ -60,7 +60,7 @@ pub struct RunArgs {
     /// Run at a rate or step bound that contradicts the manifest.
     #[arg(long)]
     pub force: bool,
-    /// Engine (native allocates nothing at steady state; tract, ort-cpu, ort-cuda[:N], …).
+    /// Engine (native allocates nothing at steady state; tract, tract-cuda, ort-cpu, ort-cuda[:N], …).
     #[arg(long, default_value = "native")]
     pub engine: diffbc_runtime::EngineChoice,
     /// Noise seed.
@@ -111,7 +111,7 @@ pub struct RunArgs {
 pub struct BenchArgs {
     /// Exported policy folder, e.g. models/bench-sieve.
     pub model: PathBuf,
-    /// Engines to measure (tract, native, ort-cpu, ort-cuda[:N], ort-tensorrt[:N]);
+    /// Engines to measure (tract, tract-cuda, native, ort-cpu, ort-cuda[:N], ort-tensorrt[:N]);
     /// repeat for several. Default: native, tract, and ort-cpu when built with `--features ort`.
     #[arg(long = "engine")]
     pub engines: Vec<diffbc_runtime::EngineChoice>,

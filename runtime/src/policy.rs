@@ -14,7 +14,7 @@ use crate::native::NativeGraph;
 use crate::sampler::{Noise, NoiseModel, Sampler, SamplerConfig, SamplerError};
 use crate::schedule::NoiseSchedule;
 #[cfg(feature = "tract")]
-use crate::tract_engine::{TractEngine, TractGraph};
+use crate::tract_engine::{TractDevice, TractEngine, TractGraph};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
@@ -26,6 +26,9 @@ pub enum EngineChoice {
     /// tract, pure Rust, CPU; allocates its tensors on every run (cargo
     /// feature `tract`, on by default).
     Tract,
+    /// tract on an NVIDIA GPU (GPU 0 of `CUDA_VISIBLE_DEVICES`; cargo
+    /// feature `tract-cuda`; the CUDA libraries are loaded at run time).
+    TractCuda,
     /// diffbc's own executor for the exported op set: pure Rust, CPU, one
     /// thread, no allocation after warm-up. The control loop's engine.
     Native,
@@ -60,6 +63,7 @@ impl std::fmt::Display for EngineChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Tract => f.write_str("tract"),
+            Self::TractCuda => f.write_str("tract-cuda"),
             Self::Native => f.write_str("native"),
             Self::Ort(p) => write!(f, "ort-{}", p.short()),
         }
@@ -69,7 +73,8 @@ impl std::fmt::Display for EngineChoice {
 impl std::str::FromStr for EngineChoice {
     type Err = String;
 
-    /// `tract`, `native`, `ort` (= `ort-cpu`), `ort-cuda[:N]`, `ort-tensorrt[:N]`.
+    /// `tract`, `tract-cuda`, `native`, `ort` (= `ort-cpu`), `ort-cuda[:N]`,
+    /// `ort-tensorrt[:N]`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, device) = match s.split_once(':') {
             Some((n, d)) => (
@@ -81,13 +86,19 @@ impl std::str::FromStr for EngineChoice {
         };
         Ok(match name {
             "tract" => Self::Tract,
+            "tract-cuda" if s.contains(':') => {
+                return Err(format!(
+                    "{s}: tract-cuda runs on the first visible GPU; choose it with CUDA_VISIBLE_DEVICES={device}"
+                ));
+            }
+            "tract-cuda" => Self::TractCuda,
             "native" => Self::Native,
             "ort" | "ort-cpu" => Self::Ort(ExecutionProvider::Cpu),
             "ort-cuda" => Self::Ort(ExecutionProvider::Cuda { device }),
             "ort-tensorrt" => Self::Ort(ExecutionProvider::TensorRt { device }),
             _ => {
                 return Err(format!(
-                    "unknown engine {s:?}; expected tract, native, ort-cpu, ort-cuda[:N] or ort-tensorrt[:N]"
+                    "unknown engine {s:?}; expected tract, tract-cuda, native, ort-cpu, ort-cuda[:N] or ort-tensorrt[:N]"
                 ));
             }
         })
@@ -417,28 +428,46 @@ impl OnnxModel {
             path: &head_path,
             bytes: &head_bytes,
         };
-        let engine: Box<dyn Engine> = match engine {
-            #[cfg(feature = "tract")]
-            EngineChoice::Tract => Box::new(TractEngine::new(
+        #[cfg(not(any(feature = "tract", feature = "ort")))]
+        let _ = threads;
+        #[cfg(feature = "tract")]
+        let tract = |device: TractDevice| -> Result<Box<dyn Engine>, EngineError> {
+            Ok(Box::new(TractEngine::new(
                 TractGraph::load(
                     enc,
                     GraphId::Encoder,
                     &manifest.encoder.inputs,
                     &manifest.encoder.outputs,
+                    device,
                 )?,
                 TractGraph::load(
                     head,
                     GraphId::Head,
                     &manifest.head.inputs,
                     &manifest.head.outputs,
+                    device,
                 )?,
                 threads,
-            )),
+            )))
+        };
+        let engine: Box<dyn Engine> = match engine {
+            #[cfg(feature = "tract")]
+            EngineChoice::Tract => tract(TractDevice::Cpu)?,
             #[cfg(not(feature = "tract"))]
             EngineChoice::Tract => {
                 return Err(EngineError::NotBuilt {
                     engine: "tract",
                     feature: "tract",
+                }
+                .into());
+            }
+            #[cfg(feature = "tract-cuda")]
+            EngineChoice::TractCuda => tract(TractDevice::Cuda)?,
+            #[cfg(not(feature = "tract-cuda"))]
+            EngineChoice::TractCuda => {
+                return Err(EngineError::NotBuilt {
+                    engine: "tract-cuda",
+                    feature: "tract-cuda",
                 }
                 .into());
             }
@@ -637,7 +666,7 @@ pub struct PolicyOptions {
 impl Default for PolicyOptions {
     fn default() -> Self {
         Self {
-            engine: EngineChoice::Tract,
+            engine: EngineChoice::default(),
             threads: 1,
             sampler: None,
             seed: 0,

@@ -191,6 +191,7 @@ fn ort_with_a_missing_library_is_a_clear_error_naming_it() {
 fn engine_names_parse_and_print() {
     for s in [
         "tract",
+        "tract-cuda",
         "native",
         "ort-cpu",
         "ort-cuda",
@@ -214,6 +215,34 @@ fn engine_names_parse_and_print() {
             .expect_err("unknown")
             .contains("unknown engine")
     );
+    // tract-cuda takes no device index: CUDA_VISIBLE_DEVICES chooses the GPU.
+    let e = "tract-cuda:1"
+        .parse::<EngineChoice>()
+        .expect_err("no index");
+    assert!(e.contains("CUDA_VISIBLE_DEVICES=1"), "{e}");
+}
+
+/// A build without the `tract-cuda` feature refuses the engine by name and
+/// says which feature adds it; a build with it refuses it on a machine
+/// without a usable GPU with tract-cuda's reason and the graph's path, as an
+/// error (tract-cuda's own panic on a failed context is caught).
+#[test]
+fn tract_cuda_without_it_or_without_a_gpu_is_a_clear_error() {
+    let loaded = Policy::load(&model("bench-sieve"), EngineChoice::TractCuda);
+    if cfg!(feature = "tract-cuda") {
+        if let Err(e) = loaded {
+            let e = e.to_string();
+            assert!(e.contains("tract-cuda"), "{e}");
+            assert!(e.contains("encoder.onnx"), "{e}");
+        }
+    } else {
+        let e = loaded.expect_err("not built").to_string();
+        assert!(
+            e.contains("tract-cuda engine is not in this build")
+                && e.contains("--features tract-cuda"),
+            "{e}"
+        );
+    }
 }
 
 /// Random manifests: every mutation of a valid manifest is either refused
