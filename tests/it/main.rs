@@ -11,3 +11,4 @@ mod manifest;
 mod pusht;
 mod report;
 mod support;
+mod verify;
