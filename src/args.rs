@@ -33,6 +33,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Latency and throughput of an exported policy per engine × sampler × threads.
     Bench(BenchArgs),
+    /// Check that engines reproduce exported policies' golden outputs and episodes.
+    Verify(diffbc_deploy::verify::VerifyArgs),
     /// The serial control loop's timing (jitter, missed deadlines, delivery) against its targets.
     BenchBridge(diffbc_deploy::bridge_bench::BenchBridgeArgs),
     /// Export a reference policy with seeded weights (e.g. models/bench-sieve).
@@ -338,6 +340,10 @@ pub struct TrainArgs {
     /// Action feature of a LeRobot or zarr data set (default: `action`).
     #[arg(long)]
     pub action_key: Option<String>,
+    /// Also write the run's figures (steps/s, losses, parameters, device)
+    /// as one JSON record here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

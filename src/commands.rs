@@ -58,6 +58,20 @@ pub fn train(a: TrainArgs) -> Result<()> {
         o.initial_test_loss,
         out.display()
     );
+    if let Some(path) = &a.json {
+        let record = serde_json::json!({
+            "task": config.task,
+            "method": config.method.name(),
+            "denoiser": config.denoiser.name(),
+            "device": format!("{:?}", a.device).to_lowercase(),
+            "batch_size": config.optim.batch_size,
+            "seed": config.seed,
+            "samples": data.len(),
+            "outcome": o,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&record)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 

@@ -59,14 +59,23 @@ pub fn train_on_device(
         DeviceArg::Cpu => {
             train::train::<CpuTrain>(config, data, out, &Default::default(), options)?
         }
+        // burn's CUDA backend panics (on its own thread, then on ours) when it
+        // cannot load the driver or NVRTC: that becomes an error.
         #[cfg(feature = "cuda")]
-        DeviceArg::Cuda => train::train::<burn::backend::Autodiff<burn::backend::Cuda>>(
-            config,
-            data,
-            out,
-            &Default::default(),
-            options,
-        )?,
+        DeviceArg::Cuda => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            train::train::<burn::backend::Autodiff<burn::backend::Cuda>>(
+                config,
+                data,
+                out,
+                &Default::default(),
+                options,
+            )
+        }))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "burn's CUDA backend could not start (its message is above): an NVIDIA driver (libcuda.so.1) and the CUDA runtime and NVRTC libraries must be on the loader's path"
+            )
+        })??,
         #[cfg(feature = "wgpu")]
         DeviceArg::Wgpu => train::train::<burn::backend::Autodiff<burn::backend::Wgpu>>(
             config,

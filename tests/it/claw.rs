@@ -9,6 +9,7 @@ fn train_sample_eval_end_to_end_with_reproducible_samples() {
     for method in ["diffusion", "mse"] {
         let cfg = tiny_config(tmp.path(), method, 120);
         let out = tmp.path().join(method);
+        let json = tmp.path().join(format!("{method}.json"));
         let text = ok(&[
             "train",
             "--config",
@@ -17,7 +18,30 @@ fn train_sample_eval_end_to_end_with_reproducible_samples() {
             s(&data),
             "--out",
             s(&out),
+            "--json",
+            s(&json),
         ]);
+        // The JSON record: what the GPU check compares across devices.
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+        let o = &record["outcome"];
+        assert_eq!(record["device"], "cpu");
+        assert_eq!(record["method"], method);
+        assert_eq!(o["steps"], 120);
+        assert!(
+            o["parameters"].as_u64().expect("parameters") > 1000,
+            "{record}"
+        );
+        let (first, last) = (o["first_loss"].as_f64(), o["train_loss"].as_f64());
+        assert!(first.expect("first") > last.expect("last"), "{record}");
+        let (all, steady) = (
+            o["steps_per_second"].as_f64(),
+            o["steady_steps_per_second"].as_f64(),
+        );
+        assert!(
+            all.expect("sps") > 0.0 && steady.expect("steady") > 0.0,
+            "{record}"
+        );
         // "… test loss X (untrained Y) …": training must have reduced the held-out loss.
         let num = |key: &str| -> f64 {
             let rest = &text[text.find(key).expect(key) + key.len()..];

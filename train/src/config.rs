@@ -84,7 +84,8 @@ pub struct OptimConfig {
     pub lr_min: f64,
     /// Linear warm-up steps.
     pub warmup_steps: usize,
-    /// Clip the global gradient norm to this value (`null` = off).
+    /// Clip each parameter tensor's gradient to this norm (`null` = off;
+    /// burn 0.21 clips tensor by tensor, not the global norm).
     pub grad_clip: Option<f32>,
     /// Decay of the exponential moving average of the weights (0 = off).
     pub ema_decay: f64,

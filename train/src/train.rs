@@ -26,10 +26,14 @@ use std::path::Path;
 use std::time::Instant;
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TrainOutcome {
     /// Steps taken in total.
     pub steps: usize,
+    /// Trainable parameters of the network.
+    pub parameters: usize,
+    /// Loss of the first step this run took (NaN if it took none).
+    pub first_loss: f64,
     /// Smoothed training loss at the end.
     pub train_loss: f64,
     /// Loss of the EMA weights on the held-out split (same objective).
@@ -38,7 +42,14 @@ pub struct TrainOutcome {
     pub initial_test_loss: f64,
     /// Steps per second of this run (excluding checkpoints).
     pub steps_per_second: f64,
+    /// Steps per second after the first [`WARM_UP_STEPS`] of this run
+    /// (a GPU backend compiles and tunes its kernels on the first steps);
+    /// NaN for a run that took no more steps than that.
+    pub steady_steps_per_second: f64,
 }
+
+/// Steps of a run left out of [`TrainOutcome::steady_steps_per_second`].
+pub const WARM_UP_STEPS: usize = 20;
 
 /// Options that do not change the result.
 #[derive(Debug, Clone, Copy, Default)]
@@ -189,6 +200,17 @@ fn make_batch(
             }
         }
     }
+    // Pad the distinct frames to a bucket (copies of the first, which no
+    // slot gathers): the encoder's batch then takes a few shapes over a run
+    // instead of a new one every step, which a GPU backend would compile and
+    // autotune anew (on an H200, burn-CUDA spent its whole 100-s budget
+    // tuning matrix products of ever-new sizes). Rows are independent, so
+    // the loss and gradients are those of the unpadded batch.
+    let padded = frame_bucket(distinct);
+    for _ in distinct..padded {
+        frames.extend_from_within(0..p.frame_len);
+    }
+    let distinct = padded;
     Batch {
         distinct,
         frames,
@@ -199,6 +221,18 @@ fn make_batch(
         noise,
         t,
         rows: n,
+    }
+}
+
+/// The smallest of 1, 2, 3, 4, 6, 8, 12, 16, 24, … (2^k and 3·2^k) that holds
+/// `n` rows: less than half again `n`, two sizes per octave.
+fn frame_bucket(n: usize) -> usize {
+    let pow = n.max(1).next_power_of_two();
+    let three_quarters = pow / 4 * 3;
+    if pow >= 4 && three_quarters >= n {
+        three_quarters
+    } else {
+        pow
     }
 }
 
@@ -470,6 +504,9 @@ pub fn train<B: AutodiffBackend>(
     let t0 = Instant::now();
     let mut save_time = 0.0;
     let first = start;
+    let mut first_loss = f64::NAN;
+    // (clock, checkpoint time so far) when the warm-up steps were done.
+    let mut warm: Option<(Instant, f64)> = None;
     let ema_decay = config.optim.ema_decay;
     while start < stop {
         let step = start;
@@ -492,6 +529,9 @@ pub fn train<B: AutodiffBackend>(
                 "loss became {value} at step {step}; lower optim.lr"
             )));
         }
+        if step == first {
+            first_loss = value;
+        }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(learning_rate(config, step), model, grads);
         // EMA with the usual warm-up so early weights do not dominate.
@@ -506,6 +546,9 @@ pub fn train<B: AutodiffBackend>(
             0.98 * smoothed + 0.02 * value
         };
         start += 1;
+        if start - first == WARM_UP_STEPS {
+            warm = Some((Instant::now(), save_time));
+        }
         let elapsed = t0.elapsed().as_secs_f64() - save_time;
         bar.set_position(start as u64);
         bar.set_message(format!(
@@ -547,6 +590,14 @@ pub fn train<B: AutodiffBackend>(
     bar.finish_and_clear();
     let steps_per_second =
         (start - first) as f64 / (t0.elapsed().as_secs_f64() - save_time).max(1e-9);
+    let steady_steps_per_second = match warm {
+        Some((t, saved)) if start - first > WARM_UP_STEPS => {
+            (start - first - WARM_UP_STEPS) as f64
+                / (t.elapsed().as_secs_f64() - (save_time - saved)).max(1e-9)
+        }
+        _ => f64::NAN,
+    };
+    let parameters = model.num_params();
     let ema_model = assign_params(model.valid(), &ema);
     let test_loss = split_loss(&ema_model, &test_p, &spec, &schedule, config.seed, device);
     tracing::info!(
@@ -559,10 +610,13 @@ pub fn train<B: AutodiffBackend>(
     );
     Ok(TrainOutcome {
         steps: start,
+        parameters,
+        first_loss,
         train_loss: smoothed,
         test_loss,
         initial_test_loss,
         steps_per_second,
+        steady_steps_per_second,
     })
 }
 
@@ -950,8 +1004,73 @@ pub(crate) mod tests {
                 }
             }
             // The shared frames themselves are untouched.
-            assert_eq!(b.frames[..plain.frames.len()], plain.frames[..]);
+            let shared = (plain.slot.iter().copied().max().expect("slots") as usize + 1) * 5;
+            assert_eq!(b.frames[..shared], plain.frames[..shared]);
         }
+    }
+
+    #[test]
+    fn frame_buckets_are_powers_of_two_and_three_quarters_of_them() {
+        let buckets: Vec<usize> = (1..=13).map(frame_bucket).collect();
+        assert_eq!(buckets, [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16]);
+        for n in 1..5000 {
+            let b = frame_bucket(n);
+            assert!(b >= n && 2 * b < 3 * n + 1, "{n} -> {b}");
+        }
+    }
+
+    /// The encoder's batch takes a handful of sizes over many steps (a GPU
+    /// backend compiles and tunes each size once), and padding changes
+    /// neither the loss nor what any sample sees.
+    #[test]
+    fn padded_batches_take_few_shapes_and_give_the_unpadded_loss() {
+        let data = three_modes(400, 4).to_dataset(2);
+        let p = Prepared::new(&data, &Normalizer::identity(5), &Normalizer::identity(2))
+            .expect("prepared");
+        let schedule = NoiseSchedule::new(&Default::default()).expect("schedule");
+        let mut sizes = std::collections::BTreeSet::new();
+        let mut used = std::collections::BTreeSet::new();
+        let mut a_padded = None;
+        for step in 0..200 {
+            let mut rng = step_rng(3, step);
+            let rows: Vec<usize> = (0..64).map(|_| rng.random_range(0..p.len())).collect();
+            let b = make_batch(&p, &rows, &schedule, 0.0, None, &mut rng);
+            let real = b.slot.iter().copied().max().expect("slots") as usize + 1;
+            assert_eq!(b.distinct, frame_bucket(real));
+            assert_eq!(b.frames.len(), b.distinct * 5);
+            sizes.insert(b.distinct);
+            used.insert(real);
+            if b.distinct > real {
+                a_padded = Some((b, real));
+            }
+        }
+        assert!(used.len() > 10, "the distinct counts vary: {used:?}");
+        assert!(sizes.len() <= 3, "encoder batch sizes {sizes:?}");
+
+        let mut c = TrainConfig::for_task(&TaskDefaults::vector("modes"), Method::Diffusion);
+        c.history = 2;
+        let spec = PolicySpec {
+            config: c,
+            obs: data.obs,
+            action_dim: 2,
+        };
+        let device = Default::default();
+        let model: Policy<NdArray<f32>> = spec.init_seeded(&device, 1);
+        let (padded, real) = a_padded.expect("some batch is padded");
+        let unpadded = Batch {
+            frames: padded.frames[..real * 5].to_vec(),
+            distinct: real,
+            slot: padded.slot.clone(),
+            keep: padded.keep.clone(),
+            clean: padded.clean.clone(),
+            noisy: padded.noisy.clone(),
+            noise: padded.noise.clone(),
+            t: padded.t.clone(),
+            rows: padded.rows,
+        };
+        let loss =
+            |b: &Batch| -> f32 { batch_loss(&model, b, &spec, &device).into_scalar().elem() };
+        assert_eq!(loss(&padded), loss(&unpadded));
     }
 
     #[test]
@@ -1016,6 +1135,38 @@ mod checkpoint_tests {
     use diffbc_runtime::NoiseModel;
 
     type Nb = NdArray<f32>;
+
+    /// Weights are drawn on the CPU backend and copied: on the CPU backend
+    /// itself (and its autodiff wrapper) they are exactly what drawing on it
+    /// directly gives, so every backend starts from that network for a seed.
+    #[test]
+    fn seeded_weights_are_the_cpu_backends_draws_on_every_backend() {
+        type Ad = burn::backend::Autodiff<Nb>;
+        let c = tiny(Method::Diffusion, 1);
+        let data = tiny_data(&c);
+        let spec = PolicySpec {
+            config: c,
+            obs: data.obs,
+            action_dim: 2,
+        };
+        let device = Default::default();
+        let flat = |p: Vec<Tensor<Nb, 1>>| -> Vec<f32> {
+            p.into_iter()
+                .flat_map(|t| t.into_data().to_vec::<f32>().expect("f32"))
+                .collect()
+        };
+        // Drawing directly on the backend, as before the copy existed.
+        let direct = crate::model::with_backend_rng::<Nb, _>(&device, 9, || {
+            flat(flat_params(&spec.build_for_tests::<Nb>(&device)))
+        });
+        assert!(!direct.is_empty());
+        let seeded: Policy<Nb> = spec.init_seeded(&device, 9);
+        assert_eq!(flat(flat_params(&seeded)), direct);
+        let autodiff: Policy<Ad> = spec.init_seeded(&device, 9);
+        assert_eq!(flat(flat_params(&autodiff.valid())), direct);
+        let other: Policy<Nb> = spec.init_seeded(&device, 10);
+        assert_ne!(flat(flat_params(&other)), direct);
+    }
 
     #[test]
     fn weights_round_trip_through_a_checkpoint() {

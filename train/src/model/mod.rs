@@ -181,6 +181,12 @@ impl PolicySpec {
         self.build(device)
     }
 
+    /// [`Self::build`] for tests that seed the generator themselves.
+    #[cfg(test)]
+    pub(crate) fn build_for_tests<B: Backend>(&self, device: &B::Device) -> Policy<B> {
+        self.build(device)
+    }
+
     fn build<B: Backend>(&self, device: &B::Device) -> Policy<B> {
         let encoder = self.config.encoder.init(self.obs, device);
         let e = self.embedding_dim();
@@ -215,10 +221,26 @@ pub fn with_backend_rng<B: Backend, R>(device: &B::Device, seed: u64, f: impl Fn
 }
 
 impl PolicySpec {
-    /// Seed the backend with `seed` and build the policy, as one step (see
-    /// [`with_backend_rng`]).
+    /// Build the policy with the weights `seed` gives, as one step (see
+    /// [`with_backend_rng`]). The weights are drawn on the CPU backend and
+    /// copied to `device`, so one seed starts every backend (CPU, CUDA,
+    /// wgpu) from the same network; `B`'s own generator is then left where
+    /// drawing on it would have left it.
     pub fn init_seeded<B: Backend>(&self, device: &B::Device, seed: u64) -> Policy<B> {
-        with_backend_rng::<B, _>(device, seed, || self.build(device))
+        use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+        type Host = burn::backend::NdArray<f32>;
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let cpu = Default::default();
+        Host::seed(&cpu, seed);
+        let host: Policy<Host> = self.build(&cpu);
+        B::seed(device, seed);
+        let model: Policy<B> = self.build(device);
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let bytes = Recorder::<Host>::record(&recorder, host.into_record(), ())
+            .expect("a policy record serialises to bytes");
+        let record = Recorder::<B>::load(&recorder, bytes, device)
+            .expect("a policy record written by the same build loads");
+        model.load_record(record)
     }
 }
 
