@@ -23,6 +23,7 @@ use args::{Cli, Command, EvalArgs, PipelineArgs, ReportArgs, TaskArg};
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    diffbc_deploy::keep_nvidia_libraries_at_f32();
     diffbc_deploy::init_tracing();
     diffbc_deploy::exit(dispatch(Cli::parse().command))
 }
@@ -37,6 +38,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Modes(a) => commands::modes(a),
         Command::Export(a) => commands::export(a),
         Command::Bench(a) => diffbc_deploy::cli::bench(a),
+        Command::Verify(a) => diffbc_deploy::verify::run(&a),
         Command::BenchBridge(a) => diffbc_deploy::bridge_bench::run(&a),
         Command::Reference(a) => commands::reference(a),
         Command::SimArm(a) => diffbc_deploy::cli::sim_arm(a),

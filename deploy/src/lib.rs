@@ -1,6 +1,6 @@
 //! The deploy side of diffbc as a library: the commands that run exported
 //! policies next to an arm (`run`, `bench`, `bench-bridge`, `sim-arm`, the arm
-//! task's closed-loop `eval`) and their options. The full `diffbc` binary and
+//! task's closed-loop `eval`, `verify`) and their options. The full `diffbc` binary and
 //! the burn-free `diffbc-deploy` binary both call these; nothing here links
 //! burn, rapier or `diffbc-train` (`cargo tree -p diffbc-deploy` shows it).
 
@@ -8,6 +8,7 @@ pub mod bench;
 pub mod bridge_bench;
 pub mod cli;
 pub mod eval;
+pub mod verify;
 
 pub use cli::{
     BenchArgs, RunArgs, SamplerArgs, SamplerKindArg, SimArmArgs, SimTaskArg, interrupt_flag,
@@ -45,6 +46,26 @@ pub fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
                 1
             })
         }
+    }
+}
+
+/// The environment variable with which NVIDIA's libraries allow (1) or
+/// forbid (0) TF32 tensor-core arithmetic for f32 work.
+pub const TF32_VARIABLE: &str = "NVIDIA_TF32_OVERRIDE";
+
+/// Keep NVIDIA's libraries at f32 unless the user chose otherwise. cuDNN
+/// (and cuBLAS, when asked) run f32 convolutions and products in TF32 on
+/// Ampere and newer GPUs: on an H200 that put tract-cuda's claw encoder
+/// 3.0e-4 off the trainer's golden outputs, and 1.9e-6 with TF32 off. An
+/// exported graph is an f32 contract (golden outputs within 1e-4), so both
+/// binaries set `NVIDIA_TF32_OVERRIDE=0` when it is unset; setting it to 1
+/// allows TF32. Call first in `main`, before any thread is started.
+#[allow(unsafe_code)]
+pub fn keep_nvidia_libraries_at_f32() {
+    if std::env::var_os(TF32_VARIABLE).is_none() {
+        // SAFETY: called first in `main`, while the process has one thread,
+        // so nothing reads the environment concurrently.
+        unsafe { std::env::set_var(TF32_VARIABLE, "0") };
     }
 }
 

@@ -38,9 +38,12 @@ enum Command {
     /// Exported arm policies closed loop on the arm task (in-process, and
     /// through the bridge with --bridge-episodes).
     Eval(diffbc_deploy::eval::EvalArgs),
+    /// Check that engines reproduce exported policies' golden outputs and episodes.
+    Verify(diffbc_deploy::verify::VerifyArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    diffbc_deploy::keep_nvidia_libraries_at_f32();
     diffbc_deploy::init_tracing();
     diffbc_deploy::exit(dispatch(Cli::parse().command))
 }
@@ -52,6 +55,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::BenchBridge(a) => diffbc_deploy::bridge_bench::run(&a),
         Command::SimArm(a) => diffbc_deploy::cli::sim_arm(a),
         Command::Calibrate(a) => diffbc_deploy::cli::calibrate(a),
+        Command::Verify(a) => diffbc_deploy::verify::run(&a),
         Command::Eval(a) => {
             print!("{}", diffbc_deploy::eval::run(&a)?);
             Ok(())
