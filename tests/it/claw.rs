@@ -42,6 +42,24 @@ fn train_sample_eval_end_to_end_with_reproducible_samples() {
             all.expect("sps") > 0.0 && steady.expect("steady") > 0.0,
             "{record}"
         );
+        if method == "diffusion" {
+            // The PyTorch twin that times PyTorch against burn on a GPU
+            // (scripts/gpu-check.sh) builds the same network: it counts the
+            // same parameters (its dry run needs no torch).
+            let params = o["parameters"].as_u64().expect("parameters").to_string();
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu/torch_train.py");
+            let twin = std::process::Command::new("python3")
+                .args([s(&script), "--checkpoint", s(&out), "--dry-run"])
+                .args(["--expect-params", &params])
+                .output()
+                .expect("python3");
+            assert!(
+                twin.status.success(),
+                "the PyTorch twin is not diffbc's network ({params} parameters):\n{}{}",
+                String::from_utf8_lossy(&twin.stdout),
+                String::from_utf8_lossy(&twin.stderr)
+            );
+        }
         // "… test loss X (untrained Y) …": training must have reduced the held-out loss.
         let num = |key: &str| -> f64 {
             let rest = &text[text.find(key).expect(key) + key.len()..];
