@@ -852,17 +852,24 @@ pub fn run_settings(
     Ok((rate_hz, max_step))
 }
 
-pub fn bench(a: BenchArgs) -> Result<()> {
+/// `chosen`, or when empty every CPU engine of this build: native, tract
+/// where built, and ONNX Runtime's CPU provider with `--features ort`.
+pub fn engines_or_cpu_default(
+    chosen: &[diffbc_runtime::EngineChoice],
+) -> Vec<diffbc_runtime::EngineChoice> {
     use diffbc_runtime::{EngineChoice, ExecutionProvider};
-    let engines = if a.engines.is_empty() {
-        let mut e = EngineChoice::pure_rust();
-        if cfg!(feature = "ort") {
-            e.push(EngineChoice::Ort(ExecutionProvider::Cpu));
-        }
-        e
-    } else {
-        a.engines.clone()
-    };
+    if !chosen.is_empty() {
+        return chosen.to_vec();
+    }
+    let mut e = EngineChoice::pure_rust();
+    if cfg!(feature = "ort") {
+        e.push(EngineChoice::Ort(ExecutionProvider::Cpu));
+    }
+    e
+}
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let engines = engines_or_cpu_default(&a.engines);
     let cores = diffbc_tasks::pool::default_threads();
     let mut threads = if a.threads.is_empty() {
         vec![1, cores]

@@ -8,7 +8,7 @@
 use anyhow::{Result, bail};
 use clap::Args;
 use diffbc_runtime::replay::{self, ReplayReport};
-use diffbc_runtime::{EngineChoice, ExecutionProvider, OnnxModel};
+use diffbc_runtime::{EngineChoice, OnnxModel};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -165,15 +165,7 @@ pub fn table(rows: &[VerifyRow]) -> String {
 
 /// The command: print the table, write the JSON, fail unless every row passes.
 pub fn run(a: &VerifyArgs) -> Result<()> {
-    let engines = if a.engines.is_empty() {
-        let mut e = EngineChoice::pure_rust();
-        if cfg!(feature = "ort") {
-            e.push(EngineChoice::Ort(ExecutionProvider::Cpu));
-        }
-        e
-    } else {
-        a.engines.clone()
-    };
+    let engines = crate::cli::engines_or_cpu_default(&a.engines);
     let rows = verify(&a.models, &engines);
     let tf32 = std::env::var(crate::TF32_VARIABLE).unwrap_or_default();
     println!(

@@ -667,8 +667,10 @@ fn the_firmware_survives_the_fuzz_corpus_over_its_uart() {
             _ => None,
         })
         .collect();
+    // Liveness, not a rate: how many frames arrive depends on how fast the
+    // emulator runs on a loaded host (48 once, under a parallel build).
     assert!(
-        times.len() > 50 && times.windows(2).all(|w| w[1] > w[0]),
+        times.len() > 20 && times.windows(2).all(|w| w[1] > w[0]),
         "telemetry kept coming: {} frames",
         times.len()
     );
