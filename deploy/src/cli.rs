@@ -102,9 +102,79 @@ pub struct RunArgs {
     /// calibration file of the same arm works as it is).
     #[arg(long, requires = "arm")]
     pub calibration: Option<PathBuf>,
+    /// Steer a policy trained with modes (`diffbc modes --steer`).
+    #[command(flatten)]
+    pub steering: SteeringArgs,
     /// Sampler (default: the manifest's).
     #[command(flatten)]
     pub sampler: SamplerArgs,
+}
+
+/// Steering of a policy trained with `mode[k]` channels: a mode as
+/// `K` or `K:WEIGHT` (weight 1 = condition on it; more pushes further).
+#[derive(Args, Debug, Default, Clone)]
+pub struct SteeringArgs {
+    /// Act like mode K (`K` or `K:WEIGHT`, default weight 1).
+    #[arg(long = "mode", value_parser = parse_mode)]
+    pub towards: Option<(usize, f32)>,
+    /// Stay away from mode K (`K` or `K:WEIGHT`, default weight 1); repeat for several.
+    #[arg(long = "avoid-mode", value_parser = parse_mode)]
+    pub away: Vec<(usize, f32)>,
+}
+
+/// `K` or `K:WEIGHT`, a finite weight ≥ 0.
+fn parse_mode(s: &str) -> Result<(usize, f32), String> {
+    let (k, w) = s.split_once(':').unwrap_or((s, "1"));
+    let k = k
+        .parse::<usize>()
+        .map_err(|_| format!("{s:?}: the mode must be a number K (as in mode[K])"))?;
+    let w = w
+        .parse::<f32>()
+        .ok()
+        .filter(|w| w.is_finite() && *w >= 0.0)
+        .ok_or_else(|| format!("{s:?}: the weight after ':' must be a number ≥ 0"))?;
+    Ok((k, w))
+}
+
+impl SteeringArgs {
+    /// The steering for a policy with `modes` mode channels (`None` when no
+    /// flag was given). A mode past the policy's, or any flag for a policy
+    /// without modes, is an error naming what the policy has.
+    pub fn steering(&self, modes: usize) -> Result<Option<diffbc_runtime::Steering>> {
+        if self.towards.is_none() && self.away.is_empty() {
+            return Ok(None);
+        }
+        if modes == 0 {
+            bail!(
+                "--mode / --avoid-mode: this policy has no mode[k] observation channels (train one with `diffbc modes --steer`)"
+            );
+        }
+        let one_hot = |k: usize| -> Result<Vec<f32>> {
+            if k >= modes {
+                bail!(
+                    "mode {k}: this policy has modes 0..{modes} (mode[0] to mode[{}])",
+                    modes - 1
+                );
+            }
+            let mut v = vec![0.0; modes];
+            v[k] = 1.0;
+            Ok(v)
+        };
+        let (towards, weight) = match self.towards {
+            Some((k, w)) => (one_hot(k)?, w),
+            None => (Vec::new(), 1.0),
+        };
+        let away = self
+            .away
+            .iter()
+            .map(|&(k, w)| Ok((one_hot(k)?, w)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(diffbc_runtime::Steering {
+            towards,
+            weight,
+            away,
+        }))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -538,7 +608,7 @@ fn run_servo_arm(
 pub fn run(a: RunArgs) -> Result<()> {
     let stop = interrupt_flag()?;
     let sampler = (!a.sampler.samplers.is_empty()).then(|| a.sampler.configs(&[])[0]);
-    let policy = diffbc_runtime::Policy::load_with(
+    let mut policy = diffbc_runtime::Policy::load_with(
         &a.model,
         &diffbc_runtime::PolicyOptions {
             engine: a.engine,
@@ -547,6 +617,14 @@ pub fn run(a: RunArgs) -> Result<()> {
             ..Default::default()
         },
     )?;
+    // Before any port is opened: a steering the policy cannot take is refused.
+    if let Some(steering) = a.steering.steering(policy.modes())? {
+        println!(
+            "steering: towards {:?} at {}, away from {:?}",
+            steering.towards, steering.weight, steering.away
+        );
+        policy.set_steering(Some(steering))?;
+    }
     tracing::info!(
         "policy {} on {} with {}",
         a.model.display(),
@@ -940,4 +1018,46 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod steering_tests {
+    use super::*;
+
+    #[test]
+    fn mode_flags_parse_and_name_what_is_wrong() {
+        assert_eq!(parse_mode("2"), Ok((2, 1.0)));
+        assert_eq!(parse_mode("0:3.5"), Ok((0, 3.5)));
+        assert!(parse_mode("x").expect_err("k").contains("mode[K]"));
+        for bad in ["1:-1", "1:nan", "1:inf", "1:"] {
+            assert!(parse_mode(bad).expect_err(bad).contains("weight"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn steering_flags_become_one_hot_mode_inputs() {
+        let none = SteeringArgs::default();
+        assert!(none.steering(0).expect("no flags").is_none());
+        let a = SteeringArgs {
+            towards: Some((1, 2.0)),
+            away: vec![(0, 3.0), (2, 1.0)],
+        };
+        let s = a.steering(3).expect("steering").expect("some");
+        assert_eq!(s.towards, [0.0, 1.0, 0.0]);
+        assert_eq!(s.weight, 2.0);
+        assert_eq!(
+            s.away,
+            [(vec![1.0, 0.0, 0.0], 3.0), (vec![0.0, 0.0, 1.0], 1.0)]
+        );
+        let only_away = SteeringArgs {
+            towards: None,
+            away: vec![(0, 4.0)],
+        };
+        let s = only_away.steering(2).expect("steering").expect("some");
+        assert!(s.towards.is_empty());
+        let e = a.steering(2).expect_err("mode 2 of 2").to_string();
+        assert!(e.contains("mode 2") && e.contains("0..2"), "{e}");
+        let e = a.steering(0).expect_err("no modes").to_string();
+        assert!(e.contains("no mode[k] observation channels"), "{e}");
+    }
 }

@@ -41,6 +41,31 @@ fn run_refuses_bad_numbers_before_touching_the_port() {
     }
 }
 
+/// `--mode` / `--avoid-mode`: a bad weight is a usage error naming the flag,
+/// and steering a policy trained without modes is refused before the port
+/// is opened (the error names the missing channels, not the port).
+#[test]
+fn run_refuses_steering_it_cannot_apply_before_touching_the_port() {
+    let m = model();
+    for (flag, value) in [
+        ("--mode", "0:-1"),
+        ("--avoid-mode", "x"),
+        ("--mode", "1:NaN"),
+    ] {
+        let args = ["run", &m, "--port", "/nonexistent/arm", flag, value];
+        assert_refused(&diffbc(&args), flag, &args);
+    }
+    let args = ["run", &m, "--port", "/nonexistent/arm", "--mode", "0"];
+    let out = diffbc(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no mode[k] observation channels"), "{err}");
+    assert!(
+        !err.contains("/nonexistent/arm"),
+        "the port was opened first: {err}"
+    );
+}
+
 #[test]
 fn bench_refuses_bad_seconds() {
     let m = model();
