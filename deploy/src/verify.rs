@@ -140,7 +140,9 @@ pub fn table(rows: &[VerifyRow]) -> String {
             None if r.pass => "pass".into(),
             None => "FAIL".into(),
         };
-        let graph = if r.weights == "f32" {
+        let graph = if r.error.is_some() {
+            "–".to_string()
+        } else if r.weights == "f32" {
             format!("{:.1e} abs ({:.0e})", r.graph_worst_abs, r.graph_bound)
         } else {
             format!("{:.1e} rel ({:.0e})", r.graph_worst_rel, r.graph_bound)

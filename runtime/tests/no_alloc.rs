@@ -47,19 +47,10 @@ fn act_allocates_nothing_at_steady_state_with_every_sampler() {
                 .collect();
             // Warm-up: the first call may size buffers.
             policy.act(&observations[0]).expect("act");
-            let (sum, allocations) = count(|| {
-                let mut sum = 0.0f32;
-                for o in observations.iter().cycle().take(12) {
-                    sum += policy.act(o).expect("act").iter().sum::<f32>();
-                }
-                sum
-            });
-            assert!(sum.is_finite());
-            assert_eq!(
-                allocations,
-                0,
-                "{name} with {}: {allocations} allocations in 12 steady-state actions",
-                sampler.label()
+            assert_steady_state_allocates_nothing(
+                &mut policy,
+                &observations,
+                &format!("{name} with {}", sampler.label()),
             );
             // The test's counter works: an allocation under `count` is seen.
             let (_, seen) = count(|| std::hint::black_box(vec![1u8; 16]));
@@ -102,6 +93,11 @@ fn a_steered_act_allocates_nothing_at_steady_state() {
         SamplerConfig::kde(10, 0.1),
         SamplerConfig::ddim(10),
     ];
+    let steering = Steering {
+        towards: vec![1.0, 0.0, 0.0],
+        weight: 3.0,
+        away: vec![(vec![0.0, 1.0, 0.0], 2.0)],
+    };
     for sampler in samplers {
         let mut policy = Policy::load_with(
             &dir,
@@ -114,13 +110,7 @@ fn a_steered_act_allocates_nothing_at_steady_state() {
         )
         .expect("load");
         assert_eq!(policy.modes(), 3);
-        policy
-            .set_steering(Some(Steering {
-                towards: vec![1.0, 0.0, 0.0],
-                weight: 3.0,
-                away: vec![(vec![0.0, 1.0, 0.0], 2.0)],
-            }))
-            .expect("steer");
+        policy.set_steering(Some(steering.clone())).expect("steer");
         let frame = policy.frame_len();
         let observations: Vec<Vec<f32>> = (0..4)
             .map(|i| {
@@ -141,27 +131,32 @@ fn a_steered_act_allocates_nothing_at_steady_state() {
             "{}: steering changed nothing",
             sampler.label()
         );
-        policy
-            .set_steering(Some(Steering {
-                towards: vec![1.0, 0.0, 0.0],
-                weight: 3.0,
-                away: vec![(vec![0.0, 1.0, 0.0], 2.0)],
-            }))
-            .expect("steer");
+        policy.set_steering(Some(steering.clone())).expect("steer");
         policy.act(&observations[1]).expect("act");
-        let (sum, allocations) = count(|| {
-            let mut sum = 0.0f32;
-            for o in observations.iter().cycle().take(12) {
-                sum += policy.act(o).expect("act").iter().sum::<f32>();
-            }
-            sum
-        });
-        assert!(sum.is_finite());
-        assert_eq!(
-            allocations,
-            0,
-            "steered with {}: {allocations} allocations in 12 steady-state actions",
-            sampler.label()
+        assert_steady_state_allocates_nothing(
+            &mut policy,
+            &observations,
+            &format!("steered with {}", sampler.label()),
         );
     }
+}
+
+/// Twelve actions on `observations` (cycled) allocate nothing, and give finite values.
+fn assert_steady_state_allocates_nothing(
+    policy: &mut Policy,
+    observations: &[Vec<f32>],
+    what: &str,
+) {
+    let (sum, allocations) = count(|| {
+        let mut sum = 0.0f32;
+        for o in observations.iter().cycle().take(12) {
+            sum += policy.act(o).expect("act").iter().sum::<f32>();
+        }
+        sum
+    });
+    assert!(sum.is_finite());
+    assert_eq!(
+        allocations, 0,
+        "{what}: {allocations} allocations in 12 steady-state actions"
+    );
 }

@@ -230,10 +230,14 @@ fn engine_names_parse_and_print() {
 fn tract_cuda_without_it_or_without_a_gpu_is_a_clear_error() {
     let loaded = Policy::load(&model("bench-sieve"), EngineChoice::TractCuda);
     if cfg!(feature = "tract-cuda") {
-        if let Err(e) = loaded {
-            let e = e.to_string();
-            assert!(e.contains("tract-cuda"), "{e}");
-            assert!(e.contains("encoder.onnx"), "{e}");
+        match loaded {
+            // A machine with a GPU: the engine is the one asked for.
+            Ok(p) => assert_eq!(p.engine_name(), "tract-cuda"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("tract-cuda"), "{e}");
+                assert!(e.contains("encoder.onnx"), "{e}");
+            }
         }
     } else {
         let e = loaded.expect_err("not built").to_string();
