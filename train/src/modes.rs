@@ -20,6 +20,15 @@
 //! chose for 100 steps is moved onto a random window's latent (dead codes
 //! are the usual failure of a VQ codebook). Seeded end to end.
 //!
+//! **Episode scope (operator styles).** With [`ModeScope::Episode`] the
+//! latent is one per episode: the mean of the encoder's outputs over a set
+//! of the episode's windows (`set_size` per step; all of them for the final
+//! codes), quantised once and given to the decoder with every window's
+//! observation. A code can then only carry what holds for the whole episode
+//! — the operator's habit (always passing the obstacle on one side, a speed)
+//! — not a single reach's target. Every row of an episode gets its
+//! episode's code. This is what "do it the way operator A did" steers by.
+//!
 //! **Soft codes.** Besides the nearest code, every window gets
 //! `softmax(−‖z_e − e_k‖² / t)` over the codes, `t` the mean squared
 //! distance of a window to its own code: the soft code distances a
@@ -39,6 +48,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 /// How the modes are learned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +74,33 @@ pub struct ModesConfig {
     pub commitment: f64,
     /// Seed of the initialisation, the batches, the k-means and the resets.
     pub seed: u64,
+    /// What a code describes: one window, or a whole episode.
+    pub scope: ModeScope,
+    /// With [`ModeScope::Episode`]: windows of an episode pooled per step
+    /// (a step sees `batch_size / set_size` episodes).
+    pub set_size: usize,
+}
+
+/// What one code describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeScope {
+    /// One (observation, action-chunk) window: a choice made at that moment.
+    #[default]
+    Window,
+    /// A whole episode (its windows pooled): an operator's style.
+    Episode,
+}
+
+impl std::str::FromStr for ModeScope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "window" => Ok(Self::Window),
+            "episode" => Ok(Self::Episode),
+            other => Err(format!("unknown mode scope {other:?} (window, episode)")),
+        }
+    }
 }
 
 impl Default for ModesConfig {
@@ -79,6 +116,8 @@ impl Default for ModesConfig {
             lr: 1e-3,
             commitment: 0.25,
             seed: 0,
+            scope: ModeScope::Window,
+            set_size: 16,
         }
     }
 }
@@ -93,6 +132,7 @@ impl ModesConfig {
             ("modes.hidden", self.hidden),
             ("modes.steps", self.steps),
             ("modes.batch_size", self.batch_size),
+            ("modes.set_size", self.set_size),
         ];
         for (field, v) in positive {
             if v == 0 {
@@ -240,9 +280,24 @@ pub struct Modes {
 
 /// Learn modes from the windows of `data` (built with `horizon` =
 /// `config.horizon` actions per sample; its history is ignored, the current
-/// frame is the observation). `B` is the autodiff backend.
+/// frame is the observation). `B` is the autodiff backend. Window scope
+/// only: [`learn_in_episodes`] also takes the episodes an episode-scope
+/// code describes.
 pub fn learn<B: AutodiffBackend>(
     data: &Dataset,
+    config: &ModesConfig,
+    device: &B::Device,
+    progress: bool,
+) -> Result<Modes, TrainError> {
+    learn_in_episodes::<B>(data, None, config, device, progress)
+}
+
+/// [`learn`], with the rows of `data` grouped into episodes (consecutive,
+/// covering every row): needed by [`ModeScope::Episode`], ignored by
+/// [`ModeScope::Window`].
+pub fn learn_in_episodes<B: AutodiffBackend>(
+    data: &Dataset,
+    episodes: Option<&[Range<usize>]>,
     config: &ModesConfig,
     device: &B::Device,
     progress: bool,
@@ -258,17 +313,18 @@ pub fn learn<B: AutodiffBackend>(
             ),
         ));
     }
-    if data.len() < config.codes {
+    let units = Units::new(data.len(), episodes, config)?;
+    if units.len() < config.codes {
         return Err(TrainError::Data(format!(
-            "{} windows are fewer than modes.codes {}",
-            data.len(),
+            "{} {} are fewer than modes.codes {}",
+            units.len(),
+            units.noun(),
             config.codes
         )));
     }
     let obs_norm = data.fit_obs_normalizer()?;
     let act_norm = data.fit_action_normalizer(crate::config::ActionScaling::Standardize)?;
     let windows = prepare(data, &obs_norm, &act_norm)?;
-    let n = windows.len();
     let mut model: VqVae<B> = with_backend_rng::<B, _>(device, config.seed, || {
         VqVae::new(windows.obs_dim, windows.act_dim, config, device)
     });
@@ -283,21 +339,24 @@ pub fn learn<B: AutodiffBackend>(
         ProgressBar::hidden()
     };
     let k = config.codes;
+    let (per_step, set) = units.batch_shape(config);
     let mut idle = vec![0usize; k];
     for step in 0..config.steps {
-        let rows: Vec<usize> = (0..config.batch_size)
-            .map(|_| rng.random_range(0..n))
-            .collect();
+        let rows = units.sample(per_step, set, &mut rng);
         let (obs, actions) = windows.batch::<B>(&rows, device);
         if step == config.warmup {
-            model = fit_codebook(model, &windows, config, device)?;
+            model = fit_codebook(model, &windows, &units, config, device)?;
         }
-        let z = model.encode(obs.clone(), actions.clone());
+        // One latent per unit: the mean over its `set` windows (the window's
+        // own latent when `set` is 1).
+        let z = pool(model.encode(obs.clone(), actions.clone()), per_step, set);
         let loss = if step < config.warmup {
-            (model.decode(obs, z) - actions).powf_scalar(2.0).mean()
+            (model.decode(obs, spread(z, per_step, set)) - actions)
+                .powf_scalar(2.0)
+                .mean()
         } else {
             let d = model.distances(z.clone().detach());
-            let nearest = d.argmin(1).reshape([rows.len()]);
+            let nearest = d.argmin(1).reshape([per_step]);
             let used: Vec<i64> = nearest
                 .clone()
                 .into_data()
@@ -314,7 +373,9 @@ pub fn learn<B: AutodiffBackend>(
             let codebook = (zq.clone() - z.clone().detach()).powf_scalar(2.0).mean();
             let commit = (z.clone() - zq.clone().detach()).powf_scalar(2.0).mean();
             let st = z.clone() + (zq - z).detach();
-            let recon = (model.decode(obs, st) - actions).powf_scalar(2.0).mean();
+            let recon = (model.decode(obs, spread(st, per_step, set)) - actions)
+                .powf_scalar(2.0)
+                .mean();
             recon + codebook + commit.mul_scalar(config.commitment)
         };
         let value: f64 = loss.clone().into_scalar().elem();
@@ -328,7 +389,7 @@ pub fn learn<B: AutodiffBackend>(
         if step >= config.warmup && step % 100 == 99 {
             let dead: Vec<usize> = (0..k).filter(|&c| idle[c] >= 100).collect();
             if !dead.is_empty() {
-                model = revive(model, &dead, &windows, &mut rng, device)?;
+                model = revive(model, &dead, &windows, &units, &mut rng, device)?;
                 for c in dead {
                     idle[c] = 0;
                 }
@@ -340,7 +401,146 @@ pub fn learn<B: AutodiffBackend>(
         }
     }
     bar.finish_and_clear();
-    summarise(&model.valid(), &windows, config, device)
+    summarise(&model.valid(), &windows, &units, config, device)
+}
+
+/// What a code describes: single windows, or episodes (ranges of rows).
+enum Units {
+    Windows(usize),
+    Episodes(Vec<Range<usize>>),
+}
+
+impl Units {
+    fn new(
+        rows: usize,
+        episodes: Option<&[Range<usize>]>,
+        config: &ModesConfig,
+    ) -> Result<Self, TrainError> {
+        match config.scope {
+            ModeScope::Window => Ok(Self::Windows(rows)),
+            ModeScope::Episode => {
+                let Some(episodes) = episodes else {
+                    return Err(TrainError::config(
+                        "modes.scope",
+                        "episode scope needs the data set's episodes",
+                    ));
+                };
+                let mut next = 0;
+                for (e, r) in episodes.iter().enumerate() {
+                    if r.start != next || r.end <= r.start {
+                        return Err(TrainError::Data(format!(
+                            "episode {e} covers rows {r:?}; episodes must be non-empty and follow each other from row 0"
+                        )));
+                    }
+                    next = r.end;
+                }
+                if next != rows {
+                    return Err(TrainError::Data(format!(
+                        "the episodes cover {next} rows, the data set has {rows}"
+                    )));
+                }
+                Ok(Self::Episodes(episodes.to_vec()))
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Windows(n) => *n,
+            Self::Episodes(e) => e.len(),
+        }
+    }
+
+    fn noun(&self) -> &'static str {
+        match self {
+            Self::Windows(_) => "windows",
+            Self::Episodes(_) => "episodes",
+        }
+    }
+
+    /// The rows of unit `u`.
+    fn rows(&self, u: usize) -> Range<usize> {
+        match self {
+            Self::Windows(_) => u..u + 1,
+            Self::Episodes(e) => e[u].clone(),
+        }
+    }
+
+    /// Units per step and windows per unit.
+    fn batch_shape(&self, c: &ModesConfig) -> (usize, usize) {
+        match self {
+            Self::Windows(_) => (c.batch_size, 1),
+            Self::Episodes(_) => ((c.batch_size / c.set_size).max(1), c.set_size),
+        }
+    }
+
+    /// `units` random units, `set` random windows of each (unit-major).
+    fn sample(&self, units: usize, set: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+        let n = self.len();
+        match self {
+            Self::Windows(_) => (0..units).map(|_| rng.random_range(0..n)).collect(),
+            Self::Episodes(e) => {
+                let mut rows = Vec::with_capacity(units * set);
+                for _ in 0..units {
+                    let r = &e[rng.random_range(0..n)];
+                    rows.extend((0..set).map(|_| rng.random_range(r.clone())));
+                }
+                rows
+            }
+        }
+    }
+
+    /// Per-unit means of per-row latents `[rows, d]`: `[units, d]`.
+    fn pooled(&self, z: &[f32], d: usize) -> Vec<f32> {
+        match self {
+            Self::Windows(_) => z.to_vec(),
+            Self::Episodes(e) => e
+                .iter()
+                .flat_map(|r| {
+                    let mut m = vec![0.0f32; d];
+                    for i in r.clone() {
+                        for (a, b) in m.iter_mut().zip(&z[i * d..(i + 1) * d]) {
+                            *a += b;
+                        }
+                    }
+                    let n = r.len() as f32;
+                    m.into_iter().map(move |v| v / n)
+                })
+                .collect(),
+        }
+    }
+
+    /// The unit of every row.
+    fn of_rows(&self) -> Vec<usize> {
+        match self {
+            Self::Windows(n) => (0..*n).collect(),
+            Self::Episodes(e) => e
+                .iter()
+                .enumerate()
+                .flat_map(|(u, r)| std::iter::repeat_n(u, r.len()))
+                .collect(),
+        }
+    }
+}
+
+/// `[units·set, d]` → the mean of each unit's `set` rows, `[units, d]`.
+fn pool<B: Backend>(z: Tensor<B, 2>, units: usize, set: usize) -> Tensor<B, 2> {
+    if set == 1 {
+        return z;
+    }
+    let d = z.dims()[1];
+    z.reshape([units, set, d]).mean_dim(1).reshape([units, d])
+}
+
+/// `[units, d]` → each unit's row repeated for its `set` windows.
+fn spread<B: Backend>(z: Tensor<B, 2>, units: usize, set: usize) -> Tensor<B, 2> {
+    if set == 1 {
+        return z;
+    }
+    let d = z.dims()[1];
+    z.reshape([units, 1, d])
+        .repeat_dim(1, set)
+        .reshape([units * set, d])
 }
 
 fn prepare(
@@ -412,85 +612,76 @@ fn set_codebook<B: Backend>(
 fn fit_codebook<B: AutodiffBackend>(
     model: VqVae<B>,
     w: &Windows,
+    units: &Units,
     c: &ModesConfig,
     device: &B::Device,
 ) -> Result<VqVae<B>, TrainError> {
-    let z = latents(&model.valid(), w, device)?;
+    let z = units.pooled(&latents(&model.valid(), w, device)?, c.latent);
     let fit = crate::kmeans::fit(&z, c.latent, c.codes, 50, c.seed);
     Ok(set_codebook(model, fit.centres, c.codes, c.latent, device))
 }
 
-/// Move every code in `dead` onto the latent of a random window.
+/// Move every code in `dead` onto the latent of a random unit.
 fn revive<B: AutodiffBackend>(
     model: VqVae<B>,
     dead: &[usize],
     w: &Windows,
+    units: &Units,
     rng: &mut ChaCha8Rng,
     device: &B::Device,
 ) -> Result<VqVae<B>, TrainError> {
     let [k, d] = model.codebook.val().dims();
     let mut values = to_vec(model.codebook.val().inner())?;
-    let picks: Vec<usize> = dead.iter().map(|_| rng.random_range(0..w.len())).collect();
-    let (obs, actions) = w.batch::<B::InnerBackend>(&picks, device);
-    let z = to_vec(model.valid().encode(obs, actions))?;
-    for (i, &c) in dead.iter().enumerate() {
-        values[c * d..(c + 1) * d].copy_from_slice(&z[i * d..(i + 1) * d]);
+    let valid = model.valid();
+    for &c in dead {
+        let rows: Vec<usize> = units.rows(rng.random_range(0..units.len())).collect();
+        let mut z = vec![0.0f32; d];
+        for chunk in rows.chunks(4096) {
+            let (obs, actions) = w.batch::<B::InnerBackend>(chunk, device);
+            for (i, v) in to_vec(valid.encode(obs, actions))?.into_iter().enumerate() {
+                z[i % d] += v / rows.len() as f32;
+            }
+        }
+        values[c * d..(c + 1) * d].copy_from_slice(&z);
     }
-    tracing::debug!(codes = ?dead, "unused codes moved onto windows");
+    tracing::debug!(codes = ?dead, "unused codes moved onto {}", units.noun());
     Ok(set_codebook(model, values, k, d, device))
 }
 
 fn summarise<B: Backend>(
     model: &VqVae<B>,
     w: &Windows,
+    units: &Units,
     c: &ModesConfig,
     device: &B::Device,
 ) -> Result<Modes, TrainError> {
     let n = w.len();
-    let k = c.codes;
+    let (k, d) = (c.codes, c.latent);
     let codebook = to_vec(model.codebook.val())?;
-    let mut code = Vec::with_capacity(n);
-    let mut dist = Vec::with_capacity(n * k);
-    let (mut recon, mut plain, mut blind) = (0.0f64, 0.0f64, 0.0f64);
-    let rows: Vec<usize> = (0..n).collect();
-    let mut mean_code: Option<Tensor<B, 2>> = None;
-    for chunk in rows.chunks(4096) {
-        let (obs, actions) = w.batch::<B>(chunk, device);
-        let z = model.encode(obs.clone(), actions.clone());
-        let d = model.distances(z.clone());
-        let nearest = d.clone().argmin(1).reshape([chunk.len()]);
-        let zq = model.codebook.val().select(0, nearest.clone());
-        let m = chunk.len() as f64;
-        let err = |t: Tensor<B, 2>| -> Result<f64, TrainError> {
-            Ok(to_vec((t - actions.clone()).powf_scalar(2.0).mean())?[0] as f64)
-        };
-        recon += m * err(model.decode(obs.clone(), zq))?;
-        plain += m * err(model.decode(obs.clone(), z))?;
-        let mc = mean_code
-            .get_or_insert_with(|| model.codebook.val().mean_dim(0))
-            .clone()
-            .repeat_dim(0, chunk.len());
-        blind += m * err(model.decode(obs, mc))?;
-        code.extend(
-            nearest
-                .into_data()
-                .convert::<i64>()
-                .to_vec::<i64>()
-                .map_err(|e| TrainError::Data(format!("reading the codes: {e:?}")))?
-                .into_iter()
-                .map(|v| v as u16),
-        );
-        dist.extend(to_vec(d)?);
+    // Every unit's latent, its code and its squared distances to the codes.
+    let z = units.pooled(&latents(model, w, device)?, d);
+    let mut unit_code = Vec::with_capacity(units.len());
+    let mut dist = Vec::with_capacity(units.len() * k);
+    for zu in z.chunks_exact(d) {
+        let row: Vec<f32> = codebook
+            .chunks_exact(d)
+            .map(|e| zu.iter().zip(e).map(|(a, b)| (a - b) * (a - b)).sum())
+            .collect();
+        let best = (0..k)
+            .min_by(|&a, &b| row[a].total_cmp(&row[b]))
+            .unwrap_or(0);
+        unit_code.push(best);
+        dist.extend(row);
     }
-    let temperature = (code
+    let temperature = (unit_code
         .iter()
         .enumerate()
-        .map(|(i, &c)| f64::from(dist[i * k + c as usize]))
+        .map(|(u, &c)| f64::from(dist[u * k + c]))
         .sum::<f64>()
-        / n as f64)
+        / units.len() as f64)
         .max(1e-6) as f32;
-    let mut soft = dist;
-    for row in soft.chunks_exact_mut(k) {
+    let mut soft_unit = dist;
+    for row in soft_unit.chunks_exact_mut(k) {
         let lo = row.iter().copied().fold(f32::INFINITY, f32::min);
         let mut total = 0.0;
         for v in row.iter_mut() {
@@ -501,6 +692,44 @@ fn summarise<B: Backend>(
             *v /= total;
         }
     }
+    // Per row: its unit's code, and the reconstruction errors with the
+    // code, with the unquantised latent and with the mean code.
+    let unit_of = units.of_rows();
+    let mean_code: Vec<f32> = (0..d)
+        .map(|j| codebook.iter().skip(j).step_by(d).sum::<f32>() / k as f32)
+        .collect();
+    let (mut recon, mut plain, mut blind) = (0.0f64, 0.0f64, 0.0f64);
+    let rows: Vec<usize> = (0..n).collect();
+    for chunk in rows.chunks(4096) {
+        let (obs, actions) = w.batch::<B>(chunk, device);
+        let m = chunk.len() as f64;
+        let latent = |v: Vec<f32>| -> Tensor<B, 2> {
+            Tensor::from_data(TensorData::new(v, [chunk.len(), d]), device)
+        };
+        let err = |t: Tensor<B, 2>| -> Result<f64, TrainError> {
+            Ok(to_vec((t - actions.clone()).powf_scalar(2.0).mean())?[0] as f64)
+        };
+        let quantised: Vec<f32> = chunk
+            .iter()
+            .flat_map(|&r| {
+                let c = unit_code[unit_of[r]];
+                codebook[c * d..(c + 1) * d].iter().copied()
+            })
+            .collect();
+        recon += m * err(model.decode(obs.clone(), latent(quantised)))?;
+        let raw: Vec<f32> = chunk
+            .iter()
+            .flat_map(|&r| z[unit_of[r] * d..(unit_of[r] + 1) * d].iter().copied())
+            .collect();
+        plain += m * err(model.decode(obs.clone(), latent(raw)))?;
+        let mean = mean_code.repeat(chunk.len());
+        blind += m * err(model.decode(obs, latent(mean)))?;
+    }
+    let code: Vec<u16> = unit_of.iter().map(|&u| unit_code[u] as u16).collect();
+    let soft: Vec<f32> = unit_of
+        .iter()
+        .flat_map(|&u| soft_unit[u * k..(u + 1) * k].iter().copied())
+        .collect();
     let mut usage = vec![0; k];
     for &c in &code {
         usage[c as usize] += 1;
@@ -683,6 +912,137 @@ mod tests {
             assert_eq!(best, modes.code[i] as usize);
         }
         assert_eq!(modes.usage.iter().sum::<usize>(), truth.len());
+    }
+
+    /// `episodes` episodes of `rows` windows: each window moves ±0.4 along
+    /// x at random (a choice of the moment), and every window of an episode
+    /// also moves 0.2 along +y or −y (the episode's style). Returns the
+    /// data, the episodes' row ranges and their styles.
+    fn styled(episodes: usize, rows: usize, seed: u64) -> (Dataset, Vec<Range<usize>>, Vec<u8>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let horizon = 4;
+        let (mut frames, mut actions, mut ranges, mut styles) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for e in 0..episodes {
+            let style = rng.random_range(0..2u8);
+            let dy = if style == 0 { 0.2 } else { -0.2 };
+            for _ in 0..rows {
+                let p = [
+                    rng.random_range(-1.0f32..1.0),
+                    rng.random_range(-1.0f32..1.0),
+                ];
+                let dx = if rng.random::<bool>() { 0.4 } else { -0.4 };
+                frames.extend_from_slice(&p);
+                for t in 1..=horizon {
+                    let s = t as f32 / horizon as f32;
+                    actions.push(p[0] + s * dx + rng.random_range(-0.02f32..0.02));
+                    actions.push(p[1] + s * dy + rng.random_range(-0.02f32..0.02));
+                }
+            }
+            ranges.push(e * rows..(e + 1) * rows);
+            styles.push(style);
+        }
+        let n = episodes * rows;
+        let data = Dataset {
+            obs: ObsSpec::Vector { dim: 2 },
+            action_dim: 2 * horizon,
+            history: 0,
+            horizon,
+            frames,
+            frame_index: (0..n as u32).collect(),
+            actions,
+            interface: None,
+        };
+        (data, ranges, styles)
+    }
+
+    /// Share of items whose code's most common truth is their own truth.
+    fn purity(codes: &[u16], truth: &[u8]) -> f64 {
+        let mut table = std::collections::HashMap::<(u16, u8), usize>::new();
+        for (c, t) in codes.iter().zip(truth) {
+            *table.entry((*c, *t)).or_default() += 1;
+        }
+        let mut best = std::collections::HashMap::<u16, usize>::new();
+        for ((c, _), n) in table {
+            let b = best.entry(c).or_default();
+            *b = (*b).max(n);
+        }
+        best.values().sum::<usize>() as f64 / codes.len() as f64
+    }
+
+    #[test]
+    fn episode_codes_find_the_style_that_window_codes_miss() {
+        let (data, ranges, styles) = styled(60, 24, 5);
+        let episode = ModesConfig {
+            codes: 2,
+            scope: ModeScope::Episode,
+            set_size: 8,
+            ..small()
+        };
+        let modes =
+            learn_in_episodes::<Tb>(&data, Some(&ranges), &episode, &Default::default(), false)
+                .expect("episode modes");
+        // One code per episode, and it is the style.
+        for r in &ranges {
+            let c = modes.code[r.start];
+            assert!(modes.code[r.clone()].iter().all(|&x| x == c), "{r:?}");
+            assert!(
+                modes.soft[r.start * 2..r.end * 2]
+                    .chunks_exact(2)
+                    .all(|row| row == &modes.soft[r.start * 2..r.start * 2 + 2])
+            );
+        }
+        let firsts: Vec<u16> = ranges.iter().map(|r| modes.code[r.start]).collect();
+        let p = purity(&firsts, &styles);
+        assert!(p > 0.95, "episode codes: style purity {p}");
+        // Window codes spend themselves on the larger choice of the moment.
+        let windows = learn::<Tb>(
+            &data,
+            &ModesConfig {
+                codes: 2,
+                ..small()
+            },
+            &Default::default(),
+            false,
+        )
+        .expect("window modes");
+        let row_styles: Vec<u8> = ranges
+            .iter()
+            .zip(&styles)
+            .flat_map(|(r, &s)| std::iter::repeat_n(s, r.len()))
+            .collect();
+        let q = purity(&windows.code, &row_styles);
+        assert!(q < 0.75, "window codes: style purity {q}");
+    }
+
+    #[test]
+    fn episode_scope_needs_episodes_that_cover_the_rows() {
+        let (data, mut ranges, _) = styled(10, 8, 6);
+        let c = ModesConfig {
+            codes: 2,
+            scope: ModeScope::Episode,
+            ..small()
+        };
+        let e = learn::<Tb>(&data, &c, &Default::default(), false)
+            .expect_err("no episodes")
+            .to_string();
+        assert!(e.contains("modes.scope"), "{e}");
+        ranges.pop();
+        let e = learn_in_episodes::<Tb>(&data, Some(&ranges), &c, &Default::default(), false)
+            .expect_err("rows left over")
+            .to_string();
+        assert!(e.contains("cover 72 rows") && e.contains("80"), "{e}");
+        let (two, ranges, _) = styled(2, 8, 6);
+        let e = learn_in_episodes::<Tb>(
+            &two,
+            Some(&ranges),
+            &ModesConfig { codes: 3, ..c },
+            &Default::default(),
+            false,
+        )
+        .expect_err("too few episodes")
+        .to_string();
+        assert!(e.contains("2 episodes are fewer than modes.codes 3"), "{e}");
     }
 
     #[test]
