@@ -126,6 +126,23 @@ pub struct ArmTask {
     pub near_side_probability: f64,
     /// The scripted demonstrator.
     pub demonstrator: DemonstratorConfig,
+    /// Operators with habits of their own, one drawn per demonstration
+    /// (uniformly, from the episode's seed). Empty: one operator, who picks
+    /// a side by `near_side_probability`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<Operator>,
+}
+
+/// One operator's habit: which side of a blocking obstacle they pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    /// What the tables call them.
+    pub name: String,
+    /// Probability of passing a blocking obstacle on the left (the path
+    /// bulging left of the straight line, the obstacle on its right), on
+    /// every blocked reach; the right otherwise.
+    pub left: f64,
 }
 
 impl Default for ArmTask {
@@ -143,6 +160,7 @@ impl Default for ArmTask {
             clearance: 0.35,
             near_side_probability: 0.5,
             demonstrator: DemonstratorConfig::default(),
+            operators: Vec::new(),
         }
     }
 }
@@ -161,6 +179,26 @@ pub struct EpisodeResult {
 }
 
 impl ArmTask {
+    /// The default task demonstrated by two operators, half the episodes
+    /// each: one always passes a blocking obstacle on the left, the other
+    /// always on the right (the styles `diffbc modes --scope episode` finds
+    /// without labels and steers between).
+    pub fn two_operators() -> Self {
+        Self {
+            operators: vec![
+                Operator {
+                    name: "passes left".into(),
+                    left: 1.0,
+                },
+                Operator {
+                    name: "passes right".into(),
+                    left: 0.0,
+                },
+            ],
+            ..Self::default()
+        }
+    }
+
     /// Check the values; errors name the field.
     pub fn validate(&self) -> Result<()> {
         require!(
@@ -186,6 +224,18 @@ impl ArmTask {
             self.tolerance > 0.0 && self.max_step > 0.0,
             "task fields tolerance and max_step must be positive"
         );
+        require!(
+            self.operators.len() < usize::from(u8::MAX),
+            "task field operators: {} operators, at most 254",
+            self.operators.len()
+        );
+        for (i, o) in self.operators.iter().enumerate() {
+            require!(
+                (0.0..=1.0).contains(&o.left),
+                "task field operators[{i}].left: {} is not a probability",
+                o.left
+            );
+        }
         Ok(())
     }
 
@@ -589,6 +639,8 @@ pub struct Demonstrator {
     visited: Vec<usize>,
     tick: usize,
     truth: Vec<TickTruth>,
+    /// This episode's operator (an index into [`ArmTask::operators`]).
+    operator: Option<usize>,
 }
 
 /// Which side of the obstacle a reach passes, seen in the direction of
@@ -604,6 +656,70 @@ pub enum Side {
     Right,
 }
 
+/// Within this distance (rad, joints 0–1) of a target, a path is taken to
+/// have arrived there, for [`reach_sides`].
+const ARRIVED: f32 = 0.25;
+
+/// The side of the obstacle each reach of a path passed, for reaches whose
+/// straight line crosses the obstacle (`None` for the others): the path
+/// must go around, and the side is where its point nearest the obstacle's
+/// centre lies, seen in the direction of travel (the demonstrator's
+/// [`Side`]). `path` is points in the joint 0–1 plane — the start, then
+/// one per tick (commands or positions) — and `order` the targets reached,
+/// in order; a reach ends where the path first comes within 0.25 rad of its
+/// target. Works for any driver, so a policy's episodes are judged as the
+/// demonstrations are.
+pub fn reach_sides(task: &ArmTask, path: &[[f32; 2]], order: &[u8]) -> Vec<Option<Side>> {
+    let Some(ob) = task.obstacle() else {
+        return vec![None; order.len()];
+    };
+    let c = ob.center;
+    let mut out = Vec::with_capacity(order.len());
+    let mut start = 0;
+    for &target in order {
+        let site = task.site(usize::from(target));
+        let Some(end) = (start..path.len())
+            .find(|&i| (path[i][0] - site[0]).hypot(path[i][1] - site[1]) < ARRIVED)
+        else {
+            break;
+        };
+        let from = path[start];
+        let (dx, dy) = (site[0] - from[0], site[1] - from[1]);
+        let len2 = (dx * dx + dy * dy).max(1e-9);
+        // The chord's point nearest the centre.
+        let t = (((c[0] - from[0]) * dx + (c[1] - from[1]) * dy) / len2).clamp(0.0, 1.0);
+        let chord = (from[0] + t * dx - c[0]).hypot(from[1] + t * dy - c[1]);
+        out.push((chord < ob.radius).then(|| {
+            let p = path[start..=end]
+                .iter()
+                .min_by(|a, b| {
+                    let da = (a[0] - c[0]).hypot(a[1] - c[1]);
+                    let db = (b[0] - c[0]).hypot(b[1] - c[1]);
+                    da.total_cmp(&db)
+                })
+                .copied()
+                .unwrap_or(from);
+            if dx * (p[1] - c[1]) - dy * (p[0] - c[0]) > 0.0 {
+                Side::Left
+            } else {
+                Side::Right
+            }
+        }));
+        start = end;
+    }
+    out
+}
+
+/// [`reach_sides`] of an episode run from `seed`: its start pose, then the
+/// commands it sent.
+pub fn episode_sides(task: &ArmTask, seed: u64, r: &EpisodeResult) -> Vec<Option<Side>> {
+    let start = task.start_pose(seed);
+    let path: Vec<[f32; 2]> = std::iter::once([start[0], start[1]])
+        .chain(r.actions.chunks_exact(JOINTS).map(|q| [q[0], q[1]]))
+        .collect();
+    reach_sides(task, &path, &r.order)
+}
+
 /// What the demonstrator was doing at one tick: ground truth that only the
 /// seeded demonstrator knows (a learner never sees it; the modes study
 /// scores its unsupervised codes against it).
@@ -614,6 +730,9 @@ pub struct TickTruth {
     pub heading: u8,
     /// The side of the obstacle that reach passes.
     pub side: Side,
+    /// The episode's operator (index into [`ArmTask::operators`]), or
+    /// `u8::MAX` for a task without operators.
+    pub operator: u8,
 }
 
 impl Demonstrator {
@@ -629,6 +748,7 @@ impl Demonstrator {
             visited: Vec::new(),
             tick: 0,
             truth: Vec::new(),
+            operator: None,
         }
     }
 
@@ -751,7 +871,15 @@ impl Demonstrator {
             })
         };
         if clear(bow) {
-            return None;
+            // An operator with a habit keeps it even where this reach's
+            // random bow would clear the obstacle: only a reach whose
+            // straight line clears it is left alone.
+            let mut straight = *bow;
+            straight[0] = 0.0;
+            straight[1] = 0.0;
+            if self.operator.is_none() || clear(&straight) {
+                return None;
+            }
         }
         let (dx, dy) = (to[0] - from[0], to[1] - from[1]);
         let l = dx.hypot(dy).max(1e-6);
@@ -776,7 +904,14 @@ impl Demonstrator {
         };
         let near = smallest(1.0);
         let far = smallest(-1.0);
-        let near_side = self.rng.random::<f64>() < self.task.near_side_probability;
+        // The bow n·a bulges left of the direction of travel when n turns
+        // counter-clockwise from it (see `side` below).
+        let near_is_left = dx * ny - dy * nx > 0.0;
+        let u = self.rng.random::<f64>();
+        let near_side = match self.operator.and_then(|o| self.task.operators.get(o)) {
+            Some(op) => (u < op.left) == near_is_left,
+            None => u < self.task.near_side_probability,
+        };
         let (sign, a) = match (near, far) {
             (Some(a), Some(b)) => {
                 if near_side {
@@ -807,10 +942,12 @@ impl Demonstrator {
     /// known yet: a placeholder that the next reach fills in (see
     /// [`Demonstrator::truth`]), the dwell's own target if none follows.
     fn log_truth(&mut self) {
+        let operator = self.operator.map_or(u8::MAX, |o| o as u8);
         let current = match &self.phase {
             Phase::Move(r) => Some(TickTruth {
                 heading: r.site as u8,
                 side: r.side,
+                operator,
             }),
             _ => None,
         };
@@ -827,6 +964,7 @@ impl Demonstrator {
             None => self.truth.push(TickTruth {
                 heading: u8::MAX,
                 side: Side::Clear,
+                operator,
             }),
         }
     }
@@ -860,6 +998,9 @@ impl Driver for Demonstrator {
         self.tick = 0;
         self.hold = [f32::NAN; JOINTS];
         self.truth.clear();
+        // Drawn last, so a task without operators keeps its episodes.
+        self.operator = (!self.task.operators.is_empty())
+            .then(|| self.rng.random_range(0..self.task.operators.len()));
     }
 
     fn act(&mut self, t: &Telemetry, frame: &[f32], out: &mut [f32]) -> Result<()> {
