@@ -80,12 +80,50 @@ pub fn train(a: TrainArgs) -> Result<()> {
 pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
     let task = match &a.task_config {
         Some(p) => crate::arm::read_task(p)?,
+        None if a.two_operators => ArmTask::two_operators(),
         None => ArmTask::default(),
     };
     for out in [&a.json, &a.figure].into_iter().flatten() {
         if out.exists() && !a.force {
             bail!("{} exists; --force replaces it", out.display());
         }
+    }
+    let weight = match a.weight[..] {
+        [w] if w.is_finite() && w >= 0.0 => w,
+        [_] => bail!("--weight must be a number ≥ 0"),
+        _ if a.policy.is_none() && a.scope == diffbc_train::modes::ModeScope::Episode => 1.0,
+        _ => bail!("--weight takes one value here (a list only with --steer --scope episode)"),
+    };
+    anyhow::ensure!(
+        a.weight.iter().all(|w| w.is_finite() && *w >= 0.0),
+        "--weight: every weight must be a number ≥ 0"
+    );
+    if let Some(policy) = &a.policy {
+        let scratch = tempfile::tempdir().context("creating a scratch folder")?;
+        let dir = diffbc_tasks::Task::Arm.exported(policy, scratch.path())?;
+        let rows = diffbc_tasks::arm::modes::policy_modes(
+            &task,
+            &dir,
+            weight,
+            a.steer_episodes,
+            true,
+            a.figure.as_deref(),
+        )?;
+        println!(
+            "Modes of {} ({} episodes per row, Diffusion-X):\n",
+            policy.display(),
+            a.steer_episodes
+        );
+        println!("{}", diffbc_tasks::arm::modes::style_markdown(&rows));
+        if let Some(f) = &a.figure {
+            println!("wrote {} and its -first-targets.png", f.display());
+        }
+        if let Some(json) = &a.json {
+            std::fs::write(json, serde_json::to_string_pretty(&rows)?)
+                .with_context(|| format!("writing {}", json.display()))?;
+            println!("wrote {}", json.display());
+        }
+        return Ok(());
     }
     let config = diffbc_train::modes::ModesConfig {
         codes: a.codes,
@@ -95,6 +133,9 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
             .warmup
             .min(a.steps / 5),
         seed: a.model_seed,
+        scope: a.scope,
+        set_size: a.set_size,
+        batch_size: a.batch_size,
         ..Default::default()
     };
     let (demos, truth) =
@@ -105,6 +146,7 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
         &truth,
         a.seed,
         &config,
+        a.windows,
         &Default::default(),
         true,
         a.figure.as_deref(),
@@ -120,25 +162,54 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
                 .optim
                 .steps,
         );
-        let rows = diffbc_tasks::arm::modes::steering_study::<crate::training::CpuTrain>(
-            &task,
-            &demos,
-            &truth,
-            &modes,
-            &study,
-            &a.out,
-            steps,
-            a.mode_dropout,
-            a.weight,
-            a.steer_episodes,
-            &Default::default(),
-            true,
-        )?;
-        println!(
-            "\nMode steering ({steps} training steps, mode dropout {}, {} episodes per row, Diffusion-X):\n",
+        let heading = format!(
+            "({steps} training steps, mode dropout {}, {} episodes per row, Diffusion-X)",
             a.mode_dropout, a.steer_episodes
         );
-        println!("{}", diffbc_tasks::arm::modes::steering_markdown(&rows));
+        if a.scope == diffbc_train::modes::ModeScope::Episode {
+            let dir = diffbc_tasks::arm::modes::train_mode_policy::<crate::training::CpuTrain>(
+                &demos,
+                &modes,
+                &study,
+                &a.out,
+                steps,
+                a.mode_dropout,
+                &Default::default(),
+                true,
+            )?;
+            let rows = diffbc_tasks::arm::modes::style_steering_study(
+                &task,
+                &demos,
+                &study,
+                &dir,
+                &a.weight,
+                a.steer_episodes,
+                true,
+            )?;
+            println!("\nSteering by operator style {heading}:\n");
+            println!("{}", diffbc_tasks::arm::modes::style_markdown(&rows));
+            let path = a.out.join("steering.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        } else {
+            let rows = diffbc_tasks::arm::modes::steering_study::<crate::training::CpuTrain>(
+                &task,
+                &demos,
+                &truth,
+                &modes,
+                &study,
+                &a.out,
+                steps,
+                a.mode_dropout,
+                weight,
+                a.steer_episodes,
+                &Default::default(),
+                true,
+            )?;
+            println!("\nMode steering {heading}:\n");
+            println!("{}", diffbc_tasks::arm::modes::steering_markdown(&rows));
+        }
     }
     if let Some(json) = &a.json {
         let text = serde_json::to_string_pretty(&study)?;

@@ -137,6 +137,20 @@ fn parse_mode(s: &str) -> Result<(usize, f32), String> {
 }
 
 impl SteeringArgs {
+    /// The flags as written: "towards mode 0 (w = 1), away from mode 2 (w = 1)".
+    pub fn label(&self) -> String {
+        self.towards
+            .iter()
+            .map(|(k, w)| format!("towards mode {k} (w = {w})"))
+            .chain(
+                self.away
+                    .iter()
+                    .map(|(k, w)| format!("away from mode {k} (w = {w})")),
+            )
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The steering for a policy with `modes` mode channels (`None` when no
     /// flag was given). A mode past the policy's, or any flag for a policy
     /// without modes, is an error naming what the policy has.
@@ -619,6 +633,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     )?;
     // Before any port is opened: a steering the policy cannot take is refused.
     if let Some(steering) = a.steering.steering(policy.modes())? {
+        println!("the policy's modes: {}", policy.mode_names().join("; "));
         println!(
             "steering: towards {:?} at {}, away from {:?}",
             steering.towards, steering.weight, steering.away

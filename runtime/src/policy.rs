@@ -1013,6 +1013,20 @@ impl Policy {
         self.steer.offsets.len()
     }
 
+    /// The names of the policy's mode channels, in mode order: `mode[k]`,
+    /// or `mode[k]: ` and what the mode is where the trainer described it
+    /// (`diffbc modes --steer` names them from its study).
+    pub fn mode_names(&self) -> Vec<&str> {
+        self.model
+            .manifest
+            .channels
+            .observation
+            .iter()
+            .filter(|c| matches!(c.source(), manifest::Source::Mode(_)))
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
     /// Steer the policy (see [`Steering`]); `None` stops steering (no mode
     /// given). Refused, naming what is wrong, for a policy without mode
     /// channels, a mode input of the wrong length or with non-finite

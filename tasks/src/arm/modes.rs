@@ -9,8 +9,8 @@ use super::{ArmTask, Side, TickTruth};
 use crate::error::{Context, Result};
 use crate::metrics::{Agreement, agreement};
 use diffbc_train::episodes::Episodes;
-use diffbc_train::modes::{Modes, ModesConfig};
-use serde::Serialize;
+use diffbc_train::modes::{ModeScope, Modes, ModesConfig};
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
 /// What one code stands for, from the ground truth of the windows it took.
@@ -24,8 +24,115 @@ pub struct CodeSummary {
     pub heading: Vec<f64>,
     /// Share passing the obstacle left, right, or not blocked.
     pub side: [f64; 3],
+    /// Share by operator (tasks with operators; else empty).
+    pub operator: Vec<f64>,
     /// In words, e.g. "→ target 2 (91 %), passing left (78 %)".
     pub description: String,
+}
+
+/// What the VQ-VAE's windows hold after a row's observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowKind {
+    /// The next `horizon` commands, one per tick.
+    #[default]
+    Time,
+    /// The next [`PATH_WINDOW`] rad of the commanded path, at `horizon`
+    /// evenly spaced points along it: the path's shape without its timing,
+    /// so an operator's speed, hesitations and dwells — which differ per
+    /// episode as much as a habit does — leave the window unchanged.
+    Path,
+    /// [`WindowKind::Path`] seen from where it starts and where it goes:
+    /// moved to start at 0 and turned in the joint 0–1 plane so that its
+    /// chord (first to last point) points along +joint 0. What is left is
+    /// the path's shape — which way it bulges, how far — not where it is
+    /// or which target it heads for, so a code need not spend itself on
+    /// the target of the moment.
+    Shape,
+}
+
+impl std::str::FromStr for WindowKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "time" => Ok(Self::Time),
+            "path" => Ok(Self::Path),
+            "shape" => Ok(Self::Shape),
+            other => Err(format!("unknown window kind {other:?} (time, path, shape)")),
+        }
+    }
+}
+
+/// Length of a [`WindowKind::Path`] window along the commanded path (rad,
+/// all joints): about one reach.
+pub const PATH_WINDOW: f32 = 1.5;
+
+/// The windows the modes are learned from: a sample per row of `demos`,
+/// its observation and `horizon` commands ([`WindowKind`]).
+pub fn windows(demos: &Episodes, horizon: usize, kind: WindowKind) -> diffbc_train::data::Dataset {
+    let mut data = demos.to_chunked_dataset(0, horizon);
+    if kind != WindowKind::Time {
+        let a = demos.action_dim;
+        let mut out = Vec::with_capacity(data.actions.len());
+        for e in 0..demos.len() {
+            let r = demos.episode(e);
+            let point = |i: usize| &demos.actions[i * a..(i + 1) * a];
+            // Arc length at every row of the episode.
+            let mut arc = Vec::with_capacity(r.len());
+            let mut total = 0.0f32;
+            for i in r.clone() {
+                if i > r.start {
+                    total += point(i)
+                        .iter()
+                        .zip(point(i - 1))
+                        .map(|(x, y)| (x - y) * (x - y))
+                        .sum::<f32>()
+                        .sqrt();
+                }
+                arc.push(total);
+            }
+            for i in r.clone() {
+                let mut j = i - r.start;
+                for k in 1..=horizon {
+                    let want = arc[i - r.start] + PATH_WINDOW * k as f32 / horizon as f32;
+                    while j + 1 < arc.len() && arc[j + 1] < want {
+                        j += 1;
+                    }
+                    if j + 1 >= arc.len() {
+                        out.extend_from_slice(point(r.end - 1));
+                        continue;
+                    }
+                    let span = (arc[j + 1] - arc[j]).max(1e-9);
+                    let t = ((want - arc[j]) / span).clamp(0.0, 1.0);
+                    let (p, q) = (point(r.start + j), point(r.start + j + 1));
+                    out.extend(p.iter().zip(q).map(|(x, y)| x + t * (y - x)));
+                }
+            }
+        }
+        if kind == WindowKind::Shape {
+            for w in out.chunks_exact_mut(horizon * a) {
+                let start: Vec<f32> = w[..a].to_vec();
+                let end = &w[(horizon - 1) * a..];
+                let (dx, dy) = (end[0] - start[0], end[1] - start[1]);
+                let len = dx.hypot(dy);
+                let (c, s) = if len > 1e-6 {
+                    (dx / len, dy / len)
+                } else {
+                    (1.0, 0.0)
+                };
+                for p in w.chunks_exact_mut(a) {
+                    for (v, s0) in p.iter_mut().zip(&start) {
+                        *v -= s0;
+                    }
+                    let (x, y) = (p[0], p[1]);
+                    p[0] = c * x + s * y;
+                    p[1] = -s * x + c * y;
+                }
+            }
+        }
+        data.actions = out;
+    }
+    data
 }
 
 /// The modes study on the arm.
@@ -37,6 +144,8 @@ pub struct ModesStudy {
     pub seed: u64,
     /// How the codes were learned.
     pub config: ModesConfig,
+    /// What the windows hold.
+    pub windows: WindowKind,
     /// One summary per code.
     pub codes: Vec<CodeSummary>,
     /// Codes against the target each window heads for.
@@ -50,6 +159,11 @@ pub struct ModesStudy {
     /// Codes against the episode's first target, over every episode's first
     /// second (the window that makes that choice).
     pub first_target: Score,
+    /// Codes against the episode's operator, one per episode that meets
+    /// the obstacle (the code of its first row), for a task with operators.
+    pub operator: Option<Score>,
+    /// The operators' names (a task with operators).
+    pub operators: Vec<String>,
     /// Reconstruction error with the codes, without quantising, and with
     /// the mean code (normalised units): what the codes carry.
     pub reconstruction: [f64; 3],
@@ -120,12 +234,15 @@ pub fn study<B: burn::tensor::backend::AutodiffBackend>(
     episodes: usize,
     seed: u64,
     config: &ModesConfig,
+    kind: WindowKind,
     device: &B::Device,
     progress: bool,
     figure: Option<&std::path::Path>,
 ) -> Result<(ModesStudy, Modes)> {
     let (demos, truth) = generate_with_truth(task, episodes, seed, progress)?;
-    study_of::<B>(task, &demos, &truth, seed, config, device, progress, figure)
+    study_of::<B>(
+        task, &demos, &truth, seed, config, kind, device, progress, figure,
+    )
 }
 
 /// [`study`] of demonstrations already generated (with their ground truth).
@@ -136,14 +253,18 @@ pub fn study_of<B: burn::tensor::backend::AutodiffBackend>(
     truth: &[Vec<TickTruth>],
     seed: u64,
     config: &ModesConfig,
+    kind: WindowKind,
     device: &B::Device,
     progress: bool,
     figure: Option<&std::path::Path>,
 ) -> Result<(ModesStudy, Modes)> {
     let episodes = demos.len();
-    let data = demos.to_chunked_dataset(0, config.horizon);
-    let modes = diffbc_train::modes::learn::<B>(&data, config, device, progress)
-        .context("learning the modes")?;
+    let data = windows(demos, config.horizon, kind);
+    let ranges: Vec<std::ops::Range<usize>> = (0..episodes).map(|e| demos.episode(e)).collect();
+    let modes =
+        diffbc_train::modes::learn_in_episodes::<B>(&data, Some(&ranges), config, device, progress)
+            .context("learning the modes")?;
+    let operators: Vec<String> = task.operators.iter().map(|o| o.name.clone()).collect();
     let flat: Vec<TickTruth> = truth.iter().flatten().copied().collect();
     crate::require!(
         flat.len() == modes.code.len(),
@@ -163,18 +284,28 @@ pub fn study_of<B: burn::tensor::backend::AutodiffBackend>(
         let n = mine.len().max(1) as f64;
         let mut heading = vec![0.0; task.sites];
         let mut side = [0.0; 3];
+        let mut operator = vec![0.0; operators.len()];
         for t in &mine {
             if let Some(h) = heading.get_mut(usize::from(t.heading)) {
                 *h += 1.0 / n;
             }
             side[side_index(t.side)] += 1.0 / n;
+            if let Some(o) = operator.get_mut(usize::from(t.operator)) {
+                *o += 1.0 / n;
+            }
         }
+        let description = match config.scope {
+            // An episode's code says nothing of one reach's target.
+            ModeScope::Episode => describe_style(&side, &operator, &operators),
+            ModeScope::Window => describe(&heading, &side),
+        };
         codes.push(CodeSummary {
             code: c,
             windows: mine.len(),
-            description: describe(&heading, &side),
+            description,
             heading,
             side,
+            operator,
         });
     }
     let heading_truth: Vec<u8> = flat.iter().map(|t| t.heading).collect();
@@ -216,6 +347,16 @@ pub fn study_of<B: burn::tensor::backend::AutodiffBackend>(
         row += t.len();
     }
     let first_target = Score::of(&firsts.0, &firsts.1);
+    let operator = (!operators.is_empty()).then(|| {
+        let (codes, truth): (Vec<u16>, Vec<u8>) = ranges
+            .iter()
+            .zip(truth)
+            // An episode that never meets the obstacle shows no habit.
+            .filter(|(_, t)| t.iter().any(|x| x.side != Side::Clear))
+            .filter_map(|(r, t)| Some((modes.code[r.start], t.first()?.operator)))
+            .unzip();
+        Score::of(&codes, &truth)
+    });
     if let Some(path) = figure {
         let a = data.action_dim;
         let panels: Vec<(String, Vec<Vec<[f32; 2]>>)> = (0..k)
@@ -251,11 +392,14 @@ pub fn study_of<B: burn::tensor::backend::AutodiffBackend>(
         episodes,
         seed,
         config: config.clone(),
+        windows: kind,
         codes,
         heading,
         side,
         side_at_start,
         first_target,
+        operator,
+        operators,
         reconstruction: [
             modes.reconstruction,
             modes.reconstruction_unquantised,
@@ -263,6 +407,35 @@ pub fn study_of<B: burn::tensor::backend::AutodiffBackend>(
         ],
     };
     Ok((study, modes))
+}
+
+/// An episode code in words: its operator and the side its blocked
+/// reaches take, e.g. "operator passes left (100 %), passing left (97 % of blocked)".
+fn describe_style(side: &[f64; 3], operator: &[f64], names: &[String]) -> String {
+    let blocked = side[0] + side[1];
+    let (s, p) = if side[0] >= side[1] {
+        ("passing left", side[0])
+    } else {
+        ("passing right", side[1])
+    };
+    let sides = if blocked > 0.0 {
+        format!("{s} ({:.0} % of blocked)", 100.0 * p / blocked)
+    } else {
+        "never blocked".to_string()
+    };
+    match operator
+        .iter()
+        .copied()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+    {
+        Some((o, share)) => format!(
+            "operator {} ({:.0} %), {sides}",
+            names.get(o).map_or("?", String::as_str),
+            100.0 * share
+        ),
+        None => sides,
+    }
 }
 
 fn describe(heading: &[f64], side: &[f64; 3]) -> String {
@@ -292,26 +465,42 @@ impl ModesStudy {
         let c = &self.config;
         let _ = writeln!(
             s,
-            "Modes of {} arm demonstrations (seed {}): VQ-VAE, {} codes over windows of {} actions, {} steps (seed {}).\n",
-            self.episodes, self.seed, c.codes, c.horizon, c.steps, c.seed
+            "Modes of {} arm demonstrations (seed {}): VQ-VAE, {} codes, one per {}, over windows of {} {}, {} steps (seed {}).\n",
+            self.episodes,
+            self.seed,
+            c.codes,
+            match c.scope {
+                ModeScope::Window => "window",
+                ModeScope::Episode => "episode",
+            },
+            c.horizon,
+            match self.windows {
+                WindowKind::Time => "actions".to_string(),
+                WindowKind::Path => format!("points along {PATH_WINDOW} rad of path"),
+                WindowKind::Shape =>
+                    format!("points along {PATH_WINDOW} rad of path, in its own frame"),
+            },
+            c.steps,
+            c.seed
         );
         let _ = write!(s, "| code | windows |");
         let sites = self.codes.first().map_or(0, |c| c.heading.len());
         for t in 0..sites {
             let _ = write!(s, " → {t} |");
         }
-        let _ = writeln!(s, " left | right | clear | reads as |");
+        let _ = write!(s, " left | right | clear |");
+        for name in &self.operators {
+            let _ = write!(s, " {name} |");
+        }
+        let _ = writeln!(s, " reads as |");
         let _ = write!(s, "|---:|---:|");
-        for _ in 0..sites + 3 {
+        for _ in 0..sites + 3 + self.operators.len() {
             let _ = write!(s, "---:|");
         }
         let _ = writeln!(s, "---|");
         for code in &self.codes {
             let _ = write!(s, "| {} | {} |", code.code, code.windows);
-            for h in &code.heading {
-                let _ = write!(s, " {:.0} % |", 100.0 * h);
-            }
-            for v in code.side {
+            for v in code.heading.iter().chain(&code.side).chain(&code.operator) {
                 let _ = write!(s, " {:.0} % |", 100.0 * v);
             }
             let _ = writeln!(s, " {} |", code.description);
@@ -321,6 +510,10 @@ impl ModesStudy {
             "\n| ground truth (never seen by the learner) | windows | I(code; truth) bits | H(truth) bits | explained | purity | I with shuffled codes |"
         );
         let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        let operator = self
+            .operator
+            .as_ref()
+            .map(|o| ("operator (one per episode that meets the obstacle)", o));
         for (name, sc) in [
             ("target the reach heads for", &self.heading),
             ("side of the obstacle (blocked reaches)", &self.side),
@@ -332,7 +525,10 @@ impl ModesStudy {
                 "first target (first second of each episode)",
                 &self.first_target,
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(operator)
+        {
             let _ = writeln!(
                 s,
                 "| {name} | {} | {:.3} | {:.3} | {:.0} % | {:.2} | {:.3} |",
@@ -354,10 +550,16 @@ impl ModesStudy {
 }
 
 /// `demos` with the modes' soft codes appended to every frame as channels
-/// `mode[0]`, …, `mode[K-1]` (source `mode[k]`, unit 1): the data a
-/// mode-conditional policy trains on. `modes` must come from these
-/// demonstrations' rows, in order.
-pub fn with_mode_channels(demos: &Episodes, modes: &Modes) -> Result<Episodes> {
+/// of source `mode[0]`, …, `mode[K-1]` (unit 1): the data a
+/// mode-conditional policy trains on. A channel is named `mode[k]: ` and
+/// the code's description where `descriptions` has one (the exported
+/// manifest carries the names, so whoever steers the policy reads what each
+/// mode is). `modes` must come from these demonstrations' rows, in order.
+pub fn with_mode_channels(
+    demos: &Episodes,
+    modes: &Modes,
+    descriptions: &[String],
+) -> Result<Episodes> {
     let k = modes.config.codes;
     crate::require!(
         modes.code.len() == demos.steps(),
@@ -366,16 +568,18 @@ pub fn with_mode_channels(demos: &Episodes, modes: &Modes) -> Result<Episodes> {
         demos.steps()
     );
     let mut out = Episodes::new(demos.obs_dim + k, demos.action_dim);
-    let names: Vec<String> = (0..k).map(|i| format!("mode[{i}]")).collect();
-    out.obs_names = demos
-        .obs_names
+    let sources: Vec<String> = (0..k).map(|i| format!("mode[{i}]")).collect();
+    let names = sources
         .iter()
-        .cloned()
-        .chain(names.clone())
-        .collect();
+        .enumerate()
+        .map(|(i, s)| match descriptions.get(i) {
+            Some(d) if !d.is_empty() => format!("{s}: {d}"),
+            _ => s.clone(),
+        });
+    out.obs_names = demos.obs_names.iter().cloned().chain(names).collect();
     out.action_names = demos.action_names.clone();
     out.hints = demos.hints.clone();
-    out.hints.obs_sources.extend(names);
+    out.hints.obs_sources.extend(sources);
     out.hints
         .obs_units
         .extend(std::iter::repeat_n("1".to_string(), k));
@@ -440,30 +644,16 @@ pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
     progress: bool,
 ) -> Result<Vec<SteeringRow>> {
     use diffbc_runtime::Steering;
-    let data = with_mode_channels(demos, modes)?;
-    let mut config = crate::Task::Arm.train_config(diffbc_train::Method::Diffusion);
-    config.optim.steps = steps;
-    config.mode_dropout = mode_dropout;
-    config.checkpoint_every = 0;
-    let dataset = data.to_chunked_dataset(config.history, config.chunk.horizon);
-    let ck = out.join("checkpoint");
-    diffbc_train::train::train::<B>(
-        &config,
-        &dataset,
-        &ck,
+    let dir = train_mode_policy::<B>(
+        demos,
+        modes,
+        study,
+        out,
+        steps,
+        mode_dropout,
         device,
-        diffbc_train::train::RunOptions {
-            progress,
-            force: true,
-            ..Default::default()
-        },
-    )
-    .context("training the mode-conditional policy")?;
-    let dir = out.join("policy");
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).context_with(|| format!("replacing {}", dir.display()))?;
-    }
-    crate::Task::Arm.export(&ck, &dir)?;
+        progress,
+    )?;
     // Which first target each code starts: the episodes' first windows.
     let k = modes.config.codes;
     let mut starts = vec![vec![0usize; task.sites]; k];
@@ -544,12 +734,372 @@ pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
     Ok(rows)
 }
 
+/// Train the arm's diffusion policy on `demos` with the modes' soft codes
+/// as `mode[k]` channels (mode dropout `mode_dropout`, `steps` steps) into
+/// `out/checkpoint`, and export it to `out/policy` (returned). The mode
+/// channels are named by the study's descriptions of the codes.
+#[allow(clippy::too_many_arguments)]
+pub fn train_mode_policy<B: burn::tensor::backend::AutodiffBackend>(
+    demos: &Episodes,
+    modes: &Modes,
+    study: &ModesStudy,
+    out: &std::path::Path,
+    steps: usize,
+    mode_dropout: f64,
+    device: &B::Device,
+    progress: bool,
+) -> Result<std::path::PathBuf> {
+    let descriptions: Vec<String> = study.codes.iter().map(|c| c.description.clone()).collect();
+    let data = with_mode_channels(demos, modes, &descriptions)?;
+    let mut config = crate::Task::Arm.train_config(diffbc_train::Method::Diffusion);
+    config.optim.steps = steps;
+    config.mode_dropout = mode_dropout;
+    config.checkpoint_every = 0;
+    let dataset = data.to_chunked_dataset(config.history, config.chunk.horizon);
+    let ck = out.join("checkpoint");
+    diffbc_train::train::train::<B>(
+        &config,
+        &dataset,
+        &ck,
+        device,
+        diffbc_train::train::RunOptions {
+            progress,
+            force: true,
+            ..Default::default()
+        },
+    )
+    .context("training the mode-conditional policy")?;
+    let dir = out.join("policy");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).context_with(|| format!("replacing {}", dir.display()))?;
+    }
+    crate::Task::Arm.export(&ck, &dir)?;
+    Ok(dir)
+}
+
+/// One row of the style-steering table: episodes of a policy steered
+/// towards or away from an episode code, judged by the side of the obstacle
+/// their crossing reaches pass ([`super::episode_sides`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct StyleRow {
+    /// The code, `None` for the unsteered policy.
+    pub code: Option<usize>,
+    /// Towards the code (`true`) or away from it.
+    pub towards: bool,
+    /// The weight.
+    pub weight: f32,
+    /// What the code reads as (from the modes study).
+    pub reads_as: String,
+    /// Episodes run.
+    pub episodes: usize,
+    /// Of those, episodes with at least one reach across the obstacle.
+    pub crossing_episodes: usize,
+    /// Reaches across the obstacle, in all.
+    pub crossing_reaches: usize,
+    /// Share of those reaches passing on the left.
+    pub left_share: f64,
+    /// Share of crossing episodes whose every crossing reach passes left.
+    pub all_left: f64,
+    /// Share of crossing episodes whose every crossing reach passes right.
+    pub all_right: f64,
+    /// Share of episodes by first target.
+    pub first_shares: Vec<f64>,
+    /// Share completing every target.
+    pub all_targets: f64,
+    /// Share ending in a collision.
+    pub collisions: f64,
+    /// Entropy of the task orders (bits).
+    pub order_entropy: f64,
+    /// The demonstrations' order entropy at the same number of episodes
+    /// (NaN where no demonstrations are at hand).
+    pub demo_order_entropy: f64,
+}
+
+/// Steer a policy trained with episode codes ([`train_mode_policy`] on
+/// modes of [`ModeScope::Episode`]) towards and away from every code that
+/// some demonstration has, at each of `weights`, and run `episodes`
+/// in-process episodes per row (the same evaluation seeds), unsteered
+/// first.
+pub fn style_steering_study(
+    task: &ArmTask,
+    demos: &Episodes,
+    study: &ModesStudy,
+    dir: &std::path::Path,
+    weights: &[f32],
+    episodes: usize,
+    progress: bool,
+) -> Result<Vec<StyleRow>> {
+    let mut settings: Vec<(Option<usize>, bool, f32)> = vec![(None, true, 0.0)];
+    for &w in weights {
+        for c in study.codes.iter().filter(|c| c.windows > 0) {
+            settings.push((Some(c.code), true, w));
+            settings.push((Some(c.code), false, w));
+        }
+    }
+    let names: Vec<String> = study.codes.iter().map(|c| c.description.clone()).collect();
+    let demo_orders = super::demos::orders_from_episodes(task, demos);
+    let rows = steered_rows(
+        task,
+        dir,
+        study.config.codes,
+        &names,
+        &settings,
+        episodes,
+        crate::metrics::entropy_at(&demo_orders, episodes),
+        progress,
+    )?;
+    Ok(rows.into_iter().map(|(r, _)| r).collect())
+}
+
+/// What a policy trained with `mode[k]` channels does in each of its
+/// modes, on the arm: `episodes` in-process episodes unsteered and towards
+/// every mode at `weight` (the same evaluation seeds), each summarised by
+/// side of the obstacle, first targets, completion and collisions — the
+/// policy's modes as a user would steer them, named by its manifest. With
+/// `figure`, a PNG of paths (a panel per row, its first 8 episodes) and one
+/// of first-target histograms beside it (`<stem>-first-targets.png`).
+pub fn policy_modes(
+    task: &ArmTask,
+    dir: &std::path::Path,
+    weight: f32,
+    episodes: usize,
+    progress: bool,
+    figure: Option<&std::path::Path>,
+) -> Result<Vec<StyleRow>> {
+    let policy = diffbc_runtime::Policy::load(dir, diffbc_runtime::EngineChoice::Native)
+        .context_with(|| format!("loading {}", dir.display()))?;
+    let k = policy.modes();
+    crate::require!(
+        k > 0,
+        "{}: the policy has no mode channels (train one with `diffbc modes --steer`)",
+        dir.display()
+    );
+    let names: Vec<String> = policy.mode_names().iter().map(|n| n.to_string()).collect();
+    drop(policy);
+    let settings: Vec<(Option<usize>, bool, f32)> = std::iter::once((None, true, 0.0))
+        .chain((0..k).map(|c| (Some(c), true, weight)))
+        .collect();
+    let rows = steered_rows(
+        task,
+        dir,
+        k,
+        &names,
+        &settings,
+        episodes,
+        f64::NAN,
+        progress,
+    )?;
+    if let Some(path) = figure {
+        let panels: Vec<(String, Vec<Vec<[f32; 2]>>)> = rows
+            .iter()
+            .map(|(r, results)| {
+                let paths = results
+                    .iter()
+                    .take(8)
+                    .map(|e| {
+                        e.actions
+                            .chunks_exact(super::JOINTS)
+                            .map(|q| [q[0], q[1]])
+                            .collect()
+                    })
+                    .collect();
+                (r.label(), paths)
+            })
+            .collect();
+        let marks: Vec<[f32; 2]> = (0..task.sites)
+            .map(|i| {
+                let q = task.site(i);
+                [q[0], q[1]]
+            })
+            .collect();
+        let disc = task.obstacle().map(|o| (o.center, o.radius));
+        crate::plot::paths_figure(path, &panels, &marks, disc, 2.0)?;
+        let series: Vec<(String, Vec<f64>)> = rows
+            .iter()
+            .map(|(r, _)| (r.label(), r.first_shares.clone()))
+            .collect();
+        crate::plot::bar_chart(
+            &path.with_file_name(format!(
+                "{}-first-targets.png",
+                path.file_stem()
+                    .map_or("modes".into(), |s| s.to_string_lossy())
+            )),
+            "share of episodes by first target",
+            &series,
+        )?;
+    }
+    Ok(rows.into_iter().map(|(r, _)| r).collect())
+}
+
+/// Run `episodes` in-process episodes of the policy in `dir` (K = `k`
+/// mode channels, named `names`) for each (code, towards, weight) of
+/// `settings` — code `None` unsteered — with Diffusion-X, and summarise
+/// each.
+#[allow(clippy::too_many_arguments)]
+fn steered_rows(
+    task: &ArmTask,
+    dir: &std::path::Path,
+    k: usize,
+    names: &[String],
+    settings: &[(Option<usize>, bool, f32)],
+    episodes: usize,
+    demo_order_entropy: f64,
+    progress: bool,
+) -> Result<Vec<(StyleRow, Vec<super::EpisodeResult>)>> {
+    use diffbc_runtime::Steering;
+    let threads = crate::pool::default_threads();
+    let sampler = Some(diffbc_runtime::SamplerConfig::diffusion_x(
+        super::report::EXTRA_STEPS,
+    ));
+    let mut rows = Vec::new();
+    for &(code, towards, weight) in settings {
+        let steering = code.map(|c| {
+            if towards {
+                Steering::towards(k, c, weight)
+            } else {
+                Steering {
+                    towards: Vec::new(),
+                    weight: 1.0,
+                    away: Vec::new(),
+                }
+                .and_away_from(k, c, weight)
+            }
+        });
+        let mut row = StyleRow {
+            code,
+            towards,
+            weight: if code.is_some() { weight } else { 0.0 },
+            reads_as: code.map_or(String::new(), |c| names.get(c).cloned().unwrap_or_default()),
+            episodes: 0,
+            crossing_episodes: 0,
+            crossing_reaches: 0,
+            left_share: 0.0,
+            all_left: 0.0,
+            all_right: 0.0,
+            first_shares: vec![0.0; task.sites],
+            all_targets: 0.0,
+            collisions: 0.0,
+            order_entropy: 0.0,
+            demo_order_entropy,
+        };
+        let pb = if progress {
+            super::eval::bar(episodes, row.label())
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let (results, _) = super::eval::rollouts_steered(
+            task,
+            dir,
+            sampler,
+            steering.as_ref(),
+            episodes,
+            threads,
+            &pb,
+        )?;
+        let n = results.len().max(1) as f64;
+        let (mut left, mut all_left, mut all_right) = (0usize, 0usize, 0usize);
+        for (e, r) in results.iter().enumerate() {
+            if let Some(f) = r
+                .order
+                .first()
+                .and_then(|&f| row.first_shares.get_mut(usize::from(f)))
+            {
+                *f += 1.0 / n;
+            }
+            let seed = super::eval::EVAL_SEED_BASE + e as u64;
+            let sides: Vec<Side> = super::episode_sides(task, seed, r)
+                .into_iter()
+                .flatten()
+                .collect();
+            if sides.is_empty() {
+                continue;
+            }
+            row.crossing_episodes += 1;
+            row.crossing_reaches += sides.len();
+            let l = sides.iter().filter(|s| **s == Side::Left).count();
+            left += l;
+            all_left += usize::from(l == sides.len());
+            all_right += usize::from(l == 0);
+        }
+        let per = |m: usize, of: usize| m as f64 / of.max(1) as f64;
+        let orders: Vec<Vec<u8>> = results.iter().map(|r| r.order.clone()).collect();
+        row.episodes = results.len();
+        row.left_share = per(left, row.crossing_reaches);
+        row.all_left = per(all_left, row.crossing_episodes);
+        row.all_right = per(all_right, row.crossing_episodes);
+        row.all_targets = results
+            .iter()
+            .filter(|r| r.order.len() >= task.goal)
+            .count() as f64
+            / n;
+        row.collisions = results.iter().filter(|r| r.collided).count() as f64 / n;
+        row.order_entropy = crate::metrics::entropy_bits(&orders);
+        rows.push((row, results));
+    }
+    Ok(rows)
+}
+
+impl StyleRow {
+    /// "unsteered", "towards 2 (w = 1)", "away from 2 (w = 1)".
+    pub fn label(&self) -> String {
+        match self.code {
+            None => "unsteered".to_string(),
+            Some(c) if self.towards => format!("towards {c} (w = {})", self.weight),
+            Some(c) => format!("away from {c} (w = {})", self.weight),
+        }
+    }
+}
+
+/// Binomial standard error of a share `p` of `n`.
+fn se(p: f64, n: usize) -> f64 {
+    let p = p.clamp(0.0, 1.0);
+    (p * (1.0 - p) / n.max(1) as f64).sqrt()
+}
+
+/// The style-steering rows as Markdown, with binomial standard errors.
+pub fn style_markdown(rows: &[StyleRow]) -> String {
+    let mut s = String::from(
+        "| steering | mode reads as | episodes crossing the obstacle | every crossing reach left | every crossing reach right | reaches passing left | first target (% per target) | all targets | collisions | order entropy (% of demos') |\n|---|---|---:|---:|---:|---:|---|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let name = r.label();
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} of {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} ({} reaches) | {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} bits{} |",
+            r.reads_as,
+            r.crossing_episodes,
+            r.episodes,
+            r.all_left,
+            se(r.all_left, r.crossing_episodes),
+            r.all_right,
+            se(r.all_right, r.crossing_episodes),
+            r.left_share,
+            r.crossing_reaches,
+            r.first_shares
+                .iter()
+                .map(|p| format!("{:.0}", 100.0 * p))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            r.all_targets,
+            se(r.all_targets, r.episodes),
+            r.collisions,
+            se(r.collisions, r.episodes),
+            r.order_entropy,
+            if r.demo_order_entropy.is_finite() {
+                format!(
+                    " ({:.0} %)",
+                    100.0 * r.order_entropy / r.demo_order_entropy.max(1e-9)
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    s
+}
+
 /// The steering rows as Markdown, with binomial standard errors.
 pub fn steering_markdown(rows: &[SteeringRow]) -> String {
-    let se = |p: f64, n: usize| {
-        let p = p.clamp(0.0, 1.0);
-        (p * (1.0 - p) / n.max(1) as f64).sqrt()
-    };
     let mut s = String::from(
         "| steering | code reads as | demos starting with it go first to | first target = that (steered) | same target, unsteered | all targets | collisions |\n|---|---|---|---:|---:|---:|---:|\n",
     );
@@ -628,6 +1178,73 @@ mod tests {
     }
 
     #[test]
+    fn two_operators_keep_to_their_sides_and_the_paths_show_which() {
+        let task = ArmTask::two_operators();
+        let (demos, truth) = generate_with_truth(&task, 40, 0, false).expect("demos");
+        let orders = super::super::demos::orders_from_episodes(&task, &demos);
+        // Blocked reaches by operator: [left, right].
+        let mut by_operator = [[0usize; 2]; 2];
+        let mut episodes = [0usize; 2];
+        let (mut judged, mut agree) = (0, 0);
+        let mut judged_by_operator = [[0usize; 2]; 2];
+        for (e, t) in truth.iter().enumerate() {
+            let op = usize::from(t[0].operator);
+            assert!(op < 2, "episode {e}: operator {op}");
+            assert!(
+                t.iter().all(|x| usize::from(x.operator) == op),
+                "episode {e}"
+            );
+            episodes[op] += 1;
+            // One truth per reach: the first tick heading for each target.
+            let reach_side = |target: u8| t.iter().find(|x| x.heading == target).map(|x| x.side);
+            for &target in &orders[e] {
+                match reach_side(target) {
+                    Some(Side::Left) => by_operator[op][0] += 1,
+                    Some(Side::Right) => by_operator[op][1] += 1,
+                    _ => {}
+                }
+            }
+            // The same sides read off the commanded path alone.
+            let rows = demos.episode(e);
+            let first = demos.obs_row(rows.start);
+            let path: Vec<[f32; 2]> = std::iter::once([first[0], first[1]])
+                .chain(rows.map(|i| {
+                    let a = demos.action_row(i);
+                    [a[0], a[1]]
+                }))
+                .collect();
+            let sides = super::super::reach_sides(&task, &path, &orders[e]);
+            for (i, s) in sides.iter().enumerate() {
+                if let Some(s) = s {
+                    judged += 1;
+                    agree += usize::from(reach_side(orders[e][i]) == Some(*s));
+                    judged_by_operator[op][usize::from(*s == Side::Right)] += 1;
+                }
+            }
+        }
+        assert!(episodes[0] >= 10 && episodes[1] >= 10, "{episodes:?}");
+        // Every blocked reach keeps the operator's side where both sides are
+        // open; a few near the start pose have room on one side only.
+        for (op, want) in [(0, 0), (1, 1)] {
+            let b = by_operator[op];
+            assert!(
+                b[want] > 10 && b[1 - want] * 10 <= b[want],
+                "operator {op}: blocked reaches [left, right] {b:?}"
+            );
+            let j = judged_by_operator[op];
+            assert!(
+                j[want] > 5 && j[1 - want] == 0,
+                "operator {op}: reaches across the obstacle [left, right] {j:?}"
+            );
+        }
+        assert!(judged > 20, "{judged} reaches across the obstacle");
+        assert_eq!(agree, judged, "the path's side against the demonstrator's");
+        // The built-in task has no operators.
+        let (_, t) = generate_with_truth(&ArmTask::default(), 3, 0, false).expect("demos");
+        assert!(t.iter().flatten().all(|x| x.operator == u8::MAX));
+    }
+
+    #[test]
     fn codes_learned_without_labels_tell_where_the_arm_is_heading() {
         let config = ModesConfig {
             codes: 16,
@@ -642,6 +1259,7 @@ mod tests {
             40,
             0,
             &config,
+            WindowKind::Time,
             &Default::default(),
             false,
             None,
