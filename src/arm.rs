@@ -70,9 +70,31 @@ pub fn evaluate(a: &EvalArgs) -> Result<()> {
     })?;
     let scratch = tempfile::tempdir().context("creating a scratch folder")?;
     let mut models = Vec::new();
+    let mut steering = None;
     for ck in &a.checkpoints {
         let dir = Task::Arm.exported(ck, scratch.path())?;
-        models.push((diffbc_tasks::ModelKind::read(&dir)?.method, dir));
+        let mut method = diffbc_tasks::ModelKind::read(&dir)?.method;
+        // A mode past a policy's own, or a policy without modes, is refused
+        // here, naming the policy, before any episode runs.
+        let modes = diffbc_runtime::Policy::load(&dir, diffbc_runtime::EngineChoice::Native)
+            .with_context(|| format!("loading {}", dir.display()))?
+            .modes();
+        if let Some(s) = a
+            .arm
+            .steering
+            .steering(modes)
+            .with_context(|| format!("steering {}", ck.display()))?
+        {
+            if steering.as_ref().is_some_and(|prev| *prev != s) {
+                anyhow::bail!(
+                    "--mode / --avoid-mode: {} has {modes} modes, unlike the policies before it; evaluate it on its own",
+                    ck.display()
+                );
+            }
+            method = format!("{method} {}", a.arm.steering.label());
+            steering = Some(s);
+        }
+        models.push((method, dir));
     }
     let plan = EvalPlan {
         samplers: samplers(&a.sampler),
@@ -83,6 +105,7 @@ pub fn evaluate(a: &EvalArgs) -> Result<()> {
         threads: a
             .threads
             .unwrap_or_else(diffbc_tasks::pool::default_threads),
+        steering,
     };
     run_and_report(&task, &models, &plan, &demos, &a.out, a.json.as_deref(), "")?;
     Ok(())
@@ -147,6 +170,7 @@ pub fn pipeline(a: &PipelineArgs) -> Result<()> {
         time_scale: a.time_scale,
         progress: true,
         threads: diffbc_tasks::pool::default_threads(),
+        steering: None,
     };
     let te = std::time::Instant::now();
     let preamble_head = format!(

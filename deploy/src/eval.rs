@@ -64,6 +64,7 @@ pub fn run(a: &EvalArgs) -> Result<String> {
         threads: a
             .threads
             .unwrap_or_else(diffbc_tasks::pool::default_threads),
+        steering: None,
     };
     let names: Vec<String> = a
         .models

@@ -328,3 +328,147 @@ fn modes_are_learned_and_reported_from_the_command_line() {
     let e = error_line(&args);
     assert!(e.contains("exists") && e.contains("--force"), "{e}");
 }
+
+/// Operator styles from the command line: `modes --two-operators --scope
+/// episode --steer` learns one code per episode, trains and exports a
+/// policy whose manifest names its modes, and steers it towards and away
+/// from every code at each weight; `modes POLICY` shows what the exported
+/// policy does in each mode (table and figures); `eval --task arm --mode`
+/// scores it steered, and refuses a policy without modes before any
+/// episode. Test-sized: the plumbing, not the figures.
+#[test]
+fn operator_styles_are_found_steered_and_evaluated_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let out = ok(&[
+        "modes",
+        "--two-operators",
+        "--scope",
+        "episode",
+        "--windows",
+        "path",
+        "--episodes",
+        "8",
+        "--codes",
+        "2",
+        "--horizon",
+        "10",
+        "--steps",
+        "100",
+        "--set-size",
+        "4",
+        "--batch-size",
+        "32",
+        "--steer",
+        "--policy-steps",
+        "20",
+        "--steer-episodes",
+        "2",
+        "--weight",
+        "1,2",
+        "--out",
+        &p("styles"),
+    ]);
+    assert!(out.contains("one per episode"), "{out}");
+    assert!(out.contains("operator (one per episode"), "{out}");
+    assert!(out.contains("Steering by operator style"), "{out}");
+    for row in [
+        "| unsteered |",
+        "| towards 1 (w = 1) |",
+        "| away from 0 (w = 2) |",
+    ] {
+        assert!(out.contains(row), "no row {row}:\n{out}");
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(dir.path().join("styles").join("steering.json")).expect("steering.json"),
+    )
+    .expect("json");
+    assert_eq!(
+        rows.len(),
+        1 + 2 * 2 * 2,
+        "unsteered + 2 codes × towards/away × 2 weights"
+    );
+    // The manifest says what each mode is.
+    let policy = dir.path().join("styles").join("policy");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(policy.join("manifest.json")).expect("manifest"))
+            .expect("json");
+    let names: Vec<&str> = manifest["channels"]["observation"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .filter(|c| c["source"].as_str().is_some_and(|s| s.starts_with("mode[")))
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{manifest}");
+    assert!(names[0].starts_with("mode[0]: operator "), "{names:?}");
+    // What the exported policy does in each of its modes.
+    let shown = ok(&[
+        "modes",
+        policy.to_str().expect("utf-8"),
+        "--steer-episodes",
+        "2",
+        "--figure",
+        &p("policy-modes.png"),
+    ]);
+    assert!(
+        shown.contains("| towards 1 (w = 1) | mode[1]: operator "),
+        "{shown}"
+    );
+    for f in ["policy-modes.png", "policy-modes-first-targets.png"] {
+        assert!(std::fs::metadata(dir.path().join(f)).expect(f).len() > 1000);
+    }
+    // Steered evaluation, in process and through the bridge.
+    ok(&[
+        "demos",
+        "--task",
+        "arm",
+        "--episodes",
+        "4",
+        "--out",
+        &p("arm.demos"),
+    ]);
+    let json = p("eval.json");
+    let eval = |model: &str, mode: &str| {
+        vec![
+            "eval".to_string(),
+            "--task".into(),
+            "arm".into(),
+            model.into(),
+            "--demos".into(),
+            p("arm.demos"),
+            "--episodes".into(),
+            "2".into(),
+            "--bridge-episodes".into(),
+            "1".into(),
+            "--time-scale".into(),
+            "4".into(),
+            "--mode".into(),
+            mode.into(),
+            "--out".into(),
+            p("eval"),
+            "--json".into(),
+            json.clone(),
+        ]
+    };
+    let args = eval(policy.to_str().expect("utf-8"), "1:2");
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let records: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&json).expect("eval.json")).expect("json");
+    for path in ["in_process", "bridge"] {
+        assert!(
+            records.iter().any(|r| r["path"] == path
+                && r["method"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("towards mode 1 (w = 2)"))),
+            "no steered {path} row in {records:#?}"
+        );
+    }
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/arm");
+    let args = eval(shipped.to_str().expect("utf-8"), "0");
+    let e = error_line(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        e.contains("models/arm") && e.contains("no mode[k] observation channels"),
+        "{e}"
+    );
+}

@@ -391,6 +391,9 @@ pub struct EvalPlan {
     /// In-process workers (each loads its own copy of the policy); the
     /// results do not depend on it.
     pub threads: usize,
+    /// Steering for policies trained with `mode[k]` channels (every policy
+    /// evaluated takes it; `None`: unsteered).
+    pub steering: Option<diffbc_runtime::Steering>,
 }
 
 impl EvalPlan {
@@ -403,6 +406,7 @@ impl EvalPlan {
             time_scale: 1.0,
             progress: true,
             threads: crate::pool::default_threads(),
+            steering: None,
         }
     }
 }
@@ -454,15 +458,20 @@ pub fn evaluate(
     for (method, dir) in models {
         let mut policy = Policy::load(dir, diffbc_runtime::EngineChoice::Native)
             .context_with(|| format!("loading {}", dir.display()))?;
-        if policy.frame_len() != task.frame_len() || policy.action_dim() != JOINTS {
+        if policy.frame_len() != task.frame_len() + policy.modes() || policy.action_dim() != JOINTS
+        {
             invalid!(
-                "{}: the policy reads {}-value frames and writes {} values; the arm task has {}-value frames and {JOINTS} joints",
+                "{}: the policy reads {}-value frames ({} mode channels) and writes {} values; the arm task has {}-value frames and {JOINTS} joints",
                 dir.display(),
                 policy.frame_len(),
+                policy.modes(),
                 policy.action_dim(),
                 task.frame_len()
             );
         }
+        policy
+            .set_steering(plan.steering.clone())
+            .context_with(|| format!("steering {}", dir.display()))?;
         let regressor = policy.is_direct();
         let samplers: Vec<Option<SamplerConfig>> = if regressor {
             vec![None]
@@ -480,8 +489,15 @@ pub fn evaluate(
             } else {
                 ProgressBar::hidden()
             };
-            let (results, dps) =
-                rollouts_in_process(task, dir, *s, plan.episodes, plan.threads, &pb)?;
+            let (results, dps) = rollouts_steered(
+                task,
+                dir,
+                *s,
+                plan.steering.as_ref(),
+                plan.episodes,
+                plan.threads,
+                &pb,
+            )?;
             let mut r = summarise(
                 task,
                 method,
