@@ -83,7 +83,7 @@ pub fn evaluate(a: &EvalArgs) -> Result<()> {
             .arm
             .steering
             .steering(modes)
-            .with_context(|| format!("steering {}", ck.display()))?
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", ck.display()))?
         {
             if steering.as_ref().is_some_and(|prev| *prev != s) {
                 anyhow::bail!(

@@ -428,44 +428,70 @@ fn operator_styles_are_found_steered_and_evaluated_from_the_command_line() {
         "--out",
         &p("arm.demos"),
     ]);
-    let json = p("eval.json");
-    let eval = |model: &str, mode: &str| {
-        vec![
-            "eval".to_string(),
-            "--task".into(),
-            "arm".into(),
-            model.into(),
-            "--demos".into(),
-            p("arm.demos"),
-            "--episodes".into(),
-            "2".into(),
-            "--bridge-episodes".into(),
-            "1".into(),
-            "--time-scale".into(),
-            "4".into(),
-            "--mode".into(),
-            mode.into(),
-            "--out".into(),
-            p("eval"),
-            "--json".into(),
-            json.clone(),
+    let eval = |model: &str, mode: Option<&str>, json: &str| {
+        let mut args: Vec<String> = [
+            "eval",
+            "--task",
+            "arm",
+            model,
+            "--demos",
+            &p("arm.demos"),
+            "--episodes",
+            "2",
+            "--bridge-episodes",
+            "1",
+            "--time-scale",
+            "4",
+            "--out",
+            &p("eval"),
+            "--json",
+            json,
         ]
+        .map(String::from)
+        .to_vec();
+        if let Some(m) = mode {
+            args.extend(["--mode".to_string(), m.to_string()]);
+        }
+        args
     };
-    let args = eval(policy.to_str().expect("utf-8"), "1:2");
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let records: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(&json).expect("eval.json")).expect("json");
+    let run = |args: Vec<String>| -> Vec<serde_json::Value> {
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let json = args
+            .last()
+            .filter(|_| args.len() == 16)
+            .unwrap_or(&args[15]);
+        serde_json::from_slice(&std::fs::read(json).expect("eval json")).expect("json")
+    };
+    let model = policy.to_str().expect("utf-8");
+    let steered = run(eval(model, Some("1:2"), &p("steered.json")));
+    let plain = run(eval(model, None, &p("plain.json")));
     for path in ["in_process", "bridge"] {
         assert!(
-            records.iter().any(|r| r["path"] == path
+            steered.iter().any(|r| r["path"] == path
                 && r["method"]
                     .as_str()
                     .is_some_and(|m| m.ends_with("towards mode 1 (w = 2)"))),
-            "no steered {path} row in {records:#?}"
+            "no steered {path} row in {steered:#?}"
         );
     }
+    // Steering reaches the episodes: the same seeds move differently.
+    let w1 = |rows: &[serde_json::Value]| {
+        rows.iter()
+            .find(|r| r["path"] == "in_process")
+            .and_then(|r| r["action_w1"].as_f64())
+            .expect("an in-process row")
+    };
+    assert_ne!(
+        w1(&steered),
+        w1(&plain),
+        "steered and unsteered episodes are the same"
+    );
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/arm");
-    let args = eval(shipped.to_str().expect("utf-8"), "0");
+    let args = eval(
+        shipped.to_str().expect("utf-8"),
+        Some("0"),
+        &p("refused.json"),
+    );
     let e = error_line(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         e.contains("models/arm") && e.contains("no mode[k] observation channels"),
