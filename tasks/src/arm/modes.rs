@@ -229,6 +229,7 @@ fn side_index(s: Side) -> usize {
 /// demonstrator's ground truth. With `figure`, a PNG there with one panel
 /// per code: a dozen of its windows' commanded paths (joints 0–1) among
 /// the targets and the obstacle.
+#[allow(clippy::too_many_arguments)]
 pub fn study<B: burn::tensor::backend::AutodiffBackend>(
     task: &ArmTask,
     episodes: usize,
