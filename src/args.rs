@@ -605,6 +605,11 @@ pub struct ReportArgs {
     /// Arm: also train the Basic MLP and Transformer denoisers (opt-in).
     #[arg(long)]
     pub arm_architectures: bool,
+    /// Arm: also the mode-steering study (opt-in, ~25 min: two operators'
+    /// styles found without labels, the policy steered towards and away
+    /// from each at w = 1 and 3).
+    #[arg(long)]
+    pub arm_modes: bool,
     /// Smoke test of the harness: tiny networks and data sets, so the whole
     /// grid runs in a minute. The figures it writes mean nothing.
     #[arg(long)]

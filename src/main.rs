@@ -83,6 +83,7 @@ fn report(a: &ReportArgs) -> Result<()> {
             arm_demos: a.arm_demos,
             arm_episodes: a.arm_episodes,
             arm_architectures: a.arm_architectures,
+            arm_modes: a.arm_modes,
             smoke: a.smoke,
         },
     )?)

@@ -41,6 +41,10 @@ pub struct StudyOptions {
     pub arm_episodes: usize,
     /// Arm: also train the Basic MLP and Transformer denoisers.
     pub arm_architectures: bool,
+    /// Arm: also the mode-steering study — two operators' demonstrations,
+    /// their styles learned without labels, a policy steered towards and
+    /// away from each (see [`arm::modes::style_steering_study`]).
+    pub arm_modes: bool,
     /// Tiny networks and data sets: the whole grid runs in a minute; the
     /// figures it writes mean nothing.
     pub smoke: bool,
@@ -297,8 +301,75 @@ struct Records {
     claw: Vec<ClawRecord>,
     arm: Vec<arm::eval::ArmRecord>,
     arm_guidance: Vec<arm::eval::ArmRecord>,
+    arm_modes: Vec<arm::modes::StyleRow>,
     #[cfg(feature = "pusht")]
     pusht: Vec<crate::pusht::eval::PushTRecord>,
+}
+
+/// Weights of the mode-steering rows (towards and away).
+pub const STEERING_WEIGHTS: [f32; 2] = [1.0, 3.0];
+
+/// The report's mode-steering study (`diffbc modes --two-operators --scope
+/// episode --windows path --codes 2 --steer --weight 1,3`): its section
+/// text and rows.
+fn mode_steering(a: &StudyOptions, dir: &Path) -> Result<(String, Vec<arm::modes::StyleRow>)> {
+    use diffbc_train::modes::{ModeScope, ModesConfig};
+    type Tb = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+    let task = ArmTask::two_operators();
+    let (demos, truth) = arm::demos::generate_with_truth(&task, a.arm_demos, a.seed, true)?;
+    let defaults = ModesConfig::default();
+    let config = ModesConfig {
+        codes: 2,
+        scope: ModeScope::Episode,
+        seed: a.seed,
+        steps: if a.smoke { 100 } else { defaults.steps },
+        warmup: if a.smoke { 20 } else { defaults.warmup },
+        ..defaults
+    };
+    let (study, modes) = arm::modes::study_of::<Tb>(
+        &task,
+        &demos,
+        &truth,
+        a.seed,
+        &config,
+        arm::modes::WindowKind::Path,
+        &Default::default(),
+        true,
+        None,
+    )?;
+    let steps = steps(
+        TaskKind::Arm.train_config(Method::Diffusion).optim.steps,
+        Method::Diffusion,
+        a.steps_scale,
+    );
+    let policy = arm::modes::train_mode_policy::<Tb>(
+        &demos,
+        &modes,
+        &study,
+        dir,
+        steps,
+        0.2,
+        &Default::default(),
+        true,
+    )?;
+    let rows = arm::modes::style_steering_study(
+        &task,
+        &demos,
+        &study,
+        &policy,
+        &STEERING_WEIGHTS,
+        a.arm_episodes,
+        true,
+    )?;
+    let text = format!(
+        "{} demonstrations from two operators (one always passes the obstacle on the left, one on the right); a VQ-VAE with one code per episode over path windows finds their styles without labels; the arm's diffusion policy is trained with the soft codes as `mode[k]` channels (mode dropout 0.2, {steps} steps) and steered towards and away from each code, {} in-process episodes per row (Diffusion-X M = {}).\n\n{}\n{}",
+        a.arm_demos,
+        a.arm_episodes,
+        arm::report::EXTRA_STEPS,
+        study.markdown(),
+        arm::modes::style_markdown(&rows)
+    );
+    Ok((text, rows))
 }
 
 /// `diffbc report`.
@@ -320,6 +391,7 @@ pub fn run(a: &StudyOptions) -> Result<()> {
         claw: Vec::new(),
         arm: Vec::new(),
         arm_guidance: Vec::new(),
+        arm_modes: Vec::new(),
         #[cfg(feature = "pusht")]
         pusht: Vec::new(),
     };
@@ -500,6 +572,20 @@ pub fn run(a: &StudyOptions) -> Result<()> {
                         arm::report::guidance_text(&rows)
                     );
                     records.arm_guidance = rows;
+                }
+                if a.arm_modes {
+                    let tm = Instant::now();
+                    let (section, rows) = mode_steering(a, &dir.join("modes"))?;
+                    let _ = writeln!(
+                        sections,
+                        "## Emulated arm: steering by operator style
+
+{section}
+{:.0} s.
+",
+                        tm.elapsed().as_secs_f64()
+                    );
+                    records.arm_modes = rows;
                 }
             }
             #[cfg(not(feature = "pusht"))]

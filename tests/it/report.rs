@@ -20,6 +20,7 @@ fn the_report_grid_runs_and_fills_every_cell() {
         "8",
         "--arm-episodes",
         "2",
+        "--arm-modes",
         "--out",
         s(&out),
     ]);
@@ -29,6 +30,8 @@ fn the_report_grid_runs_and_fills_every_cell() {
         "## Claw scenes",
         "## Emulated arm: methods and samplers",
         "## Emulated arm: classifier-free guidance",
+        "## Emulated arm: steering by operator style",
+        "| away from 1 (w = 3) |",
         "## Quality against speed",
     ] {
         assert!(report.contains(section), "missing {section}");

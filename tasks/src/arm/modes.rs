@@ -1064,10 +1064,14 @@ pub fn style_markdown(rows: &[StyleRow]) -> String {
     );
     for r in rows {
         let name = r.label();
+        let reads_as = if r.reads_as.is_empty() {
+            "–"
+        } else {
+            r.reads_as.as_str()
+        };
         let _ = writeln!(
             s,
-            "| {name} | {} | {} of {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} ({} reaches) | {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} bits{} |",
-            r.reads_as,
+            "| {name} | {reads_as} | {} of {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} ({} reaches) | {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} bits{} |",
             r.crossing_episodes,
             r.episodes,
             r.all_left,
