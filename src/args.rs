@@ -87,6 +87,11 @@ pub struct ModesArgs {
     /// rad of the commanded path: its shape without its timing).
     #[arg(long, default_value = "time")]
     pub windows: diffbc_tasks::arm::modes::WindowKind,
+    /// Tell the VQ-VAE's decoder, in hindsight, which target each window's
+    /// arm reaches next (read off later done flags): the codes then say how
+    /// the arm gets there, not where it goes (for --scope episode: styles).
+    #[arg(long)]
+    pub hindsight: bool,
     /// With --scope episode: windows of an episode pooled per step.
     #[arg(long, default_value_t = diffbc_train::modes::ModesConfig::default().set_size)]
     pub set_size: usize,

@@ -146,7 +146,10 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
         &truth,
         a.seed,
         &config,
-        a.windows,
+        diffbc_tasks::arm::modes::WindowSpec {
+            kind: a.windows,
+            hindsight: a.hindsight,
+        },
         &Default::default(),
         true,
         a.figure.as_deref(),

@@ -310,8 +310,8 @@ struct Records {
 pub const STEERING_WEIGHTS: [f32; 2] = [1.0, 3.0];
 
 /// The report's mode-steering study (`diffbc modes --two-operators --scope
-/// episode --windows path --codes 2 --steer --weight 1,3`): its section
-/// text and rows.
+/// episode --windows path --hindsight --codes 2 --steer --weight 1,3`): its
+/// section text and rows.
 fn mode_steering(a: &StudyOptions, dir: &Path) -> Result<(String, Vec<arm::modes::StyleRow>)> {
     use diffbc_train::modes::{ModeScope, ModesConfig};
     type Tb = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
@@ -332,7 +332,10 @@ fn mode_steering(a: &StudyOptions, dir: &Path) -> Result<(String, Vec<arm::modes
         &truth,
         a.seed,
         &config,
-        arm::modes::WindowKind::Path,
+        arm::modes::WindowSpec {
+            kind: arm::modes::WindowKind::Path,
+            hindsight: true,
+        },
         &Default::default(),
         true,
         None,
@@ -362,7 +365,7 @@ fn mode_steering(a: &StudyOptions, dir: &Path) -> Result<(String, Vec<arm::modes
         true,
     )?;
     let text = format!(
-        "{} demonstrations from two operators (one always passes the obstacle on the left, one on the right); a VQ-VAE with one code per episode over path windows finds their styles without labels; the arm's diffusion policy is trained with the soft codes as `mode[k]` channels (mode dropout 0.2, {steps} steps) and steered towards and away from each code, {} in-process episodes per row (Diffusion-X M = {}).\n\n{}\n{}",
+        "{} demonstrations from two operators (one always passes the obstacle on the left, one on the right); a VQ-VAE with one code per episode over path windows, its decoder told in hindsight the next target reached, finds their styles without labels; the arm's diffusion policy is trained with the soft codes as `mode[k]` channels (mode dropout 0.2, {steps} steps) and steered towards and away from each code, {} in-process episodes per row (Diffusion-X M = {}).\n\n{}\n{}",
         a.arm_demos,
         a.arm_episodes,
         arm::report::EXTRA_STEPS,

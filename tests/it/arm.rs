@@ -347,6 +347,7 @@ fn operator_styles_are_found_steered_and_evaluated_from_the_command_line() {
         "episode",
         "--windows",
         "path",
+        "--hindsight",
         "--episodes",
         "8",
         "--codes",

@@ -184,7 +184,13 @@ fn mlp<B: Backend>(layers: &[Linear<B>], mut x: Tensor<B, 2>) -> Tensor<B, 2> {
 }
 
 impl<B: Backend> VqVae<B> {
-    fn new(obs: usize, actions: usize, c: &ModesConfig, device: &B::Device) -> Self {
+    fn new(
+        obs: usize,
+        context: usize,
+        actions: usize,
+        c: &ModesConfig,
+        device: &B::Device,
+    ) -> Self {
         let h = c.hidden;
         Self {
             encoder: vec![
@@ -194,7 +200,7 @@ impl<B: Backend> VqVae<B> {
             ],
             codebook: Param::from_tensor(Tensor::zeros([c.codes, c.latent], device)),
             decoder: vec![
-                LinearConfig::new(obs + c.latent, h).init(device),
+                LinearConfig::new(obs + context + c.latent, h).init(device),
                 LinearConfig::new(h, h).init(device),
                 LinearConfig::new(h, actions).init(device),
             ],
@@ -224,6 +230,9 @@ impl<B: Backend> VqVae<B> {
 /// Windows in model units: normalised observations and action chunks.
 struct Windows {
     obs_dim: usize,
+    /// Values per row the decoder also reads (none: 0).
+    ctx_dim: usize,
+    ctx: Vec<f32>,
     act_dim: usize,
     obs: Vec<f32>,
     actions: Vec<f32>,
@@ -234,21 +243,33 @@ impl Windows {
         self.obs.len() / self.obs_dim
     }
 
+    /// Observations, actions and the decoder's input (the observation and
+    /// the row's context) of `rows`.
     fn batch<B: Backend>(
         &self,
         rows: &[usize],
         device: &B::Device,
-    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        let (o, a) = (self.obs_dim, self.act_dim);
+    ) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
+        let (o, a, c) = (self.obs_dim, self.act_dim, self.ctx_dim);
         let mut ob = Vec::with_capacity(rows.len() * o);
         let mut ac = Vec::with_capacity(rows.len() * a);
+        let mut cx = Vec::with_capacity(rows.len() * c);
         for &r in rows {
             ob.extend_from_slice(&self.obs[r * o..(r + 1) * o]);
             ac.extend_from_slice(&self.actions[r * a..(r + 1) * a]);
+            cx.extend_from_slice(&self.ctx[r * c..(r + 1) * c]);
         }
+        let obs = Tensor::<B, 2>::from_data(TensorData::new(ob, [rows.len(), o]), device);
+        let dec = if c == 0 {
+            obs.clone()
+        } else {
+            let ctx = Tensor::from_data(TensorData::new(cx, [rows.len(), c]), device);
+            Tensor::cat(vec![obs.clone(), ctx], 1)
+        };
         (
-            Tensor::from_data(TensorData::new(ob, [rows.len(), o]), device),
+            obs,
             Tensor::from_data(TensorData::new(ac, [rows.len(), a]), device),
+            dec,
         )
     }
 }
@@ -289,15 +310,19 @@ pub fn learn<B: AutodiffBackend>(
     device: &B::Device,
     progress: bool,
 ) -> Result<Modes, TrainError> {
-    learn_in_episodes::<B>(data, None, config, device, progress)
+    learn_in_episodes::<B>(data, None, &[], config, device, progress)
 }
 
 /// [`learn`], with the rows of `data` grouped into episodes (consecutive,
 /// covering every row): needed by [`ModeScope::Episode`], ignored by
-/// [`ModeScope::Window`].
+/// [`ModeScope::Window`]. `context` (row-major, the same number of values
+/// per row; empty for none) is given to the decoder beside the
+/// observation and never to the encoder: what the decoder is told, a code
+/// need not carry (hindsight, e.g. where the window ends up going).
 pub fn learn_in_episodes<B: AutodiffBackend>(
     data: &Dataset,
     episodes: Option<&[Range<usize>]>,
+    context: &[f32],
     config: &ModesConfig,
     device: &B::Device,
     progress: bool,
@@ -324,9 +349,24 @@ pub fn learn_in_episodes<B: AutodiffBackend>(
     }
     let obs_norm = data.fit_obs_normalizer()?;
     let act_norm = data.fit_action_normalizer(crate::config::ActionScaling::Standardize)?;
-    let windows = prepare(data, &obs_norm, &act_norm)?;
+    if !context.len().is_multiple_of(data.len()) {
+        return Err(TrainError::Data(format!(
+            "{} context values for {} windows: not the same number per window",
+            context.len(),
+            data.len()
+        )));
+    }
+    let mut windows = prepare(data, &obs_norm, &act_norm)?;
+    windows.ctx_dim = context.len() / data.len();
+    windows.ctx = context.to_vec();
     let mut model: VqVae<B> = with_backend_rng::<B, _>(device, config.seed, || {
-        VqVae::new(windows.obs_dim, windows.act_dim, config, device)
+        VqVae::new(
+            windows.obs_dim,
+            windows.ctx_dim,
+            windows.act_dim,
+            config,
+            device,
+        )
     });
     let mut optim = AdamConfig::new().init::<B, VqVae<B>>();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x6d6f_6465);
@@ -343,15 +383,15 @@ pub fn learn_in_episodes<B: AutodiffBackend>(
     let mut idle = vec![0usize; k];
     for step in 0..config.steps {
         let rows = units.sample(per_step, set, &mut rng);
-        let (obs, actions) = windows.batch::<B>(&rows, device);
+        let (obs, actions, dec) = windows.batch::<B>(&rows, device);
         if step == config.warmup {
             model = fit_codebook(model, &windows, &units, config, device)?;
         }
         // One latent per unit: the mean over its `set` windows (the window's
         // own latent when `set` is 1).
-        let z = pool(model.encode(obs.clone(), actions.clone()), per_step, set);
+        let z = pool(model.encode(obs, actions.clone()), per_step, set);
         let loss = if step < config.warmup {
-            (model.decode(obs, spread(z, per_step, set)) - actions)
+            (model.decode(dec, spread(z, per_step, set)) - actions)
                 .powf_scalar(2.0)
                 .mean()
         } else {
@@ -373,7 +413,7 @@ pub fn learn_in_episodes<B: AutodiffBackend>(
             let codebook = (zq.clone() - z.clone().detach()).powf_scalar(2.0).mean();
             let commit = (z.clone() - zq.clone().detach()).powf_scalar(2.0).mean();
             let st = z.clone() + (zq - z).detach();
-            let recon = (model.decode(obs, spread(st, per_step, set)) - actions)
+            let recon = (model.decode(dec, spread(st, per_step, set)) - actions)
                 .powf_scalar(2.0)
                 .mean();
             recon + codebook + commit.mul_scalar(config.commitment)
@@ -565,6 +605,8 @@ fn prepare(
         .map_err(|e| TrainError::Data(e.to_string()))?;
     Ok(Windows {
         obs_dim: o,
+        ctx_dim: 0,
+        ctx: Vec::new(),
         act_dim: a,
         obs,
         actions,
@@ -580,7 +622,7 @@ fn latents<B: Backend>(
     let mut out = Vec::new();
     let rows: Vec<usize> = (0..w.len()).collect();
     for chunk in rows.chunks(4096) {
-        let (obs, actions) = w.batch::<B>(chunk, device);
+        let (obs, actions, _) = w.batch::<B>(chunk, device);
         let z = model.encode(obs, actions);
         out.extend(to_vec(z)?);
     }
@@ -637,7 +679,7 @@ fn revive<B: AutodiffBackend>(
         let rows: Vec<usize> = units.rows(rng.random_range(0..units.len())).collect();
         let mut z = vec![0.0f32; d];
         for chunk in rows.chunks(4096) {
-            let (obs, actions) = w.batch::<B::InnerBackend>(chunk, device);
+            let (obs, actions, _) = w.batch::<B::InnerBackend>(chunk, device);
             for (i, v) in to_vec(valid.encode(obs, actions))?.into_iter().enumerate() {
                 z[i % d] += v / rows.len() as f32;
             }
@@ -701,7 +743,7 @@ fn summarise<B: Backend>(
     let (mut recon, mut plain, mut blind) = (0.0f64, 0.0f64, 0.0f64);
     let rows: Vec<usize> = (0..n).collect();
     for chunk in rows.chunks(4096) {
-        let (obs, actions) = w.batch::<B>(chunk, device);
+        let (_, actions, obs) = w.batch::<B>(chunk, device);
         let m = chunk.len() as f64;
         let latent = |v: Vec<f32>| -> Tensor<B, 2> {
             Tensor::from_data(TensorData::new(v, [chunk.len(), d]), device)
@@ -917,12 +959,17 @@ mod tests {
     /// `episodes` episodes of `rows` windows: each window moves ±0.4 along
     /// x at random (a choice of the moment), and every window of an episode
     /// also moves 0.2 along +y or −y (the episode's style). Returns the
-    /// data, the episodes' row ranges and their styles.
-    fn styled(episodes: usize, rows: usize, seed: u64) -> (Dataset, Vec<Range<usize>>, Vec<u8>) {
+    /// data, the episodes' row ranges, their styles and every window's x
+    /// choice (±1).
+    fn styled(
+        episodes: usize,
+        rows: usize,
+        seed: u64,
+    ) -> (Dataset, Vec<Range<usize>>, Vec<u8>, Vec<f32>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let horizon = 4;
-        let (mut frames, mut actions, mut ranges, mut styles) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut frames, mut actions, mut ranges, mut styles, mut choices) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for e in 0..episodes {
             let style = rng.random_range(0..2u8);
             let dy = if style == 0 { 0.2 } else { -0.2 };
@@ -932,6 +979,7 @@ mod tests {
                     rng.random_range(-1.0f32..1.0),
                 ];
                 let dx = if rng.random::<bool>() { 0.4 } else { -0.4 };
+                choices.push(dx / 0.4);
                 frames.extend_from_slice(&p);
                 for t in 1..=horizon {
                     let s = t as f32 / horizon as f32;
@@ -953,7 +1001,7 @@ mod tests {
             actions,
             interface: None,
         };
-        (data, ranges, styles)
+        (data, ranges, styles, choices)
     }
 
     /// Share of items whose code's most common truth is their own truth.
@@ -972,16 +1020,22 @@ mod tests {
 
     #[test]
     fn episode_codes_find_the_style_that_window_codes_miss() {
-        let (data, ranges, styles) = styled(60, 24, 5);
+        let (data, ranges, styles, _) = styled(60, 24, 5);
         let episode = ModesConfig {
             codes: 2,
             scope: ModeScope::Episode,
             set_size: 8,
             ..small()
         };
-        let modes =
-            learn_in_episodes::<Tb>(&data, Some(&ranges), &episode, &Default::default(), false)
-                .expect("episode modes");
+        let modes = learn_in_episodes::<Tb>(
+            &data,
+            Some(&ranges),
+            &[],
+            &episode,
+            &Default::default(),
+            false,
+        )
+        .expect("episode modes");
         // One code per episode, and it is the style.
         for r in &ranges {
             let c = modes.code[r.start];
@@ -1016,8 +1070,33 @@ mod tests {
     }
 
     #[test]
+    fn what_the_decoder_is_told_a_code_need_not_carry() {
+        let (data, ranges, styles, choices) = styled(60, 24, 5);
+        let row_styles: Vec<u8> = ranges
+            .iter()
+            .zip(&styles)
+            .flat_map(|(r, &s)| std::iter::repeat_n(s, r.len()))
+            .collect();
+        // Told each window's x choice, even codes per window find the
+        // episode's style, the one thing left unsaid (without it they
+        // take the x choice: the test above).
+        let c = ModesConfig {
+            codes: 2,
+            ..small()
+        };
+        let modes = learn_in_episodes::<Tb>(&data, None, &choices, &c, &Default::default(), false)
+            .expect("modes");
+        let p = purity(&modes.code, &row_styles);
+        assert!(p > 0.9, "window codes told the x choice: style purity {p}");
+        let e = learn_in_episodes::<Tb>(&data, None, &choices[1..], &c, &Default::default(), false)
+            .expect_err("a value short")
+            .to_string();
+        assert!(e.contains("1439 context values for 1440 windows"), "{e}");
+    }
+
+    #[test]
     fn episode_scope_needs_episodes_that_cover_the_rows() {
-        let (data, mut ranges, _) = styled(10, 8, 6);
+        let (data, mut ranges, _, _) = styled(10, 8, 6);
         let c = ModesConfig {
             codes: 2,
             scope: ModeScope::Episode,
@@ -1028,14 +1107,15 @@ mod tests {
             .to_string();
         assert!(e.contains("modes.scope"), "{e}");
         ranges.pop();
-        let e = learn_in_episodes::<Tb>(&data, Some(&ranges), &c, &Default::default(), false)
+        let e = learn_in_episodes::<Tb>(&data, Some(&ranges), &[], &c, &Default::default(), false)
             .expect_err("rows left over")
             .to_string();
         assert!(e.contains("cover 72 rows") && e.contains("80"), "{e}");
-        let (two, ranges, _) = styled(2, 8, 6);
+        let (two, ranges, _, _) = styled(2, 8, 6);
         let e = learn_in_episodes::<Tb>(
             &two,
             Some(&ranges),
+            &[],
             &ModesConfig { codes: 3, ..c },
             &Default::default(),
             false,

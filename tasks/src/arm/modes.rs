@@ -42,13 +42,6 @@ pub enum WindowKind {
     /// so an operator's speed, hesitations and dwells — which differ per
     /// episode as much as a habit does — leave the window unchanged.
     Path,
-    /// [`WindowKind::Path`] seen from where it starts and where it goes:
-    /// moved to start at 0 and turned in the joint 0–1 plane so that its
-    /// chord (first to last point) points along +joint 0. What is left is
-    /// the path's shape — which way it bulges, how far — not where it is
-    /// or which target it heads for, so a code need not spend itself on
-    /// the target of the moment.
-    Shape,
 }
 
 impl std::str::FromStr for WindowKind {
@@ -57,10 +50,21 @@ impl std::str::FromStr for WindowKind {
         match s {
             "time" => Ok(Self::Time),
             "path" => Ok(Self::Path),
-            "shape" => Ok(Self::Shape),
-            other => Err(format!("unknown window kind {other:?} (time, path, shape)")),
+            other => Err(format!("unknown window kind {other:?} (time, path)")),
         }
     }
+}
+
+/// What the VQ-VAE learns from: the windows, and whether its decoder is
+/// told in hindsight which target each window's arm reaches next
+/// ([`next_targets`]) — then a code need not say where the arm goes, only
+/// how it gets there, which is what an operator's habit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WindowSpec {
+    /// What a window holds.
+    pub kind: WindowKind,
+    /// Tell the decoder the next target reached.
+    pub hindsight: bool,
 }
 
 /// Length of a [`WindowKind::Path`] window along the commanded path (rad,
@@ -71,7 +75,7 @@ pub const PATH_WINDOW: f32 = 1.5;
 /// its observation and `horizon` commands ([`WindowKind`]).
 pub fn windows(demos: &Episodes, horizon: usize, kind: WindowKind) -> diffbc_train::data::Dataset {
     let mut data = demos.to_chunked_dataset(0, horizon);
-    if kind != WindowKind::Time {
+    if kind == WindowKind::Path {
         let a = demos.action_dim;
         let mut out = Vec::with_capacity(data.actions.len());
         for e in 0..demos.len() {
@@ -109,30 +113,38 @@ pub fn windows(demos: &Episodes, horizon: usize, kind: WindowKind) -> diffbc_tra
                 }
             }
         }
-        if kind == WindowKind::Shape {
-            for w in out.chunks_exact_mut(horizon * a) {
-                let start: Vec<f32> = w[..a].to_vec();
-                let end = &w[(horizon - 1) * a..];
-                let (dx, dy) = (end[0] - start[0], end[1] - start[1]);
-                let len = dx.hypot(dy);
-                let (c, s) = if len > 1e-6 {
-                    (dx / len, dy / len)
-                } else {
-                    (1.0, 0.0)
-                };
-                for p in w.chunks_exact_mut(a) {
-                    for (v, s0) in p.iter_mut().zip(&start) {
-                        *v -= s0;
-                    }
-                    let (x, y) = (p[0], p[1]);
-                    p[0] = c * x + s * y;
-                    p[1] = -s * x + c * y;
-                }
-            }
-        }
         data.actions = out;
     }
     data
+}
+
+/// Per row of `demos`, the target the arm reaches next, one-hot (all 0
+/// once none is left): read in hindsight off the episode's later done
+/// flags — what the decoder is told, so a code need not say where the arm
+/// goes, only how.
+pub fn next_targets(task: &ArmTask, demos: &Episodes) -> Vec<f32> {
+    let base = 2 * super::JOINTS;
+    let sites = task.sites;
+    let mut out = vec![0.0f32; demos.steps() * sites];
+    for e in 0..demos.len() {
+        let r = demos.episode(e);
+        let mut next: Option<usize> = None;
+        // Walk back: a flag that is off at row i and on at row i + 1 is the
+        // next target of every row up to i.
+        for i in r.clone().rev() {
+            if i + 1 < r.end {
+                let (now, later) = (demos.obs_row(i), demos.obs_row(i + 1));
+                if let Some(s) = (0..sites).find(|&s| now[base + s] < 0.5 && later[base + s] > 0.5)
+                {
+                    next = Some(s);
+                }
+            }
+            if let Some(s) = next {
+                out[i * sites + s] = 1.0;
+            }
+        }
+    }
+    out
 }
 
 /// The modes study on the arm.
@@ -145,7 +157,7 @@ pub struct ModesStudy {
     /// How the codes were learned.
     pub config: ModesConfig,
     /// What the windows hold.
-    pub windows: WindowKind,
+    pub windows: WindowSpec,
     /// One summary per code.
     pub codes: Vec<CodeSummary>,
     /// Codes against the target each window heads for.
@@ -235,14 +247,14 @@ pub fn study<B: burn::tensor::backend::AutodiffBackend>(
     episodes: usize,
     seed: u64,
     config: &ModesConfig,
-    kind: WindowKind,
+    spec: WindowSpec,
     device: &B::Device,
     progress: bool,
     figure: Option<&std::path::Path>,
 ) -> Result<(ModesStudy, Modes)> {
     let (demos, truth) = generate_with_truth(task, episodes, seed, progress)?;
     study_of::<B>(
-        task, &demos, &truth, seed, config, kind, device, progress, figure,
+        task, &demos, &truth, seed, config, spec, device, progress, figure,
     )
 }
 
@@ -254,17 +266,28 @@ pub fn study_of<B: burn::tensor::backend::AutodiffBackend>(
     truth: &[Vec<TickTruth>],
     seed: u64,
     config: &ModesConfig,
-    kind: WindowKind,
+    spec: WindowSpec,
     device: &B::Device,
     progress: bool,
     figure: Option<&std::path::Path>,
 ) -> Result<(ModesStudy, Modes)> {
     let episodes = demos.len();
-    let data = windows(demos, config.horizon, kind);
+    let data = windows(demos, config.horizon, spec.kind);
+    let context = if spec.hindsight {
+        next_targets(task, demos)
+    } else {
+        Vec::new()
+    };
     let ranges: Vec<std::ops::Range<usize>> = (0..episodes).map(|e| demos.episode(e)).collect();
-    let modes =
-        diffbc_train::modes::learn_in_episodes::<B>(&data, Some(&ranges), config, device, progress)
-            .context("learning the modes")?;
+    let modes = diffbc_train::modes::learn_in_episodes::<B>(
+        &data,
+        Some(&ranges),
+        &context,
+        config,
+        device,
+        progress,
+    )
+    .context("learning the modes")?;
     let operators: Vec<String> = task.operators.iter().map(|o| o.name.clone()).collect();
     let flat: Vec<TickTruth> = truth.iter().flatten().copied().collect();
     crate::require!(
@@ -393,7 +416,7 @@ pub fn study_of<B: burn::tensor::backend::AutodiffBackend>(
         episodes,
         seed,
         config: config.clone(),
-        windows: kind,
+        windows: spec,
         codes,
         heading,
         side,
@@ -466,7 +489,7 @@ impl ModesStudy {
         let c = &self.config;
         let _ = writeln!(
             s,
-            "Modes of {} arm demonstrations (seed {}): VQ-VAE, {} codes, one per {}, over windows of {} {}, {} steps (seed {}).\n",
+            "Modes of {} arm demonstrations (seed {}): VQ-VAE, {} codes, one per {}, over windows of {} {}{}, {} steps (seed {}).\n",
             self.episodes,
             self.seed,
             c.codes,
@@ -475,11 +498,14 @@ impl ModesStudy {
                 ModeScope::Episode => "episode",
             },
             c.horizon,
-            match self.windows {
+            match self.windows.kind {
                 WindowKind::Time => "actions".to_string(),
                 WindowKind::Path => format!("points along {PATH_WINDOW} rad of path"),
-                WindowKind::Shape =>
-                    format!("points along {PATH_WINDOW} rad of path, in its own frame"),
+            },
+            if self.windows.hindsight {
+                ", the decoder told the next target reached"
+            } else {
+                ""
             },
             c.steps,
             c.seed
@@ -1183,6 +1209,38 @@ mod tests {
     }
 
     #[test]
+    fn the_next_target_read_in_hindsight_is_the_one_the_demonstrator_headed_for() {
+        let task = ArmTask::default();
+        let (demos, truth) = generate_with_truth(&task, 20, 1, false).expect("demos");
+        let next = next_targets(&task, &demos);
+        assert_eq!(next.len(), demos.steps() * task.sites);
+        let heading: Vec<u8> = truth.iter().flatten().map(|t| t.heading).collect();
+        let mut told = 0;
+        for (i, row) in next.chunks_exact(task.sites).enumerate() {
+            let ones: Vec<usize> = (0..task.sites).filter(|&s| row[s] == 1.0).collect();
+            match ones[..] {
+                [] => {}
+                [s] => {
+                    told += 1;
+                    // The demonstrator finishes a reach a few ticks after its
+                    // target registered; from then on the arm heads on.
+                    let h = usize::from(heading[i]);
+                    let done = demos.obs_row(i)[2 * super::super::JOINTS + h] > 0.5;
+                    assert!(s == h || done, "row {i}: told {s}, heading for {h}");
+                }
+                _ => panic!("row {i}: {row:?}"),
+            }
+        }
+        // Every row but the last reach's (whose flag the recording ends
+        // before observing) is told.
+        assert!(
+            told * 10 > demos.steps() * 7,
+            "{told} of {} rows",
+            demos.steps()
+        );
+    }
+
+    #[test]
     fn two_operators_keep_to_their_sides_and_the_paths_show_which() {
         let task = ArmTask::two_operators();
         let (demos, truth) = generate_with_truth(&task, 40, 0, false).expect("demos");
@@ -1264,7 +1322,7 @@ mod tests {
             40,
             0,
             &config,
-            WindowKind::Time,
+            WindowSpec::default(),
             &Default::default(),
             false,
             None,
