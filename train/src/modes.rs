@@ -869,6 +869,21 @@ mod tests {
 
     type Tb = Autodiff<NdArray<f32>>;
 
+    /// Windows of 2-d points (`frames`) and their `horizon` moves.
+    fn points(frames: Vec<f32>, actions: Vec<f32>, horizon: usize) -> Dataset {
+        let n = frames.len() / 2;
+        Dataset {
+            obs: ObsSpec::Vector { dim: 2 },
+            action_dim: 2 * horizon,
+            history: 0,
+            horizon,
+            frames,
+            frame_index: (0..n as u32).collect(),
+            actions,
+            interface: None,
+        }
+    }
+
     /// Windows whose actions move from the observed point in one of three
     /// directions, chosen at random: the observation does not say which.
     fn three_ways(n: usize, seed: u64) -> (Dataset, Vec<u8>) {
@@ -890,17 +905,7 @@ mod tests {
             }
             truth.push(m as u8);
         }
-        let data = Dataset {
-            obs: ObsSpec::Vector { dim: 2 },
-            action_dim: 2 * horizon,
-            history: 0,
-            horizon,
-            frames,
-            frame_index: (0..n as u32).collect(),
-            actions,
-            interface: None,
-        };
-        (data, truth)
+        (points(frames, actions, horizon), truth)
     }
 
     fn small() -> ModesConfig {
@@ -990,18 +995,7 @@ mod tests {
             ranges.push(e * rows..(e + 1) * rows);
             styles.push(style);
         }
-        let n = episodes * rows;
-        let data = Dataset {
-            obs: ObsSpec::Vector { dim: 2 },
-            action_dim: 2 * horizon,
-            history: 0,
-            horizon,
-            frames,
-            frame_index: (0..n as u32).collect(),
-            actions,
-            interface: None,
-        };
-        (data, ranges, styles, choices)
+        (points(frames, actions, horizon), ranges, styles, choices)
     }
 
     /// Share of items whose code's most common truth is their own truth.

@@ -403,14 +403,7 @@ pub fn study_of<B: burn::tensor::backend::AutodiffBackend>(
                 (format!("code {c} ({} windows)", rows.len()), paths)
             })
             .collect();
-        let marks: Vec<[f32; 2]> = (0..task.sites)
-            .map(|i| {
-                let q = task.site(i);
-                [q[0], q[1]]
-            })
-            .collect();
-        let disc = task.obstacle().map(|o| (o.center, o.radius));
-        crate::plot::paths_figure(path, &panels, &marks, disc, 2.0)?;
+        paths_figure(task, path, &panels)?;
     }
     let study = ModesStudy {
         episodes,
@@ -480,6 +473,24 @@ fn describe(heading: &[f64], side: &[f64; 3]) -> String {
         names[s],
         100.0 * p
     )
+}
+
+/// A PNG of commanded paths in the joint 0–1 plane, a panel per
+/// (title, paths), with the task's targets and obstacle drawn in.
+fn paths_figure(
+    task: &ArmTask,
+    path: &std::path::Path,
+    panels: &[(String, Vec<Vec<[f32; 2]>>)],
+) -> Result<()> {
+    let marks: Vec<[f32; 2]> = (0..task.sites)
+        .map(|i| {
+            let q = task.site(i);
+            [q[0], q[1]]
+        })
+        .collect();
+    let disc = task.obstacle().map(|o| (o.center, o.radius));
+    crate::plot::paths_figure(path, panels, &marks, disc, 2.0)?;
+    Ok(())
 }
 
 impl ModesStudy {
@@ -933,14 +944,7 @@ pub fn policy_modes(
                 (r.label(), paths)
             })
             .collect();
-        let marks: Vec<[f32; 2]> = (0..task.sites)
-            .map(|i| {
-                let q = task.site(i);
-                [q[0], q[1]]
-            })
-            .collect();
-        let disc = task.obstacle().map(|o| (o.center, o.radius));
-        crate::plot::paths_figure(path, &panels, &marks, disc, 2.0)?;
+        paths_figure(task, path, &panels)?;
         let series: Vec<(String, Vec<f64>)> = rows
             .iter()
             .map(|(r, _)| (r.label(), r.first_shares.clone()))
