@@ -610,7 +610,7 @@ pub struct ReportArgs {
     /// Arm: also train the Basic MLP and Transformer denoisers (opt-in).
     #[arg(long)]
     pub arm_architectures: bool,
-    /// Arm: also the mode-steering study (opt-in, ~25 min: two operators'
+    /// Arm: also the mode-steering study (opt-in, ~15 min: two operators'
     /// styles found without labels, the policy steered towards and away
     /// from each at w = 1 and 3).
     #[arg(long)]

@@ -88,16 +88,17 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
             bail!("{} exists; --force replaces it", out.display());
         }
     }
-    let weight = match a.weight[..] {
-        [w] if w.is_finite() && w >= 0.0 => w,
-        [_] => bail!("--weight must be a number ≥ 0"),
-        _ if a.policy.is_none() && a.scope == diffbc_train::modes::ModeScope::Episode => 1.0,
-        _ => bail!("--weight takes one value here (a list only with --steer --scope episode)"),
-    };
     anyhow::ensure!(
         a.weight.iter().all(|w| w.is_finite() && *w >= 0.0),
         "--weight: every weight must be a number ≥ 0"
     );
+    // A list of weights is for the style study (--steer --scope episode).
+    anyhow::ensure!(
+        a.weight.len() <= 1
+            || (a.policy.is_none() && a.scope == diffbc_train::modes::ModeScope::Episode),
+        "--weight takes one value here (a list only with --steer --scope episode)"
+    );
+    let weight = a.weight.first().copied().unwrap_or(1.0);
     if let Some(policy) = &a.policy {
         let scratch = tempfile::tempdir().context("creating a scratch folder")?;
         let dir = diffbc_tasks::Task::Arm.exported(policy, scratch.path())?;

@@ -356,9 +356,7 @@ pub fn learn_in_episodes<B: AutodiffBackend>(
             data.len()
         )));
     }
-    let mut windows = prepare(data, &obs_norm, &act_norm)?;
-    windows.ctx_dim = context.len() / data.len();
-    windows.ctx = context.to_vec();
+    let windows = prepare(data, context, &obs_norm, &act_norm)?;
     let mut model: VqVae<B> = with_backend_rng::<B, _>(device, config.seed, || {
         VqVae::new(
             windows.obs_dim,
@@ -585,6 +583,7 @@ fn spread<B: Backend>(z: Tensor<B, 2>, units: usize, set: usize) -> Tensor<B, 2>
 
 fn prepare(
     data: &Dataset,
+    context: &[f32],
     obs_norm: &Normalizer,
     act_norm: &Normalizer,
 ) -> Result<Windows, TrainError> {
@@ -605,8 +604,8 @@ fn prepare(
         .map_err(|e| TrainError::Data(e.to_string()))?;
     Ok(Windows {
         obs_dim: o,
-        ctx_dim: 0,
-        ctx: Vec::new(),
+        ctx_dim: context.len() / data.len().max(1),
+        ctx: context.to_vec(),
         act_dim: a,
         obs,
         actions,

@@ -681,7 +681,6 @@ pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
     device: &B::Device,
     progress: bool,
 ) -> Result<Vec<SteeringRow>> {
-    use diffbc_runtime::Steering;
     let dir = train_mode_policy::<B>(
         demos,
         modes,
@@ -705,71 +704,48 @@ pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
         }
         row += demos.episode(e).len();
     }
-    let threads = crate::pool::default_threads();
-    let sampler = Some(diffbc_runtime::SamplerConfig::diffusion_x(
-        super::report::EXTRA_STEPS,
-    ));
-    let mut rows = Vec::new();
-    let mut settings: Vec<Option<usize>> = vec![None];
+    let mut settings: Vec<(Option<usize>, bool, f32)> = vec![(None, true, 0.0)];
     settings.extend(
         (0..k)
             .filter(|&c| starts[c].iter().sum::<usize>() > 0)
-            .map(Some),
+            .map(|c| (Some(c), true, weight)),
     );
-    for code in settings {
-        let steering = code.map(|c| Steering::towards(k, c, weight));
-        let label = code.map_or("unsteered".to_string(), |c| format!("towards code {c}"));
-        let pb = if progress {
-            super::eval::bar(episodes, label)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        let (results, _) = super::eval::rollouts_steered(
-            task,
-            &dir,
-            sampler,
-            steering.as_ref(),
-            episodes,
-            threads,
-            &pb,
-        )?;
-        let n = results.len().max(1) as f64;
-        let mut first_shares = vec![0.0; task.sites];
-        for r in &results {
-            if let Some(f) = r
-                .order
-                .first()
-                .and_then(|&f| first_shares.get_mut(usize::from(f)))
-            {
-                *f += 1.0 / n;
+    let names: Vec<String> = study.codes.iter().map(|c| c.description.clone()).collect();
+    let rows = steered_rows(
+        task,
+        &dir,
+        k,
+        &names,
+        &settings,
+        episodes,
+        f64::NAN,
+        progress,
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|(r, _)| {
+            let first_target = r.code.and_then(|c| {
+                let total: usize = starts[c].iter().sum();
+                let (t, m) = starts[c]
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, m)| **m)
+                    .map(|(t, m)| (t, *m))?;
+                (total > 0).then(|| (t as u8, m as f64 / total as f64))
+            });
+            SteeringRow {
+                code: r.code,
+                weight: r.weight,
+                reads_as: r.reads_as,
+                first_target,
+                episodes: r.episodes,
+                follow: first_target.map_or(0.0, |(t, _)| r.first_shares[usize::from(t)]),
+                first_shares: r.first_shares,
+                all_targets: r.all_targets,
+                collisions: r.collisions,
             }
-        }
-        let first_target = code.and_then(|c| {
-            let total: usize = starts[c].iter().sum();
-            let (t, m) = starts[c]
-                .iter()
-                .enumerate()
-                .max_by_key(|(_, m)| **m)
-                .map(|(t, m)| (t, *m))?;
-            (total > 0).then(|| (t as u8, m as f64 / total as f64))
-        });
-        rows.push(SteeringRow {
-            code,
-            weight: if code.is_some() { weight } else { 0.0 },
-            reads_as: code.map_or(String::new(), |c| study.codes[c].description.clone()),
-            first_target,
-            episodes: results.len(),
-            follow: first_target.map_or(0.0, |(t, _)| first_shares[usize::from(t)]),
-            first_shares,
-            all_targets: results
-                .iter()
-                .filter(|r| r.order.len() >= task.goal)
-                .count() as f64
-                / n,
-            collisions: results.iter().filter(|r| r.collided).count() as f64 / n,
-        });
-    }
-    Ok(rows)
+        })
+        .collect())
 }
 
 /// Train the arm's diffusion policy on `demos` with the modes' soft codes
@@ -1210,6 +1186,50 @@ mod tests {
             }
         }
         assert!(blocked[0] > 0 && blocked[1] > 0, "{blocked:?}");
+    }
+
+    #[test]
+    fn path_windows_are_the_same_path_at_any_speed() {
+        // Two episodes along the same straight line in joint 0, one twice
+        // as fast; then a stop.
+        let mut demos = Episodes::new(1, super::super::JOINTS);
+        for speed in [0.1f32, 0.05] {
+            let rows = (3.0 / speed) as usize;
+            let act: Vec<f32> = (0..rows)
+                .flat_map(|i| [(i as f32 * speed).min(2.0), 0.0, 0.0, 0.0])
+                .collect();
+            demos.push_episode(&vec![0.0; rows], &act).expect("episode");
+        }
+        let h = 10;
+        let time = windows(&demos, h, WindowKind::Time);
+        let path = windows(&demos, h, WindowKind::Path);
+        let first = |d: &diffbc_train::data::Dataset, e: usize| {
+            let row = demos.episode(e).start;
+            d.actions[row * d.action_dim..(row + 1) * d.action_dim].to_vec()
+        };
+        // By time the two differ; along the path they do not.
+        assert!(first(&time, 0) != first(&time, 1));
+        for (a, b) in first(&path, 0).iter().zip(first(&path, 1)) {
+            assert!(
+                (a - b).abs() < 1e-4,
+                "{:?} vs {:?}",
+                first(&path, 0),
+                first(&path, 1)
+            );
+        }
+        // Points PATH_WINDOW / h apart along the path.
+        let p = first(&path, 0);
+        for k in 0..h {
+            let want = PATH_WINDOW * (k + 1) as f32 / h as f32;
+            assert!((p[k * 4] - want).abs() < 1e-4, "point {k}: {}", p[k * 4]);
+        }
+        // Past the end of the motion a window holds the last command.
+        let last = demos.episode(0).end - 1;
+        let tail = &path.actions[last * path.action_dim..(last + 1) * path.action_dim];
+        assert!(
+            tail.chunks_exact(4).all(|q| (q[0] - 2.0).abs() < 1e-6),
+            "{tail:?}"
+        );
     }
 
     #[test]
