@@ -128,8 +128,14 @@ pub struct ModesArgs {
     #[arg(long)]
     pub policy_steps: Option<usize>,
     /// With --steer: probability of dropping the mode channels in training.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = diffbc_tasks::arm::modes::ModeTraining::default().dropout)]
     pub mode_dropout: f64,
+    /// With --steer: probability of widening a kept mode to a random set of
+    /// modes holding it in training, so the policy also takes sets ("one
+    /// of these") and avoids a mode by exclusion; 0 = one-hot modes only.
+    /// Default: 0.5 with --scope episode, 0 with --scope window.
+    #[arg(long)]
+    pub mode_sets: Option<f64>,
     /// With --steer: weight towards the code (1 = condition on it); with
     /// --scope episode also the weight away from it, and a list (`1,3`)
     /// runs every code at each weight.

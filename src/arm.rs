@@ -76,13 +76,14 @@ pub fn evaluate(a: &EvalArgs) -> Result<()> {
         let mut method = diffbc_tasks::ModelKind::read(&dir)?.method;
         // A mode past a policy's own, or a policy without modes, is refused
         // here, naming the policy, before any episode runs.
-        let modes = diffbc_runtime::Policy::load(&dir, diffbc_runtime::EngineChoice::Native)
-            .with_context(|| format!("loading {}", dir.display()))?
-            .modes();
+        let policy = diffbc_runtime::Policy::load(&dir, diffbc_runtime::EngineChoice::Native)
+            .with_context(|| format!("loading {}", dir.display()))?;
+        let (modes, input) = (policy.modes(), policy.mode_input());
+        drop(policy);
         if let Some(s) = a
             .arm
             .steering
-            .steering(modes)
+            .steering(modes, input)
             .map_err(|e| anyhow::anyhow!("{}: {e:#}", ck.display()))?
         {
             if steering.as_ref().is_some_and(|prev| *prev != s) {

@@ -166,9 +166,18 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
                 .optim
                 .steps,
         );
+        let training = diffbc_tasks::arm::modes::ModeTraining {
+            dropout: a.mode_dropout,
+            sets: a.mode_sets.unwrap_or(match a.scope {
+                diffbc_train::modes::ModeScope::Episode => {
+                    diffbc_tasks::arm::modes::ModeTraining::default().sets
+                }
+                diffbc_train::modes::ModeScope::Window => 0.0,
+            }),
+        };
         let heading = format!(
-            "({steps} training steps, mode dropout {}, {} episodes per row, Diffusion-X)",
-            a.mode_dropout, a.steer_episodes
+            "({steps} training steps, mode dropout {}, mode sets {}, {} episodes per row, Diffusion-X)",
+            training.dropout, training.sets, a.steer_episodes
         );
         if a.scope == diffbc_train::modes::ModeScope::Episode {
             let dir = diffbc_tasks::arm::modes::train_mode_policy::<crate::training::CpuTrain>(
@@ -177,7 +186,7 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
                 &study,
                 &a.out,
                 steps,
-                a.mode_dropout,
+                training,
                 &Default::default(),
                 true,
             )?;
@@ -205,7 +214,7 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
                 &study,
                 &a.out,
                 steps,
-                a.mode_dropout,
+                training,
                 weight,
                 a.steer_episodes,
                 &Default::default(),

@@ -110,51 +110,96 @@ pub struct RunArgs {
     pub sampler: SamplerArgs,
 }
 
-/// Steering of a policy trained with `mode[k]` channels: a mode as
-/// `K` or `K:WEIGHT` (weight 1 = condition on it; more pushes further).
+/// Steering of a policy trained with `mode[k]` channels: modes as `K`,
+/// `K,J,…` (a set: one of them) and `:WEIGHT` (weight 1 = condition on it;
+/// more pushes further).
 #[derive(Args, Debug, Default, Clone)]
 pub struct SteeringArgs {
-    /// Act like mode K (`K` or `K:WEIGHT`, default weight 1).
+    /// Act like mode K (`K` or `K:WEIGHT`, default weight 1), or like one of
+    /// a set of modes (`K,J:WEIGHT`; policies trained with mode sets).
     #[arg(long = "mode", value_parser = parse_mode)]
-    pub towards: Option<(usize, f32)>,
-    /// Stay away from mode K (`K` or `K:WEIGHT`, default weight 1); repeat for several.
+    pub towards: Option<(Vec<usize>, f32)>,
+    /// Stay away from mode K (`K`, `K:WEIGHT`, `K,J:WEIGHT`); repeat for several.
     #[arg(long = "avoid-mode", value_parser = parse_mode)]
-    pub away: Vec<(usize, f32)>,
+    pub away: Vec<(Vec<usize>, f32)>,
+    /// How to stay away: `exclusion` conditions on every other mode (the
+    /// multi-hot complement; policies trained with mode sets, their
+    /// default), `guidance` pushes the sampler away from the mode's noise
+    /// prediction (negative guidance; the default, and only way, for
+    /// policies trained on one-hot modes). With exclusion the weight is
+    /// `--mode`'s, else the largest `--avoid-mode` weight.
+    #[arg(long = "avoid-by", value_enum)]
+    pub avoid_by: Option<AvoidBy>,
 }
 
-/// `K` or `K:WEIGHT`, a finite weight ≥ 0.
-fn parse_mode(s: &str) -> Result<(usize, f32), String> {
-    let (k, w) = s.split_once(':').unwrap_or((s, "1"));
-    let k = k
-        .parse::<usize>()
-        .map_err(|_| format!("{s:?}: the mode must be a number K (as in mode[K])"))?;
+/// How `--avoid-mode` keeps a policy away from a mode.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvoidBy {
+    /// Condition on the other modes (a set).
+    Exclusion,
+    /// Negative guidance: ε₀ − w (ε_j − ε₀).
+    Guidance,
+}
+
+/// `K`, `K,J,…`, each optionally `:WEIGHT`, a finite weight ≥ 0.
+fn parse_mode(s: &str) -> Result<(Vec<usize>, f32), String> {
+    let (ks, w) = s.split_once(':').unwrap_or((s, "1"));
+    let ks = ks
+        .split(',')
+        .map(|k| {
+            k.trim().parse::<usize>().map_err(|_| {
+                format!(
+                    "{s:?}: a mode must be a number K (as in mode[K]), several separated by ','"
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let w = w
         .parse::<f32>()
         .ok()
         .filter(|w| w.is_finite() && *w >= 0.0)
         .ok_or_else(|| format!("{s:?}: the weight after ':' must be a number ≥ 0"))?;
-    Ok((k, w))
+    Ok((ks, w))
+}
+
+fn mode_list(ks: &[usize]) -> String {
+    ks.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl SteeringArgs {
     /// The flags as written: "towards mode 0 (w = 1), away from mode 2 (w = 1)".
     pub fn label(&self) -> String {
+        let by = match self.avoid_by {
+            Some(AvoidBy::Exclusion) => " by exclusion",
+            Some(AvoidBy::Guidance) => " by guidance",
+            None => "",
+        };
         self.towards
             .iter()
-            .map(|(k, w)| format!("towards mode {k} (w = {w})"))
+            .map(|(k, w)| format!("towards mode {} (w = {w})", mode_list(k)))
             .chain(
                 self.away
                     .iter()
-                    .map(|(k, w)| format!("away from mode {k} (w = {w})")),
+                    .map(|(k, w)| format!("away from mode {} (w = {w}){by}", mode_list(k))),
             )
             .collect::<Vec<_>>()
             .join(", ")
     }
 
-    /// The steering for a policy with `modes` mode channels (`None` when no
-    /// flag was given). A mode past the policy's, or any flag for a policy
-    /// without modes, is an error naming what the policy has.
-    pub fn steering(&self, modes: usize) -> Result<Option<diffbc_runtime::Steering>> {
+    /// The steering for a policy with `modes` mode channels read as `input`
+    /// (`None` when no flag was given). A mode past the policy's, a set for
+    /// a policy trained on one-hot modes, or any flag for a policy without
+    /// modes, is an error naming what the policy has.
+    pub fn steering(
+        &self,
+        modes: usize,
+        input: diffbc_runtime::manifest::ModeInput,
+    ) -> Result<Option<diffbc_runtime::Steering>> {
+        use diffbc_runtime::Steering;
+        use diffbc_runtime::manifest::ModeInput;
         if self.towards.is_none() && self.away.is_empty() {
             return Ok(None);
         }
@@ -163,27 +208,63 @@ impl SteeringArgs {
                 "--mode / --avoid-mode: this policy has no mode[k] observation channels (train one with `diffbc modes --steer`)"
             );
         }
-        let one_hot = |k: usize| -> Result<Vec<f32>> {
-            if k >= modes {
+        let sets = input == ModeInput::Set;
+        let check = |ks: &[usize], flag: &str| -> Result<()> {
+            if let Some(k) = ks.iter().find(|&&k| k >= modes) {
                 bail!(
                     "mode {k}: this policy has modes 0..{modes} (mode[0] to mode[{}])",
                     modes - 1
                 );
             }
-            let mut v = vec![0.0; modes];
-            v[k] = 1.0;
-            Ok(v)
+            if ks.len() > 1 && !sets && flag == "--mode" {
+                bail!(
+                    "--mode {}: this policy was trained on one mode at a time (conventions.mode_input one_hot); a set of modes needs a policy trained with mode sets (`diffbc modes --steer --mode-sets`)",
+                    mode_list(ks)
+                );
+            }
+            Ok(())
         };
-        let (towards, weight) = match self.towards {
-            Some((k, w)) => (one_hot(k)?, w),
+        if let Some((ks, _)) = &self.towards {
+            check(ks, "--mode")?;
+        }
+        for (ks, _) in &self.away {
+            check(ks, "--avoid-mode")?;
+        }
+        let by = self.avoid_by.unwrap_or(if sets {
+            AvoidBy::Exclusion
+        } else {
+            AvoidBy::Guidance
+        });
+        if by == AvoidBy::Exclusion && !self.away.is_empty() {
+            if !sets {
+                bail!(
+                    "--avoid-by exclusion: this policy was trained on one mode at a time (conventions.mode_input one_hot); use --avoid-by guidance, or train with mode sets (`diffbc modes --steer --mode-sets`)"
+                );
+            }
+            let avoid: Vec<usize> = self.away.iter().flat_map(|(k, _)| k.clone()).collect();
+            let (from, weight) = match &self.towards {
+                Some((ks, w)) => (ks.clone(), *w),
+                None => (
+                    (0..modes).collect(),
+                    self.away.iter().map(|(_, w)| *w).fold(0.0, f32::max),
+                ),
+            };
+            let rest: Vec<usize> = from.into_iter().filter(|k| !avoid.contains(k)).collect();
+            if rest.is_empty() {
+                bail!(
+                    "--avoid-mode {}: no mode is left to act like",
+                    mode_list(&avoid)
+                );
+            }
+            return Ok(Some(Steering::towards_set(modes, &rest, weight)));
+        }
+        let set = |ks: &[usize]| Steering::towards_set(modes, ks, 1.0).towards;
+        let (towards, weight) = match &self.towards {
+            Some((ks, w)) => (set(ks), *w),
             None => (Vec::new(), 1.0),
         };
-        let away = self
-            .away
-            .iter()
-            .map(|&(k, w)| Ok((one_hot(k)?, w)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(diffbc_runtime::Steering {
+        let away = self.away.iter().map(|(ks, w)| (set(ks), *w)).collect();
+        Ok(Some(Steering {
             towards,
             weight,
             away,
@@ -632,7 +713,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         },
     )?;
     // Before any port is opened: a steering the policy cannot take is refused.
-    if let Some(steering) = a.steering.steering(policy.modes())? {
+    if let Some(steering) = a.steering.steering(policy.modes(), policy.mode_input())? {
         println!("the policy's modes: {}", policy.mode_names().join("; "));
         println!(
             "steering: towards {:?} at {}, away from {:?}",
@@ -1041,23 +1122,28 @@ mod steering_tests {
 
     #[test]
     fn mode_flags_parse_and_name_what_is_wrong() {
-        assert_eq!(parse_mode("2"), Ok((2, 1.0)));
-        assert_eq!(parse_mode("0:3.5"), Ok((0, 3.5)));
+        assert_eq!(parse_mode("2"), Ok((vec![2], 1.0)));
+        assert_eq!(parse_mode("0:3.5"), Ok((vec![0], 3.5)));
+        assert_eq!(parse_mode("0,2:2"), Ok((vec![0, 2], 2.0)));
         assert!(parse_mode("x").expect_err("k").contains("mode[K]"));
+        assert!(parse_mode("1,,2").expect_err("k").contains("mode[K]"));
         for bad in ["1:-1", "1:nan", "1:inf", "1:"] {
             assert!(parse_mode(bad).expect_err(bad).contains("weight"), "{bad}");
         }
     }
 
     #[test]
-    fn steering_flags_become_one_hot_mode_inputs() {
+    fn steering_flags_become_mode_inputs() {
+        use diffbc_runtime::manifest::ModeInput::{OneHot, Set};
         let none = SteeringArgs::default();
-        assert!(none.steering(0).expect("no flags").is_none());
+        assert!(none.steering(0, OneHot).expect("no flags").is_none());
         let a = SteeringArgs {
-            towards: Some((1, 2.0)),
-            away: vec![(0, 3.0), (2, 1.0)],
+            towards: Some((vec![1], 2.0)),
+            away: vec![(vec![0], 3.0), (vec![2], 1.0)],
+            avoid_by: None,
         };
-        let s = a.steering(3).expect("steering").expect("some");
+        // One-hot policies: negative guidance.
+        let s = a.steering(3, OneHot).expect("steering").expect("some");
         assert_eq!(s.towards, [0.0, 1.0, 0.0]);
         assert_eq!(s.weight, 2.0);
         assert_eq!(
@@ -1066,13 +1152,59 @@ mod steering_tests {
         );
         let only_away = SteeringArgs {
             towards: None,
-            away: vec![(0, 4.0)],
+            away: vec![(vec![0], 4.0)],
+            avoid_by: None,
         };
-        let s = only_away.steering(2).expect("steering").expect("some");
+        let s = only_away
+            .steering(2, OneHot)
+            .expect("steering")
+            .expect("some");
         assert!(s.towards.is_empty());
-        let e = a.steering(2).expect_err("mode 2 of 2").to_string();
+        // Set policies: exclusion, the complement at the largest weight.
+        let s = only_away.steering(3, Set).expect("steering").expect("some");
+        assert_eq!((s.towards, s.weight), (vec![0.0, 1.0, 1.0], 4.0));
+        assert!(s.away.is_empty());
+        let s = a.steering(3, Set).expect("steering").expect("some");
+        assert_eq!((s.towards, s.weight), (vec![0.0, 1.0, 0.0], 2.0));
+        let by_guidance = SteeringArgs {
+            avoid_by: Some(AvoidBy::Guidance),
+            ..only_away.clone()
+        };
+        let s = by_guidance
+            .steering(3, Set)
+            .expect("steering")
+            .expect("some");
+        assert_eq!(s.away, [(vec![1.0, 0.0, 0.0], 4.0)]);
+        let sets = SteeringArgs {
+            towards: Some((vec![0, 2], 1.0)),
+            ..Default::default()
+        };
+        let s = sets.steering(3, Set).expect("steering").expect("some");
+        assert_eq!(s.towards, [1.0, 0.0, 1.0]);
+        // What is refused.
+        let e = sets
+            .steering(3, OneHot)
+            .expect_err("set of one-hot")
+            .to_string();
+        assert!(e.contains("mode sets") && e.contains("0,2"), "{e}");
+        let by_exclusion = SteeringArgs {
+            avoid_by: Some(AvoidBy::Exclusion),
+            ..only_away.clone()
+        };
+        let e = by_exclusion
+            .steering(3, OneHot)
+            .expect_err("exclusion")
+            .to_string();
+        assert!(e.contains("--avoid-by guidance"), "{e}");
+        let all = SteeringArgs {
+            away: vec![(vec![0, 1], 1.0)],
+            ..Default::default()
+        };
+        let e = all.steering(2, Set).expect_err("nothing left").to_string();
+        assert!(e.contains("no mode is left"), "{e}");
+        let e = a.steering(2, OneHot).expect_err("mode 2 of 2").to_string();
         assert!(e.contains("mode 2") && e.contains("0..2"), "{e}");
-        let e = a.steering(0).expect_err("no modes").to_string();
+        let e = a.steering(0, OneHot).expect_err("no modes").to_string();
         assert!(e.contains("no mode[k] observation channels"), "{e}");
     }
 }

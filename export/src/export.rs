@@ -6,8 +6,8 @@ use burn::prelude::*;
 use diffbc_runtime::golden::{self, GoldenCase, GoldenTensor};
 use diffbc_runtime::manifest::{
     self, Conventions, GraphSpec, HeadKind, IR_VERSION, Interface, MANIFEST_FORMAT, Manifest,
-    NormalizationSpec, OPSET, ObservationSpec, Provenance, ScheduleSpec, UnconditionalEmbedding,
-    files, names,
+    ModeInput, NormalizationSpec, OPSET, ObservationSpec, Provenance, ScheduleSpec,
+    UnconditionalEmbedding, files, names,
 };
 use diffbc_runtime::policy::sha256_hex;
 use diffbc_runtime::replay::{self, RecordPlan};
@@ -491,7 +491,14 @@ pub fn export_policy<B: Backend>(
         },
         sampler: options.sampler,
         samplers,
-        conventions: Conventions::default(),
+        conventions: Conventions {
+            mode_input: if spec.config.mode_sets > 0.0 {
+                ModeInput::Set
+            } else {
+                ModeInput::OneHot
+            },
+            ..Conventions::default()
+        },
         channels: interface.channels,
         deployment: interface.deployment,
         unconditional_embedding: UnconditionalEmbedding::Zeros,

@@ -521,7 +521,7 @@ fn the_shipped_bench_sieve_is_reproducible() {
 #[test]
 fn an_exported_mode_conditional_policy_is_steered_by_the_runtime() {
     use diffbc_runtime::Steering;
-    use diffbc_runtime::manifest::Source;
+    use diffbc_runtime::manifest::{ModeInput, Source};
     use diffbc_train::modes::toy::{direction, three_directions};
     let dir = tempfile::tempdir().expect("tmp");
     let c = diffbc_train::modes::toy::policy_config();
@@ -585,6 +585,17 @@ fn an_exported_mode_conditional_policy_is_steered_by_the_runtime() {
         );
         let again = shares(&mut p);
         assert_eq!(s, again, "{engine}: same seeds, same actions");
+        // Trained with mode sets, the manifest says so, and anything but
+        // mode 0 (the complement, plain conditioning) keeps the other two.
+        assert_eq!(p.mode_input(), ModeInput::Set);
+        p.set_steering(Some(Steering::anything_but(3, &[0], 1.0)))
+            .expect("steer");
+        let s = shares(&mut p);
+        assert!(
+            s[0] <= 0.05 && s[1] >= 0.2 && s[2] >= 0.2,
+            "{engine}: anything but 0: {s:?}"
+        );
+        p.set_steering(Some(away)).expect("steer");
         // Batched draws for one observation: plain conditioning only.
         use rand::SeedableRng;
         let mut noise = rand_chacha::ChaCha8Rng::seed_from_u64(1);

@@ -301,6 +301,32 @@ pub struct Conventions {
     pub history_advance: HistoryAdvance,
     /// Chunk layout.
     pub chunk_layout: ChunkLayout,
+    /// How the `mode[k]` channels are read; absent means one-hot (every
+    /// manifest before mode sets, and every policy without modes).
+    #[serde(default, skip_serializing_if = "ModeInput::is_one_hot")]
+    pub mode_input: ModeInput,
+}
+
+/// What a `mode[k]` input the network was trained on means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ModeInput {
+    /// All 0 = no mode; one-hot `k` = act like mode `k`. Other inputs were
+    /// never seen in training.
+    #[default]
+    #[serde(rename = "one_hot")]
+    OneHot,
+    /// Also multi-hot: 1 for each mode of a set = act like one of them (the
+    /// demonstrations whose mode is in the set). The complement of `{j}`
+    /// is "anything but mode j".
+    #[serde(rename = "set")]
+    Set,
+}
+
+impl ModeInput {
+    /// The default (one-hot).
+    pub fn is_one_hot(&self) -> bool {
+        *self == Self::OneHot
+    }
 }
 
 /// Where a value of the observation comes from at run time.

@@ -824,17 +824,34 @@ pub struct Steering {
 impl Steering {
     /// Act like mode `k` of `modes` (one-hot), at `weight`.
     pub fn towards(modes: usize, k: usize, weight: f32) -> Self {
-        Self {
-            towards: one_hot(modes, k),
-            weight,
-            away: Vec::new(),
-        }
+        Self::towards_set(modes, &[k], weight)
     }
 
     /// Also stay away from mode `k` of `modes` (one-hot), at `weight`.
     pub fn and_away_from(mut self, modes: usize, k: usize, weight: f32) -> Self {
         self.away.push((one_hot(modes, k), weight));
         self
+    }
+
+    /// Act like one of the modes in `set` (multi-hot), at `weight`: for a
+    /// policy trained with mode sets (`conventions.mode_input = set`).
+    pub fn towards_set(modes: usize, set: &[usize], weight: f32) -> Self {
+        Self {
+            towards: (0..modes)
+                .map(|i| f32::from(u8::from(set.contains(&i))))
+                .collect(),
+            weight,
+            away: Vec::new(),
+        }
+    }
+
+    /// Act like any mode but those in `avoid` — avoidance by exclusion, the
+    /// multi-hot complement, at `weight` (for a policy trained with mode
+    /// sets; negative guidance, [`Steering::and_away_from`], is the
+    /// alternative for one trained on one-hot modes).
+    pub fn anything_but(modes: usize, avoid: &[usize], weight: f32) -> Self {
+        let rest: Vec<usize> = (0..modes).filter(|i| !avoid.contains(i)).collect();
+        Self::towards_set(modes, &rest, weight)
     }
 
     /// Plain conditioning: one mode at weight 1, nothing avoided.
@@ -1011,6 +1028,12 @@ impl Policy {
     /// How many modes the policy takes (its `mode[k]` channels; 0: none).
     pub fn modes(&self) -> usize {
         self.steer.offsets.len()
+    }
+
+    /// How its mode channels are read: one-hot only, or sets too
+    /// (`conventions.mode_input`).
+    pub fn mode_input(&self) -> manifest::ModeInput {
+        self.model.manifest.conventions.mode_input
     }
 
     /// The names of the policy's mode channels, in mode order: `mode[k]`,

@@ -198,6 +198,14 @@ pub struct TrainConfig {
     /// (`diffbc modes`); absent = 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub mode_dropout: f64,
+    /// Probability of widening a sample's mode input (when not dropped) to
+    /// a random set of modes that holds its own: every other mode's channel
+    /// is set to 1 with probability 1/2. The network then also reads a
+    /// multi-hot input as "act like one of these modes", the condition
+    /// that steering away from a mode by exclusion asks for (manifest
+    /// convention `mode_input: set`). Absent = 0 (one-hot inputs only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mode_sets: f64,
     /// How actions are scaled before the networks see them. This sets the
     /// data's scale against the fixed noise schedule: the paper's claw code
     /// feeds raw actions in [0, 1] (`none`).
@@ -235,6 +243,7 @@ impl TrainConfig {
             chunk: task.chunk,
             obs_dropout: 0.0,
             mode_dropout: 0.0,
+            mode_sets: 0.0,
             action_scaling: task.action_scaling,
             data: DataConfig {
                 samples: 20_000,
@@ -306,6 +315,9 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.mode_dropout) {
             return Err(TrainError::config("mode_dropout", "must be in [0, 1)"));
+        }
+        if !(0.0..=1.0).contains(&self.mode_sets) {
+            return Err(TrainError::config("mode_sets", "must be in [0, 1]"));
         }
         if !(0.0..1.0).contains(&self.data.test_fraction) {
             return Err(TrainError::config(

@@ -825,7 +825,8 @@ pub mod toy {
     }
 
     /// A small diffusion policy for [`three_directions`] with mode dropout
-    /// 0.3: 800 steps follow each mode ≥ 90 % of the time (tests).
+    /// 0.3 and mode sets 0.5: 800 steps follow each mode ≥ 90 % of the
+    /// time (tests).
     pub fn policy_config() -> crate::TrainConfig {
         use crate::model::{DenoiserConfig, EncoderConfig, MlpSieveConfig};
         let mut c = crate::TrainConfig::for_task(
@@ -834,6 +835,7 @@ pub mod toy {
         );
         c.history = 0;
         c.mode_dropout = 0.3;
+        c.mode_sets = 0.5;
         c.encoder = EncoderConfig::Mlp {
             hidden: 64,
             embed: 32,

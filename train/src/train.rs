@@ -125,12 +125,23 @@ struct Batch {
     rows: usize,
 }
 
+/// What training does to the `mode[k]` channels of a batch's samples.
+#[derive(Debug, Clone, Copy)]
+struct ModeNoise<'a> {
+    /// Where the channels sit in a frame.
+    channels: &'a std::ops::Range<usize>,
+    /// Probability of dropping a sample's mode (all channels 0).
+    drop: f64,
+    /// Probability of widening a kept mode to a random set holding it.
+    widen: f64,
+}
+
 fn make_batch(
     p: &Prepared,
     rows: &[usize],
     schedule: &NoiseSchedule,
     dropout: f64,
-    modes: Option<(&std::ops::Range<usize>, f64)>,
+    modes: Option<ModeNoise<'_>>,
     rng: &mut ChaCha8Rng,
 ) -> Batch {
     let (a, h) = (p.action_dim, p.history + 1);
@@ -182,21 +193,43 @@ fn make_batch(
     }
     let mut distinct = ids.len();
     let mut slot = slot;
-    if let Some((channels, p_drop)) = modes
-        && p_drop > 0.0
+    if let Some(m) = modes
+        && (m.drop > 0.0 || m.widen > 0.0)
     {
-        // A sample whose mode is dropped gets its own copies of its frames
-        // with the mode channels at 0 (frames are shared between samples).
+        let channels = m.channels.clone();
+        let k = channels.len();
+        let mut set = vec![false; k];
+        // A sample whose mode is dropped or widened gets its own copies of
+        // its frames with the new mode input (frames are shared between
+        // samples). Dropped: every channel 0. Widened: every other mode
+        // joins with probability 1/2, the same set in each of its frames.
         for i in 0..n {
-            if rng.random::<f64>() < p_drop {
-                for s in &mut slot[i * h..(i + 1) * h] {
-                    let from = *s as usize * p.frame_len;
-                    frames.extend_from_within(from..from + p.frame_len);
-                    let at = distinct * p.frame_len;
-                    frames[at + channels.start..at + channels.end].fill(0.0);
-                    *s = distinct as i32;
-                    distinct += 1;
+            let widen = if m.drop > 0.0 && rng.random::<f64>() < m.drop {
+                false
+            } else if m.widen > 0.0 && rng.random::<f64>() < m.widen {
+                for s in &mut set {
+                    *s = rng.random::<bool>();
                 }
+                true
+            } else {
+                continue;
+            };
+            for s in &mut slot[i * h..(i + 1) * h] {
+                let from = *s as usize * p.frame_len;
+                frames.extend_from_within(from..from + p.frame_len);
+                let at = distinct * p.frame_len;
+                let mode = &mut frames[at + channels.start..at + channels.end];
+                if widen {
+                    for (v, &joins) in mode.iter_mut().zip(&set) {
+                        if joins {
+                            *v = 1.0;
+                        }
+                    }
+                } else {
+                    mode.fill(0.0);
+                }
+                *s = distinct as i32;
+                distinct += 1;
             }
         }
     }
@@ -383,11 +416,16 @@ pub fn train<B: AutodiffBackend>(
             "mode[k] channels need a vector observation (an image's channels are normalised as groups)".into(),
         ));
     }
-    if config.mode_dropout > 0.0 && mode_channels.is_none() {
-        return Err(TrainError::config(
-            "mode_dropout",
-            "is set but the data has no mode[k] observation channels (see `diffbc modes`)",
-        ));
+    for (field, p) in [
+        ("mode_dropout", config.mode_dropout),
+        ("mode_sets", config.mode_sets),
+    ] {
+        if p > 0.0 && mode_channels.is_none() {
+            return Err(TrainError::config(
+                field,
+                "is set but the data has no mode[k] observation channels (see `diffbc modes`)",
+            ));
+        }
     }
     let (train_set, test_set) = data.split(config.data.test_fraction, config.seed);
     if train_set.is_empty() || test_set.is_empty() {
@@ -519,7 +557,11 @@ pub fn train<B: AutodiffBackend>(
             &rows,
             &schedule,
             config.obs_dropout,
-            mode_channels.as_ref().map(|c| (c, config.mode_dropout)),
+            mode_channels.as_ref().map(|channels| ModeNoise {
+                channels,
+                drop: config.mode_dropout,
+                widen: config.mode_sets,
+            }),
             &mut rng,
         );
         let loss = batch_loss(&model, &batch, &spec, device);
@@ -968,6 +1010,27 @@ pub(crate) mod tests {
             s[0] <= 0.05 && s[1] >= 0.2 && s[2] >= 0.2,
             "away from 0: shares {s:?}"
         );
+        // Trained with mode sets, a multi-hot input is "one of these": every
+        // mode of the set appears, no other.
+        assert!(c.mode_sets > 0.0);
+        for set in [[1.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0; 3]] {
+            sampler
+                .sample(&mut policy, &obs_with(set), &mut rng, &mut out)
+                .expect("sample");
+            let s = shares(&mut out);
+            println!("modes {set:?}: shares {s:?}");
+            let members = set.iter().sum::<f32>() as f64;
+            for k in 0..3 {
+                assert!(
+                    if set[k] == 1.0 {
+                        s[k] >= 0.5 / members
+                    } else {
+                        s[k] <= 0.05
+                    },
+                    "modes {set:?}: shares {s:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -989,7 +1052,11 @@ pub(crate) mod tests {
                 &rows,
                 &schedule,
                 0.0,
-                Some((&(2..5), p_drop)),
+                Some(ModeNoise {
+                    channels: &(2..5),
+                    drop: p_drop,
+                    widen: 0.0,
+                }),
                 &mut step_rng(0, 0),
             );
             // The noise is drawn as without mode dropout.
@@ -1007,6 +1074,57 @@ pub(crate) mod tests {
             let shared = (plain.slot.iter().copied().max().expect("slots") as usize + 1) * 5;
             assert_eq!(b.frames[..shared], plain.frames[..shared]);
         }
+    }
+
+    #[test]
+    fn mode_sets_widen_a_samples_mode_to_a_set_holding_it_in_every_frame() {
+        let data = three_modes(40, 4).to_dataset(1);
+        let p = Prepared::new(&data, &Normalizer::identity(5), &Normalizer::identity(2))
+            .expect("prepared");
+        let schedule = NoiseSchedule::new(&Default::default()).expect("schedule");
+        let rows: Vec<usize> = (0..20).collect();
+        let plain = make_batch(&p, &rows, &schedule, 0.0, None, &mut step_rng(0, 0));
+        let b = make_batch(
+            &p,
+            &rows,
+            &schedule,
+            0.0,
+            Some(ModeNoise {
+                channels: &(2..5),
+                drop: 0.0,
+                widen: 1.0,
+            }),
+            &mut step_rng(0, 0),
+        );
+        let frame = |b: &Batch, s: i32| b.frames[s as usize * 5..s as usize * 5 + 5].to_vec();
+        let mut sets = std::collections::BTreeSet::new();
+        for (i, (ours, theirs)) in b.slot.chunks(2).zip(plain.slot.chunks(2)).enumerate() {
+            // Whether each mode joined, the same in every frame (this toy's
+            // own mode changes from row to row; the joiners do not).
+            let mut joined: [Option<bool>; 3] = [None; 3];
+            for (&s, &q) in ours.iter().zip(theirs) {
+                let (f, g) = (frame(&b, s), frame(&plain, q));
+                assert_eq!(f[..2], g[..2], "sample {i}: the position is kept");
+                for k in 2..5 {
+                    assert!(f[k] == 0.0 || f[k] == 1.0, "sample {i}: {f:?}");
+                    assert!(f[k] >= g[k], "sample {i}: its own mode stays in the set");
+                    if g[k] == 0.0 {
+                        let j = f[k] == 1.0;
+                        assert_eq!(
+                            *joined[k - 2].get_or_insert(j),
+                            j,
+                            "sample {i}: one set in every frame"
+                        );
+                    }
+                }
+                sets.insert(f[2..].iter().map(|&v| v as u8).collect::<Vec<_>>());
+            }
+        }
+        assert!(sets.len() >= 4, "random sets: {sets:?}");
+        assert!(
+            sets.iter().any(|m| m.iter().sum::<u8>() >= 2),
+            "some sets hold several modes: {sets:?}"
+        );
     }
 
     #[test]

@@ -661,8 +661,7 @@ pub struct SteeringRow {
 }
 
 /// Train a diffusion policy on `demos` with the modes' soft codes as
-/// `mode[k]` channels (mode dropout `mode_dropout`, `steps` training
-/// steps), export it to `out/policy`, and run `episodes` in-process
+/// `mode[k]` channels (`training`, `steps` training steps), export it to `out/policy`, and run `episodes` in-process
 /// episodes unsteered and steered towards each code that starts some
 /// demonstration (one-hot, at `weight`). The same evaluation seeds for
 /// every row.
@@ -675,22 +674,13 @@ pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
     study: &ModesStudy,
     out: &std::path::Path,
     steps: usize,
-    mode_dropout: f64,
+    training: ModeTraining,
     weight: f32,
     episodes: usize,
     device: &B::Device,
     progress: bool,
 ) -> Result<Vec<SteeringRow>> {
-    let dir = train_mode_policy::<B>(
-        demos,
-        modes,
-        study,
-        out,
-        steps,
-        mode_dropout,
-        device,
-        progress,
-    )?;
+    let dir = train_mode_policy::<B>(demos, modes, study, out, steps, training, device, progress)?;
     // Which first target each code starts: the episodes' first windows.
     let k = modes.config.codes;
     let mut starts = vec![vec![0usize; task.sites]; k];
@@ -704,11 +694,11 @@ pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
         }
         row += demos.episode(e).len();
     }
-    let mut settings: Vec<(Option<usize>, bool, f32)> = vec![(None, true, 0.0)];
+    let mut settings = vec![Setting::unsteered()];
     settings.extend(
         (0..k)
             .filter(|&c| starts[c].iter().sum::<usize>() > 0)
-            .map(|c| (Some(c), true, weight)),
+            .map(|c| Setting::towards(vec![c], weight)),
     );
     let names: Vec<String> = study.codes.iter().map(|c| c.description.clone()).collect();
     let rows = steered_rows(
@@ -724,7 +714,7 @@ pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
     Ok(rows
         .into_iter()
         .map(|(r, _)| {
-            let first_target = r.code.and_then(|c| {
+            let first_target = r.codes.first().and_then(|&c| {
                 let total: usize = starts[c].iter().sum();
                 let (t, m) = starts[c]
                     .iter()
@@ -734,7 +724,7 @@ pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
                 (total > 0).then(|| (t as u8, m as f64 / total as f64))
             });
             SteeringRow {
-                code: r.code,
+                code: r.codes.first().copied(),
                 weight: r.weight,
                 reads_as: r.reads_as,
                 first_target,
@@ -748,8 +738,29 @@ pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
         .collect())
 }
 
+/// How a mode-conditional policy is taught its `mode[k]` channels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModeTraining {
+    /// Probability of dropping a sample's mode (`mode_dropout`).
+    pub dropout: f64,
+    /// Probability of widening a kept mode to a random set holding it
+    /// (`mode_sets`; 0 = one-hot only).
+    pub sets: f64,
+}
+
+impl Default for ModeTraining {
+    /// Mode dropout 0.2, mode sets 0.5: the unconditional policy, every
+    /// code and every set of codes are one network.
+    fn default() -> Self {
+        Self {
+            dropout: 0.2,
+            sets: 0.5,
+        }
+    }
+}
+
 /// Train the arm's diffusion policy on `demos` with the modes' soft codes
-/// as `mode[k]` channels (mode dropout `mode_dropout`, `steps` steps) into
+/// as `mode[k]` channels (`training`, `steps` steps) into
 /// `out/checkpoint`, and export it to `out/policy` (returned). The mode
 /// channels are named by the study's descriptions of the codes.
 #[allow(clippy::too_many_arguments)]
@@ -759,7 +770,7 @@ pub fn train_mode_policy<B: burn::tensor::backend::AutodiffBackend>(
     study: &ModesStudy,
     out: &std::path::Path,
     steps: usize,
-    mode_dropout: f64,
+    training: ModeTraining,
     device: &B::Device,
     progress: bool,
 ) -> Result<std::path::PathBuf> {
@@ -767,7 +778,8 @@ pub fn train_mode_policy<B: burn::tensor::backend::AutodiffBackend>(
     let data = with_mode_channels(demos, modes, &descriptions)?;
     let mut config = crate::Task::Arm.train_config(diffbc_train::Method::Diffusion);
     config.optim.steps = steps;
-    config.mode_dropout = mode_dropout;
+    config.mode_dropout = training.dropout;
+    config.mode_sets = training.sets;
     config.checkpoint_every = 0;
     let dataset = data.to_chunked_dataset(config.history, config.chunk.horizon);
     let ck = out.join("checkpoint");
@@ -796,13 +808,16 @@ pub fn train_mode_policy<B: burn::tensor::backend::AutodiffBackend>(
 /// their crossing reaches pass ([`super::episode_sides`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct StyleRow {
-    /// The code, `None` for the unsteered policy.
-    pub code: Option<usize>,
-    /// Towards the code (`true`) or away from it.
+    /// The codes (a set: one of them), none for the unsteered policy.
+    pub codes: Vec<usize>,
+    /// Towards the codes (`true`) or away from them.
     pub towards: bool,
+    /// Away by exclusion (conditioned on every other code; policies
+    /// trained with mode sets) rather than by negative guidance.
+    pub by_exclusion: bool,
     /// The weight.
     pub weight: f32,
-    /// What the code reads as (from the modes study).
+    /// What the codes read as (from the modes study).
     pub reads_as: String,
     /// Episodes run.
     pub episodes: usize,
@@ -843,11 +858,32 @@ pub fn style_steering_study(
     episodes: usize,
     progress: bool,
 ) -> Result<Vec<StyleRow>> {
-    let mut settings: Vec<(Option<usize>, bool, f32)> = vec![(None, true, 0.0)];
+    // Codes grouped by the operator most of their windows came from: with
+    // more codes than operators, a style is a set of codes.
+    let styles: Vec<Vec<usize>> = {
+        let mut by_operator: Vec<Vec<usize>> = Vec::new();
+        for c in study.codes.iter().filter(|c| c.windows > 0) {
+            let Some(o) =
+                (0..c.operator.len()).max_by(|&a, &b| c.operator[a].total_cmp(&c.operator[b]))
+            else {
+                continue;
+            };
+            if by_operator.len() <= o {
+                by_operator.resize(o + 1, Vec::new());
+            }
+            by_operator[o].push(c.code);
+        }
+        by_operator.into_iter().filter(|g| g.len() > 1).collect()
+    };
+    let mut settings = vec![Setting::unsteered()];
     for &w in weights {
         for c in study.codes.iter().filter(|c| c.windows > 0) {
-            settings.push((Some(c.code), true, w));
-            settings.push((Some(c.code), false, w));
+            settings.push(Setting::towards(vec![c.code], w));
+            settings.push(Setting::away(vec![c.code], w));
+        }
+        for g in &styles {
+            settings.push(Setting::towards(g.clone(), w));
+            settings.push(Setting::away(g.clone(), w));
         }
     }
     let names: Vec<String> = study.codes.iter().map(|c| c.description.clone()).collect();
@@ -890,8 +926,8 @@ pub fn policy_modes(
     );
     let names: Vec<String> = policy.mode_names().iter().map(|n| n.to_string()).collect();
     drop(policy);
-    let settings: Vec<(Option<usize>, bool, f32)> = std::iter::once((None, true, 0.0))
-        .chain((0..k).map(|c| (Some(c), true, weight)))
+    let settings: Vec<Setting> = std::iter::once(Setting::unsteered())
+        .chain((0..k).map(|c| Setting::towards(vec![c], weight)))
         .collect();
     let rows = steered_rows(
         task,
@@ -938,45 +974,99 @@ pub fn policy_modes(
     Ok(rows.into_iter().map(|(r, _)| r).collect())
 }
 
+/// One row of a steering study: towards or away from a set of codes (one
+/// of them) at a weight; no codes = unsteered.
+#[derive(Debug, Clone, PartialEq)]
+struct Setting {
+    codes: Vec<usize>,
+    towards: bool,
+    weight: f32,
+}
+
+impl Setting {
+    fn unsteered() -> Self {
+        Self::towards(Vec::new(), 0.0)
+    }
+
+    fn towards(codes: Vec<usize>, weight: f32) -> Self {
+        Self {
+            codes,
+            towards: true,
+            weight,
+        }
+    }
+
+    fn away(codes: Vec<usize>, weight: f32) -> Self {
+        Self {
+            codes,
+            towards: false,
+            weight,
+        }
+    }
+
+    /// The steering of a policy with `k` modes read as `input`: towards
+    /// the set; away by exclusion (the complement) where the policy was
+    /// trained with mode sets, else by negative guidance from each code.
+    fn steering(
+        &self,
+        k: usize,
+        input: diffbc_runtime::manifest::ModeInput,
+    ) -> Option<diffbc_runtime::Steering> {
+        use diffbc_runtime::Steering;
+        use diffbc_runtime::manifest::ModeInput;
+        if self.codes.is_empty() {
+            return None;
+        }
+        Some(match (self.towards, input) {
+            (true, _) => Steering::towards_set(k, &self.codes, self.weight),
+            (false, ModeInput::Set) => Steering::anything_but(k, &self.codes, self.weight),
+            (false, ModeInput::OneHot) => self.codes.iter().fold(
+                Steering {
+                    towards: Vec::new(),
+                    weight: 1.0,
+                    away: Vec::new(),
+                },
+                |s, &c| s.and_away_from(k, c, self.weight),
+            ),
+        })
+    }
+}
+
 /// Run `episodes` in-process episodes of the policy in `dir` (K = `k`
-/// mode channels, named `names`) for each (code, towards, weight) of
-/// `settings` — code `None` unsteered — with Diffusion-X, and summarise
-/// each.
+/// mode channels, named `names`) for each of `settings` with
+/// Diffusion-X, and summarise each.
 #[allow(clippy::too_many_arguments)]
 fn steered_rows(
     task: &ArmTask,
     dir: &std::path::Path,
     k: usize,
     names: &[String],
-    settings: &[(Option<usize>, bool, f32)],
+    settings: &[Setting],
     episodes: usize,
     demo_order_entropy: f64,
     progress: bool,
 ) -> Result<Vec<(StyleRow, Vec<super::EpisodeResult>)>> {
-    use diffbc_runtime::Steering;
     let threads = crate::pool::default_threads();
     let sampler = Some(diffbc_runtime::SamplerConfig::diffusion_x(
         super::report::EXTRA_STEPS,
     ));
+    let input = diffbc_runtime::Policy::load(dir, diffbc_runtime::EngineChoice::Native)
+        .context_with(|| format!("loading {}", dir.display()))?
+        .mode_input();
     let mut rows = Vec::new();
-    for &(code, towards, weight) in settings {
-        let steering = code.map(|c| {
-            if towards {
-                Steering::towards(k, c, weight)
-            } else {
-                Steering {
-                    towards: Vec::new(),
-                    weight: 1.0,
-                    away: Vec::new(),
-                }
-                .and_away_from(k, c, weight)
-            }
-        });
+    for setting in settings {
+        let steering = setting.steering(k, input);
         let mut row = StyleRow {
-            code,
-            towards,
-            weight: if code.is_some() { weight } else { 0.0 },
-            reads_as: code.map_or(String::new(), |c| names.get(c).cloned().unwrap_or_default()),
+            codes: setting.codes.clone(),
+            towards: setting.towards,
+            by_exclusion: !setting.towards && input == diffbc_runtime::manifest::ModeInput::Set,
+            weight: setting.weight,
+            reads_as: setting
+                .codes
+                .iter()
+                .map(|&c| names.get(c).cloned().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(" or "),
             episodes: 0,
             crossing_episodes: 0,
             crossing_reaches: 0,
@@ -1047,12 +1137,22 @@ fn steered_rows(
 }
 
 impl StyleRow {
-    /// "unsteered", "towards 2 (w = 1)", "away from 2 (w = 1)".
+    /// "unsteered", "towards 2 (w = 1)", "towards 0,3 (w = 1)", "away
+    /// from 2 (w = 1, by exclusion)".
     pub fn label(&self) -> String {
-        match self.code {
-            None => "unsteered".to_string(),
-            Some(c) if self.towards => format!("towards {c} (w = {})", self.weight),
-            Some(c) => format!("away from {c} (w = {})", self.weight),
+        let codes = self
+            .codes
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        match (self.codes.is_empty(), self.towards, self.by_exclusion) {
+            (true, ..) => "unsteered".to_string(),
+            (false, true, _) => format!("towards {codes} (w = {})", self.weight),
+            (false, false, true) => {
+                format!("away from {codes} (w = {}, by exclusion)", self.weight)
+            }
+            (false, false, false) => format!("away from {codes} (w = {})", self.weight),
         }
     }
 }
