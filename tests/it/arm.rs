@@ -331,8 +331,8 @@ fn modes_are_learned_and_reported_from_the_command_line() {
 
 /// Operator styles from the command line: `modes --two-operators --scope
 /// episode --steer` learns one code per episode, trains and exports a
-/// policy whose manifest names its modes, and steers it towards and away
-/// from every code at each weight; `modes POLICY` shows what the exported
+/// policy (with mode sets) whose manifest names its modes, and steers it
+/// towards and away (by exclusion) from every code at each weight; `modes POLICY` shows what the exported
 /// policy does in each mode (table and figures); `eval --task arm --mode`
 /// scores it steered, and refuses a policy without modes before any
 /// episode. Test-sized: the plumbing, not the figures.
@@ -376,7 +376,7 @@ fn operator_styles_are_found_steered_and_evaluated_from_the_command_line() {
     for row in [
         "| unsteered |",
         "| towards 1 (w = 1) |",
-        "| away from 0 (w = 2) |",
+        "| away from 0 (w = 2, by exclusion) |",
     ] {
         assert!(out.contains(row), "no row {row}:\n{out}");
     }
@@ -402,6 +402,9 @@ fn operator_styles_are_found_steered_and_evaluated_from_the_command_line() {
         .filter_map(|c| c["name"].as_str())
         .collect();
     assert_eq!(names.len(), 2, "{manifest}");
+    // Trained with mode sets (the episode scope's default): avoiding a
+    // mode is conditioning on the others.
+    assert_eq!(manifest["conventions"]["mode_input"], "set", "{manifest}");
     assert!(names[0].starts_with("mode[0]: operator "), "{names:?}");
     // What the exported policy does in each of its modes.
     let shown = ok(&[

@@ -31,7 +31,7 @@ fn the_report_grid_runs_and_fills_every_cell() {
         "## Emulated arm: methods and samplers",
         "## Emulated arm: classifier-free guidance",
         "## Emulated arm: steering by operator style",
-        "| away from 1 (w = 3) |",
+        "| away from 1 (w = 3, by exclusion) |",
         "## Quality against speed",
     ] {
         assert!(report.contains(section), "missing {section}");

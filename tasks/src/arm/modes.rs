@@ -858,23 +858,7 @@ pub fn style_steering_study(
     episodes: usize,
     progress: bool,
 ) -> Result<Vec<StyleRow>> {
-    // Codes grouped by the operator most of their windows came from: with
-    // more codes than operators, a style is a set of codes.
-    let styles: Vec<Vec<usize>> = {
-        let mut by_operator: Vec<Vec<usize>> = Vec::new();
-        for c in study.codes.iter().filter(|c| c.windows > 0) {
-            let Some(o) =
-                (0..c.operator.len()).max_by(|&a, &b| c.operator[a].total_cmp(&c.operator[b]))
-            else {
-                continue;
-            };
-            if by_operator.len() <= o {
-                by_operator.resize(o + 1, Vec::new());
-            }
-            by_operator[o].push(c.code);
-        }
-        by_operator.into_iter().filter(|g| g.len() > 1).collect()
-    };
+    let styles = style_groups(&study.codes);
     let mut settings = vec![Setting::unsteered()];
     for &w in weights {
         for c in study.codes.iter().filter(|c| c.windows > 0) {
@@ -972,6 +956,30 @@ pub fn policy_modes(
         )?;
     }
     Ok(rows.into_iter().map(|(r, _)| r).collect())
+}
+
+/// Codes grouped by the operator most of their windows came from, where
+/// a style takes more than one code and not all of them (with more codes
+/// than operators, a style is a set of codes; a style of one code has its
+/// own rows).
+fn style_groups(codes: &[CodeSummary]) -> Vec<Vec<usize>> {
+    let active: Vec<&CodeSummary> = codes.iter().filter(|c| c.windows > 0).collect();
+    let mut by_operator: Vec<Vec<usize>> = Vec::new();
+    for c in &active {
+        let Some(o) =
+            (0..c.operator.len()).max_by(|&a, &b| c.operator[a].total_cmp(&c.operator[b]))
+        else {
+            continue;
+        };
+        if by_operator.len() <= o {
+            by_operator.resize(o + 1, Vec::new());
+        }
+        by_operator[o].push(c.code);
+    }
+    by_operator
+        .into_iter()
+        .filter(|g| g.len() > 1 && g.len() < active.len())
+        .collect()
 }
 
 /// One row of a steering study: towards or away from a set of codes (one
@@ -1248,6 +1256,30 @@ pub fn steering_markdown(rows: &[SteeringRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_style_is_the_set_of_codes_its_operator_dominates() {
+        let code = |code: usize, windows: usize, left: f64| CodeSummary {
+            code,
+            windows,
+            heading: Vec::new(),
+            side: [0.0; 3],
+            operator: vec![left, 1.0 - left],
+            description: String::new(),
+        };
+        let four = [
+            code(0, 10, 0.07),
+            code(1, 10, 0.7),
+            code(2, 10, 0.95),
+            code(3, 10, 0.03),
+            code(4, 0, 0.5),
+        ];
+        assert_eq!(style_groups(&four), [vec![1, 2], vec![0, 3]]);
+        // One code per style, or one style for every code: no groups.
+        assert!(style_groups(&four[1..4]).len() == 1);
+        assert!(style_groups(&[code(0, 5, 0.9), code(1, 5, 0.1)]).is_empty());
+        assert!(style_groups(&[code(0, 5, 0.9), code(1, 5, 0.8)]).is_empty());
+    }
     use burn::backend::{Autodiff, NdArray};
 
     #[test]
