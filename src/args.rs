@@ -127,6 +127,14 @@ pub struct ModesArgs {
     /// With --steer: training steps of the policy (default: the arm's).
     #[arg(long)]
     pub policy_steps: Option<usize>,
+    /// With --steer: actions the policy predicts per decision (default: the
+    /// arm's, 1).
+    #[arg(long)]
+    pub policy_horizon: Option<usize>,
+    /// With --steer: actions executed per decision (default: half the
+    /// horizon, rounded up).
+    #[arg(long, requires = "policy_horizon")]
+    pub policy_execute: Option<usize>,
     /// With --steer: probability of dropping the mode channels in training.
     #[arg(long, default_value_t = diffbc_tasks::arm::modes::ModeTraining::default().dropout)]
     pub mode_dropout: f64,

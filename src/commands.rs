@@ -160,24 +160,32 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
         println!("wrote {}", f.display());
     }
     if a.steer {
-        let steps = a.policy_steps.unwrap_or(
-            diffbc_tasks::Task::Arm
-                .train_config(diffbc_train::Method::Diffusion)
-                .optim
-                .steps,
-        );
+        let defaults = diffbc_tasks::arm::modes::ModeTraining::default();
+        let horizon = a.policy_horizon.unwrap_or(defaults.chunk.horizon);
+        let chunk = diffbc_runtime::manifest::ActionChunk {
+            horizon,
+            execute: a.policy_execute.unwrap_or(horizon.div_ceil(2)),
+        };
+        chunk
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--policy-horizon / --policy-execute: {e}"))?;
         let training = diffbc_tasks::arm::modes::ModeTraining {
+            steps: a.policy_steps.unwrap_or(defaults.steps),
             dropout: a.mode_dropout,
             sets: a.mode_sets.unwrap_or(match a.scope {
-                diffbc_train::modes::ModeScope::Episode => {
-                    diffbc_tasks::arm::modes::ModeTraining::default().sets
-                }
+                diffbc_train::modes::ModeScope::Episode => defaults.sets,
                 diffbc_train::modes::ModeScope::Window => 0.0,
             }),
+            chunk,
         };
         let heading = format!(
-            "({steps} training steps, mode dropout {}, mode sets {}, {} episodes per row, Diffusion-X)",
-            training.dropout, training.sets, a.steer_episodes
+            "({} training steps, mode dropout {}, mode sets {}, chunks {}/{}, {} episodes per row, Diffusion-X)",
+            training.steps,
+            training.dropout,
+            training.sets,
+            chunk.horizon,
+            chunk.execute,
+            a.steer_episodes
         );
         if a.scope == diffbc_train::modes::ModeScope::Episode {
             let dir = diffbc_tasks::arm::modes::train_mode_policy::<crate::training::CpuTrain>(
@@ -185,7 +193,6 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
                 &modes,
                 &study,
                 &a.out,
-                steps,
                 training,
                 &Default::default(),
                 true,
@@ -213,7 +220,6 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
                 &modes,
                 &study,
                 &a.out,
-                steps,
                 training,
                 weight,
                 a.steer_episodes,

@@ -350,8 +350,10 @@ fn mode_steering(a: &StudyOptions, dir: &Path) -> Result<(String, Vec<arm::modes
         &modes,
         &study,
         dir,
-        steps,
-        arm::modes::ModeTraining::default(),
+        arm::modes::ModeTraining {
+            steps,
+            ..Default::default()
+        },
         &Default::default(),
         true,
     )?;

@@ -201,14 +201,31 @@ fn make_batch(
         let mut set = vec![false; k];
         // A sample whose mode is dropped or widened gets its own copies of
         // its frames with the new mode input (frames are shared between
-        // samples). Dropped: every channel 0. Widened: every other mode
-        // joins with probability 1/2, the same set in each of its frames.
+        // samples). Dropped: every channel 0. Widened: every mode not in
+        // its (latest frame's) input joins with probability 1/2, the same
+        // set in each of its frames — never all of them, since "any mode"
+        // is the no-mode input dropout teaches (with two modes, widening
+        // leaves the one-hot as it is).
         for i in 0..n {
             let widen = if m.drop > 0.0 && rng.random::<f64>() < m.drop {
                 false
             } else if m.widen > 0.0 && rng.random::<f64>() < m.widen {
-                for s in &mut set {
-                    *s = rng.random::<bool>();
+                let at = slot[i * h + h - 1] as usize * p.frame_len;
+                let own = &frames[at + channels.start..at + channels.end];
+                let mut outside = 0;
+                for (s, &v) in set.iter_mut().zip(own) {
+                    *s = v == 0.0 && rng.random::<bool>();
+                    outside += usize::from(v == 0.0);
+                }
+                let joined = set.iter().filter(|&&s| s).count();
+                if joined == outside && joined > 0 {
+                    let drop = rng.random_range(0..joined);
+                    if let Some(s) = set.iter_mut().filter(|s| **s).nth(drop) {
+                        *s = false;
+                    }
+                }
+                if !set.contains(&true) {
+                    continue;
                 }
                 true
             } else {
@@ -1117,10 +1134,14 @@ pub(crate) mod tests {
                         );
                     }
                 }
-                sets.insert(f[2..].iter().map(|&v| v as u8).collect::<Vec<_>>());
+                if s == ours[1] {
+                    // The latest frame's set: its own mode and the joiners.
+                    sets.insert(f[2..].iter().map(|&v| v as u8).collect::<Vec<_>>());
+                }
             }
         }
         assert!(sets.len() >= 4, "random sets: {sets:?}");
+        assert!(!sets.contains(&vec![1, 1, 1]), "never every mode: {sets:?}");
         assert!(
             sets.iter().any(|m| m.iter().sum::<u8>() >= 2),
             "some sets hold several modes: {sets:?}"

@@ -661,7 +661,7 @@ pub struct SteeringRow {
 }
 
 /// Train a diffusion policy on `demos` with the modes' soft codes as
-/// `mode[k]` channels (`training`, `steps` training steps), export it to `out/policy`, and run `episodes` in-process
+/// `mode[k]` channels (`training`), export it to `out/policy`, and run `episodes` in-process
 /// episodes unsteered and steered towards each code that starts some
 /// demonstration (one-hot, at `weight`). The same evaluation seeds for
 /// every row.
@@ -673,14 +673,13 @@ pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
     modes: &Modes,
     study: &ModesStudy,
     out: &std::path::Path,
-    steps: usize,
     training: ModeTraining,
     weight: f32,
     episodes: usize,
     device: &B::Device,
     progress: bool,
 ) -> Result<Vec<SteeringRow>> {
-    let dir = train_mode_policy::<B>(demos, modes, study, out, steps, training, device, progress)?;
+    let dir = train_mode_policy::<B>(demos, modes, study, out, training, device, progress)?;
     // Which first target each code starts: the episodes' first windows.
     let k = modes.config.codes;
     let mut starts = vec![vec![0usize; task.sites]; k];
@@ -738,29 +737,38 @@ pub fn steering_study<B: burn::tensor::backend::AutodiffBackend>(
         .collect())
 }
 
-/// How a mode-conditional policy is taught its `mode[k]` channels.
+/// How the arm's mode-conditional policy is trained: the arm's diffusion
+/// settings but for these.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModeTraining {
+    /// Gradient steps.
+    pub steps: usize,
     /// Probability of dropping a sample's mode (`mode_dropout`).
     pub dropout: f64,
     /// Probability of widening a kept mode to a random set holding it
     /// (`mode_sets`; 0 = one-hot only).
     pub sets: f64,
+    /// Actions predicted and executed per decision.
+    pub chunk: diffbc_runtime::manifest::ActionChunk,
 }
 
 impl Default for ModeTraining {
-    /// Mode dropout 0.2, mode sets 0.5: the unconditional policy, every
-    /// code and every set of codes are one network.
+    /// The arm's steps and chunk, mode dropout 0.2, mode sets 0.5: the
+    /// unconditional policy, every code and every set of codes are one
+    /// network.
     fn default() -> Self {
+        let arm = crate::Task::Arm.train_config(diffbc_train::Method::Diffusion);
         Self {
+            steps: arm.optim.steps,
             dropout: 0.2,
             sets: 0.5,
+            chunk: arm.chunk,
         }
     }
 }
 
 /// Train the arm's diffusion policy on `demos` with the modes' soft codes
-/// as `mode[k]` channels (`training`, `steps` steps) into
+/// as `mode[k]` channels (`training`) into
 /// `out/checkpoint`, and export it to `out/policy` (returned). The mode
 /// channels are named by the study's descriptions of the codes.
 #[allow(clippy::too_many_arguments)]
@@ -769,7 +777,6 @@ pub fn train_mode_policy<B: burn::tensor::backend::AutodiffBackend>(
     modes: &Modes,
     study: &ModesStudy,
     out: &std::path::Path,
-    steps: usize,
     training: ModeTraining,
     device: &B::Device,
     progress: bool,
@@ -777,7 +784,8 @@ pub fn train_mode_policy<B: burn::tensor::backend::AutodiffBackend>(
     let descriptions: Vec<String> = study.codes.iter().map(|c| c.description.clone()).collect();
     let data = with_mode_channels(demos, modes, &descriptions)?;
     let mut config = crate::Task::Arm.train_config(diffbc_train::Method::Diffusion);
-    config.optim.steps = steps;
+    config.optim.steps = training.steps;
+    config.chunk = training.chunk;
     config.mode_dropout = training.dropout;
     config.mode_sets = training.sets;
     config.checkpoint_every = 0;
