@@ -1050,32 +1050,34 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn mode_dropout_zeroes_a_samples_mode_channels_in_its_own_frame_copies() {
-        // History 1: neighbouring samples share frames.
+    /// A batch of 20 samples of the toy (history 1: neighbouring samples
+    /// share frames) without and with mode noise (`drop`, `widen`), from
+    /// the same draws.
+    fn batches_with_mode_noise(drop: f64, widen: f64) -> (Batch, Batch) {
         let data = three_modes(40, 4).to_dataset(1);
         let p = Prepared::new(&data, &Normalizer::identity(5), &Normalizer::identity(2))
             .expect("prepared");
         let schedule = NoiseSchedule::new(&Default::default()).expect("schedule");
         let rows: Vec<usize> = (0..20).collect();
         let plain = make_batch(&p, &rows, &schedule, 0.0, None, &mut step_rng(0, 0));
-        let frame = |b: &Batch, s: i32| {
-            let at = s as usize * 5;
-            b.frames[at..at + 5].to_vec()
+        let noise = ModeNoise {
+            channels: &(2..5),
+            drop,
+            widen,
         };
+        let b = make_batch(&p, &rows, &schedule, 0.0, Some(noise), &mut step_rng(0, 0));
+        (plain, b)
+    }
+
+    /// Frame `s` of a toy batch.
+    fn frame(b: &Batch, s: i32) -> Vec<f32> {
+        b.frames[s as usize * 5..s as usize * 5 + 5].to_vec()
+    }
+
+    #[test]
+    fn mode_dropout_zeroes_a_samples_mode_channels_in_its_own_frame_copies() {
         for (p_drop, dropped) in [(1.0, true), (0.0, false)] {
-            let b = make_batch(
-                &p,
-                &rows,
-                &schedule,
-                0.0,
-                Some(ModeNoise {
-                    channels: &(2..5),
-                    drop: p_drop,
-                    widen: 0.0,
-                }),
-                &mut step_rng(0, 0),
-            );
+            let (plain, b) = batches_with_mode_noise(p_drop, 0.0);
             // The noise is drawn as without mode dropout.
             assert_eq!(b.noisy, plain.noisy);
             for (&s, &q) in b.slot.iter().zip(&plain.slot) {
@@ -1095,25 +1097,7 @@ pub(crate) mod tests {
 
     #[test]
     fn mode_sets_widen_a_samples_mode_to_a_set_holding_it_in_every_frame() {
-        let data = three_modes(40, 4).to_dataset(1);
-        let p = Prepared::new(&data, &Normalizer::identity(5), &Normalizer::identity(2))
-            .expect("prepared");
-        let schedule = NoiseSchedule::new(&Default::default()).expect("schedule");
-        let rows: Vec<usize> = (0..20).collect();
-        let plain = make_batch(&p, &rows, &schedule, 0.0, None, &mut step_rng(0, 0));
-        let b = make_batch(
-            &p,
-            &rows,
-            &schedule,
-            0.0,
-            Some(ModeNoise {
-                channels: &(2..5),
-                drop: 0.0,
-                widen: 1.0,
-            }),
-            &mut step_rng(0, 0),
-        );
-        let frame = |b: &Batch, s: i32| b.frames[s as usize * 5..s as usize * 5 + 5].to_vec();
+        let (plain, b) = batches_with_mode_noise(0.0, 1.0);
         let mut sets = std::collections::BTreeSet::new();
         for (i, (ours, theirs)) in b.slot.chunks(2).zip(plain.slot.chunks(2)).enumerate() {
             // Whether each mode joined, the same in every frame (this toy's
