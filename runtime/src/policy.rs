@@ -807,7 +807,9 @@ pub const SAMPLE_MANY_ROWS: usize = 2000;
 /// Steering towards or away from modes of the demonstrations, for a policy
 /// trained with `mode[k]` observation channels (`diffbc modes`, mode
 /// dropout). A mode input is the K values of those channels: a one-hot
-/// code, or a soft mixture of codes. Each step of the sampler uses
+/// code, a soft mixture of codes, or — for a policy trained with mode sets
+/// (`conventions.mode_input = set`) — a multi-hot set, "one of these".
+/// Each step of the sampler uses
 /// ε̂ = ε₀ + w (ε_towards − ε₀) − Σⱼ wⱼ (ε_awayⱼ − ε₀), ε₀ with no mode given
 /// (all channels 0). `towards` at weight 1 and nothing to avoid is plain
 /// conditioning and costs no extra network rows.
