@@ -142,7 +142,7 @@ pub struct ModesArgs {
     /// modes holding it in training, so the policy also takes sets ("one
     /// of these") and avoids a mode by exclusion; 0 = one-hot modes only.
     /// Default: 0.5 with --scope episode, 0 with --scope window.
-    #[arg(long)]
+    #[arg(long, value_parser = probability)]
     pub mode_sets: Option<f64>,
     /// With --steer: weight towards the code (1 = condition on it); with
     /// --scope episode also the weight away from it, and a list (`1,3`)
@@ -633,4 +633,12 @@ pub struct ReportArgs {
     /// grid runs in a minute. The figures it writes mean nothing.
     #[arg(long)]
     pub smoke: bool,
+}
+
+/// A probability in [0, 1].
+fn probability(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=1.0).contains(p))
+        .ok_or_else(|| format!("{s:?}: must be a number in [0, 1]"))
 }

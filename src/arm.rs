@@ -92,7 +92,7 @@ pub fn evaluate(a: &EvalArgs) -> Result<()> {
                     ck.display()
                 );
             }
-            method = format!("{method} {}", a.arm.steering.label());
+            method = format!("{method} {}", a.arm.steering.label(input));
             steering = Some(s);
         }
         models.push((method, dir));

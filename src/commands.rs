@@ -161,10 +161,12 @@ pub fn modes(a: crate::args::ModesArgs) -> Result<()> {
     }
     if a.steer {
         let defaults = diffbc_tasks::arm::modes::ModeTraining::default();
-        let horizon = a.policy_horizon.unwrap_or(defaults.chunk.horizon);
-        let chunk = diffbc_runtime::manifest::ActionChunk {
-            horizon,
-            execute: a.policy_execute.unwrap_or(horizon.div_ceil(2)),
+        let chunk = match a.policy_horizon {
+            Some(horizon) => diffbc_runtime::manifest::ActionChunk {
+                horizon,
+                execute: a.policy_execute.unwrap_or(horizon.div_ceil(2)),
+            },
+            None => defaults.chunk,
         };
         chunk
             .validate()

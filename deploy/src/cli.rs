@@ -128,7 +128,7 @@ pub struct SteeringArgs {
     /// prediction (negative guidance; the default, and only way, for
     /// policies trained on one-hot modes). With exclusion the weight is
     /// `--mode`'s, else the largest `--avoid-mode` weight.
-    #[arg(long = "avoid-by", value_enum)]
+    #[arg(long = "avoid-by", value_enum, requires = "away")]
     pub avoid_by: Option<AvoidBy>,
 }
 
@@ -170,12 +170,22 @@ fn mode_list(ks: &[usize]) -> String {
 }
 
 impl SteeringArgs {
-    /// The flags as written: "towards mode 0 (w = 1), away from mode 2 (w = 1)".
-    pub fn label(&self) -> String {
-        let by = match self.avoid_by {
-            Some(AvoidBy::Exclusion) => " by exclusion",
-            Some(AvoidBy::Guidance) => " by guidance",
-            None => "",
+    /// How `--avoid-mode` works for a policy whose modes are read as
+    /// `input`: as asked, else exclusion for set policies and guidance for
+    /// one-hot ones.
+    fn avoid_by(&self, input: diffbc_runtime::manifest::ModeInput) -> AvoidBy {
+        self.avoid_by.unwrap_or(match input {
+            diffbc_runtime::manifest::ModeInput::Set => AvoidBy::Exclusion,
+            diffbc_runtime::manifest::ModeInput::OneHot => AvoidBy::Guidance,
+        })
+    }
+
+    /// The flags as they act on a policy whose modes are read as `input`:
+    /// "towards mode 0 (w = 1), away from mode 2 (w = 1) by exclusion".
+    pub fn label(&self, input: diffbc_runtime::manifest::ModeInput) -> String {
+        let by = match self.avoid_by(input) {
+            AvoidBy::Exclusion => " by exclusion",
+            AvoidBy::Guidance => " by guidance",
         };
         self.towards
             .iter()
@@ -190,9 +200,10 @@ impl SteeringArgs {
     }
 
     /// The steering for a policy with `modes` mode channels read as `input`
-    /// (`None` when no flag was given). A mode past the policy's, a set for
-    /// a policy trained on one-hot modes, or any flag for a policy without
-    /// modes, is an error naming what the policy has.
+    /// (`None` when no flag was given). A mode past the policy's, a `--mode`
+    /// set or an exclusion for a policy trained on one-hot modes (an
+    /// `--avoid-mode` set is avoided mode by mode there), or any flag for a
+    /// policy without modes, is an error naming what the policy has.
     pub fn steering(
         &self,
         modes: usize,
@@ -230,12 +241,7 @@ impl SteeringArgs {
         for (ks, _) in &self.away {
             check(ks, "--avoid-mode")?;
         }
-        let by = self.avoid_by.unwrap_or(if sets {
-            AvoidBy::Exclusion
-        } else {
-            AvoidBy::Guidance
-        });
-        if by == AvoidBy::Exclusion && !self.away.is_empty() {
+        if self.avoid_by(input) == AvoidBy::Exclusion && !self.away.is_empty() {
             if !sets {
                 bail!(
                     "--avoid-by exclusion: this policy was trained on one mode at a time (conventions.mode_input one_hot); use --avoid-by guidance, or train with mode sets (`diffbc modes --steer --mode-sets`)"
@@ -263,7 +269,19 @@ impl SteeringArgs {
             Some((ks, w)) => (set(ks), *w),
             None => (Vec::new(), 1.0),
         };
-        let away = self.away.iter().map(|(ks, w)| (set(ks), *w)).collect();
+        // Away by guidance: from a set as one input where the policy was
+        // trained on sets, else from each of its modes.
+        let away = self
+            .away
+            .iter()
+            .flat_map(|(ks, w)| {
+                if sets {
+                    vec![(set(ks), *w)]
+                } else {
+                    ks.iter().map(|&k| (set(&[k]), *w)).collect()
+                }
+            })
+            .collect();
         Ok(Some(Steering {
             towards,
             weight,
@@ -1196,6 +1214,25 @@ mod steering_tests {
             .expect_err("exclusion")
             .to_string();
         assert!(e.contains("--avoid-by guidance"), "{e}");
+        // A one-hot policy avoids a set mode by mode; the label says how.
+        let two = SteeringArgs {
+            away: vec![(vec![0, 2], 2.0)],
+            ..Default::default()
+        };
+        let s = two.steering(3, OneHot).expect("steering").expect("some");
+        assert_eq!(
+            s.away,
+            [(vec![1.0, 0.0, 0.0], 2.0), (vec![0.0, 0.0, 1.0], 2.0)]
+        );
+        assert_eq!(two.label(OneHot), "away from mode 0,2 (w = 2) by guidance");
+        assert_eq!(two.label(Set), "away from mode 0,2 (w = 2) by exclusion");
+        // Every mode is "any mode": the no-mode input.
+        let every = SteeringArgs {
+            towards: Some((vec![0, 1, 2], 1.0)),
+            ..Default::default()
+        };
+        let s = every.steering(3, Set).expect("steering").expect("some");
+        assert_eq!(s.towards, [0.0; 3]);
         let all = SteeringArgs {
             away: vec![(vec![0, 1], 1.0)],
             ..Default::default()

@@ -284,8 +284,8 @@ pub enum ChunkLayout {
 }
 
 /// The sampling and control conventions, written out so that a reader never
-/// has to guess them. Each has one value in format 2; a runtime refuses a
-/// value it does not know.
+/// has to guess them. Each has one value in format 2 but `mode_input`
+/// (two); a runtime refuses a value it does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Conventions {

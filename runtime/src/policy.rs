@@ -836,11 +836,14 @@ impl Steering {
     }
 
     /// Act like one of the modes in `set` (multi-hot), at `weight`: for a
-    /// policy trained with mode sets (`conventions.mode_input = set`).
+    /// policy trained with mode sets (`conventions.mode_input = set`). A
+    /// set of every mode is "any mode", the no-mode input (all 0), which
+    /// is how training shows it.
     pub fn towards_set(modes: usize, set: &[usize], weight: f32) -> Self {
+        let every = (0..modes).all(|i| set.contains(&i));
         Self {
             towards: (0..modes)
-                .map(|i| f32::from(u8::from(set.contains(&i))))
+                .map(|i| f32::from(u8::from(!every && set.contains(&i))))
                 .collect(),
             weight,
             away: Vec::new(),

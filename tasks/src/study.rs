@@ -345,15 +345,16 @@ fn mode_steering(a: &StudyOptions, dir: &Path) -> Result<(String, Vec<arm::modes
         Method::Diffusion,
         a.steps_scale,
     );
+    let training = arm::modes::ModeTraining {
+        steps,
+        ..Default::default()
+    };
     let policy = arm::modes::train_mode_policy::<Tb>(
         &demos,
         &modes,
         &study,
         dir,
-        arm::modes::ModeTraining {
-            steps,
-            ..Default::default()
-        },
+        training,
         &Default::default(),
         true,
     )?;
@@ -367,8 +368,10 @@ fn mode_steering(a: &StudyOptions, dir: &Path) -> Result<(String, Vec<arm::modes
         true,
     )?;
     let text = format!(
-        "{} demonstrations from two operators (one always passes the obstacle on the left, one on the right); a VQ-VAE with one code per episode over path windows, its decoder told in hindsight the next target reached, finds their styles without labels; the arm's diffusion policy is trained with the soft codes as `mode[k]` channels (mode dropout 0.2, mode sets 0.5, {steps} steps) and steered towards and away from each code (away by exclusion: towards every other code), {} in-process episodes per row (Diffusion-X M = {}).\n\n{}\n{}",
+        "{} demonstrations from two operators (one always passes the obstacle on the left, one on the right); a VQ-VAE with one code per episode over path windows, its decoder told in hindsight the next target reached, finds their styles without labels; the arm's diffusion policy is trained with the soft codes as `mode[k]` channels (mode dropout {}, mode sets {} — with two codes nothing widens —, {steps} steps) and steered towards and away from each code (away by exclusion: towards every other code), {} in-process episodes per row (Diffusion-X M = {}).\n\n{}\n{}",
         a.arm_demos,
+        training.dropout,
+        training.sets,
         a.arm_episodes,
         arm::report::EXTRA_STEPS,
         study.markdown(),

@@ -866,7 +866,15 @@ pub fn style_steering_study(
     episodes: usize,
     progress: bool,
 ) -> Result<Vec<StyleRow>> {
-    let styles = style_groups(&study.codes);
+    // Sets of codes only for a policy trained on sets.
+    let input = diffbc_runtime::Policy::load(dir, diffbc_runtime::EngineChoice::Native)
+        .context_with(|| format!("loading {}", dir.display()))?
+        .mode_input();
+    let styles = if input == diffbc_runtime::manifest::ModeInput::Set {
+        style_groups(&study.codes)
+    } else {
+        Vec::new()
+    };
     let mut settings = vec![Setting::unsteered()];
     for &w in weights {
         for c in study.codes.iter().filter(|c| c.windows > 0) {
