@@ -1224,6 +1224,14 @@ mod steering_tests {
             s.away,
             [(vec![1.0, 0.0, 0.0], 2.0), (vec![0.0, 0.0, 1.0], 2.0)]
         );
+        // The runtime's default way away is the flags' default way.
+        for input in [OneHot, Set] {
+            assert_eq!(
+                two.steering(3, input).expect("steering"),
+                Some(diffbc_runtime::Steering::away_from(3, &[0, 2], 2.0, input)),
+                "{input:?}"
+            );
+        }
         assert_eq!(two.label(OneHot), "away from mode 0,2 (w = 2) by guidance");
         assert_eq!(two.label(Set), "away from mode 0,2 (w = 2) by exclusion");
         // Every mode is "any mode": the no-mode input.

@@ -9,7 +9,7 @@
 use crate::decode::Choice;
 use crate::engine::{Engine, EngineError, ExecutionProvider, GraphBytes, GraphId, NativeEngine};
 use crate::fs::{self as userfs, FileError, limits};
-use crate::manifest::{self, HeadKind, MANIFEST_FORMAT, Manifest};
+use crate::manifest::{self, HeadKind, MANIFEST_FORMAT, Manifest, ModeInput};
 use crate::native::NativeGraph;
 use crate::sampler::{Noise, NoiseModel, Sampler, SamplerConfig, SamplerError};
 use crate::schedule::NoiseSchedule;
@@ -857,6 +857,24 @@ impl Steering {
     pub fn anything_but(modes: usize, avoid: &[usize], weight: f32) -> Self {
         let rest: Vec<usize> = (0..modes).filter(|i| !avoid.contains(i)).collect();
         Self::towards_set(modes, &rest, weight)
+    }
+
+    /// Stay away from the modes in `avoid`, at `weight`, the way a policy
+    /// whose modes are read as `input` is trained for: by exclusion
+    /// ([`Steering::anything_but`]) where it took sets, else by negative
+    /// guidance from each mode over the no-mode base.
+    pub fn away_from(modes: usize, avoid: &[usize], weight: f32, input: ModeInput) -> Self {
+        match input {
+            ModeInput::Set => Self::anything_but(modes, avoid, weight),
+            ModeInput::OneHot => avoid.iter().fold(
+                Self {
+                    towards: Vec::new(),
+                    weight: 1.0,
+                    away: Vec::new(),
+                },
+                |s, &k| s.and_away_from(modes, k, weight),
+            ),
+        }
     }
 
     /// Plain conditioning: one mode at weight 1, nothing avoided.

@@ -1037,21 +1037,13 @@ impl Setting {
         input: diffbc_runtime::manifest::ModeInput,
     ) -> Option<diffbc_runtime::Steering> {
         use diffbc_runtime::Steering;
-        use diffbc_runtime::manifest::ModeInput;
         if self.codes.is_empty() {
             return None;
         }
-        Some(match (self.towards, input) {
-            (true, _) => Steering::towards_set(k, &self.codes, self.weight),
-            (false, ModeInput::Set) => Steering::anything_but(k, &self.codes, self.weight),
-            (false, ModeInput::OneHot) => self.codes.iter().fold(
-                Steering {
-                    towards: Vec::new(),
-                    weight: 1.0,
-                    away: Vec::new(),
-                },
-                |s, &c| s.and_away_from(k, c, self.weight),
-            ),
+        Some(if self.towards {
+            Steering::towards_set(k, &self.codes, self.weight)
+        } else {
+            Steering::away_from(k, &self.codes, self.weight, input)
         })
     }
 }
